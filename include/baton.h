@@ -1,0 +1,374 @@
+/*
+ * baton.h: the whole public API of libbaton, a durable, database-backed job queue.
+ *
+ * Conventions
+ * - Every handle is opaque and freed by its own baton_<type>_free/close function; each of
+ *   those accepts NULL as a no-op.
+ * - Functions that can fail return an int: BATON_OK (0) or a negative baton_error_code.
+ *   The message of the last failure on the calling thread is baton_error_last().
+ * - Strings passed in are copied; the caller may reuse its buffers after the call returns.
+ * - Strings the library allocates for the caller (JSON reports) are released with baton_free().
+ * - Threads: a handle is used by one thread at a time unless its documentation says
+ *   otherwise. Different handles may be used concurrently from different threads; the
+ *   library keeps no global mutable state.
+ * - Times are milliseconds since the Unix epoch, UTC.
+ */
+#ifndef BATON_H
+#define BATON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(BATON_BUILDING)
+#define BATON_API __attribute__((visibility("default")))
+#else
+#define BATON_API
+#endif
+
+/** Result codes. Values never change; new codes are only appended. */
+typedef enum baton_error_code {
+    BATON_OK = 0,
+    BATON_ERROR = -1,     /**< anything not listed below */
+    BATON_ENOTFOUND = -2, /**< no such job, class or queue */
+    BATON_EINVALID = -3,  /**< bad input: malformed JSON, unknown option, bad time... */
+    BATON_EBUSY = -4,     /**< the database stayed locked past the busy timeout */
+    BATON_ESTORE = -5,    /**< the database is unreachable, full, read-only or corrupt */
+    BATON_ESCHEMA = -6,   /**< the schema is missing or newer than this library */
+    BATON_ESTATE = -7,    /**< the job is in a state that does not allow the operation */
+} baton_error_code;
+
+/**
+ * The message of the last error on the calling thread: one line naming what is wrong.
+ * Never NULL (empty when there was none). Valid until the next failing call on this thread.
+ */
+BATON_API const char *baton_error_last(void);
+
+/** Static text for a result code. Never NULL. */
+BATON_API const char *baton_strerror(int code);
+
+/** Releases memory the library allocated for the caller (JSON reports). NULL is a no-op. */
+BATON_API void baton_free(void *ptr);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Clients                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/** A connection to a queue database plus the job classes registered on it. */
+typedef struct baton_client baton_client;
+
+/**
+ * Opens the queue database at url ("sqlite:PATH"; NULL means "sqlite:baton.db").
+ * SQLite files are opened in WAL mode with a busy timeout and foreign keys on; several
+ * processes may share one file. Opening does not create or upgrade the schema: call
+ * baton_migrate() for that (or `baton init`).
+ *
+ * @param out receives the client; the caller owns it and frees it with baton_close().
+ * @return BATON_OK; BATON_EINVALID for a malformed URL; BATON_ESTORE when the database
+ *         cannot be opened; BATON_ESCHEMA when its schema is newer than this library.
+ * Thread-safety: the new client belongs to the calling thread until handed on.
+ */
+BATON_API int baton_open(baton_client **out, const char *url);
+
+/** Closes the database and frees the client and its classes. NULL is a no-op. */
+BATON_API void baton_close(baton_client *client);
+
+/**
+ * Creates the schema or upgrades it to this library's version. Idempotent.
+ * @return BATON_OK; BATON_ESCHEMA when the database is newer than this library (it is not
+ *         modified); BATON_ESTORE or BATON_EBUSY on database failure.
+ */
+BATON_API int baton_migrate(baton_client *client);
+
+/** The schema version this library writes and understands. */
+BATON_API int baton_schema_version(void);
+
+/** The URL the client was opened with. Borrowed; valid until baton_close(). */
+BATON_API const char *baton_client_url(const baton_client *client);
+
+/**
+ * Sets the largest accepted arguments document in bytes (default 8 MiB).
+ * @return BATON_OK, or BATON_EINVALID for 0.
+ */
+BATON_API int baton_set_max_arguments_bytes(baton_client *client, size_t max_bytes);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Job classes                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/** A job being performed, as seen by a perform callback. Borrowed for the callback's length. */
+typedef struct baton_job baton_job;
+
+/**
+ * Performs one job. Return 0 when it succeeded; any other value fails it (call
+ * baton_job_set_error() first to store a message). Runs on a worker thread; the payload
+ * given at registration is passed back unchanged.
+ */
+typedef int (*baton_perform_fn)(baton_job *job, void *payload);
+
+typedef enum baton_backoff {
+    BATON_BACKOFF_EXPONENTIAL = 0, /**< base * 2^(attempt-1) seconds, with up to 15% jitter */
+    BATON_BACKOFF_LINEAR = 1,      /**< base * attempt seconds */
+    BATON_BACKOFF_FIXED = 2,       /**< base seconds */
+} baton_backoff;
+
+/** How a class's jobs are enqueued and performed. Initialise with BATON_CLASS_OPTIONS_INIT. */
+typedef struct baton_class_options {
+    unsigned version;         /**< BATON_CLASS_OPTIONS_VERSION */
+    const char *queue;        /**< default queue of the class's jobs; NULL means "default" */
+    int priority;             /**< smaller runs first; default 0 */
+    int max_attempts;         /**< attempts before a job stays failed; 1 (default) = no retry */
+    baton_backoff backoff;    /**< delay between attempts */
+    double backoff_base;      /**< seconds; default 1 */
+    double timeout;           /**< seconds a command job may run; 0 (default) = no limit */
+    const char *command;      /**< shell command performing the job, or NULL */
+    baton_perform_fn perform; /**< C callback performing the job, or NULL */
+    void *payload;            /**< handed to perform unchanged */
+} baton_class_options;
+
+#define BATON_CLASS_OPTIONS_VERSION 1
+#define BATON_CLASS_OPTIONS_INIT \
+    { BATON_CLASS_OPTIONS_VERSION, NULL, 0, 1, BATON_BACKOFF_EXPONENTIAL, 1.0, 0.0, NULL, NULL, NULL }
+
+/**
+ * Registers (or replaces) the job class name on client. A class with neither command nor
+ * perform may still be enqueued; a worker of this client fails its jobs as unperformable.
+ * @return BATON_OK; BATON_EINVALID for an empty name, both command and perform set,
+ *         max_attempts < 1, a negative timeout or an unknown options version.
+ */
+BATON_API int baton_class_register(baton_client *client, const char *name,
+                                   const baton_class_options *opts);
+
+/**
+ * Reads a baton.yml file: registers its job classes and keeps its worker and dispatcher
+ * sections for baton_start(). NULL path reads nothing and succeeds.
+ * @return BATON_OK; BATON_EINVALID with a message "FILE:LINE: ..." naming the bad key;
+ *         BATON_ERROR when the file cannot be read.
+ */
+BATON_API int baton_load_config(baton_client *client, const char *path);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Enqueueing                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Per-job overrides. Initialise with BATON_ENQUEUE_OPTIONS_INIT; zero fields mean "class default". */
+typedef struct baton_enqueue_options {
+    unsigned version;    /**< BATON_ENQUEUE_OPTIONS_VERSION */
+    const char *queue;   /**< NULL: the class's queue */
+    int has_priority;    /**< nonzero: use priority below instead of the class's */
+    int priority;
+    int64_t run_at_ms;   /**< > 0: run at this time (ms since epoch); a future time schedules */
+    double delay;        /**< > 0: run this many seconds from now (ignored when run_at_ms > 0) */
+} baton_enqueue_options;
+
+#define BATON_ENQUEUE_OPTIONS_VERSION 1
+#define BATON_ENQUEUE_OPTIONS_INIT { BATON_ENQUEUE_OPTIONS_VERSION, NULL, 0, 0, 0, 0.0 }
+
+/**
+ * Stores one job of class class_name with JSON arguments (NULL means "[]"). A job due now
+ * is ready at once; a job due later is scheduled.
+ * @param id_out receives the new job's id (may be NULL).
+ * @param opts may be NULL for the class defaults.
+ * @return BATON_OK; BATON_ENOTFOUND for an unregistered class; BATON_EINVALID for malformed
+ *         or oversized arguments; BATON_EBUSY/BATON_ESTORE on database failure (nothing stored).
+ */
+BATON_API int baton_enqueue(baton_client *client, int64_t *id_out, const char *class_name,
+                            const char *args_json, const baton_enqueue_options *opts);
+
+/** One job of a bulk enqueue. */
+typedef struct baton_job_spec {
+    const char *class_name;
+    const char *args_json;               /**< NULL means "[]" */
+    const baton_enqueue_options *opts;   /**< NULL for class defaults */
+} baton_job_spec;
+
+/**
+ * Stores n jobs in one transaction: all of them or, on any error, none.
+ * @param ids_out receives n ids in order (may be NULL).
+ * @return as baton_enqueue(); the error message names the index of the bad spec.
+ */
+BATON_API int baton_enqueue_many(baton_client *client, int64_t *ids_out,
+                                 const baton_job_spec *specs, size_t n);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Inside a perform callback                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+BATON_API int64_t baton_job_id(const baton_job *job);
+/** Borrowed strings, valid while the callback runs. */
+BATON_API const char *baton_job_class(const baton_job *job);
+BATON_API const char *baton_job_queue(const baton_job *job);
+BATON_API const char *baton_job_arguments(const baton_job *job);
+/** The job's concurrency key, or NULL when it has none. */
+BATON_API const char *baton_job_concurrency_key(const baton_job *job);
+/** 1 on the first attempt, 2 on the first retry, ... */
+BATON_API int baton_job_attempt(const baton_job *job);
+/** Stores a message for the failure the callback is about to return. */
+BATON_API void baton_job_set_error(baton_job *job, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/**
+ * Nonzero once the worker is shutting down past its shutdown timeout: the job has been
+ * handed back to the queue and will run again, so a long callback should return soon.
+ * Thread-safety: may be called from any thread.
+ */
+BATON_API int baton_job_cancelled(const baton_job *job);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Workers and dispatchers                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct baton_worker baton_worker;
+
+/** Initialise with BATON_WORKER_OPTIONS_INIT. */
+typedef struct baton_worker_options {
+    unsigned version;        /**< BATON_WORKER_OPTIONS_VERSION */
+    const char *queues;      /**< comma-separated, in polling order: names, "prefix*", "*" */
+    int threads;             /**< jobs performed at once; default 3 */
+    double polling_interval; /**< seconds between polls when idle; default 0.1 */
+    double shutdown_timeout; /**< seconds in-flight jobs get after a graceful stop; default 5 */
+} baton_worker_options;
+
+#define BATON_WORKER_OPTIONS_VERSION 1
+#define BATON_WORKER_OPTIONS_INIT { BATON_WORKER_OPTIONS_VERSION, "*", 3, 0.1, 5.0 }
+
+/**
+ * Creates a worker that performs jobs with client's classes. It opens its own database
+ * connection; client must outlive it.
+ * @return BATON_OK; BATON_EINVALID for bad options (threads < 1, empty queue list).
+ */
+BATON_API int baton_worker_new(baton_worker **out, baton_client *client,
+                               const baton_worker_options *opts);
+
+/**
+ * Registers the worker as a process and claims and performs jobs until stopped.
+ * Blocks the calling thread. After a graceful stop, jobs still running when the
+ * shutdown timeout ends are handed back to the queue (ready) and will run again.
+ * @return BATON_OK after a stop; BATON_ESTORE/BATON_ESCHEMA when the database fails for
+ *         good.
+ */
+BATON_API int baton_worker_run(baton_worker *worker);
+
+/**
+ * Asks a running worker to stop: gracefully (immediate = 0: no new claims, in-flight jobs
+ * get the shutdown timeout) or at once (immediate != 0: command jobs are killed and every
+ * claimed job is handed back to the queue).
+ * Thread-safety: async-signal-safe; may be called from any thread or a signal handler.
+ */
+BATON_API void baton_worker_stop(baton_worker *worker, int immediate);
+
+/** Frees a worker that is not running. NULL is a no-op. */
+BATON_API void baton_worker_free(baton_worker *worker);
+
+typedef struct baton_dispatcher baton_dispatcher;
+
+typedef struct baton_dispatcher_options {
+    unsigned version;        /**< BATON_DISPATCHER_OPTIONS_VERSION */
+    double polling_interval; /**< seconds; default 1 */
+    int batch_size;          /**< scheduled jobs moved per transaction; default 500 */
+} baton_dispatcher_options;
+
+#define BATON_DISPATCHER_OPTIONS_VERSION 1
+#define BATON_DISPATCHER_OPTIONS_INIT { BATON_DISPATCHER_OPTIONS_VERSION, 1.0, 500 }
+
+/** Creates a dispatcher with its own connection; client must outlive it. */
+BATON_API int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
+                                   const baton_dispatcher_options *opts);
+/** Moves due scheduled jobs to ready until stopped. Blocks the calling thread. */
+BATON_API int baton_dispatcher_run(baton_dispatcher *dispatcher);
+/** Async-signal-safe, like baton_worker_stop(). */
+BATON_API void baton_dispatcher_stop(baton_dispatcher *dispatcher);
+BATON_API void baton_dispatcher_free(baton_dispatcher *dispatcher);
+
+/**
+ * Moves due scheduled jobs to ready once, at most batch_size of them.
+ * @param moved_out receives how many were moved (may be NULL).
+ */
+BATON_API int baton_dispatch_due(baton_client *client, int batch_size, int *moved_out);
+
+/**
+ * Runs the workers and dispatchers of the loaded configuration (one worker on "*" and one
+ * dispatcher when it has none) on threads of the calling process until stopped with
+ * baton_start_stop(). Blocks the calling thread.
+ */
+BATON_API int baton_start(baton_client *client, double shutdown_timeout);
+/** Stops a running baton_start(). Async-signal-safe. */
+BATON_API void baton_start_stop(baton_client *client, int immediate);
+
+/**
+ * Performs one job of class_name now, in the calling thread, and records it as a job
+ * (claimed by this process, then finished or failed).
+ * @param id_out receives the job's id (may be NULL).
+ * @return BATON_OK when the job succeeded; BATON_ERROR when it failed (the message is the
+ *         job's error); other codes as baton_enqueue().
+ */
+BATON_API int baton_perform_now(baton_client *client, int64_t *id_out, const char *class_name,
+                                const char *args_json);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Administration: reports are JSON text owned by the caller (release with baton_free)        */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Filter for baton_jobs_json(). Zero/NULL fields do not filter. */
+typedef struct baton_job_filter {
+    const char *status;     /**< scheduled ready blocked claimed finished failed discarded */
+    const char *class_name;
+    const char *queue;
+    int limit;              /**< at most this many, newest first; 0 means 100 */
+} baton_job_filter;
+
+/**
+ * Lists jobs as a JSON array of objects with id, class, queue, priority, status, arguments,
+ * concurrency_key, attempts, error, scheduled_at, created_at, finished_at (ISO 8601 UTC).
+ * @return BATON_OK; BATON_EINVALID for an unknown status.
+ */
+BATON_API int baton_jobs_json(baton_client *client, const baton_job_filter *filter, char **json_out);
+
+/** One job as a JSON object (the fields of baton_jobs_json). BATON_ENOTFOUND if none. */
+BATON_API int baton_job_json(baton_client *client, int64_t id, char **json_out);
+
+/**
+ * Puts a failed job back to ready. BATON_ENOTFOUND for no such job; BATON_ESTATE when the
+ * job is not failed.
+ */
+BATON_API int baton_job_retry(baton_client *client, int64_t id);
+
+/**
+ * Puts every failed job (of class_name, when not NULL) back to ready.
+ * @param count_out receives how many (may be NULL).
+ */
+BATON_API int baton_retry_all_failed(baton_client *client, const char *class_name, int64_t *count_out);
+
+/**
+ * Discards a failed, ready, blocked or scheduled job. BATON_ESTATE for a running (claimed),
+ * finished or already discarded job; BATON_ENOTFOUND for no such job.
+ */
+BATON_API int baton_job_discard(baton_client *client, int64_t id);
+
+/**
+ * Deletes finished jobs whose finished_at is older than older_than_seconds.
+ * @param count_out receives how many were deleted (may be NULL).
+ */
+BATON_API int baton_clear_finished(baton_client *client, double older_than_seconds,
+                                   int64_t *count_out);
+
+/** Pauses a queue: workers skip it until baton_queue_resume(). Idempotent. */
+BATON_API int baton_queue_pause(baton_client *client, const char *queue);
+/** Resumes a paused queue. Idempotent. */
+BATON_API int baton_queue_resume(baton_client *client, const char *queue);
+
+/** Lists queues as a JSON array of {name, ready, scheduled, claimed, failed, paused}. */
+BATON_API int baton_queues_json(baton_client *client, char **json_out);
+
+/**
+ * The class names registered on client, as a JSON array of {name, queue, priority,
+ * command, max_attempts, timeout}.
+ */
+BATON_API int baton_classes_json(baton_client *client, char **json_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BATON_H */

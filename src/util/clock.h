@@ -1,0 +1,25 @@
+/* clock.h: wall-clock and monotonic time, and ISO 8601 formatting/parsing. */
+#ifndef BT_CLOCK_H
+#define BT_CLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Milliseconds since the Unix epoch (CLOCK_REALTIME): what the database stores. */
+int64_t bt_now_ms(void);
+
+/* Nanoseconds of CLOCK_MONOTONIC: for deadlines and durations. */
+int64_t bt_mono_ns(void);
+
+/* Writes ms as "2026-11-24T09:02:41.123Z" into buf (at least BT_ISO_LEN bytes). */
+enum { BT_ISO_LEN = 32 };
+void bt_iso8601(int64_t ms, char *buf);
+
+/* Parses an ISO 8601 UTC time or a time with a numeric offset ("2026-11-24T09:02:41Z",
+ * "2026-11-24 09:02:41.5+01:00", "2026-11-24"). Returns 0 and sets *ms, or -1. */
+int bt_parse_iso8601(const char *text, int64_t *ms);
+
+/* Sleeps for the given seconds (fractions allowed), restarting after signals. */
+void bt_sleep(double seconds);
+
+#endif

@@ -1,0 +1,261 @@
+/* support.c: see support.h. */
+#include "support.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/clock.h"
+
+extern char **environ;
+
+char *tmpdir_make(void)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/baton-test-XXXXXX", base && *base ? base : "/tmp");
+    char *dir = mkdtemp(tmpl);
+    assert_non_null(dir);
+    return strdup(dir);
+}
+
+void tmpdir_remove(char *dir)
+{
+    if (!dir)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", dir, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    free(dir);
+}
+
+const char *path_join(const char *dir, const char *name)
+{
+    static char bufs[8][4096];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, 4096, "%s/%s", dir, name);
+    return b;
+}
+
+int poll_until(int (*cond)(void *), void *arg, int timeout_ms)
+{
+    int64_t deadline = bt_mono_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        if (cond(arg))
+            return 1;
+        if (bt_mono_ns() > deadline)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static const char *baton_bin(void)
+{
+    const char *bin = getenv("BATON_BIN");
+    return bin && *bin ? bin : "baton";
+}
+
+static void exec_baton(const char *const *args)
+{
+    size_t n = 0;
+    while (args[n])
+        n++;
+    const char **argv = calloc(n + 2, sizeof *argv);
+    argv[0] = baton_bin();
+    for (size_t i = 0; i < n; i++)
+        argv[i + 1] = args[i];
+    execve(argv[0], (char *const *)argv, environ);
+    _exit(127);
+}
+
+static void append(char **buf, size_t *len, const char *data, size_t n)
+{
+    *buf = realloc(*buf, *len + n + 1);
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+static int decode_status(int st)
+{
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+run_result baton_run(const char *stdin_text, const char *const *args)
+{
+    int in[2], out[2], err[2];
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(pipe(out), 0);
+    assert_int_equal(pipe(err), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        close(in[0]); close(in[1]); close(out[0]); close(out[1]); close(err[0]); close(err[1]);
+        exec_baton(args);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    signal(SIGPIPE, SIG_IGN);
+    size_t in_len = stdin_text ? strlen(stdin_text) : 0, in_off = 0;
+    if (in_len == 0) {
+        close(in[1]);
+        in[1] = -1;
+    } else {
+        fcntl(in[1], F_SETFL, O_NONBLOCK);
+    }
+    run_result r = {0};
+    size_t out_len = 0, err_len = 0;
+    append(&r.out, &out_len, "", 0);
+    append(&r.err, &err_len, "", 0);
+    int open_fds = 2;
+    while (open_fds > 0 || in[1] >= 0) {
+        struct pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in[1], POLLOUT, 0}};
+        if (poll(fds, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        char buf[65536];
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+                ssize_t n = read(fds[i].fd, buf, sizeof buf);
+                if (n > 0) {
+                    if (i == 0)
+                        append(&r.out, &out_len, buf, (size_t)n);
+                    else
+                        append(&r.err, &err_len, buf, (size_t)n);
+                } else if (n == 0 || errno != EINTR) {
+                    close(fds[i].fd);
+                    if (i == 0)
+                        out[0] = -1;
+                    else
+                        err[0] = -1;
+                    open_fds--;
+                }
+            }
+        }
+        if (in[1] >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+            ssize_t n = write(in[1], stdin_text + in_off, in_len - in_off);
+            if (n > 0)
+                in_off += (size_t)n;
+            if (n < 0 && errno != EAGAIN && errno != EINTR)
+                in_off = in_len;
+            if (in_off >= in_len) {
+                close(in[1]);
+                in[1] = -1;
+            }
+        }
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    r.status = decode_status(st);
+    return r;
+}
+
+run_result baton_runv(const char *stdin_text, ...)
+{
+    const char *args[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, stdin_text);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < 63)
+        args[n++] = a;
+    va_end(ap);
+    args[n] = NULL;
+    return baton_run(stdin_text, args);
+}
+
+void run_result_free(run_result *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+pid_t baton_spawn(const char *log_path, const char *const *args)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log_path ? log_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int null = open("/dev/null", O_RDONLY);
+        dup2(null, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        exec_baton(args);
+    }
+    return pid;
+}
+
+int wait_exit(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = bt_mono_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return decode_status(st);
+        if (bt_mono_ns() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    char chunk[65536];
+    size_t n;
+    append(&buf, &len, "", 0);
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        append(&buf, &len, chunk, n);
+    fclose(f);
+    return buf;
+}
+
+void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+int count_lines(const char *path)
+{
+    char *text = read_file(path);
+    if (!text)
+        return 0;
+    int n = 0;
+    for (char *p = text; *p; p++)
+        n += *p == '\n';
+    free(text);
+    return n;
+}

@@ -1,0 +1,52 @@
+/* support.h: helpers shared by the cmocka suites: temporary directories, polling with a
+ * deadline instead of sleeping, and running the baton CLI as a real process. */
+#ifndef BT_TEST_SUPPORT_H
+#define BT_TEST_SUPPORT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <sys/types.h>
+
+/* A fresh directory under $TMPDIR (or /tmp), removed with everything in it by tmpdir_remove. */
+char *tmpdir_make(void);
+void tmpdir_remove(char *dir);
+
+/* path_join returns "dir/name" in a static rotating buffer (enough for a few at once). */
+const char *path_join(const char *dir, const char *name);
+
+/* Polls cond(arg) every millisecond or so until it returns nonzero or timeout_ms passes.
+ * Returns 1 when the condition held. Use with assert_true and a descriptive condition. */
+int poll_until(int (*cond)(void *), void *arg, int timeout_ms);
+
+/* Output of a finished CLI run. */
+typedef struct run_result {
+    int status;        /* exit code, or 128+signal */
+    char *out;         /* whole stdout, NUL-terminated */
+    char *err;         /* whole stderr, NUL-terminated */
+} run_result;
+
+/* Runs the baton binary ($BATON_BIN) with the NULL-terminated argv (without argv[0]),
+ * feeding stdin_text (may be NULL) and waiting for it to exit. */
+run_result baton_run(const char *stdin_text, const char *const *args);
+/* Variadic form: baton_runv(NULL, "--db", url, "init", NULL). */
+run_result baton_runv(const char *stdin_text, ...);
+void run_result_free(run_result *r);
+
+/* Starts the baton binary in the background with stdout/stderr sent to log_path (may be
+ * NULL for /dev/null). Returns its pid. */
+pid_t baton_spawn(const char *log_path, const char *const *args);
+/* Waits for pid to exit within timeout_ms; returns its exit code or 128+signal, or -1 on
+ * timeout (the process is then killed). */
+int wait_exit(pid_t pid, int timeout_ms);
+
+/* Reads a whole file into a malloc'ed NUL-terminated string (NULL when unreadable). */
+char *read_file(const char *path);
+/* Writes text to path, replacing it. */
+void write_file(const char *path, const char *text);
+/* Counts lines in a file (0 when missing). */
+int count_lines(const char *path);
+
+#endif
