@@ -83,6 +83,13 @@ BATON_API void baton_close(baton_client *client);
  */
 BATON_API int baton_migrate(baton_client *client);
 
+/**
+ * Checks that the database holds this library's schema version.
+ * @return BATON_OK; BATON_ESCHEMA with "run 'baton init'" when it is missing or older, or a
+ *         refusal when it is newer.
+ */
+BATON_API int baton_check_schema(baton_client *client);
+
 /** The schema version this library writes and understands. */
 BATON_API int baton_schema_version(void);
 
@@ -94,6 +101,29 @@ BATON_API const char *baton_client_url(const baton_client *client);
  * @return BATON_OK, or BATON_EINVALID for 0.
  */
 BATON_API int baton_set_max_arguments_bytes(baton_client *client, size_t max_bytes);
+
+/** Severity of a log line. */
+typedef enum baton_log_level {
+    BATON_LOG_DEBUG = 0,
+    BATON_LOG_INFO = 1,
+    BATON_LOG_WARN = 2,
+    BATON_LOG_ERROR = 3,
+} baton_log_level;
+
+/**
+ * Receives one log line in logfmt ("event=job.finished job_id=7 class=Mail duration_ms=3").
+ * Called from worker and dispatcher threads, possibly several at once: it must be
+ * thread-safe. The line is borrowed for the call.
+ */
+typedef void (*baton_log_fn)(baton_log_level level, const char *line, void *payload);
+
+/**
+ * Sends the client's log lines at or above min_level to fn (NULL: no logging, the
+ * default). The library itself never writes to stdout or stderr.
+ * Thread-safety: call before starting workers or dispatchers on the client.
+ */
+BATON_API void baton_set_logger(baton_client *client, baton_log_level min_level, baton_log_fn fn,
+                                void *payload);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Job classes                                                                                 */
@@ -172,11 +202,18 @@ typedef struct baton_enqueue_options {
  * is ready at once; a job due later is scheduled.
  * @param id_out receives the new job's id (may be NULL).
  * @param opts may be NULL for the class defaults.
- * @return BATON_OK; BATON_ENOTFOUND for an unregistered class; BATON_EINVALID for malformed
- *         or oversized arguments; BATON_EBUSY/BATON_ESTORE on database failure (nothing stored).
+ * @return BATON_OK; BATON_EINVALID for an unregistered class or malformed or oversized
+ *         arguments; BATON_EBUSY/BATON_ESTORE on database failure (nothing stored).
  */
 BATON_API int baton_enqueue(baton_client *client, int64_t *id_out, const char *class_name,
                             const char *args_json, const baton_enqueue_options *opts);
+
+/**
+ * Parses an ISO 8601 time ("2026-11-24T09:30:00Z", "2026-11-24 10:30:00+01:00",
+ * "2026-11-24") into milliseconds since the epoch, for baton_enqueue_options.run_at_ms.
+ * @return BATON_OK, or BATON_EINVALID naming the text.
+ */
+BATON_API int baton_parse_time(const char *text, int64_t *ms_out);
 
 /** One job of a bulk enqueue. */
 typedef struct baton_job_spec {

@@ -2,6 +2,9 @@
  * stores and compares them the same way. */
 #include "util/clock.h"
 
+#include "baton.h"
+#include "util/err.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -33,8 +36,10 @@ void bt_iso8601(int64_t ms, char *buf)
     }
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(buf, BT_ISO_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+    /* Only years beyond 9999 could overflow; they are cut rather than overrun. */
+    if (snprintf(buf, BT_ISO_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis) >= BT_ISO_LEN)
+        buf[BT_ISO_LEN - 1] = '\0';
 }
 
 static int read_digits(const char **p, int count, int *value)
@@ -112,4 +117,12 @@ void bt_sleep(double seconds)
                           .tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9)};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
         ;
+}
+
+int baton_parse_time(const char *text, int64_t *ms_out)
+{
+    if (!text || bt_parse_iso8601(text, ms_out) != 0)
+        return bt_err_set(BATON_EINVALID,
+                          "time '%s': expected ISO 8601, e.g. 2026-11-24T09:30:00Z", text ? text : "");
+    return BATON_OK;
 }

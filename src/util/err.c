@@ -28,7 +28,8 @@ int bt_err_prefix(int code, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    if (snprintf(last_error, sizeof last_error, "%s: %s", prefix, old) >= (int)sizeof last_error)
+        memcpy(last_error + sizeof last_error - 4, "...", 4); /* show that it was cut */
     return code;
 }
 

@@ -1,0 +1,355 @@
+/* admin.c: operator reports (JSON) and actions. Reports read in one read transaction so
+ * they see one consistent state; actions run in one write transaction each. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+static const char *const statuses[] = {"scheduled", "ready", "blocked", "claimed",
+                                       "finished", "failed", "discarded"};
+
+static json_t *json_time(bt_row *row, int col)
+{
+    if (bt_col_null(row, col))
+        return json_null();
+    char buf[BT_ISO_LEN];
+    bt_iso8601(bt_col_int(row, col), buf);
+    return json_string(buf);
+}
+
+static json_t *json_text(bt_row *row, int col)
+{
+    return bt_col_null(row, col) ? json_null() : json_string(bt_col_text(row, col));
+}
+
+#define JOB_COLUMNS                                                                              \
+    "id, class_name, queue_name, priority, status, arguments, concurrency_key, attempts, error," \
+    " scheduled_at, created_at, finished_at, started_at, updated_at, max_attempts"
+
+static int append_job(bt_row *row, void *payload)
+{
+    json_t *list = payload;
+    const char *args = bt_col_text(row, 5);
+    json_t *parsed = json_loads(args ? args : "null", JSON_DECODE_ANY, NULL);
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer(bt_col_int(row, 0)));
+    json_object_set_new(o, "class", json_text(row, 1));
+    json_object_set_new(o, "queue", json_text(row, 2));
+    json_object_set_new(o, "priority", json_integer(bt_col_int(row, 3)));
+    json_object_set_new(o, "status", json_text(row, 4));
+    json_object_set_new(o, "arguments", parsed ? parsed : json_text(row, 5));
+    json_object_set_new(o, "concurrency_key", json_text(row, 6));
+    json_object_set_new(o, "attempts", json_integer(bt_col_int(row, 7)));
+    json_object_set_new(o, "max_attempts", json_integer(bt_col_int(row, 14)));
+    json_object_set_new(o, "error", json_text(row, 8));
+    json_object_set_new(o, "scheduled_at", json_time(row, 9));
+    json_object_set_new(o, "created_at", json_time(row, 10));
+    json_object_set_new(o, "started_at", json_time(row, 12));
+    json_object_set_new(o, "updated_at", json_time(row, 13));
+    json_object_set_new(o, "finished_at", json_time(row, 11));
+    json_array_append_new(list, o);
+    return 0;
+}
+
+static int dump(json_t *value, char **json_out)
+{
+    *json_out = json_dumps(value, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(value);
+    return *json_out ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
+}
+
+/* read_report runs fn inside a read transaction so a report sees one state. */
+static int read_report(baton_client *c, int (*fn)(bt_store *, void *), void *arg)
+{
+    int rc = bt_begin(c->store, BT_TXN_READ);
+    if (rc != BATON_OK)
+        return rc;
+    rc = fn(c->store, arg);
+    bt_rollback(c->store);
+    return rc;
+}
+
+typedef struct jobs_query {
+    const baton_job_filter *filter;
+    json_t *list;
+} jobs_query;
+
+static int query_jobs(bt_store *s, void *arg)
+{
+    jobs_query *q = arg;
+    const baton_job_filter *f = q->filter;
+    char sql[512] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE 1 = 1";
+    bt_val a[4];
+    int n = 0;
+    if (f && f->status) {
+        strcat(sql, " AND status = ?");
+        a[n++] = BV_TEXT(f->status);
+    }
+    if (f && f->class_name) {
+        strcat(sql, " AND class_name = ?");
+        a[n++] = BV_TEXT(f->class_name);
+    }
+    if (f && f->queue) {
+        strcat(sql, " AND queue_name = ?");
+        a[n++] = BV_TEXT(f->queue);
+    }
+    strcat(sql, " ORDER BY id DESC LIMIT ?");
+    a[n++] = BV_INT(f && f->limit > 0 ? f->limit : 100);
+    return bt_exec_dynamic(s, sql, a, n, append_job, q->list, NULL);
+}
+
+int baton_jobs_json(baton_client *c, const baton_job_filter *filter, char **json_out)
+{
+    *json_out = NULL;
+    if (filter && filter->status) {
+        size_t i = 0;
+        while (i < sizeof statuses / sizeof *statuses && strcmp(statuses[i], filter->status) != 0)
+            i++;
+        if (i == sizeof statuses / sizeof *statuses)
+            return bt_err_set(BATON_EINVALID,
+                              "unknown status '%s' (expected scheduled, ready, blocked, claimed, "
+                              "finished, failed or discarded)", filter->status);
+    }
+    jobs_query q = {filter, json_array()};
+    int rc = read_report(c, query_jobs, &q);
+    if (rc != BATON_OK) {
+        json_decref(q.list);
+        return rc;
+    }
+    return dump(q.list, json_out);
+}
+
+static const char sql_one_job[] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE id = ?";
+
+int baton_job_json(baton_client *c, int64_t id, char **json_out)
+{
+    *json_out = NULL;
+    json_t *list = json_array();
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(c->store, sql_one_job, a, 1, append_job, list, NULL);
+    if (rc == BATON_OK && json_array_size(list) == 0)
+        rc = bt_err_set(BATON_ENOTFOUND, "job %lld not found", (long long)id);
+    if (rc != BATON_OK) {
+        json_decref(list);
+        return rc;
+    }
+    json_t *job = json_incref(json_array_get(list, 0));
+    json_decref(list);
+    return dump(job, json_out);
+}
+
+/* in_write_txn runs one action in its own write transaction. */
+static int in_write_txn(baton_client *c, int rc_action(bt_store *, void *), void *arg)
+{
+    int rc = bt_begin(c->store, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = rc_action(c->store, arg);
+    if (rc == BATON_OK)
+        return bt_commit(c->store);
+    bt_rollback(c->store);
+    return rc;
+}
+
+static int retry_one(bt_store *s, void *arg) { return bt_retry_failed(s, *(int64_t *)arg, bt_now_ms()); }
+
+int baton_job_retry(baton_client *c, int64_t id)
+{
+    int rc = in_write_txn(c, retry_one, &id);
+    if (rc == BATON_OK)
+        bt_log(c, BATON_LOG_INFO, "event=job.retried_by_operator job_id=%lld", (long long)id);
+    return rc;
+}
+
+typedef struct retry_all_arg {
+    const char *class_name;
+    int64_t count;
+} retry_all_arg;
+
+static const char sql_failed_ids[] =
+    "SELECT j.id FROM baton_failed_executions f JOIN baton_jobs j ON j.id = f.job_id"
+    " WHERE ?1 IS NULL OR j.class_name = ?1 ORDER BY j.id";
+
+typedef struct ids {
+    int64_t *v;
+    size_t n, cap;
+} ids;
+
+static int push_id(bt_row *row, void *payload)
+{
+    ids *l = payload;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = bt_col_int(row, 0);
+    return 0;
+}
+
+static int retry_all(bt_store *s, void *p)
+{
+    retry_all_arg *arg = p;
+    ids l = {0};
+    bt_val a[] = {BV_TEXT(arg->class_name)};
+    int rc = bt_exec(s, sql_failed_ids, a, 1, push_id, &l, NULL);
+    int64_t now = bt_now_ms();
+    for (size_t i = 0; i < l.n && rc == BATON_OK; i++)
+        rc = bt_retry_failed(s, l.v[i], now);
+    arg->count = (int64_t)l.n;
+    free(l.v);
+    return rc;
+}
+
+int baton_retry_all_failed(baton_client *c, const char *class_name, int64_t *count_out)
+{
+    retry_all_arg arg = {class_name, 0};
+    int rc = in_write_txn(c, retry_all, &arg);
+    if (count_out)
+        *count_out = rc == BATON_OK ? arg.count : 0;
+    return rc;
+}
+
+static int discard_one(bt_store *s, void *arg)
+{
+    return bt_discard(s, *(int64_t *)arg, "discarded by operator", bt_now_ms());
+}
+
+int baton_job_discard(baton_client *c, int64_t id) { return in_write_txn(c, discard_one, &id); }
+
+typedef struct clear_arg {
+    int64_t cutoff;
+    int64_t changes;
+} clear_arg;
+
+enum { CLEAR_BATCH = 10000 };
+
+static const char sql_clear_finished[] =
+    "DELETE FROM baton_jobs WHERE id IN (SELECT id FROM baton_jobs WHERE finished_at < ?"
+    " AND status = 'finished' LIMIT ?)";
+
+static int clear_batch(bt_store *s, void *p)
+{
+    clear_arg *arg = p;
+    bt_val a[] = {BV_INT(arg->cutoff), BV_INT(CLEAR_BATCH)};
+    return bt_exec(s, sql_clear_finished, a, 2, NULL, NULL, &arg->changes);
+}
+
+int baton_clear_finished(baton_client *c, double older_than_seconds, int64_t *count_out)
+{
+    clear_arg arg = {bt_now_ms() - (int64_t)(older_than_seconds * 1000.0), 0};
+    int64_t total = 0;
+    int rc;
+    /* Small batches keep the write lock short so workers are not stalled by a big purge. */
+    do {
+        rc = in_write_txn(c, clear_batch, &arg);
+        total += rc == BATON_OK ? arg.changes : 0;
+    } while (rc == BATON_OK && arg.changes == CLEAR_BATCH);
+    if (count_out)
+        *count_out = total;
+    return rc;
+}
+
+static const char sql_pause[] =
+    "INSERT INTO baton_pauses (queue_name, created_at) VALUES (?, ?) ON CONFLICT (queue_name) DO NOTHING";
+static const char sql_resume[] = "DELETE FROM baton_pauses WHERE queue_name = ?";
+
+static int check_queue_name(const char *queue)
+{
+    if (!queue || !*queue)
+        return bt_err_set(BATON_EINVALID, "queue name must not be empty");
+    return BATON_OK;
+}
+
+int baton_queue_pause(baton_client *c, const char *queue)
+{
+    int rc = check_queue_name(queue);
+    bt_val a[] = {BV_TEXT(queue), BV_INT(bt_now_ms())};
+    return rc == BATON_OK ? bt_exec(c->store, sql_pause, a, 2, NULL, NULL, NULL) : rc;
+}
+
+int baton_queue_resume(baton_client *c, const char *queue)
+{
+    int rc = check_queue_name(queue);
+    bt_val a[] = {BV_TEXT(queue)};
+    return rc == BATON_OK ? bt_exec(c->store, sql_resume, a, 1, NULL, NULL, NULL) : rc;
+}
+
+static const char sql_queue_counts[] =
+    "SELECT queue_name, status, COUNT(*) FROM baton_jobs"
+    " WHERE status IN ('ready', 'scheduled', 'claimed', 'blocked', 'failed')"
+    " GROUP BY queue_name, status";
+static const char sql_paused[] = "SELECT queue_name FROM baton_pauses";
+
+static json_t *queue_entry(json_t *by_name, const char *name)
+{
+    json_t *q = json_object_get(by_name, name);
+    if (!q) {
+        q = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:b}", "name", name, "ready", 0, "scheduled",
+                      0, "claimed", 0, "blocked", 0, "failed", 0, "paused", 0);
+        json_object_set_new(by_name, name, q);
+    }
+    return q;
+}
+
+static int add_count(bt_row *row, void *payload)
+{
+    json_t *q = queue_entry(payload, bt_col_text(row, 0));
+    json_object_set_new(q, bt_col_text(row, 1), json_integer(bt_col_int(row, 2)));
+    return 0;
+}
+
+static int add_paused(bt_row *row, void *payload)
+{
+    json_object_set_new(queue_entry(payload, bt_col_text(row, 0)), "paused", json_true());
+    return 0;
+}
+
+static int query_queues(bt_store *s, void *by_name)
+{
+    int rc = bt_exec(s, sql_queue_counts, NULL, 0, add_count, by_name, NULL);
+    return rc == BATON_OK ? bt_exec(s, sql_paused, NULL, 0, add_paused, by_name, NULL) : rc;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int baton_queues_json(baton_client *c, char **json_out)
+{
+    *json_out = NULL;
+    json_t *by_name = json_object();
+    int rc = read_report(c, query_queues, by_name);
+    if (rc != BATON_OK) {
+        json_decref(by_name);
+        return rc;
+    }
+    size_t n = json_object_size(by_name), i = 0;
+    const char **names = calloc(n + 1, sizeof *names);
+    const char *key;
+    json_t *value;
+    json_object_foreach(by_name, key, value) names[i++] = key;
+    qsort(names, n, sizeof *names, cmp_names);
+    json_t *list = json_array();
+    for (i = 0; i < n; i++)
+        json_array_append(list, json_object_get(by_name, names[i]));
+    free(names);
+    json_decref(by_name);
+    return dump(list, json_out);
+}
+
+int baton_classes_json(baton_client *c, char **json_out)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < c->nclasses; i++) {
+        const bt_class *k = &c->classes[i];
+        json_array_append_new(list, json_pack("{s:s, s:s, s:i, s:o, s:i, s:f}", "name", k->name,
+                                              "queue", k->queue, "priority", k->priority, "command",
+                                              k->command ? json_string(k->command) : json_null(),
+                                              "max_attempts", k->max_attempts, "timeout", k->timeout));
+    }
+    return dump(list, json_out);
+}

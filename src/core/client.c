@@ -1,0 +1,276 @@
+/* client.c: the baton_client handle: its connection, job classes, configuration and
+ * logger, and the public enqueue entry points. */
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "store/schema.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+enum { DEFAULT_MAX_ARGUMENTS = 8 * 1024 * 1024 };
+
+int baton_schema_version(void) { return BT_SCHEMA_VERSION; }
+
+void baton_free(void *ptr) { free(ptr); }
+
+int baton_open(baton_client **out, const char *url)
+{
+    *out = NULL;
+    baton_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    c->max_arguments_bytes = DEFAULT_MAX_ARGUMENTS;
+    int rc = bt_store_open(&c->store, url ? url : "sqlite:baton.db");
+    int version = 0;
+    if (rc == BATON_OK)
+        rc = bt_schema_current(c->store, &version);
+    if (rc == BATON_OK && version > BT_SCHEMA_VERSION)
+        rc = bt_schema_check(c->store);
+    if (rc != BATON_OK) {
+        baton_close(c);
+        return rc;
+    }
+    *out = c;
+    return BATON_OK;
+}
+
+static void class_clear(bt_class *k)
+{
+    free(k->name);
+    free(k->queue);
+    free(k->command);
+}
+
+void baton_close(baton_client *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nclasses; i++)
+        class_clear(&c->classes[i]);
+    free(c->classes);
+    bt_config_free(c->config);
+    bt_store_close(c->store);
+    free(c);
+}
+
+int baton_migrate(baton_client *c) { return bt_schema_migrate(c->store); }
+
+const char *baton_client_url(const baton_client *c) { return c->store->url; }
+
+int baton_set_max_arguments_bytes(baton_client *c, size_t max_bytes)
+{
+    if (max_bytes == 0)
+        return bt_err_set(BATON_EINVALID, "max_arguments_bytes must be positive");
+    c->max_arguments_bytes = max_bytes;
+    return BATON_OK;
+}
+
+void baton_set_logger(baton_client *c, baton_log_level min_level, baton_log_fn fn, void *payload)
+{
+    c->log_fn = fn;
+    c->log_payload = payload;
+    c->log_level = min_level;
+}
+
+void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
+{
+    if (!c->log_fn || level < c->log_level)
+        return;
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    c->log_fn(level, line, c->log_payload);
+}
+
+int bt_client_open_store(baton_client *c, bt_store **out)
+{
+    int rc = bt_store_open(out, c->store->url);
+    if (rc == BATON_OK && (rc = bt_schema_check(*out)) != BATON_OK) {
+        bt_store_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+bt_class *bt_class_find(baton_client *c, const char *name)
+{
+    for (size_t i = 0; i < c->nclasses; i++)
+        if (strcmp(c->classes[i].name, name) == 0)
+            return &c->classes[i];
+    return NULL;
+}
+
+static int register_class(baton_client *c, const char *name, const baton_class_options *o,
+                          int config_line)
+{
+    if (!name || !*name)
+        return bt_err_set(BATON_EINVALID, "class name must not be empty");
+    if (o->version != BATON_CLASS_OPTIONS_VERSION)
+        return bt_err_set(BATON_EINVALID, "class %s: unknown options version %u", name, o->version);
+    if (o->command && o->perform)
+        return bt_err_set(BATON_EINVALID, "class %s: give a command or a perform callback, not both", name);
+    if (o->max_attempts < 1)
+        return bt_err_set(BATON_EINVALID, "class %s: max_attempts must be at least 1", name);
+    if (o->timeout < 0 || o->backoff_base < 0)
+        return bt_err_set(BATON_EINVALID, "class %s: timeout and backoff base must not be negative", name);
+    if (o->backoff < BATON_BACKOFF_EXPONENTIAL || o->backoff > BATON_BACKOFF_FIXED)
+        return bt_err_set(BATON_EINVALID, "class %s: unknown backoff %d", name, (int)o->backoff);
+    bt_class *k = bt_class_find(c, name);
+    if (k) {
+        class_clear(k);
+    } else {
+        if (c->nclasses == c->classes_cap) {
+            size_t cap = c->classes_cap ? c->classes_cap * 2 : 8;
+            bt_class *grown = realloc(c->classes, cap * sizeof *grown);
+            if (!grown)
+                return bt_err_set(BATON_ERROR, "out of memory");
+            c->classes = grown;
+            c->classes_cap = cap;
+        }
+        k = &c->classes[c->nclasses++];
+    }
+    *k = (bt_class){
+        .name = strdup(name),
+        .queue = strdup(o->queue ? o->queue : "default"),
+        .priority = o->priority,
+        .max_attempts = o->max_attempts,
+        .backoff = (int)o->backoff,
+        .backoff_base = o->backoff_base,
+        .timeout = o->timeout,
+        .command = o->command ? strdup(o->command) : NULL,
+        .perform = o->perform,
+        .payload = o->payload,
+        .config_line = config_line,
+    };
+    return BATON_OK;
+}
+
+int baton_class_register(baton_client *c, const char *name, const baton_class_options *opts)
+{
+    baton_class_options defaults = BATON_CLASS_OPTIONS_INIT;
+    return register_class(c, name, opts ? opts : &defaults, 0);
+}
+
+int baton_load_config(baton_client *c, const char *path)
+{
+    if (!path)
+        return BATON_OK;
+    bt_config *cfg;
+    int rc = bt_config_load(path, &cfg);
+    if (rc != BATON_OK)
+        return rc;
+    for (size_t i = 0; i < cfg->nclasses && rc == BATON_OK; i++) {
+        const bt_class_config *cc = &cfg->classes[i];
+        bt_class *existing = bt_class_find(c, cc->name);
+        baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+        o.queue = cc->queue;
+        o.priority = cc->priority;
+        o.max_attempts = cc->max_attempts;
+        o.backoff = (baton_backoff)cc->backoff;
+        o.backoff_base = cc->backoff_base;
+        o.timeout = cc->timeout;
+        o.command = cc->command;
+        /* A program may register a callback before loading the file that tunes it. */
+        if (existing && !cc->command) {
+            o.perform = existing->perform;
+            o.payload = existing->payload;
+        }
+        rc = register_class(c, cc->name, &o, cc->line);
+        if (rc != BATON_OK)
+            bt_err_prefix(rc, "%s:%d", path, cc->line);
+    }
+    if (rc != BATON_OK) {
+        bt_config_free(cfg);
+        return rc;
+    }
+    c->max_arguments_bytes = cfg->max_arguments_bytes;
+    bt_config_free(c->config);
+    c->config = cfg;
+    return BATON_OK;
+}
+
+int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_new_job *job)
+{
+    if (!spec->class_name)
+        return bt_err_set(BATON_EINVALID, "missing class name");
+    bt_class *k = bt_class_find(c, spec->class_name);
+    if (!k)
+        return bt_err_set(BATON_EINVALID, "unknown class '%s'", spec->class_name);
+    const char *args = spec->args_json ? spec->args_json : "[]";
+    size_t len = strlen(args);
+    if (len > c->max_arguments_bytes)
+        return bt_err_set(BATON_EINVALID, "arguments of %zu bytes exceed max_arguments_bytes (%zu)",
+                          len, c->max_arguments_bytes);
+    json_error_t jerr;
+    json_t *parsed = json_loadb(args, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!parsed)
+        return bt_err_set(BATON_EINVALID, "arguments are not valid JSON: %s at line %d column %d",
+                          jerr.text, jerr.line, jerr.column);
+    json_decref(parsed);
+    const baton_enqueue_options *o = spec->opts;
+    if (o && o->version != BATON_ENQUEUE_OPTIONS_VERSION)
+        return bt_err_set(BATON_EINVALID, "unknown enqueue options version %u", o->version);
+    if (o && o->queue && !*o->queue)
+        return bt_err_set(BATON_EINVALID, "queue name must not be empty");
+    int64_t run_at = now;
+    if (o && o->run_at_ms > 0)
+        run_at = o->run_at_ms;
+    else if (o && o->delay > 0)
+        run_at = now + (int64_t)(o->delay * 1000.0);
+    *job = (bt_new_job){
+        .class_name = k->name,
+        .queue = o && o->queue ? o->queue : k->queue,
+        .arguments = args,
+        .arguments_len = len,
+        .priority = o && o->has_priority ? o->priority : k->priority,
+        .run_at = run_at,
+        .max_attempts = k->max_attempts,
+        .backoff = k->backoff,
+        .backoff_base = k->backoff_base,
+        .timeout = k->timeout,
+    };
+    return BATON_OK;
+}
+
+int baton_enqueue_many(baton_client *c, int64_t *ids_out, const baton_job_spec *specs, size_t n)
+{
+    int64_t now = bt_now_ms();
+    bt_new_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+    if (!jobs)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    int rc = BATON_OK;
+    /* Validate everything before taking the write lock: parsing JSON under the lock would
+     * stall every other writer. */
+    for (size_t i = 0; i < n && rc == BATON_OK; i++)
+        if ((rc = bt_prepare_job(c, &specs[i], now, &jobs[i])) != BATON_OK && n > 1)
+            bt_err_prefix(rc, "job %zu", i);
+    if (rc == BATON_OK)
+        rc = bt_begin(c->store, BT_TXN_WRITE);
+    if (rc == BATON_OK) {
+        for (size_t i = 0; i < n && rc == BATON_OK; i++)
+            rc = bt_enqueue_row(c->store, &jobs[i], now, ids_out ? &ids_out[i] : NULL);
+        if (rc == BATON_OK)
+            rc = bt_commit(c->store);
+        if (rc != BATON_OK)
+            bt_rollback(c->store);
+    }
+    free(jobs);
+    if (rc == BATON_OK)
+        bt_log(c, BATON_LOG_DEBUG, "event=job.enqueued count=%zu", n);
+    return rc;
+}
+
+int baton_enqueue(baton_client *c, int64_t *id_out, const char *class_name, const char *args_json,
+                  const baton_enqueue_options *opts)
+{
+    baton_job_spec spec = {class_name, args_json, opts};
+    return baton_enqueue_many(c, id_out, &spec, 1);
+}
+
+int baton_check_schema(baton_client *c) { return bt_schema_check(c->store); }

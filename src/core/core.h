@@ -1,0 +1,145 @@
+/* core.h: the client, its job classes, and the lifecycle transitions shared by the public
+ * API, the worker and the dispatcher. Every transition runs inside a transaction the
+ * caller opened, so several can be batched into one commit. */
+#ifndef BT_CORE_H
+#define BT_CORE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "baton.h"
+#include "config/config.h"
+#include "store/store.h"
+
+typedef struct bt_class {
+    char *name;
+    char *queue;
+    int priority;
+    int max_attempts;
+    int backoff;
+    double backoff_base;
+    double timeout;
+    char *command;
+    baton_perform_fn perform;
+    void *payload;
+    int config_line;         /* line in the config file, 0 when registered from C */
+} bt_class;
+
+typedef struct bt_start bt_start;
+
+struct baton_client {
+    bt_store *store;
+    bt_class *classes;
+    size_t nclasses, classes_cap;
+    size_t max_arguments_bytes;
+    bt_config *config;       /* NULL until baton_load_config() */
+    baton_log_fn log_fn;
+    void *log_payload;
+    baton_log_level log_level;
+    _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
+};
+
+/* bt_class_find returns the class named name, or NULL. */
+bt_class *bt_class_find(baton_client *c, const char *name);
+
+/* bt_log formats a logfmt line and hands it to the client's logger when level passes. */
+void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* bt_client_open_store opens another connection to the client's database (workers and
+ * dispatchers each have their own) and checks its schema. */
+int bt_client_open_store(baton_client *c, bt_store **out);
+
+/* ---- lifecycle (lifecycle.c); each runs inside the caller's write transaction ---- */
+
+/* A job as a worker claimed it. */
+typedef struct bt_claimed_job {
+    int64_t id;
+    char *class_name;
+    char *queue;
+    char *arguments;
+    char *concurrency_key;
+    int attempt;
+    int max_attempts;
+    int backoff;
+    double backoff_base;
+    double timeout;
+} bt_claimed_job;
+
+void bt_claimed_job_free(bt_claimed_job *job);
+
+/* bt_enqueue_row stores one job; it is ready when run_at <= now, else scheduled. */
+typedef struct bt_new_job {
+    const char *class_name;
+    const char *queue;
+    const char *arguments;
+    size_t arguments_len;
+    int priority;
+    int64_t run_at;
+    int max_attempts;
+    int backoff;
+    double backoff_base;
+    double timeout;
+} bt_new_job;
+int bt_enqueue_row(bt_store *s, const bt_new_job *job, int64_t now, int64_t *id_out);
+
+/* bt_prepare_job validates one spec against c's classes (class known, arguments valid JSON
+ * within the size limit) and fills *job; strings stay borrowed from spec and the class. */
+int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_new_job *job);
+
+/* bt_claim_job claims the ready job id for process_id (an inline perform). */
+int bt_claim_job(bt_store *s, int64_t process_id, int64_t id, int64_t now, bt_claimed_job *job);
+
+/* bt_claim claims up to max ready jobs from the queue list (entries: name, "prefix*",
+ * "*"), in list order, then priority, then id, skipping paused queues. Appends to jobs
+ * (an array with room for max) and sets *count. */
+int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueues, int max,
+             int64_t now, bt_claimed_job *jobs, int *count);
+
+/* Outcome of a performed job, as reported by the worker. */
+typedef struct bt_outcome {
+    int64_t job_id;
+    int succeeded;
+    const char *error;       /* when failed */
+    int attempt;
+    int max_attempts;
+    int backoff;
+    double backoff_base;
+} bt_outcome;
+
+/* bt_complete records an outcome for a job claimed by process_id: finished, retried
+ * (scheduled at the backoff) or failed. When the claim no longer belongs to process_id
+ * (handed back at shutdown, pruned) nothing is written and *owned is 0. *retry_at_out is
+ * the retry time when retried, else 0. */
+int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now, int *owned,
+                int64_t *retry_at_out);
+
+/* bt_release_claims hands every job claimed by process_id back to ready (all of them when
+ * job_ids is NULL, else the n listed). */
+int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, size_t n,
+                      int64_t now, int64_t *released_out);
+
+/* bt_retry_failed puts the failed job id back to ready. BATON_ENOTFOUND / BATON_ESTATE. */
+int bt_retry_failed(bt_store *s, int64_t id, int64_t now);
+
+/* bt_discard discards a job that is not running or over, recording reason as its error. */
+int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now);
+
+/* bt_dispatch moves up to batch due scheduled jobs to ready. */
+int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out);
+
+/* bt_next_scheduled_at returns the earliest scheduled time, or 0 when none. */
+int bt_next_scheduled_at(bt_store *s, int64_t *at_out);
+
+/* bt_backoff_ms is the delay before attempt + 1 after attempt failed. */
+int64_t bt_backoff_ms(int backoff, double base, int attempt);
+
+/* ---- processes (process.c) ---- */
+int bt_process_register(bt_store *s, const char *kind, const char *metadata_json,
+                        int64_t *id_out);
+int bt_process_heartbeat(bt_store *s, int64_t id);
+/* Deregisters and hands the process's claimed jobs back to ready. */
+int bt_process_deregister(bt_store *s, int64_t id);
+
+#endif

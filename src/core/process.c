@@ -1,0 +1,55 @@
+/* process.c: registration and heartbeats of workers, dispatchers and inline performs in
+ * baton_processes. Claims point at a process row, so deregistering a process is also the
+ * moment its remaining claims go back to the queue. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+static const char sql_register[] =
+    "INSERT INTO baton_processes (kind, name, pid, hostname, metadata, last_heartbeat_at,"
+    " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id";
+static const char sql_heartbeat[] = "UPDATE baton_processes SET last_heartbeat_at = ? WHERE id = ?";
+static const char sql_deregister[] = "DELETE FROM baton_processes WHERE id = ?";
+
+int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, int64_t *id_out)
+{
+    char host[256] = "unknown", name[400];
+    gethostname(host, sizeof host - 1);
+    snprintf(name, sizeof name, "%s-%s-%d", kind, host, (int)getpid());
+    int64_t now = bt_now_ms();
+    bt_val a[] = {BV_TEXT(kind), BV_TEXT(name), BV_INT(getpid()), BV_TEXT(host),
+                  BV_TEXT(metadata_json), BV_INT(now)};
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_query_int(s, sql_register, a, 6, id_out, 0);
+    if (rc == BATON_OK)
+        return bt_commit(s);
+    bt_rollback(s);
+    return rc;
+}
+
+int bt_process_heartbeat(bt_store *s, int64_t id)
+{
+    bt_val a[] = {BV_INT(bt_now_ms()), BV_INT(id)};
+    return bt_exec(s, sql_heartbeat, a, 2, NULL, NULL, NULL);
+}
+
+int bt_process_deregister(bt_store *s, int64_t id)
+{
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_release_claims(s, id, NULL, 0, bt_now_ms(), NULL);
+    if (rc == BATON_OK) {
+        bt_val a[] = {BV_INT(id)};
+        rc = bt_exec(s, sql_deregister, a, 1, NULL, NULL, NULL);
+    }
+    if (rc == BATON_OK)
+        return bt_commit(s);
+    bt_rollback(s);
+    return rc;
+}

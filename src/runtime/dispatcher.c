@@ -1,0 +1,115 @@
+/* dispatcher.c: moves due scheduled jobs (delayed enqueues, retries) to ready in batches.
+ * It sleeps until the earliest scheduled job is due or the polling interval passes,
+ * whichever comes first, so a job due in 50 ms does not wait a whole interval. */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "runtime/runtime.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+struct baton_dispatcher {
+    baton_client *client;
+    bt_store *store;
+    double polling_interval;
+    int batch_size;
+    double heartbeat_interval;
+    atomic_int stopping;
+    bt_waker waker;
+};
+
+int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
+                         const baton_dispatcher_options *opts)
+{
+    *out = NULL;
+    baton_dispatcher_options defaults = BATON_DISPATCHER_OPTIONS_INIT;
+    const baton_dispatcher_options *o = opts ? opts : &defaults;
+    if (o->version != BATON_DISPATCHER_OPTIONS_VERSION)
+        return bt_err_set(BATON_EINVALID, "unknown dispatcher options version %u", o->version);
+    if (o->polling_interval <= 0 || o->batch_size < 1)
+        return bt_err_set(BATON_EINVALID, "dispatcher polling interval and batch size must be positive");
+    baton_dispatcher *d = calloc(1, sizeof *d);
+    if (!d)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    d->client = client;
+    d->polling_interval = o->polling_interval;
+    d->batch_size = o->batch_size;
+    d->heartbeat_interval = client->config ? client->config->process_heartbeat_interval : 5.0;
+    d->waker.fd = -1;
+    *out = d;
+    return BATON_OK;
+}
+
+void baton_dispatcher_free(baton_dispatcher *d) { free(d); }
+
+void baton_dispatcher_stop(baton_dispatcher *d)
+{
+    atomic_store(&d->stopping, 1);
+    if (d->waker.fd >= 0)
+        bt_waker_signal(&d->waker);
+}
+
+/* dispatch_once runs one batch in its own transaction. */
+static int dispatch_once(bt_store *s, int batch, int *moved)
+{
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_dispatch(s, bt_now_ms(), batch, moved);
+    if (rc == BATON_OK)
+        return bt_commit(s);
+    bt_rollback(s);
+    return rc;
+}
+
+int baton_dispatch_due(baton_client *client, int batch_size, int *moved_out)
+{
+    int moved = 0;
+    int rc = dispatch_once(client->store, batch_size > 0 ? batch_size : 500, &moved);
+    if (moved_out)
+        *moved_out = moved;
+    return rc;
+}
+
+int baton_dispatcher_run(baton_dispatcher *d)
+{
+    int64_t process_id = 0;
+    int rc = bt_client_open_store(d->client, &d->store);
+    if (rc == BATON_OK)
+        rc = bt_waker_init(&d->waker);
+    if (rc == BATON_OK)
+        rc = bt_process_register(d->store, "dispatcher", NULL, &process_id);
+    if (rc != BATON_OK)
+        goto out;
+    bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.started process_id=%lld pid=%d",
+           (long long)process_id, (int)getpid());
+    int64_t next_heartbeat = bt_mono_ns() + (int64_t)(d->heartbeat_interval * 1e9);
+    while (!atomic_load(&d->stopping)) {
+        int moved = 0;
+        rc = dispatch_once(d->store, d->batch_size, &moved);
+        if (rc != BATON_OK)
+            bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.store_error error=\"%s\"", baton_error_last());
+        else if (moved > 0)
+            bt_log(d->client, BATON_LOG_DEBUG, "event=jobs.dispatched count=%d", moved);
+        if (bt_mono_ns() >= next_heartbeat) {
+            bt_process_heartbeat(d->store, process_id);
+            next_heartbeat = bt_mono_ns() + (int64_t)(d->heartbeat_interval * 1e9);
+        }
+        if (rc == BATON_OK && moved == d->batch_size)
+            continue;
+        double wait = d->polling_interval;
+        int64_t next_at = 0;
+        if (rc == BATON_OK && bt_next_scheduled_at(d->store, &next_at) == BATON_OK && next_at > 0) {
+            double until = (double)(next_at - bt_now_ms()) / 1000.0;
+            if (until < wait)
+                wait = until > 0.001 ? until : 0.001;
+        }
+        bt_wait_ready(&d->waker, -1, wait);
+    }
+    rc = bt_process_deregister(d->store, process_id);
+    bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.stopped process_id=%lld", (long long)process_id);
+out:
+    bt_waker_close(&d->waker);
+    bt_store_close(d->store);
+    d->store = NULL;
+    return rc;
+}

@@ -1,0 +1,46 @@
+/* runtime.h: pieces shared by the worker, the dispatcher and inline performs. */
+#ifndef BT_RUNTIME_H
+#define BT_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* The job handed to a perform callback or a command. */
+struct baton_job {
+    bt_claimed_job claimed;
+    const bt_class *klass;     /* NULL when this client does not know the class */
+    int succeeded;
+    char *error;               /* failure message, malloc'ed */
+    atomic_int cancelled;
+    atomic_int pgid;           /* process group of a running command job, else 0 */
+    int64_t started_ns;
+    struct baton_job *next;
+};
+
+/* bt_job_perform runs job with its class's callback or command and sets succeeded/error. */
+void bt_job_perform(struct baton_job *job);
+
+/* bt_job_free releases a job and everything it owns. */
+void bt_job_free(struct baton_job *job);
+
+/* A wake-up channel (eventfd): async-signal-safe to signal, pollable to wait on. */
+typedef struct bt_waker {
+    int fd;
+} bt_waker;
+
+int bt_waker_init(bt_waker *w);
+void bt_waker_close(bt_waker *w);
+void bt_waker_signal(bt_waker *w);
+void bt_waker_drain(bt_waker *w);
+
+/* bt_wait_ready waits until waker fires, change_fd (may be -1) is readable, or timeout_s
+ * passes. Returns 1 when the waker fired. */
+int bt_wait_ready(bt_waker *w, int change_fd, double timeout_s);
+
+/* bt_split_queues splits "a, b,c*" into a NULL-terminated array (free with bt_strv_free). */
+char **bt_split_queues(const char *list, size_t *n_out);
+void bt_strv_free(char **v);
+
+#endif

@@ -1,0 +1,404 @@
+/* worker.c: a worker claims ready jobs and performs them on a pool of threads.
+ *
+ * DESIGN
+ * One coordinator (the thread in baton_worker_run) owns the worker's database connection;
+ * N executor threads only perform jobs. Each coordinator round is one write transaction
+ * that records every outcome reported since the last round and claims as many jobs as
+ * there are idle threads. Outcomes and claims thus share commits (group commit), which is
+ * what lets one worker process go far beyond one transaction per job. The coordinator
+ * sleeps in poll() on an eventfd (executors report, stop requests) and on the store's
+ * change notification, with the polling interval as the fallback. */
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/runtime.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+enum { RUNNING = 0, STOP_GRACEFUL = 1, STOP_IMMEDIATE = 2 };
+
+struct baton_worker {
+    baton_client *client;
+    bt_store *store;
+    char **queues;
+    size_t nqueues;
+    int threads;
+    double polling_interval;
+    double shutdown_timeout;
+    double heartbeat_interval;
+    int64_t process_id;
+    atomic_int state;
+    bt_waker waker;
+    pthread_t *executors;
+    int executors_started;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work_ready;
+    struct baton_job *pending;        /* claimed, waiting for an executor */
+    struct baton_job *done;           /* performed, waiting to be recorded */
+    struct baton_job **running;       /* by executor index, for cancellation */
+    int quit;
+
+    int in_flight;                    /* claimed and not yet recorded (coordinator only) */
+};
+
+int baton_worker_new(baton_worker **out, baton_client *client, const baton_worker_options *opts)
+{
+    *out = NULL;
+    baton_worker_options defaults = BATON_WORKER_OPTIONS_INIT;
+    const baton_worker_options *o = opts ? opts : &defaults;
+    if (o->version != BATON_WORKER_OPTIONS_VERSION)
+        return bt_err_set(BATON_EINVALID, "unknown worker options version %u", o->version);
+    if (o->threads < 1)
+        return bt_err_set(BATON_EINVALID, "worker threads must be at least 1, got %d", o->threads);
+    if (o->polling_interval <= 0)
+        return bt_err_set(BATON_EINVALID, "polling interval must be positive");
+    if (o->shutdown_timeout < 0)
+        return bt_err_set(BATON_EINVALID, "shutdown timeout must not be negative");
+    baton_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    w->queues = bt_split_queues(o->queues ? o->queues : "*", &w->nqueues);
+    if (w->nqueues == 0) {
+        baton_worker_free(w);
+        return bt_err_set(BATON_EINVALID, "worker queue list is empty");
+    }
+    w->client = client;
+    w->threads = o->threads;
+    w->polling_interval = o->polling_interval;
+    w->shutdown_timeout = o->shutdown_timeout;
+    w->heartbeat_interval = client->config ? client->config->process_heartbeat_interval : 5.0;
+    w->waker.fd = -1;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->work_ready, NULL);
+    *out = w;
+    return BATON_OK;
+}
+
+void baton_worker_free(baton_worker *w)
+{
+    if (!w)
+        return;
+    bt_strv_free(w->queues);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->work_ready);
+    free(w);
+}
+
+void baton_worker_stop(baton_worker *w, int immediate)
+{
+    int want = immediate ? STOP_IMMEDIATE : STOP_GRACEFUL;
+    int cur = atomic_load(&w->state);
+    while (cur < want && !atomic_compare_exchange_weak(&w->state, &cur, want))
+        ;
+    if (w->waker.fd >= 0)
+        bt_waker_signal(&w->waker);
+}
+
+typedef struct executor_arg {
+    baton_worker *w;
+    int index;
+} executor_arg;
+
+static void *executor_main(void *p)
+{
+    executor_arg *arg = p;
+    baton_worker *w = arg->w;
+    int index = arg->index;
+    free(arg);
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->pending && !w->quit)
+            pthread_cond_wait(&w->work_ready, &w->lock);
+        if (!w->pending)
+            break;
+        struct baton_job *job = w->pending;
+        w->pending = job->next;
+        w->running[index] = job;
+        pthread_mutex_unlock(&w->lock);
+
+        bt_job_perform(job);
+
+        pthread_mutex_lock(&w->lock);
+        w->running[index] = NULL;
+        job->next = w->done;
+        w->done = job;
+        bt_waker_signal(&w->waker);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static struct baton_job *take_done(baton_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    struct baton_job *done = w->done;
+    w->done = NULL;
+    pthread_mutex_unlock(&w->lock);
+    return done;
+}
+
+static void log_outcome(baton_worker *w, const struct baton_job *j, int64_t retry_at)
+{
+    const bt_claimed_job *c = &j->claimed;
+    double ms = (double)(bt_mono_ns() - j->started_ns) / 1e6;
+    if (j->succeeded)
+        bt_log(w->client, BATON_LOG_INFO, "event=job.finished job_id=%lld class=%s queue=%s duration_ms=%.1f",
+               (long long)c->id, c->class_name, c->queue, ms);
+    else if (retry_at)
+        bt_log(w->client, BATON_LOG_WARN,
+               "event=job.retried job_id=%lld class=%s attempt=%d retry_in_ms=%lld error=\"%s\"",
+               (long long)c->id, c->class_name, c->attempt, (long long)(retry_at - bt_now_ms()),
+               j->error ? j->error : "");
+    else
+        bt_log(w->client, BATON_LOG_ERROR, "event=job.failed job_id=%lld class=%s attempt=%d error=\"%s\"",
+               (long long)c->id, c->class_name, c->attempt, j->error ? j->error : "");
+}
+
+/* round runs one transaction: record outcomes in done (taking ownership), claim up to
+ * want jobs. Returns how many were claimed, or a negative code (done is then kept). */
+static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_claimed_job *claimed)
+{
+    int64_t now = bt_now_ms();
+    int count = 0;
+    int rc = bt_begin(w->store, BT_TXN_WRITE);
+    int64_t *retry_at = NULL;
+    int ndone = 0;
+    for (struct baton_job *j = *done; j; j = j->next)
+        ndone++;
+    retry_at = calloc((size_t)ndone + 1, sizeof *retry_at);
+    int i = 0;
+    for (struct baton_job *j = *done; j && rc == BATON_OK; j = j->next, i++) {
+        const bt_claimed_job *c = &j->claimed;
+        bt_outcome o = {c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
+                        c->backoff_base};
+        int owned;
+        rc = bt_complete(w->store, w->process_id, &o, now, &owned, &retry_at[i]);
+    }
+    if (rc == BATON_OK && want > 0)
+        rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, want, now, claimed, &count);
+    if (rc == BATON_OK)
+        rc = bt_commit(w->store);
+    if (rc != BATON_OK) {
+        bt_rollback(w->store);
+        for (int k = 0; k < count; k++)
+            bt_claimed_job_free(&claimed[k]);
+        free(retry_at);
+        return rc;
+    }
+    i = 0;
+    while (*done) {
+        struct baton_job *j = *done;
+        *done = j->next;
+        log_outcome(w, j, retry_at[i++]);
+        bt_job_free(j);
+        w->in_flight--;
+    }
+    free(retry_at);
+    return count;
+}
+
+static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
+{
+    if (count == 0)
+        return;
+    pthread_mutex_lock(&w->lock);
+    for (int i = count - 1; i >= 0; i--) {
+        struct baton_job *job = calloc(1, sizeof *job);
+        job->claimed = claimed[i];
+        job->klass = bt_class_find(w->client, claimed[i].class_name);
+        job->next = w->pending;
+        w->pending = job;
+        bt_log(w->client, BATON_LOG_DEBUG, "event=job.claimed job_id=%lld class=%s queue=%s",
+               (long long)job->claimed.id, job->claimed.class_name, job->claimed.queue);
+    }
+    w->in_flight += count;
+    pthread_cond_broadcast(&w->work_ready);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Past the shutdown timeout (or on an immediate stop): stop what still runs and hand
+ * every claim of this process back to the queue so the jobs run again elsewhere. */
+static void abandon_in_flight(baton_worker *w, int kill_now)
+{
+    pthread_mutex_lock(&w->lock);
+    for (int i = 0; i < w->threads; i++) {
+        struct baton_job *j = w->running[i];
+        if (!j)
+            continue;
+        atomic_store(&j->cancelled, 1);
+        int pgid = atomic_load(&j->pgid);
+        if (kill_now && pgid > 0)
+            kill(-pgid, SIGKILL);
+    }
+    struct baton_job *pending = w->pending;
+    w->pending = NULL;
+    pthread_mutex_unlock(&w->lock);
+    while (pending) {
+        struct baton_job *next = pending->next;
+        bt_job_free(pending);
+        pending = next;
+    }
+    int64_t released = 0;
+    int rc = bt_begin(w->store, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_release_claims(w->store, w->process_id, NULL, 0, bt_now_ms(), &released);
+    if (rc == BATON_OK)
+        rc = bt_commit(w->store);
+    if (rc != BATON_OK) {
+        bt_rollback(w->store);
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.release_failed error=\"%s\"", baton_error_last());
+    } else if (released) {
+        bt_log(w->client, BATON_LOG_WARN, "event=worker.jobs_released count=%lld", (long long)released);
+    }
+}
+
+static char *metadata_json(baton_worker *w)
+{
+    json_t *q = json_array();
+    for (size_t i = 0; i < w->nqueues; i++)
+        json_array_append_new(q, json_string(w->queues[i]));
+    json_t *m = json_pack("{s:o, s:i, s:f}", "queues", q, "threads", w->threads,
+                          "polling_interval", w->polling_interval);
+    char *text = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    return text;
+}
+
+static int start_executors(baton_worker *w)
+{
+    w->running = calloc((size_t)w->threads, sizeof *w->running);
+    w->executors = calloc((size_t)w->threads, sizeof *w->executors);
+    for (int i = 0; i < w->threads; i++) {
+        executor_arg *arg = malloc(sizeof *arg);
+        *arg = (executor_arg){w, i};
+        if (pthread_create(&w->executors[i], NULL, executor_main, arg) != 0) {
+            free(arg);
+            return bt_err_set(BATON_ERROR, "cannot start worker thread %d", i);
+        }
+        w->executors_started++;
+    }
+    return BATON_OK;
+}
+
+static void stop_executors(baton_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->work_ready);
+    pthread_mutex_unlock(&w->lock);
+    for (int i = 0; i < w->executors_started; i++)
+        pthread_join(w->executors[i], NULL);
+    struct baton_job *done = take_done(w);
+    while (done) {
+        struct baton_job *next = done->next;
+        bt_job_free(done);
+        done = next;
+    }
+    free(w->executors);
+    free(w->running);
+    w->executors = NULL;
+    w->running = NULL;
+    w->executors_started = 0;
+}
+
+/* serve is the coordinator loop while the worker runs, then drains in-flight jobs. */
+static int serve(baton_worker *w)
+{
+    bt_claimed_job *claimed = calloc((size_t)w->threads, sizeof *claimed);
+    int change_fd = w->store->ops->change_fd(w->store);
+    int64_t next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
+    int64_t drain_deadline = 0;
+    int rc = BATON_OK;
+    for (;;) {
+        int state = atomic_load(&w->state);
+        if (state == STOP_IMMEDIATE)
+            break;
+        if (state == STOP_GRACEFUL && drain_deadline == 0)
+            drain_deadline = bt_mono_ns() + (int64_t)(w->shutdown_timeout * 1e9);
+        if (drain_deadline && (w->in_flight == 0 || bt_mono_ns() >= drain_deadline))
+            break;
+
+        struct baton_job *done = take_done(w);
+        int ndone = 0;
+        for (struct baton_job *j = done; j; j = j->next)
+            ndone++;
+        /* Jobs in done are no longer running: their threads are idle already. */
+        int want = state == RUNNING ? w->threads - (w->in_flight - ndone) : 0;
+        int got = 0;
+        if (done || want > 0) {
+            if (change_fd >= 0)
+                w->store->ops->change_drain(w->store);
+            got = round_trip(w, &done, want, claimed);
+            if (got < 0) {
+                rc = got;
+                bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=\"%s\"", baton_error_last());
+                /* Keep the outcomes for the next round; the database may come back. */
+                pthread_mutex_lock(&w->lock);
+                struct baton_job *tail = done;
+                while (tail && tail->next)
+                    tail = tail->next;
+                if (tail) {
+                    tail->next = w->done;
+                    w->done = done;
+                }
+                pthread_mutex_unlock(&w->lock);
+                bt_wait_ready(&w->waker, -1, w->polling_interval);
+                continue;
+            }
+            rc = BATON_OK;
+            hand_out(w, claimed, got);
+        }
+        if (bt_mono_ns() >= next_heartbeat) {
+            if (bt_process_heartbeat(w->store, w->process_id) != BATON_OK)
+                bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=\"%s\"", baton_error_last());
+            next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
+        }
+        if (got > 0 && got == want)
+            continue; /* a full batch: more may be waiting */
+        double timeout = w->polling_interval;
+        if (drain_deadline) {
+            double left = (double)(drain_deadline - bt_mono_ns()) / 1e9;
+            timeout = left < timeout ? left : timeout;
+        }
+        /* Only an idle worker cares whether new jobs arrived. */
+        int idle = state == RUNNING && w->in_flight < w->threads;
+        bt_wait_ready(&w->waker, idle ? change_fd : -1, timeout);
+    }
+    free(claimed);
+    return rc;
+}
+
+int baton_worker_run(baton_worker *w)
+{
+    int rc = bt_client_open_store(w->client, &w->store);
+    if (rc == BATON_OK)
+        rc = bt_waker_init(&w->waker);
+    char *meta = rc == BATON_OK ? metadata_json(w) : NULL;
+    if (rc == BATON_OK)
+        rc = bt_process_register(w->store, "worker", meta, &w->process_id);
+    free(meta);
+    if (rc == BATON_OK) {
+        bt_log(w->client, BATON_LOG_INFO, "event=worker.started process_id=%lld threads=%d pid=%d",
+               (long long)w->process_id, w->threads, (int)getpid());
+        rc = start_executors(w);
+        if (rc == BATON_OK)
+            rc = serve(w);
+        if (w->in_flight > 0 || atomic_load(&w->state) == STOP_IMMEDIATE)
+            abandon_in_flight(w, atomic_load(&w->state) == STOP_IMMEDIATE);
+        stop_executors(w);
+        w->in_flight = 0;
+        if (bt_process_deregister(w->store, w->process_id) != BATON_OK && rc == BATON_OK)
+            rc = BATON_ESTORE;
+        bt_log(w->client, BATON_LOG_INFO, "event=worker.stopped process_id=%lld", (long long)w->process_id);
+    }
+    bt_waker_close(&w->waker);
+    bt_store_close(w->store);
+    w->store = NULL;
+    return rc;
+}

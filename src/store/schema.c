@@ -1,0 +1,205 @@
+/* schema.c: the schema as an ordered list of migrations. Each is written once for every
+ * driver; {SERIAL} and {REAL} stand for the two type names the dialects spell differently.
+ * Times are BIGINT milliseconds since the epoch (UTC). Executions tables hold one row per
+ * job in that state, keyed by job id, so each state's hot query is an index range scan. */
+#include "store/schema.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "baton.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+static const char migration_1[] =
+    "CREATE TABLE baton_jobs ("
+    "  id {SERIAL},"
+    "  queue_name TEXT NOT NULL,"
+    "  class_name TEXT NOT NULL,"
+    "  arguments TEXT NOT NULL,"
+    "  priority INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL,"
+    "  scheduled_at BIGINT NOT NULL,"
+    "  created_at BIGINT NOT NULL,"
+    "  updated_at BIGINT NOT NULL,"
+    "  started_at BIGINT,"
+    "  finished_at BIGINT,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  max_attempts INTEGER NOT NULL DEFAULT 1,"
+    "  backoff INTEGER NOT NULL DEFAULT 0,"
+    "  backoff_base {REAL} NOT NULL DEFAULT 1,"
+    "  timeout {REAL} NOT NULL DEFAULT 0,"
+    "  error TEXT,"
+    "  concurrency_key TEXT);"
+    "CREATE INDEX baton_jobs_by_status ON baton_jobs (status, id);"
+    "CREATE INDEX baton_jobs_by_class ON baton_jobs (class_name, id);"
+    "CREATE INDEX baton_jobs_by_finished ON baton_jobs (finished_at) WHERE finished_at IS NOT NULL;"
+    "CREATE TABLE baton_ready_executions ("
+    "  job_id BIGINT PRIMARY KEY REFERENCES baton_jobs (id) ON DELETE CASCADE,"
+    "  queue_name TEXT NOT NULL,"
+    "  priority INTEGER NOT NULL,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE INDEX baton_ready_by_priority ON baton_ready_executions (priority, job_id);"
+    "CREATE INDEX baton_ready_by_queue ON baton_ready_executions (queue_name, priority, job_id);"
+    "CREATE TABLE baton_claimed_executions ("
+    "  job_id BIGINT PRIMARY KEY REFERENCES baton_jobs (id) ON DELETE CASCADE,"
+    "  process_id BIGINT,"
+    "  claimed_at BIGINT NOT NULL);"
+    "CREATE INDEX baton_claimed_by_process ON baton_claimed_executions (process_id, job_id);"
+    "CREATE TABLE baton_blocked_executions ("
+    "  job_id BIGINT PRIMARY KEY REFERENCES baton_jobs (id) ON DELETE CASCADE,"
+    "  queue_name TEXT NOT NULL,"
+    "  priority INTEGER NOT NULL,"
+    "  concurrency_key TEXT NOT NULL,"
+    "  expires_at BIGINT NOT NULL,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE INDEX baton_blocked_by_key ON baton_blocked_executions (concurrency_key, priority, job_id);"
+    "CREATE INDEX baton_blocked_by_expiry ON baton_blocked_executions (expires_at, concurrency_key);"
+    "CREATE TABLE baton_scheduled_executions ("
+    "  job_id BIGINT PRIMARY KEY REFERENCES baton_jobs (id) ON DELETE CASCADE,"
+    "  queue_name TEXT NOT NULL,"
+    "  priority INTEGER NOT NULL,"
+    "  scheduled_at BIGINT NOT NULL,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE INDEX baton_scheduled_by_due ON baton_scheduled_executions (scheduled_at, priority, job_id);"
+    "CREATE TABLE baton_failed_executions ("
+    "  job_id BIGINT PRIMARY KEY REFERENCES baton_jobs (id) ON DELETE CASCADE,"
+    "  error TEXT,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE TABLE baton_semaphores ("
+    "  key TEXT PRIMARY KEY,"
+    "  value INTEGER NOT NULL,"
+    "  limit_value INTEGER NOT NULL,"
+    "  expires_at BIGINT NOT NULL,"
+    "  created_at BIGINT NOT NULL,"
+    "  updated_at BIGINT NOT NULL);"
+    "CREATE INDEX baton_semaphores_by_expiry ON baton_semaphores (expires_at);"
+    "CREATE TABLE baton_processes ("
+    "  id {SERIAL},"
+    "  kind TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  hostname TEXT NOT NULL,"
+    "  supervisor_id BIGINT,"
+    "  metadata TEXT,"
+    "  last_heartbeat_at BIGINT NOT NULL,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE INDEX baton_processes_by_heartbeat ON baton_processes (last_heartbeat_at);"
+    "CREATE INDEX baton_processes_by_supervisor ON baton_processes (supervisor_id);"
+    "CREATE TABLE baton_pauses ("
+    "  queue_name TEXT PRIMARY KEY,"
+    "  created_at BIGINT NOT NULL);"
+    "CREATE TABLE baton_recurring_tasks ("
+    "  key TEXT PRIMARY KEY,"
+    "  schedule TEXT NOT NULL,"
+    "  class_name TEXT NOT NULL,"
+    "  arguments TEXT,"
+    "  queue_name TEXT,"
+    "  priority INTEGER,"
+    "  static INTEGER NOT NULL DEFAULT 1,"
+    "  description TEXT,"
+    "  created_at BIGINT NOT NULL,"
+    "  updated_at BIGINT NOT NULL);"
+    "CREATE TABLE baton_recurring_executions ("
+    "  id {SERIAL},"
+    "  task_key TEXT NOT NULL,"
+    "  run_at BIGINT NOT NULL,"
+    "  job_id BIGINT,"
+    "  created_at BIGINT NOT NULL,"
+    "  UNIQUE (task_key, run_at));";
+
+static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1};
+
+static const char create_versions[] =
+    "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("
+    "  version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)";
+static const char select_version[] = "SELECT COALESCE(MAX(version), 0) FROM baton_schema_migrations";
+static const char table_exists[] =
+    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'baton_schema_migrations'";
+static const char insert_version[] =
+    "INSERT INTO baton_schema_migrations (version, applied_at) VALUES (?, ?)";
+
+int bt_schema_current(bt_store *store, int *version)
+{
+    int64_t exists = 0, v = 0;
+    *version = 0;
+    int rc = bt_query_int(store, table_exists, NULL, 0, &exists, 0);
+    if (rc == BATON_OK && exists)
+        rc = bt_query_int(store, select_version, NULL, 0, &v, 0);
+    if (rc == BATON_OK)
+        *version = (int)v;
+    return rc;
+}
+
+int bt_schema_check(bt_store *store)
+{
+    int v;
+    int rc = bt_schema_current(store, &v);
+    if (rc != BATON_OK)
+        return rc;
+    if (v > BT_SCHEMA_VERSION)
+        return bt_err_set(BATON_ESCHEMA,
+                          "%s: schema version %d is newer than this Baton (%d); upgrade Baton",
+                          store->url, v, BT_SCHEMA_VERSION);
+    if (v < BT_SCHEMA_VERSION)
+        return bt_err_set(BATON_ESCHEMA, "%s: %s (run 'baton init')", store->url,
+                          v == 0 ? "no Baton schema" : "schema is older than this Baton");
+    return BATON_OK;
+}
+
+static char *expand_types(const bt_store_ops *ops, const char *sql)
+{
+    size_t cap = strlen(sql) * 2 + 1, len = 0;
+    char *out = malloc(cap);
+    for (const char *p = sql; *p;) {
+        const char *rep = NULL;
+        size_t skip = 0;
+        if (strncmp(p, "{SERIAL}", 8) == 0)
+            rep = ops->ddl_serial, skip = 8;
+        else if (strncmp(p, "{REAL}", 6) == 0)
+            rep = ops->ddl_real, skip = 6;
+        if (rep) {
+            size_t n = strlen(rep);
+            memcpy(out + len, rep, n);
+            len += n;
+            p += skip;
+        } else {
+            out[len++] = *p++;
+        }
+    }
+    out[len] = '\0';
+    return out;
+}
+
+int bt_schema_migrate(bt_store *store)
+{
+    int rc = bt_begin(store, BT_TXN_WRITE);
+    if (rc != BATON_OK)
+        return rc;
+    int v = 0;
+    rc = bt_schema_current(store, &v);
+    if (rc == BATON_OK && v > BT_SCHEMA_VERSION) {
+        bt_rollback(store);
+        return bt_schema_check(store);
+    }
+    if (rc == BATON_OK)
+        rc = store->ops->exec_script(store, create_versions);
+    /* One write transaction for all steps: two `baton init` racing on a new file serialise
+     * on the write lock and the second finds nothing to do. */
+    for (int next = v + 1; rc == BATON_OK && next <= BT_SCHEMA_VERSION; next++) {
+        char *sql = expand_types(store->ops, migrations[next - 1]);
+        rc = store->ops->exec_script(store, sql);
+        free(sql);
+        if (rc == BATON_OK) {
+            bt_val args[] = {BV_INT(next), BV_INT(bt_now_ms())};
+            rc = bt_exec(store, insert_version, args, 2, NULL, NULL, NULL);
+        }
+        if (rc != BATON_OK)
+            bt_err_prefix(rc, "migration %d", next);
+    }
+    if (rc == BATON_OK)
+        return bt_commit(store);
+    bt_rollback(store);
+    return rc;
+}

@@ -1,0 +1,20 @@
+/* schema.h: versioned migrations shared by every driver. */
+#ifndef BT_SCHEMA_H
+#define BT_SCHEMA_H
+
+#include "store/store.h"
+
+enum { BT_SCHEMA_VERSION = 1 };
+
+/* bt_schema_current reads the applied version into *version (0 for an empty database). */
+int bt_schema_current(bt_store *store, int *version);
+
+/* bt_schema_check fails with BATON_ESCHEMA unless the database is at this library's
+ * version: "run baton init" when older or empty, a refusal when newer. */
+int bt_schema_check(bt_store *store);
+
+/* bt_schema_migrate applies the missing migrations, each in its own transaction.
+ * Refuses (BATON_ESCHEMA) without touching anything when the database is newer. */
+int bt_schema_migrate(bt_store *store);
+
+#endif

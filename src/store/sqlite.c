@@ -1,0 +1,362 @@
+/* sqlite.c: the embedded SQLite driver.
+ *
+ * One connection per bt_store. Statements written as literals in core/ are prepared once
+ * and kept in a small pointer-keyed cache, so the hot path (claim, finish) never re-parses
+ * SQL. Write transactions use BEGIN IMMEDIATE: SQLite has one writer at a time, and taking
+ * the lock up front turns every lifecycle transition into a serialised critical section
+ * (the property PostgreSQL gets from row locks). Busy waits use a short-step handler of our
+ * own instead of SQLite's default, whose sleeps grow to 100 ms and would show up as latency.
+ * Other processes' commits are noticed through inotify on the WAL file. */
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "baton.h"
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+enum { BUSY_TIMEOUT_MS = 10000, CACHE_MIN = 64 };
+
+typedef struct cached_stmt {
+    const char *sql;
+    sqlite3_stmt *stmt;
+} cached_stmt;
+
+typedef struct sqlite_store {
+    bt_store base;
+    sqlite3 *db;
+    char *path;
+    cached_stmt *cache;
+    size_t cache_cap, cache_len;
+    int64_t busy_started_ns;
+    int busy_timeout_ms;
+    int inotify_fd;
+} sqlite_store;
+
+typedef struct sqlite_row {
+    bt_row base;
+    sqlite3_stmt *stmt;
+} sqlite_row;
+
+static int map_error(sqlite_store *s, int rc, const char *what)
+{
+    const char *msg = sqlite3_errmsg(s->db);
+    int code;
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return bt_err_set(BATON_EBUSY, "sqlite:%s: database is locked (%s)", s->path, what);
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_PERM:
+        code = BATON_ESTORE;
+        break;
+    default:
+        code = BATON_ERROR;
+    }
+    return bt_err_set(code, "sqlite:%s: %s (%s)", s->path, msg, what);
+}
+
+/* Short sleeps first: another Baton transaction usually holds the lock for well under a
+ * millisecond, so waking every 50-1000 us keeps latency low without spinning. */
+static int busy_handler(void *arg, int count)
+{
+    sqlite_store *s = arg;
+    int64_t now = bt_mono_ns();
+    if (count == 0)
+        s->busy_started_ns = now;
+    if (now - s->busy_started_ns > (int64_t)s->busy_timeout_ms * 1000000)
+        return 0;
+    long step_us = count < 4 ? 50L << count : 1000;
+    struct timespec ts = {0, step_us * 1000};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+static int run_simple(sqlite_store *s, const char *sql)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) {
+        int code = map_error(s, rc, err ? err : sql);
+        sqlite3_free(err);
+        return code;
+    }
+    return BATON_OK;
+}
+
+/* parse_params reads "busy_timeout=MS&synchronous=normal|full" after the path. */
+static int parse_params(sqlite_store *s, const char *query, const char **synchronous)
+{
+    char *copy = strdup(query), *save = NULL;
+    int rc = BATON_OK;
+    for (char *kv = strtok_r(copy, "&", &save); kv && rc == BATON_OK; kv = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(kv, '='), *end = NULL;
+        const char *value = eq ? eq + 1 : "";
+        if (eq)
+            *eq = '\0';
+        if (strcmp(kv, "busy_timeout") == 0) {
+            long ms = strtol(value, &end, 10);
+            if (!*value || *end || ms < 0 || ms > 3600000)
+                rc = bt_err_set(BATON_EINVALID, "sqlite:%s: busy_timeout must be milliseconds, got '%s'", s->path, value);
+            s->busy_timeout_ms = (int)ms;
+        } else if (strcmp(kv, "synchronous") == 0) {
+            if (strcasecmp(value, "normal") == 0)
+                *synchronous = "NORMAL";
+            else if (strcasecmp(value, "full") == 0)
+                *synchronous = "FULL";
+            else
+                rc = bt_err_set(BATON_EINVALID, "sqlite:%s: synchronous must be normal or full, got '%s'", s->path, value);
+        } else {
+            rc = bt_err_set(BATON_EINVALID, "sqlite:%s: unknown parameter '%s' (known: busy_timeout, synchronous)", s->path, kv);
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+static void sqlite_close(bt_store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    for (size_t i = 0; i < s->cache_cap; i++)
+        if (s->cache[i].stmt)
+            sqlite3_finalize(s->cache[i].stmt);
+    free(s->cache);
+    sqlite3_close(s->db);
+    if (s->inotify_fd >= 0)
+        close(s->inotify_fd);
+    free(s->path);
+    free(s);
+}
+
+static int sqlite_open(bt_store **out, const char *target, const char *url)
+{
+    (void)url;
+    sqlite_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    s->base.ops = &bt_sqlite_ops;
+    s->inotify_fd = -1;
+    s->busy_timeout_ms = BUSY_TIMEOUT_MS;
+    const char *query = strchr(target, '?');
+    s->path = query ? strndup(target, (size_t)(query - target)) : strdup(target);
+    const char *synchronous = "NORMAL";
+    int rc = query ? parse_params(s, query + 1, &synchronous) : BATON_OK;
+    if (rc != BATON_OK) {
+        sqlite_close(&s->base);
+        return rc;
+    }
+    rc = sqlite3_open_v2(s->path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        int code = bt_err_set(BATON_ESTORE, "sqlite:%s: cannot open: %s", s->path,
+                              s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        sqlite_close(&s->base);
+        return code;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_handler(s->db, busy_handler, s);
+    /* WAL lets readers (CLI reports, dashboards) run beside the single writer; NORMAL
+     * syncs at checkpoints, not every commit: a committed job survives a process crash,
+     * and only an OS crash can lose the last few commits. */
+    char pragmas[128];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;", synchronous);
+    rc = run_simple(s, pragmas);
+    if (rc != BATON_OK) {
+        sqlite_close(&s->base);
+        return rc;
+    }
+    *out = &s->base;
+    return BATON_OK;
+}
+
+static size_t cache_slot(sqlite_store *s, const char *sql)
+{
+    size_t h = ((uintptr_t)sql >> 3) * 11400714819323198485ull;
+    size_t mask = s->cache_cap - 1, i = h & mask;
+    while (s->cache[i].sql && s->cache[i].sql != sql)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static void cache_grow(sqlite_store *s)
+{
+    cached_stmt *old = s->cache;
+    size_t old_cap = s->cache_cap;
+    s->cache_cap = old_cap ? old_cap * 2 : CACHE_MIN;
+    s->cache = calloc(s->cache_cap, sizeof *s->cache);
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].sql)
+            s->cache[cache_slot(s, old[i].sql)] = old[i];
+    free(old);
+}
+
+static int prepare(sqlite_store *s, const char *sql, int cached, sqlite3_stmt **out)
+{
+    if (cached) {
+        if (s->cache_len * 2 >= s->cache_cap)
+            cache_grow(s);
+        size_t i = cache_slot(s, sql);
+        if (s->cache[i].sql) {
+            *out = s->cache[i].stmt;
+            return BATON_OK;
+        }
+        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+        if (rc != SQLITE_OK)
+            return map_error(s, rc, "prepare");
+        s->cache[i].sql = sql;
+        s->cache[i].stmt = *out;
+        s->cache_len++;
+        return BATON_OK;
+    }
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, out, NULL);
+    return rc == SQLITE_OK ? BATON_OK : map_error(s, rc, "prepare");
+}
+
+static int bind_all(sqlite_store *s, sqlite3_stmt *st, const bt_val *args, int nargs)
+{
+    for (int i = 0; i < nargs; i++) {
+        int rc;
+        switch (args[i].type) {
+        case BT_VINT: rc = sqlite3_bind_int64(st, i + 1, args[i].i); break;
+        case BT_VREAL: rc = sqlite3_bind_double(st, i + 1, args[i].d); break;
+        case BT_VTEXT: rc = sqlite3_bind_text(st, i + 1, args[i].s, args[i].len, SQLITE_STATIC); break;
+        default: rc = sqlite3_bind_null(st, i + 1);
+        }
+        if (rc != SQLITE_OK)
+            return map_error(s, rc, "bind");
+    }
+    return BATON_OK;
+}
+
+static int sqlite_exec(bt_store *base, const char *sql, int cached, const bt_val *args, int nargs,
+                       bt_row_fn on_row, void *payload, int64_t *changes_out)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite3_stmt *st;
+    int code = prepare(s, sql, cached, &st);
+    if (code != BATON_OK)
+        return code;
+    code = bind_all(s, st, args, nargs);
+    sqlite_row row = {{&bt_sqlite_ops}, st};
+    int stopped = 0;
+    while (code == BATON_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            /* Stopping early leaves the rest unstepped; a RETURNING statement has already
+             * applied every change at its first row, so nothing is lost. */
+            if (!stopped && on_row && on_row(&row.base, payload))
+                stopped = 1;
+            continue;
+        }
+        if (rc != SQLITE_DONE)
+            code = map_error(s, rc, "step");
+        break;
+    }
+    if (code == BATON_OK && changes_out)
+        *changes_out = sqlite3_changes64(s->db);
+    if (cached) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    } else {
+        sqlite3_finalize(st);
+    }
+    return code;
+}
+
+static int sqlite_begin(bt_store *base, bt_txn_mode mode)
+{
+    static const char begin_write[] = "BEGIN IMMEDIATE", begin_read[] = "BEGIN";
+    return sqlite_exec(base, mode == BT_TXN_WRITE ? begin_write : begin_read, 1, NULL, 0, NULL,
+                       NULL, NULL);
+}
+
+static int sqlite_commit(bt_store *base)
+{
+    static const char commit[] = "COMMIT";
+    return sqlite_exec(base, commit, 1, NULL, 0, NULL, NULL, NULL);
+}
+
+static void sqlite_rollback(bt_store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int sqlite_exec_script(bt_store *base, const char *sql)
+{
+    return run_simple((sqlite_store *)base, sql);
+}
+
+static int64_t col_int(bt_row *r, int c) { return sqlite3_column_int64(((sqlite_row *)r)->stmt, c); }
+static double col_real(bt_row *r, int c) { return sqlite3_column_double(((sqlite_row *)r)->stmt, c); }
+static const char *col_text(bt_row *r, int c)
+{
+    return (const char *)sqlite3_column_text(((sqlite_row *)r)->stmt, c);
+}
+static int col_null(bt_row *r, int c)
+{
+    return sqlite3_column_type(((sqlite_row *)r)->stmt, c) == SQLITE_NULL;
+}
+
+/* Every commit by any process appends to the WAL file, so a watch on it wakes idle
+ * workers as soon as a job may have become ready. */
+static int sqlite_change_fd(bt_store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    if (s->inotify_fd >= 0)
+        return s->inotify_fd;
+    char wal[PATH_MAX];
+    if (snprintf(wal, sizeof wal, "%s-wal", s->path) >= (int)sizeof wal)
+        return -1;
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (inotify_add_watch(fd, wal, IN_MODIFY) < 0) {
+        close(fd);
+        return -1;
+    }
+    s->inotify_fd = fd;
+    return fd;
+}
+
+static void sqlite_change_drain(bt_store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    char buf[4096];
+    while (s->inotify_fd >= 0 && read(s->inotify_fd, buf, sizeof buf) > 0)
+        ;
+}
+
+const bt_store_ops bt_sqlite_ops = {
+    .scheme = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .exec = sqlite_exec,
+    .exec_script = sqlite_exec_script,
+    .col_int = col_int,
+    .col_real = col_real,
+    .col_text = col_text,
+    .col_null = col_null,
+    .change_fd = sqlite_change_fd,
+    .change_drain = sqlite_change_drain,
+    .ddl_serial = "INTEGER PRIMARY KEY AUTOINCREMENT",
+    .ddl_real = "REAL",
+};

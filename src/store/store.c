@@ -1,0 +1,64 @@
+/* store.c: choosing a driver by URL, and row helpers every driver shares. */
+#include "store/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "baton.h"
+#include "util/err.h"
+
+static const bt_store_ops *const drivers[] = {&bt_sqlite_ops};
+
+int bt_store_open(bt_store **out, const char *url)
+{
+    *out = NULL;
+    const char *colon = strchr(url, ':');
+    if (!colon || colon == url)
+        return bt_err_set(BATON_EINVALID, "database URL '%s': expected SCHEME:TARGET, e.g. sqlite:baton.db", url);
+    size_t scheme_len = (size_t)(colon - url);
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++) {
+        const bt_store_ops *ops = drivers[i];
+        if (strlen(ops->scheme) == scheme_len && strncmp(ops->scheme, url, scheme_len) == 0) {
+            const char *target = colon + 1;
+            if (strncmp(target, "//", 2) == 0)
+                target += 2; /* sqlite://path is accepted too */
+            if (*target == '\0')
+                return bt_err_set(BATON_EINVALID, "database URL '%s': missing path", url);
+            int rc = ops->open(out, target, url);
+            if (rc == BATON_OK)
+                (*out)->url = strdup(url);
+            return rc;
+        }
+    }
+    return bt_err_set(BATON_EINVALID, "database URL '%s': unknown scheme '%.*s' (supported: sqlite)",
+                      url, (int)scheme_len, url);
+}
+
+void bt_store_close(bt_store *store)
+{
+    if (!store)
+        return;
+    char *url = store->url;
+    store->ops->close(store);
+    free(url);
+}
+
+int bt_row_first_int(bt_row *row, void *payload)
+{
+    *(int64_t *)payload = bt_col_int(row, 0);
+    return 1;
+}
+
+int bt_row_count(bt_row *row, void *payload)
+{
+    (void)row;
+    (*(int64_t *)payload)++;
+    return 0;
+}
+
+int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
+                 int64_t fallback)
+{
+    *out = fallback;
+    return bt_exec(s, sql, args, nargs, bt_row_first_int, out, NULL);
+}

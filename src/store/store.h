@@ -1,0 +1,115 @@
+/* store.h: the narrow interface between Baton's lifecycle logic and a database driver.
+ *
+ * The lifecycle SQL lives in core/ and is written once, in the common subset of SQLite and
+ * PostgreSQL: `?` placeholders, integer millisecond times passed as parameters, RETURNING.
+ * A driver moves rows: it prepares (and caches) statements, binds values, steps rows to a
+ * callback, runs transactions, maps its errors to baton codes and tells the worker when
+ * the database may have changed (so idle workers wake without waiting a full poll). */
+#ifndef BT_STORE_H
+#define BT_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bt_store bt_store;
+typedef struct bt_row bt_row;
+
+typedef enum { BT_VNULL, BT_VINT, BT_VREAL, BT_VTEXT } bt_vtype;
+
+typedef struct bt_val {
+    bt_vtype type;
+    int64_t i;
+    double d;
+    const char *s;
+    int len; /* bytes of s, or -1 for NUL-terminated */
+} bt_val;
+
+#define BV_NULL ((bt_val){.type = BT_VNULL})
+#define BV_INT(x) ((bt_val){.type = BT_VINT, .i = (int64_t)(x)})
+#define BV_REAL(x) ((bt_val){.type = BT_VREAL, .d = (double)(x)})
+/* A NULL string binds SQL NULL. A function, not a macro, so arrays can be passed. */
+static inline bt_val bt_val_text(const char *s)
+{
+    return (bt_val){.type = s ? BT_VTEXT : BT_VNULL, .s = s, .len = -1};
+}
+#define BV_TEXT(x) bt_val_text(x)
+#define BV_TEXTN(x, n) ((bt_val){.type = BT_VTEXT, .s = (x), .len = (int)(n)})
+
+/* Called for each result row; return nonzero to stop early. */
+typedef int (*bt_row_fn)(bt_row *row, void *payload);
+
+typedef enum { BT_TXN_READ, BT_TXN_WRITE } bt_txn_mode;
+
+typedef struct bt_store_ops {
+    const char *scheme;
+    int (*open)(bt_store **out, const char *target, const char *url);
+    void (*close)(bt_store *store);
+    int (*begin)(bt_store *store, bt_txn_mode mode);
+    int (*commit)(bt_store *store);
+    void (*rollback)(bt_store *store);
+    /* Runs one statement. cached: sql is a string literal whose prepared form may be kept
+     * for the connection's life. changes_out (may be NULL) receives rows changed. */
+    int (*exec)(bt_store *store, const char *sql, int cached, const bt_val *args, int nargs,
+                bt_row_fn on_row, void *payload, int64_t *changes_out);
+    /* Runs several ';'-separated statements without parameters (schema DDL). */
+    int (*exec_script)(bt_store *store, const char *sql);
+    /* Row accessors; columns count from 0. Text is borrowed until the callback returns. */
+    int64_t (*col_int)(bt_row *row, int col);
+    double (*col_real)(bt_row *row, int col);
+    const char *(*col_text)(bt_row *row, int col);
+    int (*col_null)(bt_row *row, int col);
+    /* A file descriptor that becomes readable when the database may have changed (or -1),
+     * and the call that consumes that readiness. */
+    int (*change_fd)(bt_store *store);
+    void (*change_drain)(bt_store *store);
+    /* SQL type names for schema text: an auto-increment primary key and a float. */
+    const char *ddl_serial;
+    const char *ddl_real;
+} bt_store_ops;
+
+/* Every driver's handle starts with this header, so generic code reaches the ops. */
+struct bt_store {
+    const bt_store_ops *ops;
+    char *url;
+};
+
+/* bt_store_open picks the driver from the URL scheme ("sqlite:PATH"). */
+int bt_store_open(bt_store **out, const char *url);
+void bt_store_close(bt_store *store);
+
+static inline int bt_begin(bt_store *s, bt_txn_mode m) { return s->ops->begin(s, m); }
+static inline int bt_commit(bt_store *s) { return s->ops->commit(s); }
+static inline void bt_rollback(bt_store *s) { s->ops->rollback(s); }
+
+/* bt_exec runs a cached (literal) statement; bt_exec_dynamic one built at run time. */
+static inline int bt_exec(bt_store *s, const char *sql, const bt_val *args, int nargs,
+                          bt_row_fn fn, void *payload, int64_t *changes)
+{
+    return s->ops->exec(s, sql, 1, args, nargs, fn, payload, changes);
+}
+static inline int bt_exec_dynamic(bt_store *s, const char *sql, const bt_val *args, int nargs,
+                                  bt_row_fn fn, void *payload, int64_t *changes)
+{
+    return s->ops->exec(s, sql, 0, args, nargs, fn, payload, changes);
+}
+
+/* Row accessors reach the driver through the row's store. */
+struct bt_row {
+    const bt_store_ops *ops;
+};
+static inline int64_t bt_col_int(bt_row *r, int c) { return r->ops->col_int(r, c); }
+static inline double bt_col_real(bt_row *r, int c) { return r->ops->col_real(r, c); }
+static inline const char *bt_col_text(bt_row *r, int c) { return r->ops->col_text(r, c); }
+static inline int bt_col_null(bt_row *r, int c) { return r->ops->col_null(r, c); }
+
+/* Common row callbacks: store column 0 as int64 (into *(int64_t *)payload) or count rows. */
+int bt_row_first_int(bt_row *row, void *payload);
+int bt_row_count(bt_row *row, void *payload);
+
+/* bt_query_int runs a cached statement returning one integer; *out keeps fallback when no row. */
+int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
+                 int64_t fallback);
+
+extern const bt_store_ops bt_sqlite_ops;
+
+#endif
