@@ -1,0 +1,70 @@
+/* cmd_admin.c: init, retry, discard, clear-finished, pause and resume. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli/cli.h"
+
+int cmd_init(cli *c)
+{
+    int rc = baton_migrate(c->client);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    printf("%s: schema version %d\n", baton_client_url(c->client), baton_schema_version());
+    return EXIT_OK;
+}
+
+int cmd_retry(cli *c)
+{
+    if (cli_flag(c, "all-failed")) {
+        if (c->nargs)
+            return cli_fail(BATON_EINVALID, "give a job id or --all-failed, not both");
+        int64_t count;
+        int rc = baton_retry_all_failed(c->client, cli_value(c, "class"), &count);
+        if (rc != BATON_OK)
+            return cli_fail_last(rc);
+        printf("%lld\n", (long long)count);
+        return EXIT_OK;
+    }
+    if (cli_value(c, "class"))
+        return cli_fail(BATON_EINVALID, "--class goes with --all-failed");
+    int64_t id;
+    if (cli_job_id(c, "retry ID | --all-failed [--class C]", &id))
+        return EXIT_USAGE;
+    int rc = baton_job_retry(c->client, id);
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}
+
+int cmd_discard(cli *c)
+{
+    int64_t id;
+    if (cli_job_id(c, "discard ID", &id))
+        return EXIT_USAGE;
+    int rc = baton_job_discard(c->client, id);
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}
+
+int cmd_clear_finished(cli *c)
+{
+    double older_than = 86400;
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton clear-finished takes no arguments");
+    if (cli_double(c, "older-than", 0, &older_than))
+        return EXIT_USAGE;
+    int64_t count;
+    int rc = baton_clear_finished(c->client, older_than, &count);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    printf("%lld\n", (long long)count);
+    return EXIT_OK;
+}
+
+static int pause_or_resume(cli *c, int pause)
+{
+    if (c->nargs != 1)
+        return cli_fail(BATON_EINVALID, "usage: baton %s QUEUE", pause ? "pause" : "resume");
+    int rc = pause ? baton_queue_pause(c->client, c->args[0]) : baton_queue_resume(c->client, c->args[0]);
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}
+
+int cmd_pause(cli *c) { return pause_or_resume(c, 1); }
+int cmd_resume(cli *c) { return pause_or_resume(c, 0); }

@@ -1,0 +1,139 @@
+/* cmd_report.c: jobs, job and queues, as JSON (--json) or aligned tables. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+void cli_table(const char *const *headers, size_t ncols, char ***rows, size_t nrows)
+{
+    size_t width[16] = {0};
+    for (size_t k = 0; k < ncols; k++) {
+        width[k] = strlen(headers[k]);
+        for (size_t r = 0; r < nrows; r++)
+            if (strlen(rows[r][k]) > width[k])
+                width[k] = strlen(rows[r][k]);
+    }
+    for (size_t r = 0; r <= nrows; r++)
+        for (size_t k = 0; k < ncols; k++) {
+            const char *text = r == 0 ? headers[k] : rows[r - 1][k];
+            if (k + 1 < ncols)
+                printf("%-*s  ", (int)width[k], text);
+            else
+                printf("%s\n", text);
+        }
+}
+
+/* cell renders a JSON value for a table: strings bare, null as "-", long text cut. */
+static char *cell(json_t *v, size_t max)
+{
+    char *text;
+    if (!v || json_is_null(v))
+        text = strdup("-");
+    else if (json_is_string(v))
+        text = strdup(json_string_value(v));
+    else
+        text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    for (char *p = text; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    if (max && strlen(text) > max)
+        strcpy(text + max - 3, "...");
+    return text;
+}
+
+/* print_rows prints the objects of list as a table of the given fields. */
+static void print_rows(json_t *list, const char *const *fields, const char *const *headers,
+                       const size_t *max, size_t ncols)
+{
+    size_t n = json_array_size(list);
+    char ***rows = calloc(n ? n : 1, sizeof *rows);
+    for (size_t r = 0; r < n; r++) {
+        rows[r] = calloc(ncols, sizeof **rows);
+        for (size_t k = 0; k < ncols; k++)
+            rows[r][k] = cell(json_object_get(json_array_get(list, r), fields[k]), max[k]);
+    }
+    cli_table(headers, ncols, rows, n);
+    for (size_t r = 0; r < n; r++) {
+        for (size_t k = 0; k < ncols; k++)
+            free(rows[r][k]);
+        free(rows[r]);
+    }
+    free(rows);
+}
+
+/* show prints a report: raw JSON, or fn's rendering of the parsed document. */
+static int show(cli *c, int rc, char *json, void (*render)(json_t *))
+{
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    if (cli_flag(c, "json")) {
+        cli_print_json(json);
+    } else {
+        json_t *doc = json_loads(json, JSON_DECODE_ANY, NULL);
+        render(doc);
+        json_decref(doc);
+    }
+    baton_free(json);
+    return EXIT_OK;
+}
+
+static void render_jobs(json_t *list)
+{
+    static const char *const fields[] = {"id", "class", "queue", "status", "priority", "attempts", "created_at", "error"};
+    static const char *const headers[] = {"ID", "CLASS", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED", "ERROR"};
+    static const size_t max[] = {0, 40, 24, 0, 0, 0, 0, 60};
+    print_rows(list, fields, headers, max, 8);
+}
+
+int cmd_jobs(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton jobs takes no arguments");
+    long long limit = 100;
+    if (cli_int(c, "limit", 1, &limit))
+        return EXIT_USAGE;
+    baton_job_filter f = {cli_value(c, "status"), cli_value(c, "class"), cli_value(c, "queue"), (int)limit};
+    char *json = NULL;
+    int rc = baton_jobs_json(c->client, &f, &json);
+    return show(c, rc, json, render_jobs);
+}
+
+static void render_job(json_t *job)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(job, key, value)
+    {
+        char *text = cell(value, 0);
+        printf("%-14s %s\n", key, text);
+        free(text);
+    }
+}
+
+int cmd_job(cli *c)
+{
+    int64_t id;
+    if (cli_job_id(c, "job ID [--json]", &id))
+        return EXIT_USAGE;
+    char *json = NULL;
+    int rc = baton_job_json(c->client, id, &json);
+    return show(c, rc, json, render_job);
+}
+
+static void render_queues(json_t *list)
+{
+    static const char *const fields[] = {"name", "ready", "scheduled", "claimed", "blocked", "failed", "paused"};
+    static const char *const headers[] = {"QUEUE", "READY", "SCHEDULED", "CLAIMED", "BLOCKED", "FAILED", "PAUSED"};
+    static const size_t max[] = {0, 0, 0, 0, 0, 0, 0};
+    print_rows(list, fields, headers, max, 7);
+}
+
+int cmd_queues(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton queues takes no arguments");
+    char *json = NULL;
+    int rc = baton_queues_json(c->client, &json);
+    return show(c, rc, json, render_queues);
+}

@@ -1,0 +1,98 @@
+/* cmd_run.c: the long-running commands (work, dispatch, start) and their signals:
+ * TERM/INT stop gracefully, a second TERM/INT or a QUIT stops at once. */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+/* What the signal handler stops; set before handlers are installed. */
+static baton_worker *running_worker;
+static baton_dispatcher *running_dispatcher;
+static baton_client *running_start;
+static atomic_int stop_requests;
+
+static void on_signal(int sig)
+{
+    int immediate = sig == SIGQUIT || atomic_fetch_add(&stop_requests, 1) > 0;
+    if (running_worker)
+        baton_worker_stop(running_worker, immediate);
+    if (running_dispatcher)
+        baton_dispatcher_stop(running_dispatcher);
+    if (running_start)
+        baton_start_stop(running_start, immediate);
+}
+
+static void install_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
+}
+
+static double shutdown_timeout(cli *c, double *out)
+{
+    const baton_worker_options defaults = BATON_WORKER_OPTIONS_INIT;
+    *out = defaults.shutdown_timeout;
+    return cli_double(c, "shutdown-timeout", 0, out);
+}
+
+int cmd_work(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton work takes no arguments");
+    baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
+    long long threads = o.threads;
+    if (cli_int(c, "threads", 1, &threads) || cli_double(c, "polling-interval", 0.001, &o.polling_interval) ||
+        shutdown_timeout(c, &o.shutdown_timeout))
+        return EXIT_USAGE;
+    o.threads = (int)threads;
+    if (cli_value(c, "queues"))
+        o.queues = cli_value(c, "queues");
+    int rc = baton_worker_new(&running_worker, c->client, &o);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    install_handlers();
+    rc = baton_worker_run(running_worker);
+    baton_worker_free(running_worker);
+    running_worker = NULL;
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}
+
+int cmd_dispatch(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton dispatch takes no arguments");
+    baton_dispatcher_options o = BATON_DISPATCHER_OPTIONS_INIT;
+    long long batch = o.batch_size;
+    if (cli_double(c, "polling-interval", 0.001, &o.polling_interval) || cli_int(c, "batch-size", 1, &batch))
+        return EXIT_USAGE;
+    o.batch_size = (int)batch;
+    int rc = baton_dispatcher_new(&running_dispatcher, c->client, &o);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    install_handlers();
+    rc = baton_dispatcher_run(running_dispatcher);
+    baton_dispatcher_free(running_dispatcher);
+    running_dispatcher = NULL;
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}
+
+int cmd_start(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton start takes no arguments");
+    double timeout;
+    if (shutdown_timeout(c, &timeout))
+        return EXIT_USAGE;
+    running_start = c->client;
+    install_handlers();
+    int rc = baton_start(c->client, timeout);
+    running_start = NULL;
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}

@@ -1,0 +1,307 @@
+/* main.c: global options, command dispatch and the exit-code contract
+ * (0 ok, 1 error, 2 bad usage or bad input, 3 not found). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+static const char *const no_opts[] = {NULL};
+static const char *const enqueue_opts[] = {"args=", "queue=", "priority=", "at=", "in=", NULL};
+static const char *const perform_opts[] = {"args=", NULL};
+static const char *const work_opts[] = {"queues=", "threads=", "polling-interval=", "shutdown-timeout=", NULL};
+static const char *const dispatch_opts[] = {"polling-interval=", "batch-size=", NULL};
+static const char *const start_opts[] = {"shutdown-timeout=", NULL};
+static const char *const jobs_opts[] = {"status=", "class=", "queue=", "limit=", "json", NULL};
+static const char *const json_opts[] = {"json", NULL};
+static const char *const retry_opts[] = {"all-failed", "class=", NULL};
+static const char *const clear_opts[] = {"older-than=", NULL};
+
+static const cli_command commands[] = {
+    {"init", no_opts, "init", 0, cmd_init},
+    {"enqueue", enqueue_opts, "enqueue CLASS [--args JSON|-|@FILE] [--queue Q] [--priority N] [--at ISO8601 | --in SECONDS]", 1, cmd_enqueue},
+    {"perform", perform_opts, "perform CLASS [--args JSON|-|@FILE]", 1, cmd_perform},
+    {"work", work_opts, "work [--queues LIST] [--threads N] [--polling-interval S] [--shutdown-timeout S]", 1, cmd_work},
+    {"dispatch", dispatch_opts, "dispatch [--polling-interval S] [--batch-size N]", 1, cmd_dispatch},
+    {"start", start_opts, "start [--shutdown-timeout S]", 1, cmd_start},
+    {"jobs", jobs_opts, "jobs [--status S] [--class C] [--queue Q] [--limit N] [--json]", 1, cmd_jobs},
+    {"job", json_opts, "job ID [--json]", 1, cmd_job},
+    {"retry", retry_opts, "retry ID | --all-failed [--class C]", 1, cmd_retry},
+    {"discard", no_opts, "discard ID", 1, cmd_discard},
+    {"clear-finished", clear_opts, "clear-finished [--older-than SECONDS]", 1, cmd_clear_finished},
+    {"pause", no_opts, "pause QUEUE", 1, cmd_pause},
+    {"resume", no_opts, "resume QUEUE", 1, cmd_resume},
+    {"queues", json_opts, "queues [--json]", 1, cmd_queues},
+};
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: baton [--db URL] [--config FILE] [--log-level debug|info|warn|error] COMMAND ...\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  baton %s\n", commands[i].usage);
+    fprintf(out, "\nDatabase: --db, else $BATON_DATABASE_URL, else sqlite:baton.db.\n"
+                 "Config: --config, else $BATON_CONFIG, else ./baton.yml when present.\n");
+}
+
+const char *cli_value(const cli *c, const char *name)
+{
+    const char *v = NULL;
+    for (size_t i = 0; i < c->nopts; i++)
+        if (strcmp(c->opts[i].name, name) == 0)
+            v = c->opts[i].value; /* the last occurrence wins */
+    return v;
+}
+
+int cli_flag(const cli *c, const char *name)
+{
+    for (size_t i = 0; i < c->nopts; i++)
+        if (strcmp(c->opts[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+int cli_int(const cli *c, const char *name, long long min, long long *out)
+{
+    const char *v = cli_value(c, name);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < min) {
+        cli_fail(BATON_EINVALID, "--%s: expected an integer >= %lld, got '%s'", name, min, v);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+int cli_double(const cli *c, const char *name, double min, double *out)
+{
+    const char *v = cli_value(c, name);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= min)) {
+        cli_fail(BATON_EINVALID, "--%s: expected a number >= %g, got '%s'", name, min, v);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+int cli_job_id(cli *c, const char *usage, int64_t *id)
+{
+    if (c->nargs != 1) {
+        cli_fail(BATON_EINVALID, "usage: baton %s", usage);
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(c->args[0], &end, 10);
+    if (errno || *end || end == c->args[0] || v <= 0) {
+        cli_fail(BATON_EINVALID, "job id must be a positive integer, got '%s'", c->args[0]);
+        return -1;
+    }
+    *id = v;
+    return 0;
+}
+
+static int exit_code_for(int code)
+{
+    switch (code) {
+    case BATON_OK: return EXIT_OK;
+    case BATON_EINVALID: return EXIT_USAGE;
+    case BATON_ENOTFOUND: return EXIT_NOT_FOUND;
+    default: return EXIT_ERROR;
+    }
+}
+
+int cli_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("baton: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return exit_code_for(code);
+}
+
+int cli_fail_last(int code) { return cli_fail(code, "%s", baton_error_last()); }
+
+void cli_print_json(const char *text) { printf("%s\n", text); }
+
+static void log_to_stderr(baton_log_level level, const char *line, void *payload)
+{
+    (void)payload;
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char buf[2600];
+    int n = snprintf(buf, sizeof buf, "time=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s pid=%d %s\n",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, names[level], (int)getpid(), line);
+    if (n > (int)sizeof buf)
+        n = (int)sizeof buf;
+    /* One write per line: lines from several threads never interleave. */
+    ssize_t w = write(2, buf, (size_t)n);
+    (void)w;
+}
+
+static int parse_level(const char *v, baton_log_level *out)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, names[i]) == 0) {
+            *out = (baton_log_level)i;
+            return 0;
+        }
+    return -1;
+}
+
+static int accepts(const cli_command *cmd, const char *name, int *takes_value)
+{
+    for (const char *const *o = cmd->options; *o; o++) {
+        size_t len = strlen(*o);
+        int valued = (*o)[len - 1] == '=';
+        if (strlen(name) == len - (size_t)valued && strncmp(*o, name, len - (size_t)valued) == 0) {
+            *takes_value = valued;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* parse splits argv into the command, its positional arguments and its options; global
+ * options may stand anywhere. Returns -1 (after printing) on bad usage. */
+static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
+{
+    c->args = calloc((size_t)argc, sizeof *c->args);
+    c->opts = calloc((size_t)argc, sizeof *c->opts);
+    const cli_command *cmd = NULL;
+    int only_positional = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_positional || a[0] != '-' || strcmp(a, "-") == 0) {
+            if (!cmd) {
+                for (size_t k = 0; k < NCOMMANDS && !cmd; k++)
+                    if (strcmp(commands[k].name, a) == 0)
+                        cmd = &commands[k];
+                if (!cmd) {
+                    cli_fail(BATON_EINVALID, "unknown command '%s' (see 'baton --help')", a);
+                    return -1;
+                }
+                c->command = cmd->name;
+            } else {
+                c->args[c->nargs++] = a;
+            }
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_positional = 1;
+            continue;
+        }
+        const char *name = a + (a[1] == '-' ? 2 : 1);
+        const char *eq = strchr(name, '=');
+        char *key = eq ? strndup(name, (size_t)(eq - name)) : strdup(name);
+        const char *value = eq ? eq + 1 : NULL;
+        int global = strcmp(key, "db") == 0 || strcmp(key, "config") == 0 || strcmp(key, "log-level") == 0;
+        int takes_value = global;
+        if (!global && !(cmd && accepts(cmd, key, &takes_value))) {
+            if (strcmp(key, "help") == 0 || strcmp(key, "h") == 0) {
+                usage(stdout);
+                exit(EXIT_OK);
+            }
+            if (strcmp(key, "version") == 0) {
+                printf("baton 0.1.0 (schema %d)\n", baton_schema_version());
+                exit(EXIT_OK);
+            }
+            cli_fail(BATON_EINVALID, "unknown option '--%s'%s%s", key, cmd ? " for baton " : "",
+                     cmd ? cmd->name : "");
+            free(key);
+            return -1;
+        }
+        if (takes_value && !value) {
+            if (i + 1 >= argc) {
+                cli_fail(BATON_EINVALID, "option '--%s' needs a value", key);
+                free(key);
+                return -1;
+            }
+            value = argv[++i];
+        } else if (!takes_value && value) {
+            cli_fail(BATON_EINVALID, "option '--%s' takes no value", key);
+            free(key);
+            return -1;
+        }
+        if (strcmp(key, "db") == 0) {
+            c->db_url = value;
+        } else if (strcmp(key, "config") == 0) {
+            c->config_path = value;
+        } else if (strcmp(key, "log-level") == 0) {
+            if (parse_level(value, &c->log_level) != 0) {
+                cli_fail(BATON_EINVALID, "--log-level: expected debug, info, warn or error, got '%s'", value);
+                free(key);
+                return -1;
+            }
+        } else {
+            /* Keys stay allocated for the process's life, like argv itself. */
+            c->opts[c->nopts++] = (cli_opt){key, value};
+            continue;
+        }
+        free(key);
+    }
+    if (!cmd) {
+        usage(stderr);
+        return -1;
+    }
+    *cmd_out = cmd;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cli c = {0};
+    c.log_level = BATON_LOG_INFO;
+    const cli_command *cmd;
+    if (parse(argc, argv, &c, &cmd) != 0)
+        return EXIT_USAGE;
+    if (!c.db_url)
+        c.db_url = getenv("BATON_DATABASE_URL");
+    if (!c.db_url || !*c.db_url)
+        c.db_url = "sqlite:baton.db";
+    if (!c.config_path) {
+        const char *env = getenv("BATON_CONFIG");
+        if (env && *env)
+            c.config_path = env;
+        else if (access("baton.yml", F_OK) == 0)
+            c.config_path = "baton.yml";
+    }
+    int rc = baton_open(&c.client, c.db_url);
+    if (rc == BATON_OK && cmd->needs_schema)
+        rc = baton_check_schema(c.client);
+    if (rc == BATON_OK)
+        rc = baton_load_config(c.client, c.config_path);
+    int status;
+    if (rc != BATON_OK) {
+        status = cli_fail_last(rc);
+    } else {
+        baton_set_logger(c.client, c.log_level, log_to_stderr, NULL);
+        status = cmd->run(&c);
+    }
+    baton_close(c.client);
+    free(c.args);
+    for (size_t i = 0; i < c.nopts; i++)
+        free((char *)c.opts[i].name);
+    free(c.opts);
+    return status;
+}
