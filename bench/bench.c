@@ -16,6 +16,9 @@
 
 static char dir[4096];
 static int bench_jobs = 20000;
+static const char *only; /* run just the benchmarks whose name contains this */
+
+static int selected(const char *name) { return !only || strstr(name, only); }
 
 static void die(const char *what)
 {
@@ -177,8 +180,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc) {
             bench_jobs = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
         } else {
-            fprintf(stderr, "usage: baton_bench [--jobs N]\n");
+            fprintf(stderr, "usage: baton_bench [--jobs N] [--only enqueue|processing|latency]\n");
             return 2;
         }
     }
@@ -195,10 +200,14 @@ int main(int argc, char **argv)
     printf("| %-52s | %20s | %-16s |\n", "metric", "measured", "target");
     printf("|%s|%s|%s|\n", "------------------------------------------------------",
            "----------------------", "------------------");
-    bench_enqueue();
-    bench_processing(3);
-    bench_processing(10);
-    bench_latency();
+    if (selected("enqueue"))
+        bench_enqueue();
+    if (selected("processing")) {
+        bench_processing(3);
+        bench_processing(10);
+    }
+    if (selected("latency"))
+        bench_latency();
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : 1;

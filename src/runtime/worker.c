@@ -218,7 +218,9 @@ static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
                (long long)job->claimed.id, job->claimed.class_name, job->claimed.queue);
     }
     w->in_flight += count;
-    pthread_cond_broadcast(&w->work_ready);
+    /* Wake one executor per job: a broadcast would wake idle threads only to sleep again. */
+    for (int i = 0; i < count; i++)
+        pthread_cond_signal(&w->work_ready);
     pthread_mutex_unlock(&w->lock);
 }
 
