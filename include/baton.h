@@ -102,6 +102,16 @@ BATON_API const char *baton_client_url(const baton_client *client);
  */
 BATON_API int baton_set_max_arguments_bytes(baton_client *client, size_t max_bytes);
 
+/**
+ * Sets how often workers and dispatchers of this client heartbeat (default 5 s) and the
+ * heartbeat age after which any live process declares another dead (default 30 s),
+ * failing its running jobs with "process pruned" and releasing their slots. baton.yml's
+ * process_heartbeat_interval and process_alive_threshold set the same.
+ * @return BATON_OK, or BATON_EINVALID unless 0 < heartbeat_interval < alive_threshold.
+ */
+BATON_API int baton_set_liveness(baton_client *client, double heartbeat_interval,
+                                 double alive_threshold);
+
 /** Severity of a log line. */
 typedef enum baton_log_level {
     BATON_LOG_DEBUG = 0,
@@ -145,6 +155,22 @@ typedef enum baton_backoff {
     BATON_BACKOFF_FIXED = 2,       /**< base seconds */
 } baton_backoff;
 
+/** What a job does when its concurrency key has no free slot. */
+typedef enum baton_on_conflict {
+    BATON_ON_CONFLICT_BLOCK = 0,    /**< wait as a blocked job; promoted when a slot frees */
+    BATON_ON_CONFLICT_DISCARD = 1,  /**< recorded as discarded, reason "concurrency limit" */
+    BATON_ON_CONFLICT_COALESCE = 2, /**< block, unless a job of the key already waits: then
+                                         discarded as "coalesced into job N" */
+} baton_on_conflict;
+
+/**
+ * Computes a job's concurrency key (without the group prefix) from its arguments JSON.
+ * Writes a NUL-terminated key of at most key_size bytes into key_out and returns 0, or
+ * returns nonzero to refuse the enqueue (with baton_enqueue returning BATON_EINVALID).
+ */
+typedef int (*baton_key_fn)(const char *arguments_json, char *key_out, size_t key_size,
+                            void *payload);
+
 /** How a class's jobs are enqueued and performed. Initialise with BATON_CLASS_OPTIONS_INIT. */
 typedef struct baton_class_options {
     unsigned version;         /**< BATON_CLASS_OPTIONS_VERSION */
@@ -156,12 +182,25 @@ typedef struct baton_class_options {
     double timeout;           /**< seconds a command job may run; 0 (default) = no limit */
     const char *command;      /**< shell command performing the job, or NULL */
     baton_perform_fn perform; /**< C callback performing the job, or NULL */
-    void *payload;            /**< handed to perform unchanged */
+    void *payload;            /**< handed to perform and concurrency_key_fn unchanged */
+    /* Concurrency control: at most concurrency_limit jobs with the same key run at once.
+     * A class is limited when it has a key template or a key function. */
+    const char *concurrency_key;      /**< template over the arguments: "user_{user_id}",
+                                           "{user.id}", "{0}" (first array element) */
+    baton_key_fn concurrency_key_fn;  /**< or: computes the key from the arguments */
+    int concurrency_limit;            /**< slots per key; default 1 */
+    const char *concurrency_group;    /**< key prefix; NULL means the class name. Classes
+                                           with the same group share their keys' slots. */
+    double concurrency_duration;      /**< seconds; default 180: a slot's lease, renewed
+                                           while its job runs, and the wait after which
+                                           maintenance re-checks a blocked job */
+    baton_on_conflict on_conflict;    /**< default BATON_ON_CONFLICT_BLOCK */
 } baton_class_options;
 
 #define BATON_CLASS_OPTIONS_VERSION 1
-#define BATON_CLASS_OPTIONS_INIT \
-    { BATON_CLASS_OPTIONS_VERSION, NULL, 0, 1, BATON_BACKOFF_EXPONENTIAL, 1.0, 0.0, NULL, NULL, NULL }
+#define BATON_CLASS_OPTIONS_INIT                                                                \
+    { BATON_CLASS_OPTIONS_VERSION, NULL, 0, 1, BATON_BACKOFF_EXPONENTIAL, 1.0, 0.0, NULL, NULL, \
+      NULL, NULL, NULL, 1, NULL, 180.0, BATON_ON_CONFLICT_BLOCK }
 
 /**
  * Registers (or replaces) the job class name on client. A class with neither command nor
@@ -192,10 +231,15 @@ typedef struct baton_enqueue_options {
     int priority;
     int64_t run_at_ms;   /**< > 0: run at this time (ms since epoch); a future time schedules */
     double delay;        /**< > 0: run this many seconds from now (ignored when run_at_ms > 0) */
+    const char *concurrency_key; /**< the key (without group prefix) instead of the class's */
+    int concurrency_limit;       /**< > 0: instead of the class's limit */
+    double concurrency_duration; /**< > 0: instead of the class's duration */
+    int on_conflict;             /**< a baton_on_conflict, or -1 for the class's */
 } baton_enqueue_options;
 
 #define BATON_ENQUEUE_OPTIONS_VERSION 1
-#define BATON_ENQUEUE_OPTIONS_INIT { BATON_ENQUEUE_OPTIONS_VERSION, NULL, 0, 0, 0, 0.0 }
+#define BATON_ENQUEUE_OPTIONS_INIT \
+    { BATON_ENQUEUE_OPTIONS_VERSION, NULL, 0, 0, 0, 0.0, NULL, 0, 0.0, -1 }
 
 /**
  * Stores one job of class class_name with JSON arguments (NULL means "[]"). A job due now
@@ -215,6 +259,24 @@ BATON_API int baton_enqueue(baton_client *client, int64_t *id_out, const char *c
  */
 BATON_API int baton_parse_time(const char *text, int64_t *ms_out);
 
+/** The state of a job. */
+typedef enum baton_job_state {
+    BATON_JOB_SCHEDULED = 1,
+    BATON_JOB_READY = 2,
+    BATON_JOB_BLOCKED = 3,
+    BATON_JOB_CLAIMED = 4,
+    BATON_JOB_FINISHED = 5,
+    BATON_JOB_FAILED = 6,
+    BATON_JOB_DISCARDED = 7,
+} baton_job_state;
+
+/** What became of one enqueued job. */
+typedef struct baton_enqueued {
+    int64_t id;
+    baton_job_state state;   /**< scheduled, ready, blocked or discarded */
+    int64_t coalesced_into;  /**< for a job discarded by coalescing: the waiting job, else 0 */
+} baton_enqueued;
+
 /** One job of a bulk enqueue. */
 typedef struct baton_job_spec {
     const char *class_name;
@@ -230,6 +292,14 @@ typedef struct baton_job_spec {
 BATON_API int baton_enqueue_many(baton_client *client, int64_t *ids_out,
                                  const baton_job_spec *specs, size_t n);
 
+/**
+ * As baton_enqueue_many(), reporting for each job its id and the state it landed in: a
+ * concurrency-limited job may be blocked, or discarded by its on_conflict mode.
+ * @param out receives n entries (may be NULL).
+ */
+BATON_API int baton_enqueue_detailed(baton_client *client, baton_enqueued *out,
+                                     const baton_job_spec *specs, size_t n);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Inside a perform callback                                                                   */
 /* ------------------------------------------------------------------------------------------ */
@@ -241,6 +311,12 @@ BATON_API const char *baton_job_queue(const baton_job *job);
 BATON_API const char *baton_job_arguments(const baton_job *job);
 /** The job's concurrency key, or NULL when it has none. */
 BATON_API const char *baton_job_concurrency_key(const baton_job *job);
+/**
+ * The job's fencing token: a number that only grows for each admission to a key's slot,
+ * or 0 for a job without a concurrency key. Send it with writes to an outside system that
+ * remembers the highest token per key and rejects lower ones.
+ */
+BATON_API int64_t baton_job_fencing_token(const baton_job *job);
 /** 1 on the first attempt, 2 on the first retry, ... */
 BATON_API int baton_job_attempt(const baton_job *job);
 /** Stores a message for the failure the callback is about to return. */
@@ -305,10 +381,12 @@ typedef struct baton_dispatcher_options {
     unsigned version;        /**< BATON_DISPATCHER_OPTIONS_VERSION */
     double polling_interval; /**< seconds; default 1 */
     int batch_size;          /**< scheduled jobs moved per transaction; default 500 */
+    double concurrency_maintenance_interval; /**< seconds between concurrency maintenance
+                                                  runs (baton_maintain()); default 30 */
 } baton_dispatcher_options;
 
 #define BATON_DISPATCHER_OPTIONS_VERSION 1
-#define BATON_DISPATCHER_OPTIONS_INIT { BATON_DISPATCHER_OPTIONS_VERSION, 1.0, 500 }
+#define BATON_DISPATCHER_OPTIONS_INIT { BATON_DISPATCHER_OPTIONS_VERSION, 1.0, 500, 30.0 }
 
 /** Creates a dispatcher with its own connection; client must outlive it. */
 BATON_API int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
@@ -326,6 +404,15 @@ BATON_API void baton_dispatcher_free(baton_dispatcher *dispatcher);
 BATON_API int baton_dispatch_due(baton_client *client, int batch_size, int *moved_out);
 
 /**
+ * Concurrency maintenance, once: frees slots held by jobs that are neither ready nor
+ * running and promotes blocked jobs that waited longer than their duration into keys
+ * with free slots, never beyond a key's limit. The normal path (a finishing job promotes
+ * the next of its key in the same transaction) makes this a safety net.
+ * @param promoted_out receives how many blocked jobs were promoted (may be NULL).
+ */
+BATON_API int baton_maintain(baton_client *client, int *promoted_out);
+
+/**
  * Runs the workers and dispatchers of the loaded configuration (one worker on "*" and one
  * dispatcher when it has none) on threads of the calling process until stopped with
  * baton_start_stop(). Blocks the calling thread.
@@ -336,13 +423,22 @@ BATON_API void baton_start_stop(baton_client *client, int immediate);
 
 /**
  * Performs one job of class_name now, in the calling thread, and records it as a job
- * (claimed by this process, then finished or failed).
+ * (claimed by this process, then finished or failed). A concurrency-limited job takes a
+ * slot of its key like any other and, when the key is full, waits up to 60 seconds for
+ * one (see baton_perform_wait()).
  * @param id_out receives the job's id (may be NULL).
  * @return BATON_OK when the job succeeded; BATON_ERROR when it failed (the message is the
- *         job's error); other codes as baton_enqueue().
+ *         job's error) or found no slot in time; other codes as baton_enqueue().
  */
 BATON_API int baton_perform_now(baton_client *client, int64_t *id_out, const char *class_name,
                                 const char *args_json);
+
+/**
+ * As baton_perform_now(), waiting at most wait_timeout seconds for a slot. A job that got
+ * none in time is discarded (it never runs later) and BATON_ERROR is returned.
+ */
+BATON_API int baton_perform_wait(baton_client *client, int64_t *id_out, const char *class_name,
+                                 const char *args_json, double wait_timeout);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Administration: reports are JSON text owned by the caller (release with baton_free)        */
@@ -354,11 +450,14 @@ typedef struct baton_job_filter {
     const char *class_name;
     const char *queue;
     int limit;              /**< at most this many, newest first; 0 means 100 */
+    const char *concurrency_key; /**< the stored key, "GROUP/KEY" */
 } baton_job_filter;
 
 /**
  * Lists jobs as a JSON array of objects with id, class, queue, priority, status, arguments,
- * concurrency_key, attempts, error, scheduled_at, created_at, finished_at (ISO 8601 UTC).
+ * concurrency_key, attempts, max_attempts, error, fencing_token (null unless admitted to a
+ * slot), blocked_since (null unless blocked), scheduled_at, created_at, started_at,
+ * finished_at (times in ISO 8601 UTC with milliseconds).
  * @return BATON_OK; BATON_EINVALID for an unknown status.
  */
 BATON_API int baton_jobs_json(baton_client *client, const baton_job_filter *filter, char **json_out);
@@ -395,6 +494,15 @@ BATON_API int baton_clear_finished(baton_client *client, double older_than_secon
 BATON_API int baton_queue_pause(baton_client *client, const char *queue);
 /** Resumes a paused queue. Idempotent. */
 BATON_API int baton_queue_resume(baton_client *client, const char *queue);
+
+/**
+ * Lists concurrency keys as a JSON array of {key, limit, value (free slots), holders (job
+ * ids), tokens (their fencing tokens), blocked (jobs waiting), expires_at (latest lease
+ * end, or null)}, keys in order. expired_only keeps keys with a lease past its end;
+ * key (may be NULL) keeps that one key.
+ */
+BATON_API int baton_semaphores_json(baton_client *client, int expired_only, const char *key,
+                                    char **json_out);
 
 /** Lists queues as a JSON array of {name, ready, scheduled, claimed, failed, paused}. */
 BATON_API int baton_queues_json(baton_client *client, char **json_out);

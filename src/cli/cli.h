@@ -74,6 +74,7 @@ int cmd_clear_finished(cli *c);
 int cmd_pause(cli *c);
 int cmd_resume(cli *c);
 int cmd_queues(cli *c);
+int cmd_semaphores(cli *c);
 
 /* Reads the arguments JSON given as text, "-" (stdin) or "@FILE". Caller frees. */
 char *cli_read_args(const char *value);

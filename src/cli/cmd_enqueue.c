@@ -77,15 +77,35 @@ int cmd_enqueue(cli *c)
     }
     if (cli_double(c, "in", 0, &o.delay) != 0)
         return EXIT_USAGE;
+    long long limit = 0;
+    if (cli_int(c, "limit", 1, &limit) || cli_double(c, "duration", 0.001, &o.concurrency_duration))
+        return EXIT_USAGE;
+    o.concurrency_limit = (int)limit;
+    o.concurrency_key = cli_value(c, "concurrency-key");
+    const char *mode = cli_value(c, "on-conflict");
+    if (mode) {
+        static const char *const modes[] = {"block", "discard", "coalesce"};
+        for (int i = 0; i < 3; i++)
+            if (strcmp(mode, modes[i]) == 0)
+                o.on_conflict = i;
+        if (o.on_conflict < 0)
+            return cli_fail(BATON_EINVALID, "--on-conflict: expected block, discard or coalesce, got '%s'", mode);
+    }
     char *args = cli_read_args(cli_value(c, "args"));
     if (!args)
         return EXIT_USAGE;
-    int64_t id;
-    int rc = baton_enqueue(c->client, &id, c->args[0], args, &o);
+    baton_job_spec spec = {c->args[0], args, &o};
+    baton_enqueued e;
+    int rc = baton_enqueue_detailed(c->client, &e, &spec, 1);
     free(args);
     if (rc != BATON_OK)
         return cli_fail_last(rc);
-    printf("%lld\n", (long long)id);
+    printf("%lld\n", (long long)e.id);
+    if (e.coalesced_into)
+        fprintf(stderr, "baton: job %lld discarded: coalesced into job %lld\n", (long long)e.id,
+                (long long)e.coalesced_into);
+    else if (e.state == BATON_JOB_DISCARDED)
+        fprintf(stderr, "baton: job %lld discarded: concurrency limit\n", (long long)e.id);
     return EXIT_OK;
 }
 
@@ -97,8 +117,13 @@ int cmd_perform(cli *c)
     char *args = cli_read_args(cli_value(c, "args"));
     if (!args)
         return EXIT_USAGE;
+    double wait_timeout = 60;
+    if (cli_double(c, "wait-timeout", 0, &wait_timeout)) {
+        free(args);
+        return EXIT_USAGE;
+    }
     int64_t id = 0;
-    int rc = baton_perform_now(c->client, &id, c->args[0], args);
+    int rc = baton_perform_wait(c->client, &id, c->args[0], args, wait_timeout);
     free(args);
     if (id)
         printf("%lld\n", (long long)id);

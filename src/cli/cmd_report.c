@@ -93,7 +93,8 @@ int cmd_jobs(cli *c)
     long long limit = 100;
     if (cli_int(c, "limit", 1, &limit))
         return EXIT_USAGE;
-    baton_job_filter f = {cli_value(c, "status"), cli_value(c, "class"), cli_value(c, "queue"), (int)limit};
+    baton_job_filter f = {cli_value(c, "status"), cli_value(c, "class"), cli_value(c, "queue"), (int)limit,
+                          cli_value(c, "key")};
     char *json = NULL;
     int rc = baton_jobs_json(c->client, &f, &json);
     return show(c, rc, json, render_jobs);
@@ -136,4 +137,21 @@ int cmd_queues(cli *c)
     char *json = NULL;
     int rc = baton_queues_json(c->client, &json);
     return show(c, rc, json, render_queues);
+}
+
+static void render_semaphores(json_t *list)
+{
+    static const char *const fields[] = {"key", "limit", "value", "holders", "blocked", "expires_at"};
+    static const char *const headers[] = {"KEY", "LIMIT", "FREE", "HOLDERS", "BLOCKED", "EXPIRES"};
+    static const size_t max[] = {60, 0, 0, 40, 0, 0};
+    print_rows(list, fields, headers, max, 6);
+}
+
+int cmd_semaphores(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton semaphores takes no arguments");
+    char *json = NULL;
+    int rc = baton_semaphores_json(c->client, cli_flag(c, "expired"), cli_value(c, "key"), &json);
+    return show(c, rc, json, render_semaphores);
 }

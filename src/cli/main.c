@@ -11,24 +11,27 @@
 #include "cli/cli.h"
 
 static const char *const no_opts[] = {NULL};
-static const char *const enqueue_opts[] = {"args=", "queue=", "priority=", "at=", "in=", NULL};
-static const char *const perform_opts[] = {"args=", NULL};
+static const char *const enqueue_opts[] = {"args=", "queue=", "priority=", "at=", "in=", "concurrency-key=",
+                                           "limit=", "duration=", "on-conflict=", NULL};
+static const char *const perform_opts[] = {"args=", "wait-timeout=", NULL};
 static const char *const work_opts[] = {"queues=", "threads=", "polling-interval=", "shutdown-timeout=", NULL};
 static const char *const dispatch_opts[] = {"polling-interval=", "batch-size=", NULL};
 static const char *const start_opts[] = {"shutdown-timeout=", NULL};
-static const char *const jobs_opts[] = {"status=", "class=", "queue=", "limit=", "json", NULL};
+static const char *const jobs_opts[] = {"status=", "class=", "queue=", "key=", "limit=", "json", NULL};
+static const char *const semaphores_opts[] = {"expired", "key=", "json", NULL};
 static const char *const json_opts[] = {"json", NULL};
 static const char *const retry_opts[] = {"all-failed", "class=", NULL};
 static const char *const clear_opts[] = {"older-than=", NULL};
 
 static const cli_command commands[] = {
     {"init", no_opts, "init", 0, cmd_init},
-    {"enqueue", enqueue_opts, "enqueue CLASS [--args JSON|-|@FILE] [--queue Q] [--priority N] [--at ISO8601 | --in SECONDS]", 1, cmd_enqueue},
-    {"perform", perform_opts, "perform CLASS [--args JSON|-|@FILE]", 1, cmd_perform},
+    {"enqueue", enqueue_opts, "enqueue CLASS [--args JSON|-|@FILE] [--queue Q] [--priority N] [--at ISO8601 | --in SECONDS]\n"
+                              "                [--concurrency-key K] [--limit N] [--duration S] [--on-conflict block|discard|coalesce]", 1, cmd_enqueue},
+    {"perform", perform_opts, "perform CLASS [--args JSON|-|@FILE] [--wait-timeout S]", 1, cmd_perform},
     {"work", work_opts, "work [--queues LIST] [--threads N] [--polling-interval S] [--shutdown-timeout S]", 1, cmd_work},
     {"dispatch", dispatch_opts, "dispatch [--polling-interval S] [--batch-size N]", 1, cmd_dispatch},
     {"start", start_opts, "start [--shutdown-timeout S]", 1, cmd_start},
-    {"jobs", jobs_opts, "jobs [--status S] [--class C] [--queue Q] [--limit N] [--json]", 1, cmd_jobs},
+    {"jobs", jobs_opts, "jobs [--status S] [--class C] [--queue Q] [--key K] [--limit N] [--json]", 1, cmd_jobs},
     {"job", json_opts, "job ID [--json]", 1, cmd_job},
     {"retry", retry_opts, "retry ID | --all-failed [--class C]", 1, cmd_retry},
     {"discard", no_opts, "discard ID", 1, cmd_discard},
@@ -36,6 +39,7 @@ static const cli_command commands[] = {
     {"pause", no_opts, "pause QUEUE", 1, cmd_pause},
     {"resume", no_opts, "resume QUEUE", 1, cmd_resume},
     {"queues", json_opts, "queues [--json]", 1, cmd_queues},
+    {"semaphores", semaphores_opts, "semaphores [--expired] [--key K] [--json]", 1, cmd_semaphores},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

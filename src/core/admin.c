@@ -28,7 +28,8 @@ static json_t *json_text(bt_row *row, int col)
 
 #define JOB_COLUMNS                                                                              \
     "id, class_name, queue_name, priority, status, arguments, concurrency_key, attempts, error," \
-    " scheduled_at, created_at, finished_at, started_at, updated_at, max_attempts"
+    " scheduled_at, created_at, finished_at, started_at, updated_at, max_attempts,"              \
+    " fencing_token, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = baton_jobs.id)"
 
 static int append_job(bt_row *row, void *payload)
 {
@@ -46,6 +47,8 @@ static int append_job(bt_row *row, void *payload)
     json_object_set_new(o, "attempts", json_integer(bt_col_int(row, 7)));
     json_object_set_new(o, "max_attempts", json_integer(bt_col_int(row, 14)));
     json_object_set_new(o, "error", json_text(row, 8));
+    json_object_set_new(o, "fencing_token", bt_col_null(row, 15) ? json_null() : json_integer(bt_col_int(row, 15)));
+    json_object_set_new(o, "blocked_since", json_time(row, 16));
     json_object_set_new(o, "scheduled_at", json_time(row, 9));
     json_object_set_new(o, "created_at", json_time(row, 10));
     json_object_set_new(o, "started_at", json_time(row, 12));
@@ -100,8 +103,8 @@ static int query_jobs(bt_store *s, void *arg)
 {
     jobs_query *q = arg;
     const baton_job_filter *f = q->filter;
-    char sql[512] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE 1 = 1";
-    bt_val a[4];
+    char sql[1024] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE 1 = 1";
+    bt_val a[5];
     int n = 0;
     if (f && f->status) {
         strcat(sql, state_filter(f->status));
@@ -114,6 +117,10 @@ static int query_jobs(bt_store *s, void *arg)
     if (f && f->queue) {
         strcat(sql, " AND queue_name = ?");
         a[n++] = BV_TEXT(f->queue);
+    }
+    if (f && f->concurrency_key) {
+        strcat(sql, " AND concurrency_key = ?");
+        a[n++] = BV_TEXT(f->concurrency_key);
     }
     strcat(sql, " ORDER BY id DESC LIMIT ?");
     a[n++] = BV_INT(f && f->limit > 0 ? f->limit : 100);
@@ -370,4 +377,80 @@ int baton_classes_json(baton_client *c, char **json_out)
                                               "max_attempts", k->max_attempts, "timeout", k->timeout));
     }
     return dump(list, json_out);
+}
+
+static const char sql_semaphores[] =
+    "SELECT s.key, s.limit_value, h.job_id, h.token, h.expires_at,"
+    " (SELECT COUNT(*) FROM baton_blocked_executions b WHERE b.concurrency_key = s.key)"
+    " FROM baton_semaphores s LEFT JOIN baton_semaphore_holders h ON h.key = s.key"
+    " WHERE ?1 IS NULL OR s.key = ?1 ORDER BY s.key, h.token";
+
+typedef struct semaphore_report {
+    json_t *list;
+    json_t *current;
+    int64_t now;
+    int expired_only;
+} semaphore_report;
+
+static int add_semaphore_row(bt_row *row, void *payload)
+{
+    semaphore_report *r = payload;
+    const char *key = bt_col_text(row, 0);
+    if (!r->current || strcmp(json_string_value(json_object_get(r->current, "key")), key) != 0) {
+        r->current = json_pack("{s:s, s:I, s:I, s:[], s:[], s:I, s:n}", "key", key, "limit",
+                               (json_int_t)bt_col_int(row, 1), "value", (json_int_t)bt_col_int(row, 1),
+                               "holders", "tokens", "blocked", (json_int_t)bt_col_int(row, 5),
+                               "expires_at");
+        json_array_append_new(r->list, r->current);
+    }
+    if (bt_col_null(row, 2))
+        return 0;
+    json_array_append_new(json_object_get(r->current, "holders"), json_integer(bt_col_int(row, 2)));
+    json_array_append_new(json_object_get(r->current, "tokens"), json_integer(bt_col_int(row, 3)));
+    json_object_set_new(r->current, "value", json_integer(json_integer_value(json_object_get(r->current, "value")) - 1));
+    json_t *latest = json_object_get(r->current, "expires_at");
+    int64_t expires = bt_col_int(row, 4);
+    if (json_is_null(latest) || expires > json_integer_value(json_object_get(r->current, "expires_ms")))
+    {
+        json_object_set_new(r->current, "expires_ms", json_integer(expires));
+        json_object_set_new(r->current, "expires_at", json_time(row, 4));
+    }
+    return 0;
+}
+
+typedef struct semaphore_query {
+    const char *key;
+    semaphore_report *report;
+} semaphore_query;
+
+static int query_semaphores(bt_store *s, void *arg)
+{
+    semaphore_query *q = arg;
+    bt_val a[] = {BV_TEXT(q->key)};
+    return bt_exec(s, sql_semaphores, a, 1, add_semaphore_row, q->report, NULL);
+}
+
+int baton_semaphores_json(baton_client *c, int expired_only, const char *key, char **json_out)
+{
+    *json_out = NULL;
+    semaphore_report r = {json_array(), NULL, bt_now_ms(), expired_only};
+    semaphore_query q = {key, &r};
+    int rc = read_report(c, query_semaphores, &q);
+    if (rc != BATON_OK) {
+        json_decref(r.list);
+        return rc;
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *sem;
+    json_array_foreach(r.list, i, sem)
+    {
+        json_t *ms = json_object_get(sem, "expires_ms");
+        int expired = ms && json_integer_value(ms) < r.now;
+        json_object_del(sem, "expires_ms");
+        if (!expired_only || expired)
+            json_array_append(out, sem);
+    }
+    json_decref(r.list);
+    return dump(out, json_out);
 }

@@ -24,6 +24,8 @@ int baton_open(baton_client **out, const char *url)
     if (!c)
         return bt_err_set(BATON_ERROR, "out of memory");
     c->max_arguments_bytes = DEFAULT_MAX_ARGUMENTS;
+    c->heartbeat_interval = 5.0;
+    c->alive_threshold = 30.0;
     int rc = bt_store_open(&c->store, url ? url : "sqlite:baton.db");
     int version = 0;
     if (rc == BATON_OK)
@@ -43,6 +45,8 @@ static void class_clear(bt_class *k)
     free(k->name);
     free(k->queue);
     free(k->command);
+    free(k->concurrency_key);
+    free(k->concurrency_group);
 }
 
 void baton_close(baton_client *c)
@@ -66,6 +70,16 @@ int baton_set_max_arguments_bytes(baton_client *c, size_t max_bytes)
     if (max_bytes == 0)
         return bt_err_set(BATON_EINVALID, "max_arguments_bytes must be positive");
     c->max_arguments_bytes = max_bytes;
+    return BATON_OK;
+}
+
+int baton_set_liveness(baton_client *c, double heartbeat_interval, double alive_threshold)
+{
+    if (heartbeat_interval <= 0 || alive_threshold <= heartbeat_interval)
+        return bt_err_set(BATON_EINVALID,
+                          "heartbeat interval must be positive and below the alive threshold");
+    c->heartbeat_interval = heartbeat_interval;
+    c->alive_threshold = alive_threshold;
     return BATON_OK;
 }
 
@@ -121,9 +135,17 @@ static int register_class(baton_client *c, const char *name, const baton_class_o
         return bt_err_set(BATON_EINVALID, "class %s: timeout and backoff base must not be negative", name);
     if (o->backoff < BATON_BACKOFF_EXPONENTIAL || o->backoff > BATON_BACKOFF_FIXED)
         return bt_err_set(BATON_EINVALID, "class %s: unknown backoff %d", name, (int)o->backoff);
+    if (o->concurrency_key && o->concurrency_key_fn)
+        return bt_err_set(BATON_EINVALID, "class %s: give a concurrency key template or a key function, not both", name);
+    if (o->concurrency_limit < 1)
+        return bt_err_set(BATON_EINVALID, "class %s: concurrency limit must be at least 1", name);
+    if (o->concurrency_duration <= 0)
+        return bt_err_set(BATON_EINVALID, "class %s: concurrency duration must be positive", name);
+    if (o->on_conflict < BATON_ON_CONFLICT_BLOCK || o->on_conflict > BATON_ON_CONFLICT_COALESCE)
+        return bt_err_set(BATON_EINVALID, "class %s: unknown on_conflict %d", name, (int)o->on_conflict);
     bt_class *k = bt_class_find(c, name);
     if (k) {
-        class_clear(k);
+        class_clear(k); /* o's strings are the caller's, never k's own */
     } else {
         if (c->nclasses == c->classes_cap) {
             size_t cap = c->classes_cap ? c->classes_cap * 2 : 8;
@@ -146,6 +168,12 @@ static int register_class(baton_client *c, const char *name, const baton_class_o
         .command = o->command ? strdup(o->command) : NULL,
         .perform = o->perform,
         .payload = o->payload,
+        .concurrency_key = o->concurrency_key ? strdup(o->concurrency_key) : NULL,
+        .concurrency_key_fn = o->concurrency_key_fn,
+        .concurrency_limit = o->concurrency_limit,
+        .concurrency_group = strdup(o->concurrency_group ? o->concurrency_group : name),
+        .concurrency_duration = o->concurrency_duration,
+        .on_conflict = (int)o->on_conflict,
         .config_line = config_line,
     };
     return BATON_OK;
@@ -176,12 +204,30 @@ int baton_load_config(baton_client *c, const char *path)
         o.backoff_base = cc->backoff_base;
         o.timeout = cc->timeout;
         o.command = cc->command;
-        /* A program may register a callback before loading the file that tunes it. */
+        if (cc->concurrency.enabled) {
+            o.concurrency_key = cc->concurrency.key;
+            o.concurrency_limit = cc->concurrency.to;
+            o.concurrency_group = cc->concurrency.group;
+            o.concurrency_duration = cc->concurrency.duration;
+            o.on_conflict = (baton_on_conflict)cc->concurrency.on_conflict;
+        }
+        /* A program may register a callback (and a key function) before loading the file
+         * that tunes its class. */
         if (existing && !cc->command) {
             o.perform = existing->perform;
             o.payload = existing->payload;
         }
+        if (existing && !cc->concurrency.enabled && existing->concurrency_key_fn) {
+            o.concurrency_key_fn = existing->concurrency_key_fn;
+            o.concurrency_limit = existing->concurrency_limit;
+            o.concurrency_group = existing->concurrency_group;
+            o.concurrency_duration = existing->concurrency_duration;
+            o.on_conflict = (baton_on_conflict)existing->on_conflict;
+        }
+        char *group = o.concurrency_group ? strdup(o.concurrency_group) : NULL;
+        o.concurrency_group = group;
         rc = register_class(c, cc->name, &o, cc->line);
+        free(group);
         if (rc != BATON_OK)
             bt_err_prefix(rc, "%s:%d", path, cc->line);
     }
@@ -190,13 +236,44 @@ int baton_load_config(baton_client *c, const char *path)
         return rc;
     }
     c->max_arguments_bytes = cfg->max_arguments_bytes;
+    c->heartbeat_interval = cfg->process_heartbeat_interval;
+    c->alive_threshold = cfg->process_alive_threshold;
     bt_config_free(c->config);
     c->config = cfg;
     return BATON_OK;
 }
 
+/* concurrency_key builds "GROUP/KEY" for a limited job, or leaves *out NULL. */
+static int concurrency_key(const bt_class *k, const baton_enqueue_options *o, json_t *args,
+                           const char *args_text, char **out)
+{
+    *out = NULL;
+    char *key = NULL;
+    int rc = BATON_OK;
+    if (o && o->concurrency_key) {
+        if (!*o->concurrency_key)
+            return bt_err_set(BATON_EINVALID, "concurrency key must not be empty");
+        key = strdup(o->concurrency_key);
+    } else if (k->concurrency_key_fn) {
+        char buf[1024];
+        if (k->concurrency_key_fn(args_text, buf, sizeof buf, k->payload) != 0)
+            return bt_err_set(BATON_EINVALID, "class %s: the concurrency key function refused the arguments", k->name);
+        buf[sizeof buf - 1] = '\0';
+        key = strdup(buf);
+    } else if (k->concurrency_key) {
+        rc = bt_key_render(k->concurrency_key, args, &key);
+    } else {
+        return BATON_OK;
+    }
+    if (rc == BATON_OK && asprintf(out, "%s/%s", k->concurrency_group, key) < 0)
+        rc = bt_err_set(BATON_ERROR, "out of memory");
+    free(key);
+    return rc;
+}
+
 int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_new_job *job)
 {
+    memset(job, 0, sizeof *job);
     if (!spec->class_name)
         return bt_err_set(BATON_EINVALID, "missing class name");
     bt_class *k = bt_class_find(c, spec->class_name);
@@ -207,17 +284,24 @@ int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_
     if (len > c->max_arguments_bytes)
         return bt_err_set(BATON_EINVALID, "arguments of %zu bytes exceed max_arguments_bytes (%zu)",
                           len, c->max_arguments_bytes);
-    json_error_t jerr;
-    json_t *parsed = json_loadb(args, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (!parsed)
-        return bt_err_set(BATON_EINVALID, "arguments are not valid JSON: %s at line %d column %d",
-                          jerr.text, jerr.line, jerr.column);
-    json_decref(parsed);
     const baton_enqueue_options *o = spec->opts;
     if (o && o->version != BATON_ENQUEUE_OPTIONS_VERSION)
         return bt_err_set(BATON_EINVALID, "unknown enqueue options version %u", o->version);
     if (o && o->queue && !*o->queue)
         return bt_err_set(BATON_EINVALID, "queue name must not be empty");
+    if (o && (o->concurrency_limit < 0 || o->concurrency_duration < 0 || o->on_conflict < -1 ||
+              o->on_conflict > BATON_ON_CONFLICT_COALESCE))
+        return bt_err_set(BATON_EINVALID, "concurrency limit, duration or on_conflict out of range");
+    json_error_t jerr;
+    json_t *parsed = json_loadb(args, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!parsed)
+        return bt_err_set(BATON_EINVALID, "arguments are not valid JSON: %s at line %d column %d",
+                          jerr.text, jerr.line, jerr.column);
+    char *key = NULL;
+    int rc = concurrency_key(k, o, parsed, args, &key);
+    json_decref(parsed);
+    if (rc != BATON_OK)
+        return rc;
     int64_t run_at = now;
     if (o && o->run_at_ms > 0)
         run_at = o->run_at_ms;
@@ -234,11 +318,21 @@ int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_
         .backoff = k->backoff,
         .backoff_base = k->backoff_base,
         .timeout = k->timeout,
+        .concurrency_key = key,
+        .concurrency_limit = o && o->concurrency_limit > 0 ? o->concurrency_limit : k->concurrency_limit,
+        .concurrency_duration = o && o->concurrency_duration > 0 ? o->concurrency_duration : k->concurrency_duration,
+        .on_conflict = o && o->on_conflict >= 0 ? o->on_conflict : k->on_conflict,
     };
     return BATON_OK;
 }
 
-int baton_enqueue_many(baton_client *c, int64_t *ids_out, const baton_job_spec *specs, size_t n)
+void bt_new_job_clear(bt_new_job *job)
+{
+    free(job->concurrency_key);
+    job->concurrency_key = NULL;
+}
+
+int baton_enqueue_detailed(baton_client *c, baton_enqueued *out, const baton_job_spec *specs, size_t n)
 {
     int64_t now = bt_now_ms();
     bt_new_job *jobs = calloc(n ? n : 1, sizeof *jobs);
@@ -253,16 +347,33 @@ int baton_enqueue_many(baton_client *c, int64_t *ids_out, const baton_job_spec *
     if (rc == BATON_OK)
         rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK) {
-        for (size_t i = 0; i < n && rc == BATON_OK; i++)
-            rc = bt_enqueue_row(c->store, &jobs[i], now, ids_out ? &ids_out[i] : NULL);
+        for (size_t i = 0; i < n && rc == BATON_OK; i++) {
+            bt_landing landing;
+            int64_t id = 0;
+            rc = bt_enqueue_row(c->store, &jobs[i], now, 0, &id, &landing);
+            if (out)
+                out[i] = (baton_enqueued){id, landing.state, landing.coalesced_into};
+        }
         if (rc == BATON_OK)
             rc = bt_commit(c->store);
         if (rc != BATON_OK)
             bt_rollback(c->store);
     }
+    for (size_t i = 0; i < n; i++)
+        bt_new_job_clear(&jobs[i]);
     free(jobs);
     if (rc == BATON_OK)
         bt_log(c, BATON_LOG_DEBUG, "event=job.enqueued count=%zu", n);
+    return rc;
+}
+
+int baton_enqueue_many(baton_client *c, int64_t *ids_out, const baton_job_spec *specs, size_t n)
+{
+    baton_enqueued *out = ids_out ? calloc(n ? n : 1, sizeof *out) : NULL;
+    int rc = baton_enqueue_detailed(c, out, specs, n);
+    for (size_t i = 0; out && i < n; i++)
+        ids_out[i] = out[i].id;
+    free(out);
     return rc;
 }
 

@@ -23,8 +23,21 @@ typedef struct bt_class {
     char *command;
     baton_perform_fn perform;
     void *payload;
+    char *concurrency_key;   /* key template, or NULL */
+    baton_key_fn concurrency_key_fn;
+    int concurrency_limit;
+    char *concurrency_group; /* never NULL: defaults to the class name */
+    double concurrency_duration;
+    int on_conflict;
     int config_line;         /* line in the config file, 0 when registered from C */
 } bt_class;
+
+/* bt_class_limited is nonzero when the class's jobs carry a concurrency key. */
+static inline int bt_class_limited(const bt_class *k) { return k->concurrency_key || k->concurrency_key_fn; }
+
+struct json_t;
+/* bt_key_render fills template_text's {placeholders} from args; *out is malloc'ed. */
+int bt_key_render(const char *template_text, struct json_t *args, char **out);
 
 typedef struct bt_start bt_start;
 
@@ -37,6 +50,8 @@ struct baton_client {
     baton_log_fn log_fn;
     void *log_payload;
     baton_log_level log_level;
+    double heartbeat_interval;   /* seconds between liveness ticks */
+    double alive_threshold;      /* heartbeat age after which a process is pruned */
     _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
 };
 
@@ -60,6 +75,7 @@ typedef struct bt_claimed_job {
     char *queue;
     char *arguments;
     char *concurrency_key;
+    int64_t fencing_token;
     int attempt;
     int max_attempts;
     int backoff;
@@ -69,7 +85,7 @@ typedef struct bt_claimed_job {
 
 void bt_claimed_job_free(bt_claimed_job *job);
 
-/* bt_enqueue_row stores one job; it is ready when run_at <= now, else scheduled. */
+/* A job about to be stored. */
 typedef struct bt_new_job {
     const char *class_name;
     const char *queue;
@@ -81,15 +97,36 @@ typedef struct bt_new_job {
     int backoff;
     double backoff_base;
     double timeout;
+    char *concurrency_key;   /* "GROUP/KEY" (malloc'ed, owned), or NULL */
+    int concurrency_limit;
+    double concurrency_duration;
+    int on_conflict;
 } bt_new_job;
-int bt_enqueue_row(bt_store *s, const bt_new_job *job, int64_t now, int64_t *id_out);
+
+/* Where a job landed after enqueue or admission. */
+typedef struct bt_landing {
+    baton_job_state state;
+    int64_t coalesced_into;
+    int64_t fencing_token;
+} bt_landing;
+
+/* bt_enqueue_row stores one job: scheduled when run_at is later than now, else admitted
+ * (ready, or blocked/discarded by its concurrency key). claim_for, when nonzero, makes an
+ * admitted job claimed by that process instead of ready (inline performs). */
+int bt_enqueue_row(bt_store *s, const bt_new_job *job, int64_t now, int64_t claim_for,
+                   int64_t *id_out, bt_landing *landing);
 
 /* bt_prepare_job validates one spec against c's classes (class known, arguments valid JSON
- * within the size limit) and fills *job; strings stay borrowed from spec and the class. */
+ * within the size limit, concurrency key computable) and fills *job; strings stay borrowed
+ * from spec and the class except the key (free with bt_new_job_clear). */
 int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_new_job *job);
+void bt_new_job_clear(bt_new_job *job);
 
-/* bt_claim_job claims the ready job id for process_id (an inline perform). */
-int bt_claim_job(bt_store *s, int64_t process_id, int64_t id, int64_t now, bt_claimed_job *job);
+/* bt_read_claim loads the job id claimed by process_id (an inline perform) into *job. */
+int bt_read_claim(bt_store *s, int64_t process_id, int64_t id, bt_claimed_job *job, int *found);
+
+/* bt_job_state_of reads a job's status; BATON_ENOTFOUND when there is no such job. */
+int bt_job_state_of(bt_store *s, int64_t id, baton_job_state *state);
 
 /* bt_claim claims up to max ready jobs from the queue list (entries: name, "prefix*",
  * "*"), in list order, then priority, then id, skipping paused queues. Appends to jobs
@@ -120,6 +157,19 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t no
 int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, size_t n,
                       int64_t now, int64_t *released_out);
 
+/* bt_maintain_concurrency is the safety net behind the normal release path: it frees
+ * slots whose job is neither ready nor running and promotes blocked jobs waiting longer
+ * than their duration into keys with free slots. *promoted_out counts promotions. */
+int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out);
+
+/* bt_renew_leases extends the slot leases of the jobs process_id runs. */
+int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now);
+
+/* bt_prune_dead fails the claimed jobs of processes whose heartbeat is older than
+ * threshold_ms ("process pruned", retry policy applies), releasing their slots once, and
+ * deregisters them. Never prunes self_id. *pruned_out counts processes. */
+int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out);
+
 /* bt_retry_failed puts the failed job id back to ready. BATON_ENOTFOUND / BATON_ESTATE. */
 int bt_retry_failed(bt_store *s, int64_t id, int64_t now);
 
@@ -138,7 +188,13 @@ int64_t bt_backoff_ms(int backoff, double base, int attempt);
 /* ---- processes (process.c) ---- */
 int bt_process_register(bt_store *s, const char *kind, const char *metadata_json,
                         int64_t *id_out);
-int bt_process_heartbeat(bt_store *s, int64_t id);
+/* bt_process_heartbeat records a heartbeat; *alive is 0 when the row is gone (pruned). */
+int bt_process_heartbeat(bt_store *s, int64_t id, int *alive);
+/* bt_liveness_tick is a process's periodic duty, in one transaction: heartbeat (*alive
+ * is 0 when the row is gone: this process was pruned), renew its jobs' slot leases, and
+ * prune processes silent for longer than alive_threshold seconds. */
+int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned);
+
 /* Deregisters and hands the process's claimed jobs back to ready. */
 int bt_process_deregister(bt_store *s, int64_t id);
 

@@ -5,6 +5,7 @@
  * reports never have to join five tables. Claims belong to a process: completing a job is
  * a delete of its claim row by (job, process), and a process that lost its claim (handed
  * back at shutdown, pruned as dead) finds nothing to delete and writes nothing. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,40 +16,300 @@
 
 static const char sql_insert_job[] =
     "INSERT INTO baton_jobs (queue_name, class_name, arguments, priority, status, scheduled_at,"
-    " created_at, updated_at, max_attempts, backoff, backoff_base, timeout)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11) RETURNING id";
+    " created_at, updated_at, max_attempts, backoff, backoff_base, timeout, concurrency_key,"
+    " concurrency_limit, concurrency_duration, on_conflict)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id";
 static const char sql_insert_ready[] =
     "INSERT INTO baton_ready_executions (job_id, queue_name, priority, created_at) VALUES (?, ?, ?, ?)";
 static const char sql_insert_scheduled[] =
     "INSERT INTO baton_scheduled_executions (job_id, queue_name, priority, scheduled_at, created_at)"
     " VALUES (?, ?, ?, ?, ?)";
+static const char sql_insert_claimed[] =
+    "INSERT INTO baton_claimed_executions (job_id, process_id, claimed_at) VALUES (?, ?, ?)";
+static const char sql_set_status[] =
+    "UPDATE baton_jobs SET status = ?2, updated_at = ?3 WHERE id = ?1";
+static const char sql_mark_inline_claimed[] =
+    "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
+    " updated_at = ?2 WHERE id = ?1";
 
-static int insert_execution(bt_store *s, int64_t id, const char *queue, int priority,
-                            int64_t run_at, int64_t now)
+/* ---- admission: the only place a job gets a slot of its concurrency key ----
+ *
+ * DESIGN
+ * A key's slots are the rows of baton_semaphore_holders with that key, one per admitted
+ * job; the key's baton_semaphores row carries its limit and is what PostgreSQL locks to
+ * serialise decisions about the key (SQLite's single writer serialises them already).
+ * Admission counts holders; release deletes the holder row of one job, so releasing twice
+ * deletes nothing the second time and promotes nobody. Every release promotes the next
+ * blocked job of the key (priority, then enqueue order) in the same transaction, so a slot
+ * never sits free while a job of its key is blocked. */
+
+/* A job that needs a place to wait or run. */
+typedef struct candidate {
+    int64_t id;
+    const char *queue;
+    int priority;
+    const char *key;        /* NULL: not limited */
+    int limit;
+    double duration;
+    int on_conflict;
+    int64_t claim_for;      /* nonzero: admitted straight into a claim of this process */
+} candidate;
+
+static const char sql_upsert_semaphore[] =
+    "INSERT INTO baton_semaphores (key, limit_value, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)"
+    " ON CONFLICT (key) DO NOTHING";
+static const char sql_count_holders[] =
+    "SELECT COUNT(*) FROM baton_semaphore_holders WHERE key = ?";
+static const char sql_insert_holder[] =
+    "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+    " RETURNING token";
+static const char sql_set_token[] =
+    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4 WHERE id = ?1";
+static const char sql_first_blocked[] =
+    "SELECT job_id FROM baton_blocked_executions WHERE concurrency_key = ?"
+    " ORDER BY priority, job_id LIMIT 1";
+static const char sql_insert_blocked[] =
+    "INSERT INTO baton_blocked_executions (job_id, queue_name, priority, concurrency_key,"
+    " expires_at, claim_for, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+static const char sql_mark_discarded_reason[] =
+    "UPDATE baton_jobs SET status = 'discarded', finished_at = ?2, updated_at = ?2, error = ?3"
+    " WHERE id = ?1";
+
+static int64_t lease_end(int64_t now, double duration) { return now + (int64_t)(duration * 1000.0); }
+
+/* place puts an admitted (or unlimited) job where it runs: ready, or claimed by the inline
+ * process waiting for it. */
+static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt_landing *landing)
 {
-    if (run_at <= now) {
-        bt_val a[] = {BV_INT(id), BV_TEXT(queue), BV_INT(priority), BV_INT(now)};
-        return bt_exec(s, sql_insert_ready, a, 4, NULL, NULL, NULL);
+    int rc;
+    if (c->claim_for) {
+        bt_val a[] = {BV_INT(c->id), BV_INT(now)};
+        rc = bt_exec(s, sql_mark_inline_claimed, a, 2, NULL, NULL, NULL);
+        if (rc == BATON_OK) {
+            bt_val b[] = {BV_INT(c->id), BV_INT(c->claim_for), BV_INT(now)};
+            rc = bt_exec(s, sql_insert_claimed, b, 3, NULL, NULL, NULL);
+        }
+    } else {
+        bt_val a[] = {BV_INT(c->id), BV_TEXT(c->queue), BV_INT(c->priority), BV_INT(now)};
+        rc = bt_exec(s, sql_insert_ready, a, 4, NULL, NULL, NULL);
     }
-    bt_val a[] = {BV_INT(id), BV_TEXT(queue), BV_INT(priority), BV_INT(run_at), BV_INT(now)};
-    return bt_exec(s, sql_insert_scheduled, a, 5, NULL, NULL, NULL);
+    if (rc == BATON_OK && token) {
+        bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now)};
+        rc = bt_exec(s, sql_set_token, t, 4, NULL, NULL, NULL);
+    }
+    if (landing) {
+        landing->state = c->claim_for ? BATON_JOB_CLAIMED : BATON_JOB_READY;
+        landing->fencing_token = token;
+    }
+    return rc;
 }
 
-int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t *id_out)
+/* take_slot makes c a holder of its key and places it. */
+static int take_slot(bt_store *s, const candidate *c, int64_t now, bt_landing *landing)
 {
-    int ready = j->run_at <= now;
+    int64_t token = 0;
+    bt_val h[] = {BV_TEXT(c->key), BV_INT(c->id), BV_INT(now), BV_INT(lease_end(now, c->duration))};
+    int rc = bt_query_int(s, sql_insert_holder, h, 4, &token, 0);
+    return rc == BATON_OK ? place(s, c, token, now, landing) : rc;
+}
+
+static int lock_key(bt_store *s, const char *key, int limit, int64_t now, int64_t *holders)
+{
+    bt_val u[] = {BV_TEXT(key), BV_INT(limit), BV_INT(now)};
+    int rc = bt_exec(s, sql_upsert_semaphore, u, 3, NULL, NULL, NULL);
+    bt_val k[] = {BV_TEXT(key)};
+    return rc == BATON_OK ? bt_query_int(s, sql_count_holders, k, 1, holders, 0) : rc;
+}
+
+static int discard_with_reason(bt_store *s, int64_t id, const char *reason, int64_t now)
+{
+    bt_val d[] = {BV_INT(id), BV_INT(now), BV_TEXT(reason)};
+    return bt_exec(s, sql_mark_discarded_reason, d, 3, NULL, NULL, NULL);
+}
+
+/* admit gives c a slot, or lets it wait or go according to its on_conflict mode. */
+static int admit(bt_store *s, const candidate *c, int64_t now, bt_landing *landing)
+{
+    if (landing)
+        *landing = (bt_landing){0};
+    if (!c->key)
+        return place(s, c, 0, now, landing);
+    int64_t holders = 0;
+    int rc = lock_key(s, c->key, c->limit, now, &holders);
+    if (rc != BATON_OK)
+        return rc;
+    if (holders < c->limit)
+        return take_slot(s, c, now, landing);
+    if (c->on_conflict == BATON_ON_CONFLICT_DISCARD) {
+        if (landing)
+            landing->state = BATON_JOB_DISCARDED;
+        return discard_with_reason(s, c->id, "concurrency limit", now);
+    }
+    if (c->on_conflict == BATON_ON_CONFLICT_COALESCE) {
+        int64_t waiting = 0;
+        bt_val k[] = {BV_TEXT(c->key)};
+        rc = bt_query_int(s, sql_first_blocked, k, 1, &waiting, 0);
+        if (rc == BATON_OK && waiting) {
+            char reason[64];
+            snprintf(reason, sizeof reason, "coalesced into job %lld", (long long)waiting);
+            if (landing) {
+                landing->state = BATON_JOB_DISCARDED;
+                landing->coalesced_into = waiting;
+            }
+            return discard_with_reason(s, c->id, reason, now);
+        }
+        if (rc != BATON_OK)
+            return rc;
+    }
+    bt_val b[] = {BV_INT(c->id), BV_TEXT(c->queue), BV_INT(c->priority), BV_TEXT(c->key),
+                  BV_INT(lease_end(now, c->duration)), c->claim_for ? BV_INT(c->claim_for) : BV_NULL,
+                  BV_INT(now)};
+    rc = bt_exec(s, sql_insert_blocked, b, 7, NULL, NULL, NULL);
+    if (rc == BATON_OK) {
+        bt_val st[] = {BV_INT(c->id), BV_TEXT("blocked"), BV_INT(now)};
+        rc = bt_exec(s, sql_set_status, st, 3, NULL, NULL, NULL);
+    }
+    if (landing)
+        landing->state = BATON_JOB_BLOCKED;
+    return rc;
+}
+
+typedef struct blocked_row {
+    candidate c;
+    char *queue;
+    char *key;
+} blocked_row;
+
+static const char sql_next_blocked[] =
+    "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"
+    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"
+    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.concurrency_key = ?"
+    " ORDER BY b.priority, b.job_id LIMIT 1";
+static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ?";
+
+static int read_blocked(bt_row *row, void *payload)
+{
+    blocked_row *b = payload;
+    b->queue = strdup(bt_col_text(row, 1));
+    b->key = strdup(bt_col_text(row, 3));
+    b->c = (candidate){.id = bt_col_int(row, 0), .queue = b->queue, .priority = (int)bt_col_int(row, 2),
+                       .key = b->key, .claim_for = bt_col_int(row, 4),
+                       .limit = (int)bt_col_int(row, 5), .duration = bt_col_real(row, 6)};
+    return 1;
+}
+
+/* promote fills the free slots of key with its blocked jobs, best first. */
+static int promote(bt_store *s, const char *key, int64_t now, int *promoted)
+{
+    for (;;) {
+        blocked_row b = {0};
+        bt_val k[] = {BV_TEXT(key)};
+        int rc = bt_exec(s, sql_next_blocked, k, 1, read_blocked, &b, NULL);
+        int64_t holders = 0;
+        if (rc == BATON_OK && b.key)
+            rc = bt_query_int(s, sql_count_holders, k, 1, &holders, 0);
+        int go = rc == BATON_OK && b.key && holders < b.c.limit;
+        if (go) {
+            bt_val u[] = {BV_INT(b.c.id)};
+            rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
+            if (rc == BATON_OK)
+                rc = take_slot(s, &b.c, now, NULL);
+            if (rc == BATON_OK && promoted)
+                (*promoted)++;
+        }
+        free(b.queue);
+        free(b.key);
+        if (rc != BATON_OK || !go)
+            return rc;
+    }
+}
+
+static const char sql_release_holder[] =
+    "DELETE FROM baton_semaphore_holders WHERE job_id = ? RETURNING key";
+
+static int read_text_col0(bt_row *row, void *payload);
+
+/* release_slot frees the slot job id holds, if any, and promotes the next of its key. */
+static int release_slot(bt_store *s, int64_t id, int64_t now)
+{
+    char *key = NULL;
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_release_holder, a, 1, read_text_col0, &key, NULL);
+    if (rc == BATON_OK && key)
+        rc = promote(s, key, now, NULL);
+    free(key);
+    return rc;
+}
+
+static const char sql_candidate[] =
+    "SELECT queue_name, priority, concurrency_key, concurrency_limit, concurrency_duration,"
+    " on_conflict FROM baton_jobs WHERE id = ?";
+
+typedef struct loaded_candidate {
+    candidate c;
+    char *queue;
+    char *key;
+    int found;
+} loaded_candidate;
+
+static int read_candidate(bt_row *row, void *payload)
+{
+    loaded_candidate *l = payload;
+    l->found = 1;
+    l->queue = strdup(bt_col_text(row, 0));
+    l->key = bt_col_null(row, 2) ? NULL : strdup(bt_col_text(row, 2));
+    l->c.queue = l->queue;
+    l->c.priority = (int)bt_col_int(row, 1);
+    l->c.key = l->key;
+    l->c.limit = (int)bt_col_int(row, 3);
+    l->c.duration = bt_col_real(row, 4);
+    l->c.on_conflict = (int)bt_col_int(row, 5);
+    return 1;
+}
+
+/* readmit sends a job that just left its previous execution row (scheduled, failed)
+ * through admission again, like a new job. */
+static int readmit(bt_store *s, int64_t id, int64_t now)
+{
+    loaded_candidate l = {.c = {.id = id}};
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_candidate, a, 1, read_candidate, &l, NULL);
+    if (rc == BATON_OK && l.found) {
+        bt_val st[] = {BV_INT(id), BV_TEXT("ready"), BV_INT(now)};
+        rc = bt_exec(s, sql_set_status, st, 3, NULL, NULL, NULL);
+        if (rc == BATON_OK)
+            rc = admit(s, &l.c, now, NULL);
+    }
+    free(l.queue);
+    free(l.key);
+    return rc;
+}
+
+int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_for,
+                   int64_t *id_out, bt_landing *landing)
+{
+    int due = j->run_at <= now;
     bt_val a[] = {BV_TEXT(j->queue), BV_TEXT(j->class_name),
                   BV_TEXTN(j->arguments, j->arguments_len), BV_INT(j->priority),
-                  BV_TEXT(ready ? "ready" : "scheduled"), BV_INT(j->run_at), BV_INT(now),
+                  BV_TEXT(due ? "ready" : "scheduled"), BV_INT(j->run_at), BV_INT(now),
                   BV_INT(j->max_attempts), BV_INT(j->backoff), BV_REAL(j->backoff_base),
-                  BV_REAL(j->timeout)};
+                  BV_REAL(j->timeout), BV_TEXT(j->concurrency_key), BV_INT(j->concurrency_limit),
+                  BV_REAL(j->concurrency_duration), BV_INT(j->on_conflict)};
     int64_t id = 0;
-    int rc = bt_query_int(s, sql_insert_job, a, 11, &id, 0);
-    if (rc == BATON_OK)
-        rc = insert_execution(s, id, j->queue, j->priority, j->run_at, now);
-    if (rc == BATON_OK && id_out)
+    int rc = bt_query_int(s, sql_insert_job, a, 15, &id, 0);
+    if (rc != BATON_OK)
+        return rc;
+    if (id_out)
         *id_out = id;
-    return rc;
+    if (!due) {
+        if (landing)
+            *landing = (bt_landing){.state = BATON_JOB_SCHEDULED};
+        bt_val b[] = {BV_INT(id), BV_TEXT(j->queue), BV_INT(j->priority), BV_INT(j->run_at), BV_INT(now)};
+        return bt_exec(s, sql_insert_scheduled, b, 5, NULL, NULL, NULL);
+    }
+    candidate c = {id, j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
+                   j->concurrency_duration, j->on_conflict, claim_for};
+    return admit(s, &c, now, landing);
 }
 
 /* ---- claiming ---- */
@@ -68,12 +329,15 @@ static const char sql_claim_all[] =
     " SELECT job_id FROM baton_ready_executions"
     " WHERE queue_name NOT IN (SELECT queue_name FROM baton_pauses)"
     " ORDER BY priority, job_id LIMIT ?2) RETURNING job_id, priority";
+#define CLAIMED_COLUMNS                                                                     \
+    "class_name, queue_name, arguments, concurrency_key, attempts, max_attempts, backoff," \
+    " backoff_base, timeout, fencing_token"
 static const char sql_mark_claimed[] =
     "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
-    " updated_at = ?2 WHERE id = ?1 RETURNING class_name, queue_name, arguments,"
-    " concurrency_key, attempts, max_attempts, backoff, backoff_base, timeout";
-static const char sql_insert_claimed[] =
-    "INSERT INTO baton_claimed_executions (job_id, process_id, claimed_at) VALUES (?, ?, ?)";
+    " updated_at = ?2 WHERE id = ?1 RETURNING " CLAIMED_COLUMNS;
+static const char sql_read_claim[] =
+    "SELECT " CLAIMED_COLUMNS " FROM baton_jobs j JOIN baton_claimed_executions c ON c.job_id = j.id"
+    " WHERE j.id = ?1 AND c.process_id = ?2";
 
 typedef struct picked {
     int64_t id;
@@ -106,6 +370,12 @@ static char *dup_col(bt_row *row, int col)
     return t ? strdup(t) : NULL;
 }
 
+static int read_text_col0(bt_row *row, void *payload)
+{
+    *(char **)payload = dup_col(row, 0);
+    return 1;
+}
+
 static int fill_claimed(bt_row *row, void *payload)
 {
     bt_claimed_job *j = payload;
@@ -118,6 +388,7 @@ static int fill_claimed(bt_row *row, void *payload)
     j->backoff = (int)bt_col_int(row, 6);
     j->backoff_base = bt_col_real(row, 7);
     j->timeout = bt_col_real(row, 8);
+    j->fencing_token = bt_col_int(row, 9);
     return 1;
 }
 
@@ -128,6 +399,16 @@ void bt_claimed_job_free(bt_claimed_job *j)
     free(j->arguments);
     free(j->concurrency_key);
     memset(j, 0, sizeof *j);
+}
+
+int bt_read_claim(bt_store *s, int64_t process_id, int64_t id, bt_claimed_job *job, int *found)
+{
+    memset(job, 0, sizeof *job);
+    job->id = id;
+    bt_val a[] = {BV_INT(id), BV_INT(process_id)};
+    int rc = bt_exec(s, sql_read_claim, a, 2, fill_claimed, job, NULL);
+    *found = job->class_name != NULL;
+    return rc;
 }
 
 /* claim_picked turns a job just deleted from the ready table into a claim of process_id. */
@@ -142,18 +423,6 @@ static int claim_picked(bt_store *s, int64_t process_id, int64_t id, int64_t now
         rc = bt_exec(s, sql_insert_claimed, c, 3, NULL, NULL, NULL);
     }
     return rc;
-}
-
-static const char sql_take_ready[] = "DELETE FROM baton_ready_executions WHERE job_id = ?";
-
-int bt_claim_job(bt_store *s, int64_t process_id, int64_t id, int64_t now, bt_claimed_job *job)
-{
-    int64_t changes = 0;
-    bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(s, sql_take_ready, a, 1, NULL, NULL, &changes);
-    if (rc == BATON_OK && changes == 0)
-        return bt_err_set(BATON_ESTATE, "job %lld is not ready", (long long)id);
-    return rc == BATON_OK ? claim_picked(s, process_id, id, now, job) : rc;
 }
 
 int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueues, int max,
@@ -196,8 +465,10 @@ static const char sql_mark_finished[] =
     "UPDATE baton_jobs SET status = 'finished', finished_at = ?2, updated_at = ?2, error = NULL"
     " WHERE id = ?1";
 static const char sql_mark_retry[] =
-    "UPDATE baton_jobs SET status = ?2, scheduled_at = ?3, updated_at = ?4, error = ?5"
+    "UPDATE baton_jobs SET status = 'scheduled', scheduled_at = ?2, updated_at = ?3, error = ?4"
     " WHERE id = ?1 RETURNING queue_name, priority";
+static const char sql_record_retry_error[] =
+    "UPDATE baton_jobs SET error = ?2 WHERE id = ?1";
 static const char sql_mark_failed[] =
     "UPDATE baton_jobs SET status = 'failed', updated_at = ?2, error = ?3 WHERE id = ?1";
 static const char sql_insert_failed[] =
@@ -243,6 +514,29 @@ int64_t bt_backoff_ms(int backoff, double base, int attempt)
     return (int64_t)(secs * 1000.0);
 }
 
+/* schedule_retry queues a failed attempt again: at the backoff time, or through admission
+ * at once when there is no backoff (it then waits for a slot like a new job). */
+static int schedule_retry(bt_store *s, const bt_outcome *o, int64_t now, int64_t *retry_at_out)
+{
+    int64_t run_at = now + bt_backoff_ms(o->backoff, o->backoff_base, o->attempt);
+    if (retry_at_out)
+        *retry_at_out = run_at;
+    if (run_at <= now) {
+        bt_val e[] = {BV_INT(o->job_id), BV_TEXT(o->error)};
+        int rc = bt_exec(s, sql_record_retry_error, e, 2, NULL, NULL, NULL);
+        return rc == BATON_OK ? readmit(s, o->job_id, now) : rc;
+    }
+    bt_val a[] = {BV_INT(o->job_id), BV_INT(run_at), BV_INT(now), BV_TEXT(o->error)};
+    queue_priority qp = {0};
+    int rc = bt_exec(s, sql_mark_retry, a, 4, read_queue_priority, &qp, NULL);
+    if (rc == BATON_OK && qp.queue) {
+        bt_val b[] = {BV_INT(o->job_id), BV_TEXT(qp.queue), BV_INT(qp.priority), BV_INT(run_at), BV_INT(now)};
+        rc = bt_exec(s, sql_insert_scheduled, b, 5, NULL, NULL, NULL);
+    }
+    free(qp.queue);
+    return rc;
+}
+
 int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now, int *owned,
                 int64_t *retry_at_out)
 {
@@ -255,23 +549,16 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t no
     if (rc != BATON_OK || changes == 0)
         return rc;
     *owned = 1;
+    /* Whatever the outcome, this run is over: its slot goes to the next job of the key. */
+    rc = release_slot(s, o->job_id, now);
+    if (rc != BATON_OK)
+        return rc;
     if (o->succeeded) {
         bt_val a[] = {BV_INT(o->job_id), BV_INT(now)};
         return bt_exec(s, sql_mark_finished, a, 2, NULL, NULL, NULL);
     }
-    if (o->attempt < o->max_attempts) {
-        int64_t run_at = now + bt_backoff_ms(o->backoff, o->backoff_base, o->attempt);
-        bt_val a[] = {BV_INT(o->job_id), BV_TEXT(run_at <= now ? "ready" : "scheduled"),
-                      BV_INT(run_at), BV_INT(now), BV_TEXT(o->error)};
-        queue_priority qp = {0};
-        rc = bt_exec(s, sql_mark_retry, a, 5, read_queue_priority, &qp, NULL);
-        if (rc == BATON_OK)
-            rc = insert_execution(s, o->job_id, qp.queue, qp.priority, run_at, now);
-        free(qp.queue);
-        if (retry_at_out)
-            *retry_at_out = run_at;
-        return rc;
-    }
+    if (o->attempt < o->max_attempts)
+        return schedule_retry(s, o, now, retry_at_out);
     bt_val a[] = {BV_INT(o->job_id), BV_INT(now), BV_TEXT(o->error)};
     rc = bt_exec(s, sql_mark_failed, a, 3, NULL, NULL, NULL);
     if (rc == BATON_OK) {
@@ -281,23 +568,7 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t no
     return rc;
 }
 
-/* ---- becoming ready again ---- */
-
-static const char sql_mark_ready[] =
-    "UPDATE baton_jobs SET status = 'ready', scheduled_at = ?2, updated_at = ?2 WHERE id = ?1"
-    " RETURNING queue_name, priority";
-
-/* make_ready turns a job that just left its previous execution row into a ready one. */
-static int make_ready(bt_store *s, int64_t id, int64_t now)
-{
-    queue_priority qp = {0};
-    bt_val a[] = {BV_INT(id), BV_INT(now)};
-    int rc = bt_exec(s, sql_mark_ready, a, 2, read_queue_priority, &qp, NULL);
-    if (rc == BATON_OK && qp.queue)
-        rc = insert_execution(s, id, qp.queue, qp.priority, now, now);
-    free(qp.queue);
-    return rc;
-}
+/* ---- handing claims back ---- */
 
 typedef struct id_list {
     int64_t *ids;
@@ -315,11 +586,22 @@ static int collect_id(bt_row *row, void *payload)
     return 0;
 }
 
-static int make_all_ready(bt_store *s, id_list *l, int64_t now)
+static const char sql_back_to_ready[] =
+    "UPDATE baton_jobs SET status = 'ready', updated_at = ?2 WHERE id = ?1"
+    " RETURNING queue_name, priority";
+
+/* back_to_ready returns a job whose run was stopped before it ended to the ready table.
+ * It keeps its slot (and token): the run it held the slot for is over, nothing else ran. */
+static int back_to_ready(bt_store *s, int64_t id, int64_t now)
 {
-    int rc = BATON_OK;
-    for (size_t i = 0; i < l->len && rc == BATON_OK; i++)
-        rc = make_ready(s, l->ids[i], now);
+    queue_priority qp = {0};
+    bt_val a[] = {BV_INT(id), BV_INT(now)};
+    int rc = bt_exec(s, sql_back_to_ready, a, 2, read_queue_priority, &qp, NULL);
+    if (rc == BATON_OK && qp.queue) {
+        bt_val r[] = {BV_INT(id), BV_TEXT(qp.queue), BV_INT(qp.priority), BV_INT(now)};
+        rc = bt_exec(s, sql_insert_ready, r, 4, NULL, NULL, NULL);
+    }
+    free(qp.queue);
     return rc;
 }
 
@@ -341,26 +623,37 @@ int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, s
         bt_val a[] = {BV_INT(process_id), BV_INT(job_ids[i])};
         rc = bt_exec(s, sql_release_one, a, 2, collect_id, &l, NULL);
     }
-    if (rc == BATON_OK)
-        rc = make_all_ready(s, &l, now);
+    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
+        rc = back_to_ready(s, l.ids[i], now);
     if (released_out)
         *released_out = (int64_t)l.len;
     free(l.ids);
     return rc;
 }
 
+/* ---- scheduled jobs falling due ---- */
+
 static const char sql_take_due[] =
     "DELETE FROM baton_scheduled_executions WHERE job_id IN ("
     " SELECT job_id FROM baton_scheduled_executions WHERE scheduled_at <= ?1"
     " ORDER BY scheduled_at, priority, job_id LIMIT ?2) RETURNING job_id";
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
 
 int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out)
 {
     id_list l = {0};
     bt_val a[] = {BV_INT(now), BV_INT(batch)};
     int rc = bt_exec(s, sql_take_due, a, 2, collect_id, &l, NULL);
-    if (rc == BATON_OK)
-        rc = make_all_ready(s, &l, now);
+    /* Scheduled jobs meet their limits now, in enqueue order within the batch. */
+    if (l.len)
+        qsort(l.ids, l.len, sizeof *l.ids, cmp_id);
+    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
+        rc = readmit(s, l.ids[i], now);
     if (moved_out)
         *moved_out = (int)l.len;
     free(l.ids);
@@ -374,25 +667,150 @@ int bt_next_scheduled_at(bt_store *s, int64_t *at_out)
     return bt_query_int(s, sql_next_scheduled, NULL, 0, at_out, 0);
 }
 
+/* ---- liveness: leases, pruning, maintenance ---- */
+
+static const char sql_renew[] =
+    "UPDATE baton_semaphore_holders SET expires_at = ?1 + (SELECT CAST(j.concurrency_duration * 1000 AS BIGINT)"
+    " FROM baton_jobs j WHERE j.id = baton_semaphore_holders.job_id)"
+    " WHERE job_id IN (SELECT job_id FROM baton_claimed_executions WHERE process_id = ?2)";
+
+int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
+{
+    bt_val a[] = {BV_INT(now), BV_INT(process_id)};
+    return bt_exec(s, sql_renew, a, 2, NULL, NULL, NULL);
+}
+
+static const char sql_dead_processes[] =
+    "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2";
+static const char sql_claims_of[] =
+    "SELECT c.job_id, j.attempts, j.max_attempts, j.backoff, j.backoff_base"
+    " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?";
+static const char sql_forget_process[] = "DELETE FROM baton_processes WHERE id = ?";
+
+typedef struct claim_list {
+    bt_outcome *items;
+    size_t len, cap;
+} claim_list;
+
+static int collect_claim(bt_row *row, void *payload)
+{
+    claim_list *l = payload;
+    if (l->len == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->items = realloc(l->items, l->cap * sizeof *l->items);
+    }
+    l->items[l->len++] = (bt_outcome){.job_id = bt_col_int(row, 0), .succeeded = 0,
+                                      .error = "process pruned", .attempt = (int)bt_col_int(row, 1),
+                                      .max_attempts = (int)bt_col_int(row, 2),
+                                      .backoff = (int)bt_col_int(row, 3),
+                                      .backoff_base = bt_col_real(row, 4)};
+    return 0;
+}
+
+int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out)
+{
+    id_list dead = {0};
+    bt_val a[] = {BV_INT(now - threshold_ms), BV_INT(self_id)};
+    int rc = bt_exec(s, sql_dead_processes, a, 2, collect_id, &dead, NULL);
+    for (size_t i = 0; i < dead.len && rc == BATON_OK; i++) {
+        claim_list claims = {0};
+        bt_val p[] = {BV_INT(dead.ids[i])};
+        rc = bt_exec(s, sql_claims_of, p, 1, collect_claim, &claims, NULL);
+        for (size_t k = 0; k < claims.len && rc == BATON_OK; k++) {
+            int owned;
+            rc = bt_complete(s, dead.ids[i], &claims.items[k], now, &owned, NULL);
+        }
+        if (rc == BATON_OK)
+            rc = bt_exec(s, sql_forget_process, p, 1, NULL, NULL, NULL);
+        free(claims.items);
+    }
+    if (pruned_out)
+        *pruned_out = rc == BATON_OK ? (int)dead.len : 0;
+    free(dead.ids);
+    return rc;
+}
+
+static const char sql_orphan_holders[] =
+    "DELETE FROM baton_semaphore_holders WHERE job_id IN (SELECT h.job_id FROM baton_semaphore_holders h"
+    " JOIN baton_jobs j ON j.id = h.job_id WHERE j.status NOT IN ('ready', 'claimed')) RETURNING key";
+static const char sql_overdue_keys[] =
+    "SELECT DISTINCT concurrency_key FROM baton_blocked_executions WHERE expires_at < ?";
+static const char sql_extend_blocked[] =
+    "UPDATE baton_blocked_executions SET expires_at = ?2 + (SELECT CAST(j.concurrency_duration * 1000 AS BIGINT)"
+    " FROM baton_jobs j WHERE j.id = baton_blocked_executions.job_id)"
+    " WHERE concurrency_key = ?1 AND expires_at < ?2";
+
+typedef struct key_list {
+    char **keys;
+    size_t len, cap;
+} key_list;
+
+static int collect_key(bt_row *row, void *payload)
+{
+    key_list *l = payload;
+    if (l->len == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->keys = realloc(l->keys, l->cap * sizeof *l->keys);
+    }
+    l->keys[l->len++] = strdup(bt_col_text(row, 0));
+    return 0;
+}
+
+int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out)
+{
+    key_list keys = {0};
+    int promoted = 0;
+    /* A holder whose job is no longer ready or running holds its slot for nothing. */
+    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
+    bt_val a[] = {BV_INT(now)};
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_overdue_keys, a, 1, collect_key, &keys, NULL);
+    for (size_t i = 0; i < keys.len && rc == BATON_OK; i++) {
+        rc = promote(s, keys.keys[i], now, &promoted);
+        /* Jobs still blocked after that wait for a slot that is really taken: they are
+         * checked again one duration later. */
+        bt_val e[] = {BV_TEXT(keys.keys[i]), BV_INT(now)};
+        if (rc == BATON_OK)
+            rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
+    }
+    for (size_t i = 0; i < keys.len; i++)
+        free(keys.keys[i]);
+    free(keys.keys);
+    if (promoted_out)
+        *promoted_out = promoted;
+    return rc;
+}
+
 /* ---- operator actions ---- */
 
 static const char sql_job_status[] = "SELECT status FROM baton_jobs WHERE id = ?";
-
-static int read_text0(bt_row *row, void *payload)
-{
-    *(char **)payload = dup_col(row, 0);
-    return 1;
-}
 
 /* job_status reads a job's status (malloc'ed) or fails with BATON_ENOTFOUND. */
 static int job_status(bt_store *s, int64_t id, char **status)
 {
     *status = NULL;
     bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(s, sql_job_status, a, 1, read_text0, status, NULL);
+    int rc = bt_exec(s, sql_job_status, a, 1, read_text_col0, status, NULL);
     if (rc == BATON_OK && !*status)
         rc = bt_err_set(BATON_ENOTFOUND, "job %lld not found", (long long)id);
     return rc;
+}
+
+static const char *const state_names[] = {NULL, "scheduled", "ready", "blocked", "claimed",
+                                          "finished", "failed", "discarded"};
+
+int bt_job_state_of(bt_store *s, int64_t id, baton_job_state *state)
+{
+    char *status;
+    int rc = job_status(s, id, &status);
+    if (rc != BATON_OK)
+        return rc;
+    *state = 0;
+    for (int i = 1; i < 8; i++)
+        if (strcmp(state_names[i], status) == 0)
+            *state = (baton_job_state)i;
+    free(status);
+    return BATON_OK;
 }
 
 static const char sql_delete_failed[] = "DELETE FROM baton_failed_executions WHERE job_id = ?";
@@ -409,7 +827,7 @@ int bt_retry_failed(bt_store *s, int64_t id, int64_t now)
     bt_val a[] = {BV_INT(id)};
     if (rc == BATON_OK)
         rc = bt_exec(s, sql_delete_failed, a, 1, NULL, NULL, NULL);
-    return rc == BATON_OK ? make_ready(s, id, now) : rc;
+    return rc == BATON_OK ? readmit(s, id, now) : rc;
 }
 
 static const char *const sql_delete_waiting[] = {
@@ -418,9 +836,6 @@ static const char *const sql_delete_waiting[] = {
     "DELETE FROM baton_blocked_executions WHERE job_id = ?",
     "DELETE FROM baton_failed_executions WHERE job_id = ?",
 };
-static const char sql_mark_discarded[] =
-    "UPDATE baton_jobs SET status = 'discarded', finished_at = ?2, updated_at = ?2, error = ?3"
-    " WHERE id = ?1";
 
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
 {
@@ -437,9 +852,7 @@ int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
     bt_val a[] = {BV_INT(id)};
     for (size_t i = 0; rc == BATON_OK && i < sizeof sql_delete_waiting / sizeof *sql_delete_waiting; i++)
         rc = bt_exec(s, sql_delete_waiting[i], a, 1, NULL, NULL, NULL);
-    if (rc == BATON_OK) {
-        bt_val d[] = {BV_INT(id), BV_INT(now), BV_TEXT(reason)};
-        rc = bt_exec(s, sql_mark_discarded, d, 3, NULL, NULL, NULL);
-    }
-    return rc;
+    if (rc == BATON_OK)
+        rc = release_slot(s, id, now); /* a ready job gives its slot to the next in line */
+    return rc == BATON_OK ? discard_with_reason(s, id, reason, now) : rc;
 }

@@ -33,10 +33,13 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     return rc;
 }
 
-int bt_process_heartbeat(bt_store *s, int64_t id)
+int bt_process_heartbeat(bt_store *s, int64_t id, int *alive)
 {
+    int64_t changes = 0;
     bt_val a[] = {BV_INT(bt_now_ms()), BV_INT(id)};
-    return bt_exec(s, sql_heartbeat, a, 2, NULL, NULL, NULL);
+    int rc = bt_exec(s, sql_heartbeat, a, 2, NULL, NULL, &changes);
+    *alive = rc != BATON_OK || changes > 0;
+    return rc;
 }
 
 int bt_process_deregister(bt_store *s, int64_t id)
@@ -48,6 +51,23 @@ int bt_process_deregister(bt_store *s, int64_t id)
         bt_val a[] = {BV_INT(id)};
         rc = bt_exec(s, sql_deregister, a, 1, NULL, NULL, NULL);
     }
+    if (rc == BATON_OK)
+        return bt_commit(s);
+    bt_rollback(s);
+    return rc;
+}
+
+int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned)
+{
+    int64_t now = bt_now_ms();
+    *pruned = 0;
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_process_heartbeat(s, process_id, alive);
+    if (rc == BATON_OK && *alive)
+        rc = bt_renew_leases(s, process_id, now);
+    if (rc == BATON_OK)
+        rc = bt_prune_dead(s, process_id, (int64_t)(alive_threshold * 1000.0), now, pruned);
     if (rc == BATON_OK)
         return bt_commit(s);
     bt_rollback(s);

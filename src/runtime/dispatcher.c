@@ -14,6 +14,8 @@ struct baton_dispatcher {
     double polling_interval;
     int batch_size;
     double heartbeat_interval;
+    double alive_threshold;
+    double maintenance_interval;
     atomic_int stopping;
     bt_waker waker;
 };
@@ -26,15 +28,18 @@ int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
     const baton_dispatcher_options *o = opts ? opts : &defaults;
     if (o->version != BATON_DISPATCHER_OPTIONS_VERSION)
         return bt_err_set(BATON_EINVALID, "unknown dispatcher options version %u", o->version);
-    if (o->polling_interval <= 0 || o->batch_size < 1)
-        return bt_err_set(BATON_EINVALID, "dispatcher polling interval and batch size must be positive");
+    if (o->polling_interval <= 0 || o->batch_size < 1 || o->concurrency_maintenance_interval <= 0)
+        return bt_err_set(BATON_EINVALID,
+                          "dispatcher polling interval, batch size and maintenance interval must be positive");
     baton_dispatcher *d = calloc(1, sizeof *d);
     if (!d)
         return bt_err_set(BATON_ERROR, "out of memory");
     d->client = client;
     d->polling_interval = o->polling_interval;
     d->batch_size = o->batch_size;
-    d->heartbeat_interval = client->config ? client->config->process_heartbeat_interval : 5.0;
+    d->heartbeat_interval = client->heartbeat_interval;
+    d->alive_threshold = client->alive_threshold;
+    d->maintenance_interval = o->concurrency_maintenance_interval;
     d->waker.fd = -1;
     *out = d;
     return BATON_OK;
@@ -70,6 +75,41 @@ int baton_dispatch_due(baton_client *client, int batch_size, int *moved_out)
     return rc;
 }
 
+static int maintain_once(bt_store *s, int *promoted)
+{
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_maintain_concurrency(s, bt_now_ms(), promoted);
+    if (rc == BATON_OK)
+        return bt_commit(s);
+    bt_rollback(s);
+    return rc;
+}
+
+int baton_maintain(baton_client *client, int *promoted_out)
+{
+    int promoted = 0;
+    int rc = maintain_once(client->store, &promoted);
+    if (promoted_out)
+        *promoted_out = promoted;
+    return rc;
+}
+
+/* tick heartbeats and prunes; a dispatcher holds no claims, so being pruned only means
+ * registering again. */
+static void tick(baton_dispatcher *d, int64_t *process_id)
+{
+    int alive = 1, pruned = 0;
+    if (bt_liveness_tick(d->store, *process_id, d->alive_threshold, &alive, &pruned) != BATON_OK) {
+        bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=\"%s\"", baton_error_last());
+        return;
+    }
+    if (pruned)
+        bt_log(d->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
+    if (!alive)
+        bt_process_register(d->store, "dispatcher", NULL, process_id);
+}
+
 int baton_dispatcher_run(baton_dispatcher *d)
 {
     int64_t process_id = 0;
@@ -82,8 +122,16 @@ int baton_dispatcher_run(baton_dispatcher *d)
         goto out;
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.started process_id=%lld pid=%d",
            (long long)process_id, (int)getpid());
-    int64_t next_heartbeat = bt_mono_ns() + (int64_t)(d->heartbeat_interval * 1e9);
+    int64_t next_heartbeat = 0, next_maintenance = 0;
     while (!atomic_load(&d->stopping)) {
+        if (bt_mono_ns() >= next_maintenance) {
+            int promoted = 0;
+            if (maintain_once(d->store, &promoted) != BATON_OK)
+                bt_log(d->client, BATON_LOG_ERROR, "event=maintenance.failed error=\"%s\"", baton_error_last());
+            else if (promoted)
+                bt_log(d->client, BATON_LOG_WARN, "event=maintenance.promoted count=%d", promoted);
+            next_maintenance = bt_mono_ns() + (int64_t)(d->maintenance_interval * 1e9);
+        }
         int moved = 0;
         rc = dispatch_once(d->store, d->batch_size, &moved);
         if (rc != BATON_OK)
@@ -91,7 +139,7 @@ int baton_dispatcher_run(baton_dispatcher *d)
         else if (moved > 0)
             bt_log(d->client, BATON_LOG_DEBUG, "event=jobs.dispatched count=%d", moved);
         if (bt_mono_ns() >= next_heartbeat) {
-            bt_process_heartbeat(d->store, process_id);
+            tick(d, &process_id);
             next_heartbeat = bt_mono_ns() + (int64_t)(d->heartbeat_interval * 1e9);
         }
         if (rc == BATON_OK && moved == d->batch_size)

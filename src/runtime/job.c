@@ -19,6 +19,7 @@ const char *baton_job_queue(const baton_job *job) { return job->claimed.queue; }
 const char *baton_job_arguments(const baton_job *job) { return job->claimed.arguments; }
 const char *baton_job_concurrency_key(const baton_job *job) { return job->claimed.concurrency_key; }
 int baton_job_attempt(const baton_job *job) { return job->claimed.attempt; }
+int64_t baton_job_fencing_token(const baton_job *job) { return job->claimed.fencing_token; }
 int baton_job_cancelled(const baton_job *job) { return atomic_load(&job->cancelled); }
 
 void baton_job_set_error(baton_job *job, const char *fmt, ...)
@@ -40,16 +41,14 @@ static void set_error_text(struct baton_job *job, const char *text)
 static void perform_command(struct baton_job *job)
 {
     const bt_claimed_job *c = &job->claimed;
-    char id[32], attempt[32];
-    snprintf(id, sizeof id, "%lld", (long long)c->id);
-    snprintf(attempt, sizeof attempt, "%d", c->attempt);
-    char *env[6];
+    char *env[7];
     int n = 0;
-    if (asprintf(&env[n++], "BATON_JOB_ID=%s", id) < 0 ||
+    if (asprintf(&env[n++], "BATON_JOB_ID=%lld", (long long)c->id) < 0 ||
         asprintf(&env[n++], "BATON_JOB_CLASS=%s", c->class_name) < 0 ||
         asprintf(&env[n++], "BATON_QUEUE=%s", c->queue) < 0 ||
-        asprintf(&env[n++], "BATON_ATTEMPT=%s", attempt) < 0 ||
-        asprintf(&env[n++], "BATON_CONCURRENCY_KEY=%s", c->concurrency_key ? c->concurrency_key : "") < 0) {
+        asprintf(&env[n++], "BATON_ATTEMPT=%d", c->attempt) < 0 ||
+        asprintf(&env[n++], "BATON_CONCURRENCY_KEY=%s", c->concurrency_key ? c->concurrency_key : "") < 0 ||
+        asprintf(&env[n++], "BATON_FENCING_TOKEN=%lld", (long long)c->fencing_token) < 0) {
         set_error_text(job, "out of memory");
         for (int i = 0; i < n - 1; i++)
             free(env[i]);

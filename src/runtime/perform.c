@@ -1,6 +1,7 @@
 /* perform.c: baton_perform_now, the inline run. The job is stored and claimed by a
- * short-lived "inline" process, so it shows in the history like any other job and a crash
- * mid-run leaves a claim that pruning can recover. */
+ * short-lived "inline" process, so it shows in the history like any other job, and it
+ * takes a slot of its concurrency key like any other job: when the key is full it waits
+ * as a blocked job that is promoted straight into this process's claim. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,15 +9,28 @@
 #include "util/clock.h"
 #include "util/err.h"
 
-static int store_and_claim(baton_client *c, int64_t process_id, const bt_new_job *nj,
-                           bt_claimed_job *claimed)
+static int store_job(baton_client *c, int64_t process_id, const bt_new_job *nj, int64_t *id,
+                     bt_landing *landing)
 {
-    int64_t now = bt_now_ms(), id = 0;
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
-        rc = bt_enqueue_row(c->store, nj, now, &id);
+        rc = bt_enqueue_row(c->store, nj, bt_now_ms(), process_id, id, landing);
     if (rc == BATON_OK)
-        rc = bt_claim_job(c->store, process_id, id, now, claimed);
+        return bt_commit(c->store);
+    bt_rollback(c->store);
+    return rc;
+}
+
+/* claim_or_give_up reads the claim once the job was promoted, or, past the deadline,
+ * discards the still-blocked job so no worker runs it later. */
+static int claim_or_give_up(baton_client *c, int64_t process_id, int64_t id, int give_up,
+                            bt_claimed_job *claimed, int *found)
+{
+    int rc = bt_begin(c->store, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_read_claim(c->store, process_id, id, claimed, found);
+    if (rc == BATON_OK && !*found && give_up)
+        rc = bt_discard(c->store, id, "inline perform gave up waiting for a slot", bt_now_ms());
     if (rc == BATON_OK)
         return bt_commit(c->store);
     bt_rollback(c->store);
@@ -38,7 +52,29 @@ static int record(baton_client *c, int64_t process_id, const struct baton_job *j
     return rc;
 }
 
-int baton_perform_now(baton_client *c, int64_t *id_out, const char *class_name, const char *args_json)
+/* wait_for_claim polls until the blocked job id is promoted into this process's claim.
+ * Heartbeats keep the waiting process alive in the eyes of pruning. */
+static int wait_for_claim(baton_client *c, int64_t process_id, int64_t id, double wait_timeout,
+                          bt_claimed_job *claimed)
+{
+    int64_t deadline = bt_mono_ns() + (int64_t)(wait_timeout * 1e9);
+    double interval = 0.002;
+    for (;;) {
+        int give_up = bt_mono_ns() >= deadline, found = 0, alive;
+        int rc = claim_or_give_up(c, process_id, id, give_up, claimed, &found);
+        if (rc != BATON_OK || found)
+            return rc;
+        if (give_up)
+            return bt_err_set(BATON_ERROR, "job %lld: no free slot for its concurrency key within %gs",
+                              (long long)id, wait_timeout);
+        bt_process_heartbeat(c->store, process_id, &alive);
+        bt_sleep(interval);
+        interval = interval < 0.05 ? interval * 2 : 0.05;
+    }
+}
+
+int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
+                       const char *args_json, double wait_timeout)
 {
     baton_job_spec spec = {class_name, args_json, NULL};
     bt_new_job nj;
@@ -46,21 +82,35 @@ int baton_perform_now(baton_client *c, int64_t *id_out, const char *class_name, 
     int64_t process_id = 0;
     if (rc == BATON_OK)
         rc = bt_process_register(c->store, "inline", NULL, &process_id);
-    if (rc != BATON_OK)
+    if (rc != BATON_OK) {
+        bt_new_job_clear(&nj);
         return rc;
+    }
     struct baton_job *job = calloc(1, sizeof *job);
-    rc = store_and_claim(c, process_id, &nj, &job->claimed);
+    int64_t id = 0;
+    bt_landing landing;
+    rc = store_job(c, process_id, &nj, &id, &landing);
+    bt_new_job_clear(&nj);
+    if (rc == BATON_OK && id_out)
+        *id_out = id;
+    if (rc == BATON_OK && landing.state == BATON_JOB_DISCARDED)
+        rc = bt_err_set(BATON_ERROR, "job %lld discarded: no free slot for its concurrency key", (long long)id);
+    if (rc == BATON_OK)
+        rc = wait_for_claim(c, process_id, id, wait_timeout, &job->claimed);
     if (rc == BATON_OK) {
-        if (id_out)
-            *id_out = job->claimed.id;
         job->klass = bt_class_find(c, class_name);
         bt_job_perform(job);
         rc = record(c, process_id, job);
         if (rc == BATON_OK && !job->succeeded)
-            rc = bt_err_set(BATON_ERROR, "job %lld failed: %s", (long long)job->claimed.id,
+            rc = bt_err_set(BATON_ERROR, "job %lld failed: %s", (long long)id,
                             job->error ? job->error : "unknown error");
     }
     int drc = bt_process_deregister(c->store, process_id);
     bt_job_free(job);
     return rc != BATON_OK ? rc : drc;
+}
+
+int baton_perform_now(baton_client *c, int64_t *id_out, const char *class_name, const char *args_json)
+{
+    return baton_perform_wait(c, id_out, class_name, args_json, 60.0);
 }

@@ -71,6 +71,7 @@ static int build(baton_client *c, double shutdown_timeout, bt_start *st)
         if (cfg && cfg->ndispatchers) {
             o.polling_interval = cfg->dispatchers[i].polling_interval;
             o.batch_size = cfg->dispatchers[i].batch_size;
+            o.concurrency_maintenance_interval = cfg->dispatchers[i].concurrency_maintenance_interval;
         }
         rc = baton_dispatcher_new(&st->dispatchers[i], c, &o);
         if (rc == BATON_OK)

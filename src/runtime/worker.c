@@ -31,7 +31,11 @@ struct baton_worker {
     double polling_interval;
     double shutdown_timeout;
     double heartbeat_interval;
+    double alive_threshold;
     int64_t process_id;
+    int64_t last_alive_ns;            /* last liveness tick that found our row */
+    int64_t *unstarted;               /* claims dropped by a fence, to hand back */
+    size_t nunstarted;
     atomic_int state;
     bt_waker waker;
     pthread_t *executors;
@@ -72,7 +76,8 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
     w->threads = o->threads;
     w->polling_interval = o->polling_interval;
     w->shutdown_timeout = o->shutdown_timeout;
-    w->heartbeat_interval = client->config ? client->config->process_heartbeat_interval : 5.0;
+    w->heartbeat_interval = client->heartbeat_interval;
+    w->alive_threshold = client->alive_threshold;
     w->waker.fd = -1;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work_ready, NULL);
@@ -84,6 +89,7 @@ void baton_worker_free(baton_worker *w)
 {
     if (!w)
         return;
+    free(w->unstarted);
     bt_strv_free(w->queues);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->work_ready);
@@ -224,9 +230,10 @@ static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
     pthread_mutex_unlock(&w->lock);
 }
 
-/* Past the shutdown timeout (or on an immediate stop): stop what still runs and hand
- * every claim of this process back to the queue so the jobs run again elsewhere. */
-static void abandon_in_flight(baton_worker *w, int kill_now)
+/* stop_running cancels every job in progress (killing command jobs' groups at once when
+ * kill_now) and drops the claimed jobs no executor has started. Their ids go to
+ * w->unstarted, whose claims the caller settles. Returns how many were dropped. */
+static int stop_running(baton_worker *w, int kill_now)
 {
     pthread_mutex_lock(&w->lock);
     for (int i = 0; i < w->threads; i++) {
@@ -241,11 +248,23 @@ static void abandon_in_flight(baton_worker *w, int kill_now)
     struct baton_job *pending = w->pending;
     w->pending = NULL;
     pthread_mutex_unlock(&w->lock);
+    int dropped = 0;
     while (pending) {
         struct baton_job *next = pending->next;
+        w->unstarted = realloc(w->unstarted, (w->nunstarted + 1) * sizeof *w->unstarted);
+        w->unstarted[w->nunstarted++] = pending->claimed.id;
         bt_job_free(pending);
         pending = next;
+        dropped++;
     }
+    return dropped;
+}
+
+/* Past the shutdown timeout (or on an immediate stop): stop what still runs and hand
+ * every claim of this process back to the queue so the jobs run again elsewhere. */
+static void abandon_in_flight(baton_worker *w, int kill_now)
+{
+    stop_running(w, kill_now);
     int64_t released = 0;
     int rc = bt_begin(w->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
@@ -309,6 +328,66 @@ static void stop_executors(baton_worker *w)
     w->executors_started = 0;
 }
 
+/* fence_if_stalled stops this worker's jobs once others could declare it dead: its last
+ * heartbeat is so old (the database was unreachable, or the process was stopped) that a
+ * live process may prune it and hand its slots on. Its jobs must not run past that point;
+ * their outcomes, if still owned, are recorded as usual, and if the claims were taken
+ * away nothing is written. */
+static void fence_if_stalled(baton_worker *w)
+{
+    double margin = 2 * w->heartbeat_interval;
+    double limit = w->alive_threshold - margin > w->alive_threshold / 2 ? w->alive_threshold - margin
+                                                                      : w->alive_threshold / 2;
+    if (w->in_flight == 0 || bt_mono_ns() - w->last_alive_ns < (int64_t)(limit * 1e9))
+        return;
+    int dropped = stop_running(w, 1);
+    w->in_flight -= dropped;
+    bt_log(w->client, BATON_LOG_ERROR,
+           "event=worker.fenced process_id=%lld reason=\"no heartbeat for %.1fs\" stopped_jobs=%d",
+           (long long)w->process_id, (double)(bt_mono_ns() - w->last_alive_ns) / 1e9, w->in_flight + dropped);
+}
+
+/* liveness_tick heartbeats, renews leases and prunes the dead. A worker that finds itself
+ * pruned has lost every claim: it registers again under a new id and goes on. */
+static void liveness_tick(baton_worker *w)
+{
+    int alive = 1, pruned = 0;
+    if (bt_liveness_tick(w->store, w->process_id, w->alive_threshold, &alive, &pruned) != BATON_OK) {
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=\"%s\"", baton_error_last());
+        return;
+    }
+    if (pruned)
+        bt_log(w->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
+    if (alive && w->nunstarted) {
+        int64_t back = 0;
+        int rc = bt_begin(w->store, BT_TXN_WRITE);
+        if (rc == BATON_OK)
+            rc = bt_release_claims(w->store, w->process_id, w->unstarted, w->nunstarted, bt_now_ms(), &back);
+        if (rc == BATON_OK)
+            rc = bt_commit(w->store);
+        if (rc != BATON_OK) {
+            bt_rollback(w->store);
+            return;
+        }
+        w->nunstarted = 0;
+    }
+    if (!alive) {
+        w->nunstarted = 0; /* the pruner settled those claims */
+        int64_t old = w->process_id;
+        int dropped = stop_running(w, 1);
+        w->in_flight -= dropped;
+        char *meta = metadata_json(w);
+        if (bt_process_register(w->store, "worker", meta, &w->process_id) != BATON_OK)
+            w->process_id = old; /* try again at the next tick */
+        free(meta);
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.was_pruned old_process_id=%lld process_id=%lld",
+               (long long)old, (long long)w->process_id);
+        if (w->process_id == old)
+            return;
+    }
+    w->last_alive_ns = bt_mono_ns();
+}
+
 /* serve is the coordinator loop while the worker runs, then drains in-flight jobs. */
 static int serve(baton_worker *w)
 {
@@ -356,9 +435,9 @@ static int serve(baton_worker *w)
             rc = BATON_OK;
             hand_out(w, claimed, got);
         }
+        fence_if_stalled(w);
         if (bt_mono_ns() >= next_heartbeat) {
-            if (bt_process_heartbeat(w->store, w->process_id) != BATON_OK)
-                bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=\"%s\"", baton_error_last());
+            liveness_tick(w);
             next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
         }
         if (got > 0 && got == want)
@@ -386,6 +465,10 @@ int baton_worker_run(baton_worker *w)
         rc = bt_process_register(w->store, "worker", meta, &w->process_id);
     free(meta);
     if (rc == BATON_OK) {
+        /* Prune before the first claim: after a crash or a forced shutdown, the dead
+         * predecessor's slots must be freed, never shared. */
+        w->last_alive_ns = bt_mono_ns();
+        liveness_tick(w);
         bt_log(w->client, BATON_LOG_INFO, "event=worker.started process_id=%lld threads=%d pid=%d",
                (long long)w->process_id, w->threads, (int)getpid());
         rc = start_executors(w);

@@ -64,7 +64,7 @@ static const char *status_of(baton_client *c, int64_t id)
 
 static int count_jobs(baton_client *c, const char *status)
 {
-    baton_job_filter f = {status, NULL, NULL, 100000};
+    baton_job_filter f = {.status = status, .limit = 100000};
     char *text;
     assert_int_equal(baton_jobs_json(c, &f, &text), BATON_OK);
     json_t *list = json_loads(text, 0, NULL);
