@@ -1,0 +1,650 @@
+// ctest-labels: threads sqlite concurrency
+/* test_concurrency.c: per-key concurrency limits through the C API on a real SQLite file:
+ * the seed scenario (three syncs for one user), key templates, groups, on_conflict modes,
+ * scheduled and retried jobs, promotion order, pruning of dead holders, fencing tokens,
+ * inline performs, maintenance, and an enqueue/release race run thousands of times. */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "baton.h"
+#include "core/core.h"
+#include "support.h"
+#include "util/clock.h"
+
+typedef struct fixture {
+    char *dir;
+    char url[4200];
+    baton_client *client;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tmpdir_make();
+    snprintf(f->url, sizeof f->url, "sqlite:%s/baton.db", f->dir);
+    assert_int_equal(baton_open(&f->client, f->url), BATON_OK);
+    assert_int_equal(baton_migrate(f->client), BATON_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    baton_close(f->client);
+    tmpdir_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+static json_t *job_json(baton_client *c, int64_t id)
+{
+    char *text;
+    assert_int_equal(baton_job_json(c, id, &text), BATON_OK);
+    json_t *j = json_loads(text, 0, NULL);
+    baton_free(text);
+    return j;
+}
+
+static const char *status_of(baton_client *c, int64_t id)
+{
+    static _Thread_local char buf[32];
+    json_t *j = job_json(c, id);
+    snprintf(buf, sizeof buf, "%s", json_string_value(json_object_get(j, "status")));
+    json_decref(j);
+    return buf;
+}
+
+static const char *error_of(baton_client *c, int64_t id)
+{
+    static char buf[256];
+    json_t *j = job_json(c, id);
+    const char *e = json_string_value(json_object_get(j, "error"));
+    snprintf(buf, sizeof buf, "%s", e ? e : "");
+    json_decref(j);
+    return buf;
+}
+
+/* ---- a class whose jobs record when they ran ---- */
+
+enum { MAX_RUNS = 4096 };
+
+typedef struct run {
+    int64_t job;
+    char key[96];
+    int64_t start_ns, end_ns;
+    int64_t token;
+} run;
+
+typedef struct journal {
+    pthread_mutex_t lock;
+    run runs[MAX_RUNS];
+    int nruns;
+    double sleep_s;
+    int fail_first_attempt;
+} journal;
+
+static int journaled(baton_job *job, void *payload)
+{
+    journal *jr = payload;
+    int64_t start = bt_mono_ns();
+    bt_sleep(jr->sleep_s);
+    pthread_mutex_lock(&jr->lock);
+    run *r = &jr->runs[jr->nruns++ % MAX_RUNS];
+    r->job = baton_job_id(job);
+    snprintf(r->key, sizeof r->key, "%s", baton_job_concurrency_key(job) ? baton_job_concurrency_key(job) : "");
+    r->start_ns = start;
+    r->end_ns = bt_mono_ns();
+    r->token = baton_job_fencing_token(job);
+    pthread_mutex_unlock(&jr->lock);
+    if (jr->fail_first_attempt && baton_job_attempt(job) == 1) {
+        baton_job_set_error(job, "first attempt fails");
+        return 1;
+    }
+    return 0;
+}
+
+static void register_limited(baton_client *c, const char *name, const char *key, int limit,
+                             const char *group, baton_on_conflict mode, journal *jr)
+{
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = journaled;
+    o.payload = jr;
+    o.concurrency_key = key;
+    o.concurrency_limit = limit;
+    o.concurrency_group = group;
+    o.on_conflict = mode;
+    o.max_attempts = 3;
+    o.backoff = BATON_BACKOFF_FIXED;
+    o.backoff_base = 0;
+    assert_int_equal(baton_class_register(c, name, &o), BATON_OK);
+}
+
+static baton_enqueued enqueue(baton_client *c, const char *cls, const char *args)
+{
+    baton_job_spec spec = {cls, args, NULL};
+    baton_enqueued e;
+    assert_int_equal(baton_enqueue_detailed(c, &e, &spec, 1), BATON_OK);
+    return e;
+}
+
+typedef struct running_worker {
+    baton_worker *worker;
+    pthread_t thread;
+} running_worker;
+
+static void *worker_main(void *w) { return (void *)(intptr_t)baton_worker_run(w); }
+
+static running_worker start_worker(baton_client *c, int threads)
+{
+    running_worker rw;
+    baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
+    o.threads = threads;
+    o.polling_interval = 0.01;
+    assert_int_equal(baton_worker_new(&rw.worker, c, &o), BATON_OK);
+    assert_int_equal(pthread_create(&rw.thread, NULL, worker_main, rw.worker), 0);
+    return rw;
+}
+
+static void stop_worker(running_worker *rw)
+{
+    baton_worker_stop(rw->worker, 0);
+    void *result;
+    pthread_join(rw->thread, &result);
+    assert_int_equal((int)(intptr_t)result, BATON_OK);
+    baton_worker_free(rw->worker);
+}
+
+typedef struct count_wait {
+    journal *jr;
+    int n;
+} count_wait;
+
+static int runs_at_least(void *p)
+{
+    count_wait *w = p;
+    pthread_mutex_lock(&w->jr->lock);
+    int ok = w->jr->nruns >= w->n;
+    pthread_mutex_unlock(&w->jr->lock);
+    return ok;
+}
+
+static void wait_runs(journal *jr, int n)
+{
+    count_wait w = {jr, n};
+    if (!poll_until(runs_at_least, &w, 20000))
+        fail_msg("only %d of %d runs happened", jr->nruns, n);
+}
+
+static int overlaps(const run *a, const run *b) { return a->start_ns < b->end_ns && b->start_ns < a->end_ns; }
+
+/* max_overlap is the largest number of runs of key running at one instant. */
+static int max_overlap(journal *jr, const char *key)
+{
+    int best = 0;
+    for (int i = 0; i < jr->nruns; i++) {
+        if (strcmp(jr->runs[i].key, key) != 0)
+            continue;
+        int n = 0;
+        for (int k = 0; k < jr->nruns; k++)
+            if (strcmp(jr->runs[k].key, key) == 0 && jr->runs[k].start_ns <= jr->runs[i].start_ns &&
+                jr->runs[i].start_ns < jr->runs[k].end_ns)
+                n++;
+        best = n > best ? n : best;
+    }
+    return best;
+}
+
+/* ---- the seed scenario ---- */
+
+static void test_key_is_group_slash_rendered_template(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "GoogleCalendarSyncJob", "google_calendar_sync_user_{user_id}", 1, NULL,
+                     BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued e = enqueue(f->client, "GoogleCalendarSyncJob", "{\"user_id\":123,\"force\":false}");
+    json_t *j = job_json(f->client, e.id);
+    assert_string_equal(json_string_value(json_object_get(j, "concurrency_key")),
+                        "GoogleCalendarSyncJob/google_calendar_sync_user_123");
+    json_decref(j);
+
+    register_limited(f->client, "Nested", "u{user.id}-{tags.1}-{0}", 1, "Sync", BATON_ON_CONFLICT_BLOCK, &jr);
+    e = enqueue(f->client, "Nested", "{\"user\":{\"id\":\"ab\"},\"tags\":[true,2.5],\"0\":\"zero\"}");
+    j = job_json(f->client, e.id);
+    assert_string_equal(json_string_value(json_object_get(j, "concurrency_key")), "Sync/uab-2.5-zero");
+    json_decref(j);
+
+    register_limited(f->client, "First", "{0}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    e = enqueue(f->client, "First", "[42, \"x\"]");
+    j = job_json(f->client, e.id);
+    assert_string_equal(json_string_value(json_object_get(j, "concurrency_key")), "First/42");
+    json_decref(j);
+}
+
+static void test_key_placeholder_errors_name_the_placeholder(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "user_{user_id}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    static const struct { const char *args, *words; } cases[] = {
+        {"{\"user\":1}", "{user_id} is missing"},
+        {"{\"user_id\":null}", "{user_id} is missing"},
+        {"{\"user_id\":{\"a\":1}}", "{user_id} is an object"},
+        {"{\"user_id\":[1]}", "{user_id} is an array"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        baton_job_spec spec = {"Sync", cases[i].args, NULL};
+        baton_enqueued e = {0};
+        assert_int_equal(baton_enqueue_detailed(f->client, &e, &spec, 1), BATON_EINVALID);
+        if (!strstr(baton_error_last(), cases[i].words))
+            fail_msg("'%s' lacks '%s'", baton_error_last(), cases[i].words);
+    }
+    char *jobs;
+    baton_job_filter all = {.limit = 10};
+    assert_int_equal(baton_jobs_json(f->client, &all, &jobs), BATON_OK);
+    assert_string_equal(jobs, "[]"); /* nothing was stored */
+    baton_free(jobs);
+}
+
+static void test_three_jobs_for_one_user_one_ready_two_blocked(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "GoogleCalendarSyncJob", "google_calendar_sync_user_{user_id}", 1, NULL,
+                     BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued j1 = enqueue(f->client, "GoogleCalendarSyncJob", "{\"user_id\":123}");
+    baton_enqueued j2 = enqueue(f->client, "GoogleCalendarSyncJob", "{\"user_id\":123}");
+    baton_enqueued j3 = enqueue(f->client, "GoogleCalendarSyncJob", "{\"user_id\":123}");
+    assert_int_equal(j1.state, BATON_JOB_READY);
+    assert_int_equal(j2.state, BATON_JOB_BLOCKED);
+    assert_int_equal(j3.state, BATON_JOB_BLOCKED);
+    assert_string_equal(status_of(f->client, j2.id), "blocked");
+    json_t *b = job_json(f->client, j3.id);
+    assert_false(json_is_null(json_object_get(b, "blocked_since")));
+    assert_true(json_is_null(json_object_get(b, "fencing_token")));
+    json_decref(b);
+    char *sems;
+    assert_int_equal(baton_semaphores_json(f->client, 0, NULL, &sems), BATON_OK);
+    json_t *list = json_loads(sems, 0, NULL);
+    baton_free(sems);
+    assert_int_equal(json_array_size(list), 1);
+    json_t *s = json_array_get(list, 0);
+    assert_string_equal(json_string_value(json_object_get(s, "key")), "GoogleCalendarSyncJob/google_calendar_sync_user_123");
+    assert_int_equal(json_integer_value(json_object_get(s, "value")), 0);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(s, "holders"), 0)), j1.id);
+    assert_int_equal(json_integer_value(json_object_get(s, "blocked")), 2);
+    json_decref(list);
+}
+
+static void test_runs_in_order_one_at_a_time_users_in_parallel(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .sleep_s = 0.08};
+    register_limited(f->client, "Sync", "user_{user_id}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    int64_t a[3], other;
+    for (int i = 0; i < 3; i++)
+        a[i] = enqueue(f->client, "Sync", "{\"user_id\":123}").id;
+    other = enqueue(f->client, "Sync", "{\"user_id\":456}").id;
+    running_worker w = start_worker(f->client, 4);
+    wait_runs(&jr, 4);
+    stop_worker(&w);
+    run *r123[3];
+    int n = 0;
+    const run *r456 = NULL;
+    for (int i = 0; i < jr.nruns; i++) {
+        if (jr.runs[i].job == other)
+            r456 = &jr.runs[i];
+        else
+            r123[n++] = &jr.runs[i];
+    }
+    assert_int_equal(n, 3);
+    /* The journal is appended in end order: with no overlap that is also start order. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(r123[i]->job, a[i]);
+    assert_false(overlaps(r123[0], r123[1]));
+    assert_false(overlaps(r123[1], r123[2]));
+    assert_non_null(r456);
+    assert_true(overlaps(r456, r123[0])); /* another user's sync ran alongside */
+    assert_true(r123[1]->token > r123[0]->token && r123[2]->token > r123[1]->token);
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(status_of(f->client, a[i]), "finished");
+}
+
+static void test_groups_share_slots_across_classes(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "SyncCalendar", "user_{0}", 1, "UserSync", BATON_ON_CONFLICT_BLOCK, &jr);
+    register_limited(f->client, "SyncContacts", "user_{0}", 1, "UserSync", BATON_ON_CONFLICT_BLOCK, &jr);
+    register_limited(f->client, "Unrelated", "user_{0}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    assert_int_equal(enqueue(f->client, "SyncCalendar", "[7]").state, BATON_JOB_READY);
+    assert_int_equal(enqueue(f->client, "SyncContacts", "[7]").state, BATON_JOB_BLOCKED);
+    assert_int_equal(enqueue(f->client, "SyncContacts", "[8]").state, BATON_JOB_READY);
+    assert_int_equal(enqueue(f->client, "Unrelated", "[7]").state, BATON_JOB_READY);
+}
+
+static void test_limits_admit_exactly_n(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    static const int limits[] = {1, 2, 5};
+    for (int l = 0; l < 3; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "L%d", limits[l]);
+        register_limited(f->client, name, "k", limits[l], NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+        int ready = 0, blocked = 0;
+        for (int i = 0; i < 8; i++) {
+            baton_enqueued e = enqueue(f->client, name, "[]");
+            ready += e.state == BATON_JOB_READY;
+            blocked += e.state == BATON_JOB_BLOCKED;
+        }
+        assert_int_equal(ready, limits[l]);
+        assert_int_equal(blocked, 8 - limits[l]);
+    }
+}
+
+static void test_discard_records_the_job(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Once", "k", 1, NULL, BATON_ON_CONFLICT_DISCARD, &jr);
+    baton_enqueued first = enqueue(f->client, "Once", "[]");
+    baton_enqueued second = enqueue(f->client, "Once", "[]");
+    assert_int_equal(first.state, BATON_JOB_READY);
+    assert_int_equal(second.state, BATON_JOB_DISCARDED);
+    assert_string_equal(status_of(f->client, second.id), "discarded");
+    assert_string_equal(error_of(f->client, second.id), "concurrency limit");
+}
+
+static void test_coalesce_keeps_one_waiter_and_runs_at_most_two(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .sleep_s = 0.05};
+    register_limited(f->client, "Sync", "user_{0}", 1, NULL, BATON_ON_CONFLICT_COALESCE, &jr);
+    baton_enqueued e[5];
+    for (int i = 0; i < 5; i++)
+        e[i] = enqueue(f->client, "Sync", "[1]");
+    assert_int_equal(e[0].state, BATON_JOB_READY);
+    assert_int_equal(e[1].state, BATON_JOB_BLOCKED);
+    for (int i = 2; i < 5; i++) {
+        assert_int_equal(e[i].state, BATON_JOB_DISCARDED);
+        assert_int_equal(e[i].coalesced_into, e[1].id);
+        char want[64];
+        snprintf(want, sizeof want, "coalesced into job %lld", (long long)e[1].id);
+        assert_string_equal(error_of(f->client, e[i].id), want);
+    }
+    running_worker w = start_worker(f->client, 3);
+    wait_runs(&jr, 2);
+    stop_worker(&w);
+    assert_int_equal(jr.nruns, 2);
+}
+
+static void test_scheduled_job_meets_its_limit_when_due(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueue_options later = BATON_ENQUEUE_OPTIONS_INIT;
+    later.delay = 0.05;
+    baton_job_spec spec = {"Sync", "[]", &later};
+    baton_enqueued scheduled;
+    assert_int_equal(baton_enqueue_detailed(f->client, &scheduled, &spec, 1), BATON_OK);
+    assert_int_equal(scheduled.state, BATON_JOB_SCHEDULED);
+    baton_enqueued now = enqueue(f->client, "Sync", "[]");
+    /* Enqueued later but due first: the slot went to the job that is due now. */
+    assert_int_equal(now.state, BATON_JOB_READY);
+    int moved = 0;
+    while (moved == 0) {
+        assert_int_equal(baton_dispatch_due(f->client, 10, &moved), BATON_OK);
+        if (!moved)
+            bt_sleep(0.005); /* waiting for the clock to reach the scheduled time */
+    }
+    assert_string_equal(status_of(f->client, scheduled.id), "blocked");
+}
+
+static void test_failure_releases_and_retry_queues_again(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail_first_attempt = 1};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued a = enqueue(f->client, "Sync", "[\"a\"]");
+    baton_enqueued b = enqueue(f->client, "Sync", "[\"b\"]");
+    running_worker w = start_worker(f->client, 2);
+    wait_runs(&jr, 4); /* a fails, b fails, then each retried once */
+    stop_worker(&w);
+    /* a's failure handed the slot to b, and a queued behind it: b ran before a's retry. */
+    assert_int_equal(jr.runs[0].job, a.id);
+    assert_int_equal(jr.runs[1].job, b.id);
+    assert_int_equal(max_overlap(&jr, "Sync/k"), 1);
+    assert_string_equal(status_of(f->client, a.id), "finished");
+    assert_string_equal(status_of(f->client, b.id), "finished");
+}
+
+static void test_blocked_jobs_promoted_by_priority_then_enqueue_order(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    int64_t ids[5];
+    static const int priorities[5] = {0, 5, 1, 1, 0};
+    for (int i = 0; i < 5; i++) {
+        baton_enqueue_options o = BATON_ENQUEUE_OPTIONS_INIT;
+        o.has_priority = 1;
+        o.priority = priorities[i];
+        baton_job_spec spec = {"Sync", "[]", &o};
+        baton_enqueued e;
+        assert_int_equal(baton_enqueue_detailed(f->client, &e, &spec, 1), BATON_OK);
+        ids[i] = e.id;
+    }
+    running_worker w = start_worker(f->client, 3);
+    wait_runs(&jr, 5);
+    stop_worker(&w);
+    static const int order[5] = {0, 4, 2, 3, 1};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(jr.runs[i].job, ids[order[i]]);
+}
+
+/* ---- dead holders, zombies and maintenance, driven through the store directly ---- */
+
+static bt_store *raw_store(fixture *f)
+{
+    bt_store *s;
+    assert_int_equal(bt_store_open(&s, f->url), BATON_OK);
+    return s;
+}
+
+static void exec_sql(bt_store *s, const char *sql)
+{
+    assert_int_equal(s->ops->exec_script(s, sql), BATON_OK);
+}
+
+static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued a = enqueue(f->client, "Sync", "[]");
+    baton_enqueued b = enqueue(f->client, "Sync", "[]");
+    baton_enqueued c = enqueue(f->client, "Sync", "[]");
+    bt_store *s = raw_store(f);
+    int64_t zombie;
+    assert_int_equal(bt_process_register(s, "worker", NULL, &zombie), BATON_OK);
+    char *queues[] = {"*", NULL};
+    bt_claimed_job claimed[1];
+    int count = 0;
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_claim(s, zombie, queues, 1, 1, bt_now_ms(), claimed, &count), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    assert_int_equal(count, 1);
+    assert_int_equal(claimed[0].id, a.id);
+    bt_claimed_job_free(&claimed[0]);
+    exec_sql(s, "UPDATE baton_processes SET last_heartbeat_at = 0");
+
+    int64_t self;
+    assert_int_equal(bt_process_register(s, "worker", NULL, &self), BATON_OK);
+    int alive, pruned;
+    assert_int_equal(bt_liveness_tick(s, self, 30, &alive, &pruned), BATON_OK);
+    assert_int_equal(pruned, 1);
+    /* a failed with "process pruned"; its slot went to b, and its retry queued for a slot
+     * again like a new job. */
+    assert_string_equal(error_of(f->client, a.id), "process pruned");
+    assert_string_equal(status_of(f->client, b.id), "ready");
+    assert_string_equal(status_of(f->client, a.id), "blocked");
+
+    /* The zombie wakes up and reports its job finished: it no longer owns the claim, so
+     * nothing is written and b's slot is not released a second time. */
+    bt_outcome done = {.job_id = a.id, .succeeded = 1, .attempt = 1, .max_attempts = 3};
+    int owned = 1;
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_complete(s, zombie, &done, bt_now_ms(), &owned, NULL), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    assert_int_equal(owned, 0);
+    assert_string_equal(status_of(f->client, c.id), "blocked");
+    int64_t holders = 0;
+    assert_int_equal(bt_query_int(s, "SELECT COUNT(*) FROM baton_semaphore_holders", NULL, 0, &holders, 0), BATON_OK);
+    assert_int_equal(holders, 1);
+    bt_store_close(s);
+}
+
+static void test_maintenance_repairs_without_exceeding_limit(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 2, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued e[5];
+    for (int i = 0; i < 5; i++)
+        e[i] = enqueue(f->client, "Sync", "[]");
+    bt_store *s = raw_store(f);
+    /* A holder whose job ended without releasing (as if a release were lost), and every
+     * blocked job overdue. */
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE baton_jobs SET status = 'finished' WHERE id = %lld;"
+             "DELETE FROM baton_ready_executions WHERE job_id = %lld;"
+             "UPDATE baton_blocked_executions SET expires_at = 0;", (long long)e[0].id, (long long)e[0].id);
+    exec_sql(s, sql);
+    int promoted = -1;
+    assert_int_equal(baton_maintain(f->client, &promoted), BATON_OK);
+    assert_int_equal(promoted, 1); /* one freed slot, one promotion: the limit holds */
+    assert_string_equal(status_of(f->client, e[2].id), "ready");
+    assert_string_equal(status_of(f->client, e[3].id), "blocked");
+    assert_int_equal(baton_maintain(f->client, &promoted), BATON_OK);
+    assert_int_equal(promoted, 0);
+    bt_store_close(s);
+}
+
+/* ---- inline performs ---- */
+
+static void test_inline_perform_takes_a_slot_or_gives_up(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    int64_t id = 0;
+    assert_int_equal(baton_perform_now(f->client, &id, "Sync", "[]"), BATON_OK);
+    assert_int_equal(jr.nruns, 1);
+    assert_true(jr.runs[0].token > 0);
+    assert_string_equal(status_of(f->client, id), "finished");
+
+    baton_enqueued holder = enqueue(f->client, "Sync", "[]"); /* ready, holds the only slot */
+    assert_int_equal(holder.state, BATON_JOB_READY);
+    assert_int_equal(baton_perform_wait(f->client, &id, "Sync", "[]", 0.2), BATON_ERROR);
+    assert_non_null(strstr(baton_error_last(), "no free slot"));
+    assert_int_equal(jr.nruns, 1);
+    assert_string_equal(status_of(f->client, id), "discarded");
+}
+
+/* ---- the race between enqueues and releases ---- */
+
+typedef struct race {
+    fixture *f;
+    atomic_int done;
+    int violations;
+    int samples;
+} race;
+
+static int check_invariant(bt_row *row, void *payload)
+{
+    race *r = payload;
+    r->violations += (int)bt_col_int(row, 0);
+    return 1;
+}
+
+/* A key with a blocked job and a free slot is a lost wake-up; a key over its limit is a
+ * broken limit. Read in one snapshot, thousands of times while jobs churn. */
+static void *sample_invariant(void *p)
+{
+    race *r = p;
+    bt_store *s = raw_store(r->f);
+    static const char sql[] =
+        "SELECT COUNT(*) FROM baton_semaphores s WHERE"
+        " (SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = s.key) > s.limit_value OR"
+        " ((SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = s.key) < s.limit_value AND"
+        "  EXISTS (SELECT 1 FROM baton_blocked_executions b WHERE b.concurrency_key = s.key))";
+    while (!atomic_load(&r->done)) {
+        assert_int_equal(bt_begin(s, BT_TXN_READ), BATON_OK);
+        assert_int_equal(bt_exec(s, sql, NULL, 0, check_invariant, r, NULL), BATON_OK);
+        bt_rollback(s);
+        r->samples++;
+    }
+    bt_store_close(s);
+    return NULL;
+}
+
+static void test_enqueue_release_race_never_loses_a_wakeup(void **state)
+{
+    fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k{0}", 2, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    race r = {.f = f};
+    pthread_t sampler;
+    pthread_create(&sampler, NULL, sample_invariant, &r);
+    running_worker w = start_worker(f->client, 4);
+    enum { JOBS = 3000, KEYS = 5 };
+    for (int i = 0; i < JOBS; i++) {
+        char args[16];
+        snprintf(args, sizeof args, "[%d]", i % KEYS);
+        enqueue(f->client, "Sync", args);
+    }
+    wait_runs(&jr, JOBS);
+    atomic_store(&r.done, 1);
+    pthread_join(sampler, NULL);
+    stop_worker(&w);
+    assert_int_equal(r.violations, 0);
+    assert_true(r.samples > 10);
+    for (int k = 0; k < KEYS; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "Sync/k%d", k);
+        assert_true(max_overlap(&jr, key) <= 2);
+    }
+    char *sems;
+    assert_int_equal(baton_semaphores_json(f->client, 0, NULL, &sems), BATON_OK);
+    assert_null(strstr(sems, "\"blocked\":1"));
+    assert_non_null(strstr(sems, "\"holders\":[]"));
+    baton_free(sems);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_key_is_group_slash_rendered_template, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_placeholder_errors_name_the_placeholder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_three_jobs_for_one_user_one_ready_two_blocked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_in_order_one_at_a_time_users_in_parallel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_groups_share_slots_across_classes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_admit_exactly_n, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discard_records_the_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_coalesce_keeps_one_waiter_and_runs_at_most_two, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scheduled_job_meets_its_limit_when_due, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_releases_and_retry_queues_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
