@@ -317,6 +317,15 @@ BATON_API const char *baton_job_concurrency_key(const baton_job *job);
  * remembers the highest token per key and rejects lower ones.
  */
 BATON_API int64_t baton_job_fencing_token(const baton_job *job);
+/**
+ * Asks the database whether this run still owns the job: 1 when it is still claimed by
+ * this worker and, for a limited job, still holds its slot with its fencing token; 0 when
+ * the claim was taken away (the worker was declared dead, or shut down past its timeout);
+ * a negative baton_error_code when the database cannot be asked.
+ * Thread-safety: may be called from the callback's thread; it takes a lock shared with the
+ * worker's other executor threads.
+ */
+BATON_API int baton_job_holds_slot(const baton_job *job);
 /** 1 on the first attempt, 2 on the first retry, ... */
 BATON_API int baton_job_attempt(const baton_job *job);
 /** Stores a message for the failure the callback is about to return. */

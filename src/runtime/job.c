@@ -22,6 +22,42 @@ int baton_job_attempt(const baton_job *job) { return job->claimed.attempt; }
 int64_t baton_job_fencing_token(const baton_job *job) { return job->claimed.fencing_token; }
 int baton_job_cancelled(const baton_job *job) { return atomic_load(&job->cancelled); }
 
+void bt_slot_checker_init(bt_slot_checker *ch, baton_client *client, int64_t process_id)
+{
+    ch->client = client;
+    pthread_mutex_init(&ch->lock, NULL);
+    ch->store = NULL;
+    atomic_store(&ch->process_id, process_id);
+}
+
+void bt_slot_checker_close(bt_slot_checker *ch)
+{
+    bt_store_close(ch->store);
+    ch->store = NULL;
+    pthread_mutex_destroy(&ch->lock);
+}
+
+static const char sql_holds_slot[] =
+    "SELECT COUNT(*) FROM baton_claimed_executions c WHERE c.job_id = ?1 AND c.process_id = ?2"
+    " AND (?3 = 0 OR EXISTS (SELECT 1 FROM baton_semaphore_holders h WHERE h.job_id = ?1 AND h.token = ?3))";
+
+int baton_job_holds_slot(const baton_job *job)
+{
+    bt_slot_checker *ch = job->checker;
+    if (!ch)
+        return bt_err_set(BATON_ESTATE, "job %lld is not being performed", (long long)job->claimed.id);
+    pthread_mutex_lock(&ch->lock);
+    int rc = ch->store ? BATON_OK : bt_client_open_store(ch->client, &ch->store);
+    int64_t held = 0;
+    if (rc == BATON_OK) {
+        bt_val a[] = {BV_INT(job->claimed.id), BV_INT(atomic_load(&ch->process_id)),
+                      BV_INT(job->claimed.fencing_token)};
+        rc = bt_query_int(ch->store, sql_holds_slot, a, 3, &held, 0);
+    }
+    pthread_mutex_unlock(&ch->lock);
+    return rc == BATON_OK ? held > 0 : rc;
+}
+
 void baton_job_set_error(baton_job *job, const char *fmt, ...)
 {
     va_list ap;

@@ -98,8 +98,12 @@ int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
     if (rc == BATON_OK)
         rc = wait_for_claim(c, process_id, id, wait_timeout, &job->claimed);
     if (rc == BATON_OK) {
+        bt_slot_checker checker;
+        bt_slot_checker_init(&checker, c, process_id);
         job->klass = bt_class_find(c, class_name);
+        job->checker = &checker;
         bt_job_perform(job);
+        bt_slot_checker_close(&checker);
         rc = record(c, process_id, job);
         if (rc == BATON_OK && !job->succeeded)
             rc = bt_err_set(BATON_ERROR, "job %lld failed: %s", (long long)id,

@@ -2,13 +2,28 @@
 #ifndef BT_RUNTIME_H
 #define BT_RUNTIME_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/core.h"
 
+/* Answers baton_job_holds_slot() from executor threads: a connection of its own, opened
+ * on first use and shared under a lock (the question is rare; a connection per thread
+ * would be waste). process_id follows the worker across re-registrations. */
+typedef struct bt_slot_checker {
+    baton_client *client;
+    pthread_mutex_t lock;
+    bt_store *store;
+    _Atomic int64_t process_id;
+} bt_slot_checker;
+
+void bt_slot_checker_init(bt_slot_checker *ch, baton_client *client, int64_t process_id);
+void bt_slot_checker_close(bt_slot_checker *ch);
+
 /* The job handed to a perform callback or a command. */
 struct baton_job {
+    bt_slot_checker *checker;
     bt_claimed_job claimed;
     const bt_class *klass;     /* NULL when this client does not know the class */
     int succeeded;

@@ -34,6 +34,7 @@ struct baton_worker {
     double alive_threshold;
     int64_t process_id;
     int64_t last_alive_ns;            /* last liveness tick that found our row */
+    bt_slot_checker checker;
     int64_t *unstarted;               /* claims dropped by a fence, to hand back */
     size_t nunstarted;
     atomic_int state;
@@ -218,6 +219,7 @@ static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
         struct baton_job *job = calloc(1, sizeof *job);
         job->claimed = claimed[i];
         job->klass = bt_class_find(w->client, claimed[i].class_name);
+        job->checker = &w->checker;
         job->next = w->pending;
         w->pending = job;
         bt_log(w->client, BATON_LOG_DEBUG, "event=job.claimed job_id=%lld class=%s queue=%s",
@@ -380,6 +382,7 @@ static void liveness_tick(baton_worker *w)
         if (bt_process_register(w->store, "worker", meta, &w->process_id) != BATON_OK)
             w->process_id = old; /* try again at the next tick */
         free(meta);
+        atomic_store(&w->checker.process_id, w->process_id);
         bt_log(w->client, BATON_LOG_ERROR, "event=worker.was_pruned old_process_id=%lld process_id=%lld",
                (long long)old, (long long)w->process_id);
         if (w->process_id == old)
@@ -468,6 +471,7 @@ int baton_worker_run(baton_worker *w)
         /* Prune before the first claim: after a crash or a forced shutdown, the dead
          * predecessor's slots must be freed, never shared. */
         w->last_alive_ns = bt_mono_ns();
+        bt_slot_checker_init(&w->checker, w->client, w->process_id);
         liveness_tick(w);
         bt_log(w->client, BATON_LOG_INFO, "event=worker.started process_id=%lld threads=%d pid=%d",
                (long long)w->process_id, w->threads, (int)getpid());
@@ -477,6 +481,7 @@ int baton_worker_run(baton_worker *w)
         if (w->in_flight > 0 || atomic_load(&w->state) == STOP_IMMEDIATE)
             abandon_in_flight(w, atomic_load(&w->state) == STOP_IMMEDIATE);
         stop_executors(w);
+        bt_slot_checker_close(&w->checker);
         w->in_flight = 0;
         if (bt_process_deregister(w->store, w->process_id) != BATON_OK && rc == BATON_OK)
             rc = BATON_ESTORE;

@@ -536,6 +536,61 @@ static void test_maintenance_repairs_without_exceeding_limit(void **state)
     bt_store_close(s);
 }
 
+typedef struct fence_probe {
+    atomic_int phase;       /* 1: callback running, 2: claim taken away, 3: callback done */
+    atomic_int held_before, held_after;
+} fence_probe;
+
+static int probe_slot(baton_job *job, void *payload)
+{
+    fence_probe *p = payload;
+    if (atomic_load(&p->phase) != 0)
+        return 0; /* only the first job is probed */
+    atomic_store(&p->held_before, baton_job_holds_slot(job));
+    atomic_store(&p->phase, 1);
+    while (atomic_load(&p->phase) != 2)
+        bt_sleep(0.001);
+    atomic_store(&p->held_after, baton_job_holds_slot(job));
+    atomic_store(&p->phase, 3);
+    return 0;
+}
+
+static int phase_is(void *p) { return atomic_load(&((fence_probe *)p)->phase) == 1; }
+static int phase_done(void *p) { return atomic_load(&((fence_probe *)p)->phase) == 3; }
+
+static void test_job_learns_it_lost_its_slot(void **state)
+{
+    fixture *f = *state;
+    fence_probe probe = {0};
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = probe_slot;
+    o.payload = &probe;
+    o.concurrency_key = "k";
+    assert_int_equal(baton_class_register(f->client, "Sync", &o), BATON_OK);
+    baton_enqueued a = enqueue(f->client, "Sync", "[]");
+    baton_enqueued b = enqueue(f->client, "Sync", "[]");
+    running_worker w = start_worker(f->client, 1);
+    assert_true(poll_until(phase_is, &probe, 10000));
+    /* Another process declares this worker dead while the job runs. */
+    bt_store *s = raw_store(f);
+    int pruned = 0;
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_prune_dead(s, 0, -3600000, bt_now_ms(), &pruned), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    assert_int_equal(pruned, 1);
+    atomic_store(&probe.phase, 2);
+    assert_true(poll_until(phase_done, &probe, 10000));
+    stop_worker(&w);
+    assert_int_equal(atomic_load(&probe.held_before), 1);
+    assert_int_equal(atomic_load(&probe.held_after), 0);
+    /* Its success was not recorded: the job failed as pruned, and b got the slot. */
+    assert_string_equal(error_of(f->client, a.id), "process pruned");
+    json_t *jb = job_json(f->client, b.id);
+    assert_false(json_is_null(json_object_get(jb, "fencing_token")));
+    json_decref(jb);
+    bt_store_close(s);
+}
+
 /* ---- inline performs ---- */
 
 static void test_inline_perform_takes_a_slot_or_gives_up(void **state)
@@ -643,6 +698,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, setup, teardown),
     };
