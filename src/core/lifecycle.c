@@ -198,30 +198,32 @@ static int read_blocked(bt_row *row, void *payload)
     return 1;
 }
 
-/* promote fills the free slots of key with its blocked jobs, best first. */
+/* promote fills the free slots of key with its blocked jobs, best first. Each job is
+ * admitted under its own stored limit, so the holders are counted once and then tracked. */
 static int promote(bt_store *s, const char *key, int64_t now, int *promoted)
 {
-    for (;;) {
+    bt_val k[] = {BV_TEXT(key)};
+    int64_t holders = 0;
+    int rc = bt_query_int(s, sql_count_holders, k, 1, &holders, 0);
+    while (rc == BATON_OK) {
         blocked_row b = {0};
-        bt_val k[] = {BV_TEXT(key)};
-        int rc = bt_exec(s, sql_next_blocked, k, 1, read_blocked, &b, NULL);
-        int64_t holders = 0;
-        if (rc == BATON_OK && b.key)
-            rc = bt_query_int(s, sql_count_holders, k, 1, &holders, 0);
+        rc = bt_exec(s, sql_next_blocked, k, 1, read_blocked, &b, NULL);
         int go = rc == BATON_OK && b.key && holders < b.c.limit;
         if (go) {
             bt_val u[] = {BV_INT(b.c.id)};
             rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
             if (rc == BATON_OK)
                 rc = take_slot(s, &b.c, now, NULL);
+            holders++;
             if (rc == BATON_OK && promoted)
                 (*promoted)++;
         }
         free(b.queue);
         free(b.key);
-        if (rc != BATON_OK || !go)
-            return rc;
+        if (!go)
+            break;
     }
+    return rc;
 }
 
 static const char sql_release_holder[] =

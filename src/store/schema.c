@@ -88,7 +88,6 @@ static const char migration_1[] =
     "  acquired_at BIGINT NOT NULL,"
     "  expires_at BIGINT NOT NULL);"
     "CREATE INDEX baton_holders_by_key ON baton_semaphore_holders (key);"
-    "CREATE INDEX baton_holders_by_expiry ON baton_semaphore_holders (expires_at);"
     "CREATE TABLE baton_processes ("
     "  id {SERIAL},"
     "  kind TEXT NOT NULL,"
