@@ -259,3 +259,89 @@ int count_lines(const char *path)
     free(text);
     return n;
 }
+
+int lib_setup(void **state)
+{
+    lib_fixture *f = calloc(1, sizeof *f);
+    f->dir = tmpdir_make();
+    snprintf(f->url, sizeof f->url, "sqlite:%s/baton.db", f->dir);
+    assert_int_equal(baton_open(&f->client, f->url), BATON_OK);
+    assert_int_equal(baton_migrate(f->client), BATON_OK);
+    *state = f;
+    return 0;
+}
+
+int lib_teardown(void **state)
+{
+    lib_fixture *f = *state;
+    baton_close(f->client);
+    tmpdir_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+json_t *job_json(baton_client *c, int64_t id)
+{
+    char *text;
+    assert_int_equal(baton_job_json(c, id, &text), BATON_OK);
+    json_t *j = json_loads(text, 0, NULL);
+    baton_free(text);
+    assert_non_null(j);
+    return j;
+}
+
+const char *job_status(baton_client *c, int64_t id)
+{
+    static _Thread_local char buf[32];
+    json_t *j = job_json(c, id);
+    snprintf(buf, sizeof buf, "%s", json_string_value(json_object_get(j, "status")));
+    json_decref(j);
+    return buf;
+}
+
+typedef struct status_wait {
+    baton_client *c;
+    int64_t id;
+    const char *status;
+} status_wait;
+
+static int has_status(void *p)
+{
+    status_wait *w = p;
+    return strcmp(job_status(w->c, w->id), w->status) == 0;
+}
+
+void wait_status(baton_client *c, int64_t id, const char *status)
+{
+    status_wait w = {c, id, status};
+    if (!poll_until(has_status, &w, 10000))
+        fail_msg("job %lld did not become %s (is %s)", (long long)id, status, job_status(c, id));
+}
+
+static void *worker_main(void *w) { return (void *)(intptr_t)baton_worker_run(w); }
+
+running_worker worker_start_with(baton_client *c, const baton_worker_options *o)
+{
+    running_worker rw;
+    assert_int_equal(baton_worker_new(&rw.worker, c, o), BATON_OK);
+    assert_int_equal(pthread_create(&rw.thread, NULL, worker_main, rw.worker), 0);
+    return rw;
+}
+
+running_worker worker_start(baton_client *c, const char *queues, int threads)
+{
+    baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
+    o.queues = queues;
+    o.threads = threads;
+    o.polling_interval = 0.01;
+    return worker_start_with(c, &o);
+}
+
+void worker_stop(running_worker *rw)
+{
+    baton_worker_stop(rw->worker, 0);
+    void *result;
+    pthread_join(rw->thread, &result);
+    assert_int_equal((int)(intptr_t)result, BATON_OK);
+    baton_worker_free(rw->worker);
+}

@@ -49,4 +49,39 @@ void write_file(const char *path, const char *text);
 /* Counts lines in a file (0 when missing). */
 int count_lines(const char *path);
 
+/* ---- library fixtures: a fresh database per test, and workers on threads ---- */
+
+#include <jansson.h>
+#include <pthread.h>
+
+#include "baton.h"
+
+typedef struct lib_fixture {
+    char *dir;
+    char url[4200];
+    baton_client *client;
+} lib_fixture;
+
+/* cmocka setup/teardown: *state becomes a lib_fixture with a migrated database. */
+int lib_setup(void **state);
+int lib_teardown(void **state);
+
+/* job_json returns the job as parsed JSON (json_decref it); job_status its status, in a
+ * thread-local buffer. */
+json_t *job_json(baton_client *c, int64_t id);
+const char *job_status(baton_client *c, int64_t id);
+/* wait_status fails the test unless job id reaches status within 10 s. */
+void wait_status(baton_client *c, int64_t id, const char *status);
+
+typedef struct running_worker {
+    baton_worker *worker;
+    pthread_t thread;
+} running_worker;
+
+/* worker_start runs a worker (polling every 10 ms) on a thread; worker_stop stops it
+ * gracefully, joins it and checks it ended cleanly. */
+running_worker worker_start(baton_client *c, const char *queues, int threads);
+running_worker worker_start_with(baton_client *c, const baton_worker_options *o);
+void worker_stop(running_worker *rw);
+
 #endif

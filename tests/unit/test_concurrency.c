@@ -14,50 +14,6 @@
 #include "support.h"
 #include "util/clock.h"
 
-typedef struct fixture {
-    char *dir;
-    char url[4200];
-    baton_client *client;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_make();
-    snprintf(f->url, sizeof f->url, "sqlite:%s/baton.db", f->dir);
-    assert_int_equal(baton_open(&f->client, f->url), BATON_OK);
-    assert_int_equal(baton_migrate(f->client), BATON_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    baton_close(f->client);
-    tmpdir_remove(f->dir);
-    free(f);
-    return 0;
-}
-
-static json_t *job_json(baton_client *c, int64_t id)
-{
-    char *text;
-    assert_int_equal(baton_job_json(c, id, &text), BATON_OK);
-    json_t *j = json_loads(text, 0, NULL);
-    baton_free(text);
-    return j;
-}
-
-static const char *status_of(baton_client *c, int64_t id)
-{
-    static _Thread_local char buf[32];
-    json_t *j = job_json(c, id);
-    snprintf(buf, sizeof buf, "%s", json_string_value(json_object_get(j, "status")));
-    json_decref(j);
-    return buf;
-}
-
 static const char *error_of(baton_client *c, int64_t id)
 {
     static char buf[256];
@@ -131,33 +87,6 @@ static baton_enqueued enqueue(baton_client *c, const char *cls, const char *args
     return e;
 }
 
-typedef struct running_worker {
-    baton_worker *worker;
-    pthread_t thread;
-} running_worker;
-
-static void *worker_main(void *w) { return (void *)(intptr_t)baton_worker_run(w); }
-
-static running_worker start_worker(baton_client *c, int threads)
-{
-    running_worker rw;
-    baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
-    o.threads = threads;
-    o.polling_interval = 0.01;
-    assert_int_equal(baton_worker_new(&rw.worker, c, &o), BATON_OK);
-    assert_int_equal(pthread_create(&rw.thread, NULL, worker_main, rw.worker), 0);
-    return rw;
-}
-
-static void stop_worker(running_worker *rw)
-{
-    baton_worker_stop(rw->worker, 0);
-    void *result;
-    pthread_join(rw->thread, &result);
-    assert_int_equal((int)(intptr_t)result, BATON_OK);
-    baton_worker_free(rw->worker);
-}
-
 typedef struct count_wait {
     journal *jr;
     int n;
@@ -202,7 +131,7 @@ static int max_overlap(journal *jr, const char *key)
 
 static void test_key_is_group_slash_rendered_template(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "GoogleCalendarSyncJob", "google_calendar_sync_user_{user_id}", 1, NULL,
                      BATON_ON_CONFLICT_BLOCK, &jr);
@@ -227,7 +156,7 @@ static void test_key_is_group_slash_rendered_template(void **state)
 
 static void test_key_placeholder_errors_name_the_placeholder(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Sync", "user_{user_id}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     static const struct { const char *args, *words; } cases[] = {
@@ -252,7 +181,7 @@ static void test_key_placeholder_errors_name_the_placeholder(void **state)
 
 static void test_three_jobs_for_one_user_one_ready_two_blocked(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "GoogleCalendarSyncJob", "google_calendar_sync_user_{user_id}", 1, NULL,
                      BATON_ON_CONFLICT_BLOCK, &jr);
@@ -262,7 +191,7 @@ static void test_three_jobs_for_one_user_one_ready_two_blocked(void **state)
     assert_int_equal(j1.state, BATON_JOB_READY);
     assert_int_equal(j2.state, BATON_JOB_BLOCKED);
     assert_int_equal(j3.state, BATON_JOB_BLOCKED);
-    assert_string_equal(status_of(f->client, j2.id), "blocked");
+    assert_string_equal(job_status(f->client, j2.id), "blocked");
     json_t *b = job_json(f->client, j3.id);
     assert_false(json_is_null(json_object_get(b, "blocked_since")));
     assert_true(json_is_null(json_object_get(b, "fencing_token")));
@@ -282,16 +211,16 @@ static void test_three_jobs_for_one_user_one_ready_two_blocked(void **state)
 
 static void test_runs_in_order_one_at_a_time_users_in_parallel(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .sleep_s = 0.08};
     register_limited(f->client, "Sync", "user_{user_id}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     int64_t a[3], other;
     for (int i = 0; i < 3; i++)
         a[i] = enqueue(f->client, "Sync", "{\"user_id\":123}").id;
     other = enqueue(f->client, "Sync", "{\"user_id\":456}").id;
-    running_worker w = start_worker(f->client, 4);
+    running_worker w = worker_start(f->client, "*", 4);
     wait_runs(&jr, 4);
-    stop_worker(&w);
+    worker_stop(&w);
     run *r123[3];
     int n = 0;
     const run *r456 = NULL;
@@ -311,12 +240,12 @@ static void test_runs_in_order_one_at_a_time_users_in_parallel(void **state)
     assert_true(overlaps(r456, r123[0])); /* another user's sync ran alongside */
     assert_true(r123[1]->token > r123[0]->token && r123[2]->token > r123[1]->token);
     for (int i = 0; i < 3; i++)
-        assert_string_equal(status_of(f->client, a[i]), "finished");
+        assert_string_equal(job_status(f->client, a[i]), "finished");
 }
 
 static void test_groups_share_slots_across_classes(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "SyncCalendar", "user_{0}", 1, "UserSync", BATON_ON_CONFLICT_BLOCK, &jr);
     register_limited(f->client, "SyncContacts", "user_{0}", 1, "UserSync", BATON_ON_CONFLICT_BLOCK, &jr);
@@ -329,7 +258,7 @@ static void test_groups_share_slots_across_classes(void **state)
 
 static void test_limits_admit_exactly_n(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     static const int limits[] = {1, 2, 5};
     for (int l = 0; l < 3; l++) {
@@ -349,20 +278,20 @@ static void test_limits_admit_exactly_n(void **state)
 
 static void test_discard_records_the_job(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Once", "k", 1, NULL, BATON_ON_CONFLICT_DISCARD, &jr);
     baton_enqueued first = enqueue(f->client, "Once", "[]");
     baton_enqueued second = enqueue(f->client, "Once", "[]");
     assert_int_equal(first.state, BATON_JOB_READY);
     assert_int_equal(second.state, BATON_JOB_DISCARDED);
-    assert_string_equal(status_of(f->client, second.id), "discarded");
+    assert_string_equal(job_status(f->client, second.id), "discarded");
     assert_string_equal(error_of(f->client, second.id), "concurrency limit");
 }
 
 static void test_coalesce_keeps_one_waiter_and_runs_at_most_two(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .sleep_s = 0.05};
     register_limited(f->client, "Sync", "user_{0}", 1, NULL, BATON_ON_CONFLICT_COALESCE, &jr);
     baton_enqueued e[5];
@@ -377,15 +306,15 @@ static void test_coalesce_keeps_one_waiter_and_runs_at_most_two(void **state)
         snprintf(want, sizeof want, "coalesced into job %lld", (long long)e[1].id);
         assert_string_equal(error_of(f->client, e[i].id), want);
     }
-    running_worker w = start_worker(f->client, 3);
+    running_worker w = worker_start(f->client, "*", 3);
     wait_runs(&jr, 2);
-    stop_worker(&w);
+    worker_stop(&w);
     assert_int_equal(jr.nruns, 2);
 }
 
 static void test_scheduled_job_meets_its_limit_when_due(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     baton_enqueue_options later = BATON_ENQUEUE_OPTIONS_INIT;
@@ -403,30 +332,30 @@ static void test_scheduled_job_meets_its_limit_when_due(void **state)
         if (!moved)
             bt_sleep(0.005); /* waiting for the clock to reach the scheduled time */
     }
-    assert_string_equal(status_of(f->client, scheduled.id), "blocked");
+    assert_string_equal(job_status(f->client, scheduled.id), "blocked");
 }
 
 static void test_failure_releases_and_retry_queues_again(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail_first_attempt = 1};
     register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     baton_enqueued a = enqueue(f->client, "Sync", "[\"a\"]");
     baton_enqueued b = enqueue(f->client, "Sync", "[\"b\"]");
-    running_worker w = start_worker(f->client, 2);
+    running_worker w = worker_start(f->client, "*", 2);
     wait_runs(&jr, 4); /* a fails, b fails, then each retried once */
-    stop_worker(&w);
+    worker_stop(&w);
     /* a's failure handed the slot to b, and a queued behind it: b ran before a's retry. */
     assert_int_equal(jr.runs[0].job, a.id);
     assert_int_equal(jr.runs[1].job, b.id);
     assert_int_equal(max_overlap(&jr, "Sync/k"), 1);
-    assert_string_equal(status_of(f->client, a.id), "finished");
-    assert_string_equal(status_of(f->client, b.id), "finished");
+    assert_string_equal(job_status(f->client, a.id), "finished");
+    assert_string_equal(job_status(f->client, b.id), "finished");
 }
 
 static void test_blocked_jobs_promoted_by_priority_then_enqueue_order(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     int64_t ids[5];
@@ -440,9 +369,9 @@ static void test_blocked_jobs_promoted_by_priority_then_enqueue_order(void **sta
         assert_int_equal(baton_enqueue_detailed(f->client, &e, &spec, 1), BATON_OK);
         ids[i] = e.id;
     }
-    running_worker w = start_worker(f->client, 3);
+    running_worker w = worker_start(f->client, "*", 3);
     wait_runs(&jr, 5);
-    stop_worker(&w);
+    worker_stop(&w);
     static const int order[5] = {0, 4, 2, 3, 1};
     for (int i = 0; i < 5; i++)
         assert_int_equal(jr.runs[i].job, ids[order[i]]);
@@ -450,7 +379,7 @@ static void test_blocked_jobs_promoted_by_priority_then_enqueue_order(void **sta
 
 /* ---- dead holders, zombies and maintenance, driven through the store directly ---- */
 
-static bt_store *raw_store(fixture *f)
+static bt_store *raw_store(lib_fixture *f)
 {
     bt_store *s;
     assert_int_equal(bt_store_open(&s, f->url), BATON_OK);
@@ -464,7 +393,7 @@ static void exec_sql(bt_store *s, const char *sql)
 
 static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     baton_enqueued a = enqueue(f->client, "Sync", "[]");
@@ -492,8 +421,8 @@ static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **s
     /* a failed with "process pruned"; its slot went to b, and its retry queued for a slot
      * again like a new job. */
     assert_string_equal(error_of(f->client, a.id), "process pruned");
-    assert_string_equal(status_of(f->client, b.id), "ready");
-    assert_string_equal(status_of(f->client, a.id), "blocked");
+    assert_string_equal(job_status(f->client, b.id), "ready");
+    assert_string_equal(job_status(f->client, a.id), "blocked");
 
     /* The zombie wakes up and reports its job finished: it no longer owns the claim, so
      * nothing is written and b's slot is not released a second time. */
@@ -503,7 +432,7 @@ static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **s
     assert_int_equal(bt_complete(s, zombie, &done, bt_now_ms(), &owned, NULL), BATON_OK);
     assert_int_equal(bt_commit(s), BATON_OK);
     assert_int_equal(owned, 0);
-    assert_string_equal(status_of(f->client, c.id), "blocked");
+    assert_string_equal(job_status(f->client, c.id), "blocked");
     int64_t holders = 0;
     assert_int_equal(bt_query_int(s, "SELECT COUNT(*) FROM baton_semaphore_holders", NULL, 0, &holders, 0), BATON_OK);
     assert_int_equal(holders, 1);
@@ -512,7 +441,7 @@ static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **s
 
 static void test_maintenance_repairs_without_exceeding_limit(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Sync", "k", 2, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     baton_enqueued e[5];
@@ -529,8 +458,8 @@ static void test_maintenance_repairs_without_exceeding_limit(void **state)
     int promoted = -1;
     assert_int_equal(baton_maintain(f->client, &promoted), BATON_OK);
     assert_int_equal(promoted, 1); /* one freed slot, one promotion: the limit holds */
-    assert_string_equal(status_of(f->client, e[2].id), "ready");
-    assert_string_equal(status_of(f->client, e[3].id), "blocked");
+    assert_string_equal(job_status(f->client, e[2].id), "ready");
+    assert_string_equal(job_status(f->client, e[3].id), "blocked");
     assert_int_equal(baton_maintain(f->client, &promoted), BATON_OK);
     assert_int_equal(promoted, 0);
     bt_store_close(s);
@@ -560,7 +489,7 @@ static int phase_done(void *p) { return atomic_load(&((fence_probe *)p)->phase) 
 
 static void test_job_learns_it_lost_its_slot(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     fence_probe probe = {0};
     baton_class_options o = BATON_CLASS_OPTIONS_INIT;
     o.perform = probe_slot;
@@ -569,7 +498,7 @@ static void test_job_learns_it_lost_its_slot(void **state)
     assert_int_equal(baton_class_register(f->client, "Sync", &o), BATON_OK);
     baton_enqueued a = enqueue(f->client, "Sync", "[]");
     baton_enqueued b = enqueue(f->client, "Sync", "[]");
-    running_worker w = start_worker(f->client, 1);
+    running_worker w = worker_start(f->client, "*", 1);
     assert_true(poll_until(phase_is, &probe, 10000));
     /* Another process declares this worker dead while the job runs. */
     bt_store *s = raw_store(f);
@@ -580,7 +509,7 @@ static void test_job_learns_it_lost_its_slot(void **state)
     assert_int_equal(pruned, 1);
     atomic_store(&probe.phase, 2);
     assert_true(poll_until(phase_done, &probe, 10000));
-    stop_worker(&w);
+    worker_stop(&w);
     assert_int_equal(atomic_load(&probe.held_before), 1);
     assert_int_equal(atomic_load(&probe.held_after), 0);
     /* Its success was not recorded: the job failed as pruned, and b got the slot. */
@@ -595,27 +524,27 @@ static void test_job_learns_it_lost_its_slot(void **state)
 
 static void test_inline_perform_takes_a_slot_or_gives_up(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     int64_t id = 0;
     assert_int_equal(baton_perform_now(f->client, &id, "Sync", "[]"), BATON_OK);
     assert_int_equal(jr.nruns, 1);
     assert_true(jr.runs[0].token > 0);
-    assert_string_equal(status_of(f->client, id), "finished");
+    assert_string_equal(job_status(f->client, id), "finished");
 
     baton_enqueued holder = enqueue(f->client, "Sync", "[]"); /* ready, holds the only slot */
     assert_int_equal(holder.state, BATON_JOB_READY);
     assert_int_equal(baton_perform_wait(f->client, &id, "Sync", "[]", 0.2), BATON_ERROR);
     assert_non_null(strstr(baton_error_last(), "no free slot"));
     assert_int_equal(jr.nruns, 1);
-    assert_string_equal(status_of(f->client, id), "discarded");
+    assert_string_equal(job_status(f->client, id), "discarded");
 }
 
 /* ---- the race between enqueues and releases ---- */
 
 typedef struct race {
-    fixture *f;
+    lib_fixture *f;
     atomic_int done;
     int violations;
     int samples;
@@ -651,13 +580,13 @@ static void *sample_invariant(void *p)
 
 static void test_enqueue_release_race_never_loses_a_wakeup(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_limited(f->client, "Sync", "k{0}", 2, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
     race r = {.f = f};
     pthread_t sampler;
     pthread_create(&sampler, NULL, sample_invariant, &r);
-    running_worker w = start_worker(f->client, 4);
+    running_worker w = worker_start(f->client, "*", 4);
     enum { JOBS = 3000, KEYS = 5 };
     for (int i = 0; i < JOBS; i++) {
         char args[16];
@@ -667,7 +596,7 @@ static void test_enqueue_release_race_never_loses_a_wakeup(void **state)
     wait_runs(&jr, JOBS);
     atomic_store(&r.done, 1);
     pthread_join(sampler, NULL);
-    stop_worker(&w);
+    worker_stop(&w);
     assert_int_equal(r.violations, 0);
     assert_true(r.samples > 10);
     for (int k = 0; k < KEYS; k++) {
@@ -685,22 +614,22 @@ static void test_enqueue_release_race_never_loses_a_wakeup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_key_is_group_slash_rendered_template, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_placeholder_errors_name_the_placeholder, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_three_jobs_for_one_user_one_ready_two_blocked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_runs_in_order_one_at_a_time_users_in_parallel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_groups_share_slots_across_classes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_limits_admit_exactly_n, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_discard_records_the_job, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_coalesce_keeps_one_waiter_and_runs_at_most_two, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_scheduled_job_meets_its_limit_when_due, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failure_releases_and_retry_queues_again, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_is_group_slash_rendered_template, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_key_placeholder_errors_name_the_placeholder, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_three_jobs_for_one_user_one_ready_two_blocked, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_runs_in_order_one_at_a_time_users_in_parallel, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_groups_share_slots_across_classes, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_limits_admit_exactly_n, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_discard_records_the_job, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_coalesce_keeps_one_waiter_and_runs_at_most_two, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_scheduled_job_meets_its_limit_when_due, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_failure_releases_and_retry_queues_again, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

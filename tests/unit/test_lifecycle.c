@@ -14,54 +14,6 @@
 #include "support.h"
 #include "util/clock.h"
 
-typedef struct fixture {
-    char *dir;
-    char url[4200];
-    baton_client *client;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_make();
-    snprintf(f->url, sizeof f->url, "sqlite:%s/baton.db", f->dir);
-    assert_int_equal(baton_open(&f->client, f->url), BATON_OK);
-    assert_int_equal(baton_migrate(f->client), BATON_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    baton_close(f->client);
-    tmpdir_remove(f->dir);
-    free(f);
-    return 0;
-}
-
-/* ---- helpers ---- */
-
-static json_t *job_json(baton_client *c, int64_t id)
-{
-    char *text;
-    assert_int_equal(baton_job_json(c, id, &text), BATON_OK);
-    json_t *j = json_loads(text, 0, NULL);
-    baton_free(text);
-    assert_non_null(j);
-    return j;
-}
-
-/* status_of returns the job's status in a static buffer. */
-static const char *status_of(baton_client *c, int64_t id)
-{
-    static char buf[32];
-    json_t *j = job_json(c, id);
-    snprintf(buf, sizeof buf, "%s", json_string_value(json_object_get(j, "status")));
-    json_decref(j);
-    return buf;
-}
-
 static int count_jobs(baton_client *c, const char *status)
 {
     baton_job_filter f = {.status = status, .limit = 100000};
@@ -121,34 +73,6 @@ static int64_t enqueue(baton_client *c, const char *cls, const char *args, const
     return id;
 }
 
-typedef struct running_worker {
-    baton_worker *worker;
-    pthread_t thread;
-} running_worker;
-
-static void *worker_main(void *w) { return (void *)(intptr_t)baton_worker_run(w); }
-
-static running_worker start_worker(baton_client *c, const char *queues, int threads)
-{
-    running_worker rw;
-    baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
-    o.queues = queues;
-    o.threads = threads;
-    o.polling_interval = 0.01;
-    assert_int_equal(baton_worker_new(&rw.worker, c, &o), BATON_OK);
-    assert_int_equal(pthread_create(&rw.thread, NULL, worker_main, rw.worker), 0);
-    return rw;
-}
-
-static void stop_worker(running_worker *rw)
-{
-    baton_worker_stop(rw->worker, 0);
-    void *result;
-    pthread_join(rw->thread, &result);
-    assert_int_equal((int)(intptr_t)result, BATON_OK);
-    baton_worker_free(rw->worker);
-}
-
 typedef struct performed_at_least {
     recorder *r;
     int n;
@@ -163,30 +87,11 @@ static int has_performed(void *p)
     return ok;
 }
 
-typedef struct status_wait {
-    baton_client *c;
-    int64_t id;
-    const char *status;
-} status_wait;
-
-static int has_status(void *p)
-{
-    status_wait *w = p;
-    return strcmp(status_of(w->c, w->id), w->status) == 0;
-}
-
-static void wait_status(baton_client *c, int64_t id, const char *status)
-{
-    status_wait w = {c, id, status};
-    if (!poll_until(has_status, &w, 10000))
-        fail_msg("job %lld did not become %s (is %s)", (long long)id, status, status_of(c, id));
-}
-
 /* ---- tests ---- */
 
 static void test_enqueue_makes_ready_job_with_documented_fields(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     int64_t id;
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "{\"to\":\"ada\"}", NULL), BATON_OK);
@@ -208,7 +113,7 @@ static void test_enqueue_makes_ready_job_with_documented_fields(void **state)
 
 static void test_bulk_enqueue_is_all_or_nothing(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     enum { N = 1000 };
     baton_job_spec *specs = calloc(N, sizeof *specs);
@@ -230,7 +135,7 @@ static void test_bulk_enqueue_is_all_or_nothing(void **state)
 
 static void test_bad_input_is_refused_and_stored_jobs_stay(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     int64_t kept = enqueue(f->client, "Mail", "[1]", NULL, 0);
     int64_t id = 0;
@@ -245,12 +150,12 @@ static void test_bad_input_is_refused_and_stored_jobs_stay(void **state)
     empty_queue.queue = "";
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[]", &empty_queue), BATON_EINVALID);
     assert_int_equal(count_jobs(f->client, NULL), 1);
-    assert_string_equal(status_of(f->client, kept), "ready");
+    assert_string_equal(job_status(f->client, kept), "ready");
 }
 
 static void test_queue_list_order_wildcards_and_priority(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
     enqueue(f->client, "Rec", "1", "other", 0);
@@ -261,46 +166,46 @@ static void test_queue_list_order_wildcards_and_priority(void **state)
     enqueue(f->client, "Rec", "6", "mail_a", 1);
     /* One thread makes the claim order observable: urgent first (by priority, then id),
      * then every mail* queue together by priority then id; "other" is never polled. */
-    running_worker w = start_worker(f->client, "urgent, mail*", 1);
+    running_worker w = worker_start(f->client, "urgent, mail*", 1);
     performed_at_least want = {&r, 5};
     assert_true(poll_until(has_performed, &want, 10000));
-    stop_worker(&w);
+    worker_stop(&w);
     assert_string_equal(r.log, "urgent:5 urgent:4 mail_a:3 mail_a:6 mail_b:2 ");
     assert_int_equal(count_jobs(f->client, "ready"), 1);
 }
 
 static void test_paused_queue_is_skipped_until_resumed(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
     assert_int_equal(baton_queue_pause(f->client, "slow"), BATON_OK);
     assert_int_equal(baton_queue_pause(f->client, "slow"), BATON_OK); /* idempotent */
     int64_t paused = enqueue(f->client, "Rec", "1", "slow", 0);
     int64_t other = enqueue(f->client, "Rec", "2", "fast", 0);
-    running_worker w = start_worker(f->client, "*", 2);
+    running_worker w = worker_start(f->client, "*", 2);
     wait_status(f->client, other, "finished");
     /* The worker polled (it finished the other job) yet left the paused one alone. */
-    assert_string_equal(status_of(f->client, paused), "ready");
+    assert_string_equal(job_status(f->client, paused), "ready");
     char *queues;
     assert_int_equal(baton_queues_json(f->client, &queues), BATON_OK);
     assert_non_null(strstr(queues, "\"name\":\"slow\",\"ready\":1,\"scheduled\":0,\"claimed\":0,\"blocked\":0,\"failed\":0,\"paused\":true"));
     baton_free(queues);
     assert_int_equal(baton_queue_resume(f->client, "slow"), BATON_OK);
     wait_status(f->client, paused, "finished");
-    stop_worker(&w);
+    worker_stop(&w);
 }
 
 static void test_scheduled_job_becomes_ready_when_due(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     baton_enqueue_options o = BATON_ENQUEUE_OPTIONS_INIT;
     o.delay = 0.3;
     int64_t id;
     int64_t before = bt_now_ms();
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", NULL, &o), BATON_OK);
-    assert_string_equal(status_of(f->client, id), "scheduled");
+    assert_string_equal(job_status(f->client, id), "scheduled");
     int moved = -1;
     assert_int_equal(baton_dispatch_due(f->client, 10, &moved), BATON_OK);
     if (bt_now_ms() < before + 300)
@@ -314,23 +219,23 @@ static void test_scheduled_job_becomes_ready_when_due(void **state)
     }
     assert_true(bt_now_ms() >= before + 300);
     assert_int_equal(moved, 1);
-    assert_string_equal(status_of(f->client, id), "ready");
+    assert_string_equal(job_status(f->client, id), "ready");
 
     o.delay = 0;
     o.run_at_ms = bt_now_ms() - 1000; /* a time in the past is due now */
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", NULL, &o), BATON_OK);
-    assert_string_equal(status_of(f->client, id), "ready");
+    assert_string_equal(job_status(f->client, id), "ready");
 }
 
 static void test_failed_job_retries_until_success(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail_until_attempt = 3};
     register_recorder(f->client, "Flaky", &r, 3, BATON_BACKOFF_FIXED, 0);
     int64_t id = enqueue(f->client, "Flaky", "[]", NULL, 0);
-    running_worker w = start_worker(f->client, "*", 1);
+    running_worker w = worker_start(f->client, "*", 1);
     wait_status(f->client, id, "finished");
-    stop_worker(&w);
+    worker_stop(&w);
     json_t *j = job_json(f->client, id);
     assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 3);
     assert_true(json_is_null(json_object_get(j, "error")));
@@ -340,34 +245,34 @@ static void test_failed_job_retries_until_success(void **state)
 
 static void test_last_attempt_fails_then_operator_retries(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail_until_attempt = 100};
     register_recorder(f->client, "Broken", &r, 2, BATON_BACKOFF_FIXED, 0);
     int64_t id = enqueue(f->client, "Broken", "[]", NULL, 0);
-    running_worker w = start_worker(f->client, "*", 1);
+    running_worker w = worker_start(f->client, "*", 1);
     wait_status(f->client, id, "failed");
-    stop_worker(&w);
+    worker_stop(&w);
     json_t *j = job_json(f->client, id);
     assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 2);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "attempt 2 failed on purpose");
     json_decref(j);
 
     assert_int_equal(baton_job_retry(f->client, id), BATON_OK);
-    assert_string_equal(status_of(f->client, id), "ready");
+    assert_string_equal(job_status(f->client, id), "ready");
     assert_int_equal(baton_job_retry(f->client, id), BATON_ESTATE);
     assert_int_equal(baton_job_retry(f->client, 987654), BATON_ENOTFOUND);
 }
 
 static void test_backoff_schedules_the_retry(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail_until_attempt = 100};
     register_recorder(f->client, "Slow", &r, 5, BATON_BACKOFF_EXPONENTIAL, 60);
     int64_t id = enqueue(f->client, "Slow", "[]", NULL, 0);
     int64_t before = bt_now_ms();
-    running_worker w = start_worker(f->client, "*", 1);
+    running_worker w = worker_start(f->client, "*", 1);
     wait_status(f->client, id, "scheduled");
-    stop_worker(&w);
+    worker_stop(&w);
     json_t *j = job_json(f->client, id);
     int64_t at;
     assert_int_equal(baton_parse_time(json_string_value(json_object_get(j, "scheduled_at")), &at), BATON_OK);
@@ -393,7 +298,7 @@ static void test_backoff_formulas(void **state)
 
 static void test_discard_rules(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     int64_t ready = enqueue(f->client, "Mail", "[]", NULL, 0);
     baton_enqueue_options later = BATON_ENQUEUE_OPTIONS_INIT;
@@ -402,8 +307,8 @@ static void test_discard_rules(void **state)
     assert_int_equal(baton_enqueue(f->client, &scheduled, "Mail", NULL, &later), BATON_OK);
     assert_int_equal(baton_job_discard(f->client, ready), BATON_OK);
     assert_int_equal(baton_job_discard(f->client, scheduled), BATON_OK);
-    assert_string_equal(status_of(f->client, ready), "discarded");
-    assert_string_equal(status_of(f->client, scheduled), "discarded");
+    assert_string_equal(job_status(f->client, ready), "discarded");
+    assert_string_equal(job_status(f->client, scheduled), "discarded");
     assert_int_equal(baton_job_discard(f->client, ready), BATON_ESTATE);
     assert_int_equal(baton_job_discard(f->client, 424242), BATON_ENOTFOUND);
     /* Nothing is left in any execution table for a worker to pick up. */
@@ -425,7 +330,7 @@ static int flag_set(void *p) { return atomic_load((atomic_int *)p); }
 
 static void test_running_job_cannot_be_discarded_and_returns_on_stop(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     static atomic_int started;
     atomic_store(&started, 0);
     baton_class_options o = BATON_CLASS_OPTIONS_INIT;
@@ -436,30 +341,28 @@ static void test_running_job_cannot_be_discarded_and_returns_on_stop(void **stat
     baton_worker_options wo = BATON_WORKER_OPTIONS_INIT;
     wo.shutdown_timeout = 0.05;
     wo.polling_interval = 0.01;
-    running_worker w;
-    assert_int_equal(baton_worker_new(&w.worker, f->client, &wo), BATON_OK);
-    assert_int_equal(pthread_create(&w.thread, NULL, worker_main, w.worker), 0);
+    running_worker w = worker_start_with(f->client, &wo);
     assert_true(poll_until(flag_set, &started, 10000));
-    assert_string_equal(status_of(f->client, id), "claimed");
+    assert_string_equal(job_status(f->client, id), "claimed");
     assert_int_equal(baton_job_discard(f->client, id), BATON_ESTATE);
     assert_non_null(strstr(baton_error_last(), "running"));
-    stop_worker(&w);
+    worker_stop(&w);
     /* Past the shutdown timeout the job went back to the queue, and the failure the
      * cancelled callback returned afterwards was not recorded. */
-    assert_string_equal(status_of(f->client, id), "ready");
+    assert_string_equal(job_status(f->client, id), "ready");
 }
 
 static void test_clear_finished_keeps_recent_and_unfinished(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
     int64_t a = enqueue(f->client, "Rec", "1", NULL, 0);
     int64_t b = enqueue(f->client, "Rec", "2", NULL, 0);
-    running_worker w = start_worker(f->client, "*", 2);
+    running_worker w = worker_start(f->client, "*", 2);
     wait_status(f->client, a, "finished");
     wait_status(f->client, b, "finished");
-    stop_worker(&w);
+    worker_stop(&w);
     int64_t pending = enqueue(f->client, "Rec", "3", "paused-nowhere", 0);
     int64_t n = -1;
     assert_int_equal(baton_clear_finished(f->client, 3600, &n), BATON_OK);
@@ -468,27 +371,27 @@ static void test_clear_finished_keeps_recent_and_unfinished(void **state)
     assert_int_equal(n, 2);
     char *text;
     assert_int_equal(baton_job_json(f->client, a, &text), BATON_ENOTFOUND);
-    assert_string_equal(status_of(f->client, pending), "ready");
+    assert_string_equal(job_status(f->client, pending), "ready");
 }
 
 static void test_perform_now_records_the_job(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
     register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
     int64_t id = 0;
     assert_int_equal(baton_perform_now(f->client, &id, "Rec", "[7]"), BATON_OK);
     assert_int_equal(r.performed, 1);
-    assert_string_equal(status_of(f->client, id), "finished");
+    assert_string_equal(job_status(f->client, id), "finished");
     r.fail_until_attempt = 2;
     assert_int_equal(baton_perform_now(f->client, &id, "Rec", "[8]"), BATON_ERROR);
     assert_non_null(strstr(baton_error_last(), "failed on purpose"));
-    assert_string_equal(status_of(f->client, id), "failed");
+    assert_string_equal(job_status(f->client, id), "failed");
 }
 
 static void test_schema_newer_than_library_is_refused_untouched(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     sqlite3 *db;
     char path[4200];
     snprintf(path, sizeof path, "%s/baton.db", f->dir);
@@ -505,7 +408,7 @@ static void test_schema_newer_than_library_is_refused_untouched(void **state)
 
 static void test_migrate_is_idempotent(void **state)
 {
-    fixture *f = *state;
+    lib_fixture *f = *state;
     assert_int_equal(baton_migrate(f->client), BATON_OK);
     assert_int_equal(baton_migrate(f->client), BATON_OK);
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
@@ -526,22 +429,22 @@ static void test_bad_urls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_enqueue_makes_ready_job_with_documented_fields, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bulk_enqueue_is_all_or_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_input_is_refused_and_stored_jobs_stay, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_queue_list_order_wildcards_and_priority, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_paused_queue_is_skipped_until_resumed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_scheduled_job_becomes_ready_when_due, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_job_retries_until_success, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_last_attempt_fails_then_operator_retries, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backoff_schedules_the_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_makes_ready_job_with_documented_fields, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_bulk_enqueue_is_all_or_nothing, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input_is_refused_and_stored_jobs_stay, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_queue_list_order_wildcards_and_priority, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_paused_queue_is_skipped_until_resumed, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_scheduled_job_becomes_ready_when_due, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_job_retries_until_success, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_last_attempt_fails_then_operator_retries, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_backoff_schedules_the_retry, lib_setup, lib_teardown),
         cmocka_unit_test(test_backoff_formulas),
-        cmocka_unit_test_setup_teardown(test_discard_rules, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_running_job_cannot_be_discarded_and_returns_on_stop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_clear_finished_keeps_recent_and_unfinished, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_perform_now_records_the_job, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_newer_than_library_is_refused_untouched, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_is_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discard_rules, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_running_job_cannot_be_discarded_and_returns_on_stop, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_clear_finished_keeps_recent_and_unfinished, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_perform_now_records_the_job, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_newer_than_library_is_refused_untouched, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_is_idempotent, lib_setup, lib_teardown),
         cmocka_unit_test(test_bad_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
