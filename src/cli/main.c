@@ -186,8 +186,11 @@ static int accepts(const cli_command *cmd, const char *name, int *takes_value)
     return 0;
 }
 
+enum { PARSE_OK = 0, PARSE_DONE = 1, PARSE_BAD = -1 };
+
 /* parse splits argv into the command, its positional arguments and its options; global
- * options may stand anywhere. Returns -1 (after printing) on bad usage. */
+ * options may stand anywhere. Returns PARSE_BAD (after printing) on bad usage, PARSE_DONE
+ * when --help or --version answered already. */
 static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
 {
     c->args = calloc((size_t)argc, sizeof *c->args);
@@ -203,7 +206,7 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
                         cmd = &commands[k];
                 if (!cmd) {
                     cli_fail(BATON_EINVALID, "unknown command '%s' (see 'baton --help')", a);
-                    return -1;
+                    return PARSE_BAD;
                 }
                 c->command = cmd->name;
             } else {
@@ -222,30 +225,31 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
         int global = strcmp(key, "db") == 0 || strcmp(key, "config") == 0 || strcmp(key, "log-level") == 0;
         int takes_value = global;
         if (!global && !(cmd && accepts(cmd, key, &takes_value))) {
-            if (strcmp(key, "help") == 0 || strcmp(key, "h") == 0) {
-                usage(stdout);
-                exit(EXIT_OK);
-            }
-            if (strcmp(key, "version") == 0) {
-                printf("baton 0.1.0 (schema %d)\n", baton_schema_version());
-                exit(EXIT_OK);
+            int help = strcmp(key, "help") == 0 || strcmp(key, "h") == 0;
+            if (help || strcmp(key, "version") == 0) {
+                if (help)
+                    usage(stdout);
+                else
+                    printf("baton 0.1.0 (schema %d)\n", baton_schema_version());
+                free(key);
+                return PARSE_DONE;
             }
             cli_fail(BATON_EINVALID, "unknown option '--%s'%s%s", key, cmd ? " for baton " : "",
                      cmd ? cmd->name : "");
             free(key);
-            return -1;
+            return PARSE_BAD;
         }
         if (takes_value && !value) {
             if (i + 1 >= argc) {
                 cli_fail(BATON_EINVALID, "option '--%s' needs a value", key);
                 free(key);
-                return -1;
+                return PARSE_BAD;
             }
             value = argv[++i];
         } else if (!takes_value && value) {
             cli_fail(BATON_EINVALID, "option '--%s' takes no value", key);
             free(key);
-            return -1;
+            return PARSE_BAD;
         }
         if (strcmp(key, "db") == 0) {
             c->db_url = value;
@@ -255,7 +259,7 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
             if (parse_level(value, &c->log_level) != 0) {
                 cli_fail(BATON_EINVALID, "--log-level: expected debug, info, warn or error, got '%s'", value);
                 free(key);
-                return -1;
+                return PARSE_BAD;
             }
         } else {
             /* Keys stay allocated for the process's life, like argv itself. */
@@ -266,19 +270,30 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
     }
     if (!cmd) {
         usage(stderr);
-        return -1;
+        return PARSE_BAD;
     }
     *cmd_out = cmd;
-    return 0;
+    return PARSE_OK;
+}
+
+static void free_cli(cli *c)
+{
+    free(c->args);
+    for (size_t i = 0; i < c->nopts; i++)
+        free((char *)c->opts[i].name);
+    free(c->opts);
 }
 
 int main(int argc, char **argv)
 {
     cli c = {0};
     c.log_level = BATON_LOG_INFO;
-    const cli_command *cmd;
-    if (parse(argc, argv, &c, &cmd) != 0)
-        return EXIT_USAGE;
+    const cli_command *cmd = NULL;
+    int parsed = parse(argc, argv, &c, &cmd);
+    if (parsed != PARSE_OK) {
+        free_cli(&c);
+        return parsed == PARSE_DONE ? EXIT_OK : EXIT_USAGE;
+    }
     if (!c.db_url)
         c.db_url = getenv("BATON_DATABASE_URL");
     if (!c.db_url || !*c.db_url)
@@ -303,9 +318,6 @@ int main(int argc, char **argv)
         status = cmd->run(&c);
     }
     baton_close(c.client);
-    free(c.args);
-    for (size_t i = 0; i < c.nopts; i++)
-        free((char *)c.opts[i].name);
-    free(c.opts);
+    free_cli(&c);
     return status;
 }
