@@ -541,6 +541,26 @@ static void test_inline_perform_takes_a_slot_or_gives_up(void **state)
     assert_string_equal(job_status(f->client, id), "discarded");
 }
 
+static void test_long_inline_run_keeps_its_slot(void **state)
+{
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .sleep_s = 1.0};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    assert_int_equal(baton_set_liveness(f->client, 0.05, 0.3), BATON_OK);
+    /* A worker prunes every 50 ms anything silent for 300 ms, and waits for the slot. */
+    running_worker w = worker_start(f->client, "*", 1);
+    baton_enqueued waiting_id = {0};
+    int64_t id = 0;
+    int64_t t = bt_mono_ns();
+    assert_int_equal(baton_perform_wait(f->client, &id, "Sync", "[]", 5), BATON_OK);
+    waiting_id = enqueue(f->client, "Sync", "[]");
+    assert_true(bt_mono_ns() - t > 900000000);
+    assert_string_equal(job_status(f->client, id), "finished");
+    wait_status(f->client, waiting_id.id, "finished");
+    worker_stop(&w);
+    assert_int_equal(max_overlap(&jr, "Sync/k"), 1);
+}
+
 /* ---- the race between enqueues and releases ---- */
 
 typedef struct race {
@@ -629,6 +649,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_long_inline_run_keeps_its_slot, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
