@@ -335,18 +335,32 @@ static void stop_executors(baton_worker *w)
  * live process may prune it and hand its slots on. Its jobs must not run past that point;
  * their outcomes, if still owned, are recorded as usual, and if the claims were taken
  * away nothing is written. */
-static void fence_if_stalled(baton_worker *w)
+static int stalled(const baton_worker *w)
 {
     double margin = 2 * w->heartbeat_interval;
     double limit = w->alive_threshold - margin > w->alive_threshold / 2 ? w->alive_threshold - margin
                                                                       : w->alive_threshold / 2;
-    if (w->in_flight == 0 || bt_mono_ns() - w->last_alive_ns < (int64_t)(limit * 1e9))
-        return;
-    int dropped = stop_running(w, 1);
-    w->in_flight -= dropped;
-    bt_log(w->client, BATON_LOG_ERROR,
-           "event=worker.fenced process_id=%lld reason=\"no heartbeat for %.1fs\" stopped_jobs=%d",
-           (long long)w->process_id, (double)(bt_mono_ns() - w->last_alive_ns) / 1e9, w->in_flight + dropped);
+    return bt_mono_ns() - w->last_alive_ns >= (int64_t)(limit * 1e9);
+}
+
+static void liveness_tick(baton_worker *w);
+
+/* fence_if_stalled returns 0 when the worker may claim. A stalled worker first stops its
+ * jobs, then must prove it is alive (or register again) before it claims anything: a
+ * claim made under an id that was pruned meanwhile would belong to no live process. */
+static int fence_if_stalled(baton_worker *w)
+{
+    if (!stalled(w))
+        return 0;
+    if (w->in_flight > 0) {
+        int running = w->in_flight;
+        w->in_flight -= stop_running(w, 1);
+        bt_log(w->client, BATON_LOG_ERROR,
+               "event=worker.fenced process_id=%lld reason=\"no heartbeat for %.1fs\" stopped_jobs=%d",
+               (long long)w->process_id, (double)(bt_mono_ns() - w->last_alive_ns) / 1e9, running);
+    }
+    liveness_tick(w);
+    return stalled(w);
 }
 
 /* liveness_tick heartbeats, renews leases and prunes the dead. A worker that finds itself
@@ -414,6 +428,8 @@ static int serve(baton_worker *w)
             ndone++;
         /* Jobs in done are no longer running: their threads are idle already. */
         int want = state == RUNNING ? w->threads - (w->in_flight - ndone) : 0;
+        if (fence_if_stalled(w))
+            want = 0;
         int got = 0;
         if (done || want > 0) {
             if (change_fd >= 0)
@@ -438,7 +454,6 @@ static int serve(baton_worker *w)
             rc = BATON_OK;
             hand_out(w, claimed, got);
         }
-        fence_if_stalled(w);
         if (bt_mono_ns() >= next_heartbeat) {
             liveness_tick(w);
             next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
