@@ -31,6 +31,8 @@ struct baton_job {
     atomic_int cancelled;
     atomic_int pgid;           /* process group of a running command job, else 0 */
     int64_t started_ns;
+    int owned;                 /* set when the outcome is recorded: the claim was still ours */
+    int64_t retry_at;          /* set when recorded as retried */
     struct baton_job *next;
 };
 

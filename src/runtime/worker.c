@@ -150,11 +150,16 @@ static struct baton_job *take_done(baton_worker *w)
     return done;
 }
 
-static void log_outcome(baton_worker *w, const struct baton_job *j, int64_t retry_at)
+static void log_outcome(baton_worker *w, const struct baton_job *j)
 {
     const bt_claimed_job *c = &j->claimed;
     double ms = (double)(bt_mono_ns() - j->started_ns) / 1e6;
-    if (j->succeeded)
+    int64_t retry_at = j->retry_at;
+    if (!j->owned)
+        bt_log(w->client, BATON_LOG_WARN,
+               "event=job.outcome_dropped job_id=%lld class=%s reason=\"claim no longer held\"",
+               (long long)c->id, c->class_name);
+    else if (j->succeeded)
         bt_log(w->client, BATON_LOG_INFO, "event=job.finished job_id=%lld class=%s queue=%s duration_ms=%.1f",
                (long long)c->id, c->class_name, c->queue, ms);
     else if (retry_at)
@@ -167,25 +172,18 @@ static void log_outcome(baton_worker *w, const struct baton_job *j, int64_t retr
                (long long)c->id, c->class_name, c->attempt, j->error ? j->error : "");
 }
 
-/* round runs one transaction: record outcomes in done (taking ownership), claim up to
+/* round_trip runs one transaction: record outcomes in done (taking ownership), claim up to
  * want jobs. Returns how many were claimed, or a negative code (done is then kept). */
 static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_claimed_job *claimed)
 {
     int64_t now = bt_now_ms();
     int count = 0;
     int rc = bt_begin(w->store, BT_TXN_WRITE);
-    int64_t *retry_at = NULL;
-    int ndone = 0;
-    for (struct baton_job *j = *done; j; j = j->next)
-        ndone++;
-    retry_at = calloc((size_t)ndone + 1, sizeof *retry_at);
-    int i = 0;
-    for (struct baton_job *j = *done; j && rc == BATON_OK; j = j->next, i++) {
+    for (struct baton_job *j = *done; j && rc == BATON_OK; j = j->next) {
         const bt_claimed_job *c = &j->claimed;
         bt_outcome o = {c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
                         c->backoff_base};
-        int owned;
-        rc = bt_complete(w->store, w->process_id, &o, now, &owned, &retry_at[i]);
+        rc = bt_complete(w->store, w->process_id, &o, now, &j->owned, &j->retry_at);
     }
     if (rc == BATON_OK && want > 0)
         rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, want, now, claimed, &count);
@@ -195,18 +193,15 @@ static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_cla
         bt_rollback(w->store);
         for (int k = 0; k < count; k++)
             bt_claimed_job_free(&claimed[k]);
-        free(retry_at);
         return rc;
     }
-    i = 0;
     while (*done) {
         struct baton_job *j = *done;
         *done = j->next;
-        log_outcome(w, j, retry_at[i++]);
+        log_outcome(w, j);
         bt_job_free(j);
         w->in_flight--;
     }
-    free(retry_at);
     return count;
 }
 
