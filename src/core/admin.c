@@ -173,10 +173,7 @@ static int in_write_txn(baton_client *c, int rc_action(bt_store *, void *), void
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = rc_action(c->store, arg);
-    if (rc == BATON_OK)
-        return bt_commit(c->store);
-    bt_rollback(c->store);
-    return rc;
+    return bt_end(c->store, rc);
 }
 
 static int retry_one(bt_store *s, void *arg) { return bt_retry_failed(s, *(int64_t *)arg, bt_now_ms()); }

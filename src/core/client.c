@@ -354,10 +354,7 @@ int baton_enqueue_detailed(baton_client *c, baton_enqueued *out, const baton_job
             if (out)
                 out[i] = (baton_enqueued){id, landing.state, landing.coalesced_into};
         }
-        if (rc == BATON_OK)
-            rc = bt_commit(c->store);
-        if (rc != BATON_OK)
-            bt_rollback(c->store);
+        rc = bt_end(c->store, rc);
     }
     for (size_t i = 0; i < n; i++)
         bt_new_job_clear(&jobs[i]);

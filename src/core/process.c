@@ -27,10 +27,7 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_query_int(s, sql_register, a, 6, id_out, 0);
-    if (rc == BATON_OK)
-        return bt_commit(s);
-    bt_rollback(s);
-    return rc;
+    return bt_end(s, rc);
 }
 
 int bt_process_heartbeat(bt_store *s, int64_t id, int *alive)
@@ -51,10 +48,7 @@ int bt_process_deregister(bt_store *s, int64_t id)
         bt_val a[] = {BV_INT(id)};
         rc = bt_exec(s, sql_deregister, a, 1, NULL, NULL, NULL);
     }
-    if (rc == BATON_OK)
-        return bt_commit(s);
-    bt_rollback(s);
-    return rc;
+    return bt_end(s, rc);
 }
 
 int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned)
@@ -68,8 +62,5 @@ int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, in
         rc = bt_renew_leases(s, process_id, now);
     if (rc == BATON_OK)
         rc = bt_prune_dead(s, process_id, (int64_t)(alive_threshold * 1000.0), now, pruned);
-    if (rc == BATON_OK)
-        return bt_commit(s);
-    bt_rollback(s);
-    return rc;
+    return bt_end(s, rc);
 }

@@ -60,10 +60,7 @@ static int dispatch_once(bt_store *s, int batch, int *moved)
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_dispatch(s, bt_now_ms(), batch, moved);
-    if (rc == BATON_OK)
-        return bt_commit(s);
-    bt_rollback(s);
-    return rc;
+    return bt_end(s, rc);
 }
 
 int baton_dispatch_due(baton_client *client, int batch_size, int *moved_out)
@@ -80,10 +77,7 @@ static int maintain_once(bt_store *s, int *promoted)
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_maintain_concurrency(s, bt_now_ms(), promoted);
-    if (rc == BATON_OK)
-        return bt_commit(s);
-    bt_rollback(s);
-    return rc;
+    return bt_end(s, rc);
 }
 
 int baton_maintain(baton_client *client, int *promoted_out)

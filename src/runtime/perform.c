@@ -16,10 +16,7 @@ static int store_job(baton_client *c, int64_t process_id, const bt_new_job *nj, 
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_enqueue_row(c->store, nj, bt_now_ms(), process_id, id, landing);
-    if (rc == BATON_OK)
-        return bt_commit(c->store);
-    bt_rollback(c->store);
-    return rc;
+    return bt_end(c->store, rc);
 }
 
 /* claim_or_give_up reads the claim once the job was promoted, or, past the deadline,
@@ -32,10 +29,7 @@ static int claim_or_give_up(baton_client *c, int64_t process_id, int64_t id, int
         rc = bt_read_claim(c->store, process_id, id, claimed, found);
     if (rc == BATON_OK && !*found && give_up)
         rc = bt_discard(c->store, id, "inline perform gave up waiting for a slot", bt_now_ms());
-    if (rc == BATON_OK)
-        return bt_commit(c->store);
-    bt_rollback(c->store);
-    return rc;
+    return bt_end(c->store, rc);
 }
 
 static int record(baton_client *c, int64_t process_id, const struct baton_job *job)
@@ -47,10 +41,7 @@ static int record(baton_client *c, int64_t process_id, const struct baton_job *j
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_complete(c->store, process_id, &o, bt_now_ms(), &owned, NULL);
-    if (rc == BATON_OK)
-        return bt_commit(c->store);
-    bt_rollback(c->store);
-    return rc;
+    return bt_end(c->store, rc);
 }
 
 /* wait_for_claim polls until the blocked job id is promoted into this process's claim.

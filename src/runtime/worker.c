@@ -187,10 +187,8 @@ static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_cla
     }
     if (rc == BATON_OK && want > 0)
         rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, want, now, claimed, &count);
-    if (rc == BATON_OK)
-        rc = bt_commit(w->store);
+    rc = bt_end(w->store, rc);
     if (rc != BATON_OK) {
-        bt_rollback(w->store);
         for (int k = 0; k < count; k++)
             bt_claimed_job_free(&claimed[k]);
         return rc;
@@ -266,10 +264,7 @@ static void abandon_in_flight(baton_worker *w, int kill_now)
     int rc = bt_begin(w->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_release_claims(w->store, w->process_id, NULL, 0, bt_now_ms(), &released);
-    if (rc == BATON_OK)
-        rc = bt_commit(w->store);
-    if (rc != BATON_OK) {
-        bt_rollback(w->store);
+    if (bt_end(w->store, rc) != BATON_OK) {
         bt_log(w->client, BATON_LOG_ERROR, "event=worker.release_failed error=\"%s\"", baton_error_last());
     } else if (released) {
         bt_log(w->client, BATON_LOG_WARN, "event=worker.jobs_released count=%lld", (long long)released);
@@ -374,12 +369,8 @@ static void liveness_tick(baton_worker *w)
         int rc = bt_begin(w->store, BT_TXN_WRITE);
         if (rc == BATON_OK)
             rc = bt_release_claims(w->store, w->process_id, w->unstarted, w->nunstarted, bt_now_ms(), &back);
-        if (rc == BATON_OK)
-            rc = bt_commit(w->store);
-        if (rc != BATON_OK) {
-            bt_rollback(w->store);
+        if (bt_end(w->store, rc) != BATON_OK)
             return;
-        }
         w->nunstarted = 0;
     }
     if (!alive) {

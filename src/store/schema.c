@@ -211,8 +211,5 @@ int bt_schema_migrate(bt_store *store)
         if (rc != BATON_OK)
             bt_err_prefix(rc, "migration %d", next);
     }
-    if (rc == BATON_OK)
-        return bt_commit(store);
-    bt_rollback(store);
-    return rc;
+    return bt_end(store, rc);
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "baton.h"
+
 typedef struct bt_store bt_store;
 typedef struct bt_row bt_row;
 
@@ -80,6 +82,17 @@ void bt_store_close(bt_store *store);
 static inline int bt_begin(bt_store *s, bt_txn_mode m) { return s->ops->begin(s, m); }
 static inline int bt_commit(bt_store *s) { return s->ops->commit(s); }
 static inline void bt_rollback(bt_store *s) { s->ops->rollback(s); }
+
+/* bt_end closes the transaction a function opened: commits when rc is BATON_OK, rolls
+ * back otherwise (a failed commit included). Returns the final code. */
+static inline int bt_end(bt_store *s, int rc)
+{
+    if (rc == BATON_OK)
+        rc = bt_commit(s);
+    if (rc != BATON_OK)
+        bt_rollback(s);
+    return rc;
+}
 
 /* bt_exec runs a cached (literal) statement; bt_exec_dynamic one built at run time. */
 static inline int bt_exec(bt_store *s, const char *sql, const bt_val *args, int nargs,
