@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh BATON: a small end-to-end run on the embedded SQLite default. Shell-command jobs
-# are enqueued (one fails and is retried, one is scheduled), `baton start` runs a worker
-# and a dispatcher, and the demo waits until every job has finished or failed.
+# are enqueued (one fails and is retried, one is scheduled, three calendar syncs for one
+# user are limited to one at a time), `baton start` runs a worker and a dispatcher, and
+# the demo waits until every job has finished.
 set -euo pipefail
 BATON=$(realpath "$1")
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/baton-demo-XXXXXX")
@@ -16,9 +17,15 @@ jobs:
   FlakyImport:
     command: 'if [ "$BATON_ATTEMPT" -lt 2 ]; then echo "upstream timed out" >&2; exit 75; fi; echo "import done on attempt $BATON_ATTEMPT"'
     retry: { attempts: 3, backoff: fixed, base: 1 }
+  GoogleCalendarSyncJob:
+    queue: high
+    command: 'u=$(sed "s/[^0-9]//g"); echo "  sync user $u: start"; sleep 0.3; echo "  sync user $u: end (fencing token $BATON_FENCING_TOKEN)"'
+    concurrency:
+      to: 1
+      key: "google_calendar_sync_user_{user_id}"
 workers:
-  - queues: [mail, "*"]
-    threads: 3
+  - queues: [high, mail, "*"]
+    threads: 4
 YML
 
 echo "== baton init"
@@ -27,7 +34,10 @@ echo "== enqueue 5 mails, a flaky import and a report due in 2 seconds"
 for who in ada grace edsger barbara ken; do "$BATON" enqueue SendWelcomeEmail --args "\"$who\"" >/dev/null; done
 "$BATON" enqueue FlakyImport >/dev/null
 "$BATON" enqueue SendWelcomeEmail --args '"scheduled-report"' --in 2 >/dev/null
+echo "== three calendar syncs for user 123 and one for user 456, at most one per user at a time"
+for u in 123 123 123 456; do "$BATON" enqueue GoogleCalendarSyncJob --args "{\"user_id\": $u}" >/dev/null; done
 "$BATON" jobs
+"$BATON" semaphores
 
 echo "== baton start (worker + dispatcher)"
 "$BATON" start --log-level warn &
