@@ -196,6 +196,24 @@ static pid_t spawn_worker(fixture *f, int slot, int threads, const char *queues)
     return f->workers[slot];
 }
 
+/* outcome_dropped tells whether a worker logged that it could not record job id's outcome
+ * because its claim had been taken away (it was declared dead while busy): the job then
+ * runs again, which is the at-least-once contract, not a lost or doubled record. */
+static int outcome_dropped(fixture *f, int64_t id)
+{
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=job.outcome_dropped job_id=%lld ", (long long)id);
+    int found = 0;
+    for (int n = 0; n < f->nspawned && !found; n++) {
+        char name[64];
+        snprintf(name, sizeof name, "worker-%03d.log", n);
+        char *text = read_file(path_join(f->dir, name));
+        found = text && strstr(text, needle);
+        free(text);
+    }
+    return found;
+}
+
 static void kill_worker(fixture *f, int slot)
 {
     pid_t pid = f->workers[slot];
@@ -436,6 +454,8 @@ typedef struct check_stats {
     int max_parallel;        /* largest number of runs of any keys at one instant */
     size_t runs, interrupted, redone_after_end, max_attempts;
     size_t unexplained; /* interrupted runs whose worker the test did not kill (fenced) */
+    size_t dropped_outcomes; /* redone because a busy worker was declared dead and its
+                                outcome could no longer be recorded (it logs so) */
     int64_t max_redo_gap; /* longest time from such an end to its worker's kill */
     int errors;
 } check_stats;
@@ -617,6 +637,9 @@ static check_stats check_log_and_queue(fixture *f, const check_opts *o)
                     st.redone_after_end++;
                     if (kr->at - r->last > st.max_redo_gap)
                         st.max_redo_gap = kr->at - r->last;
+                } else if (outcome_dropped(f, id)) {
+                    st.redone_after_end++;
+                    st.dropped_outcomes++;
                 }
                 else
                     CHECK(&st, "P4: job %lld finished twice: attempt %d ended (worker %ld%s) and attempt %d "
@@ -811,11 +834,11 @@ static void run_chaos(void **state, int limit)
     check_stats st = check_log_and_queue(f, &o);
     print_message("chaos limit %d (seed %llu): %d jobs in %.1f s with %zu kills over %d s; %zu runs, "
                   "%zu interrupted (%zu not by a kill), %zu redone after their end (kill up to %.3f s "
-                  "later), max attempts %zu; max runs per key %d, max runs at once %d, max holders "
+                  "later; %zu outcomes dropped by workers declared dead), max attempts %zu; max runs per key %d, max runs at once %d, max holders "
                   "sampled %d, promoted by maintenance %d\n",
                   limit, (unsigned long long)seed, KEYS * PER_KEY, took, f->nkills, seconds, st.runs,
-                  st.interrupted, st.unexplained, st.redone_after_end, secs(st.max_redo_gap), st.max_attempts,
-                  st.max_key_overlap, st.max_parallel, held, maintained);
+                  st.interrupted, st.unexplained, st.redone_after_end, secs(st.max_redo_gap),
+                  st.dropped_outcomes, st.max_attempts, st.max_key_overlap, st.max_parallel, held, maintained);
     if (held > limit)
         CHECK(&st, "P1: a key had %d holders in a sample, limit %d\n", held, limit);
     if (f->nkills == 0)
