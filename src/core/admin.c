@@ -195,33 +195,17 @@ static const char sql_failed_ids[] =
     "SELECT j.id FROM baton_failed_executions f JOIN baton_jobs j ON j.id = f.job_id"
     " WHERE ?1 IS NULL OR j.class_name = ?1 ORDER BY j.id";
 
-typedef struct ids {
-    int64_t *v;
-    size_t n, cap;
-} ids;
-
-static int push_id(bt_row *row, void *payload)
-{
-    ids *l = payload;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->v = realloc(l->v, l->cap * sizeof *l->v);
-    }
-    l->v[l->n++] = bt_col_int(row, 0);
-    return 0;
-}
-
 static int retry_all(bt_store *s, void *p)
 {
     retry_all_arg *arg = p;
-    ids l = {0};
+    bt_id_list l = {0};
     bt_val a[] = {BV_TEXT(arg->class_name)};
-    int rc = bt_exec(s, sql_failed_ids, a, 1, push_id, &l, NULL);
+    int rc = bt_exec(s, sql_failed_ids, a, 1, bt_row_collect_id, &l, NULL);
     int64_t now = bt_now_ms();
-    for (size_t i = 0; i < l.n && rc == BATON_OK; i++)
-        rc = bt_retry_failed(s, l.v[i], now);
-    arg->count = (int64_t)l.n;
-    free(l.v);
+    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
+        rc = bt_retry_failed(s, l.ids[i], now);
+    arg->count = (int64_t)l.len;
+    free(l.ids);
     return rc;
 }
 

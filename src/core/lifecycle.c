@@ -572,22 +572,6 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t no
 
 /* ---- handing claims back ---- */
 
-typedef struct id_list {
-    int64_t *ids;
-    size_t len, cap;
-} id_list;
-
-static int collect_id(bt_row *row, void *payload)
-{
-    id_list *l = payload;
-    if (l->len == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->ids = realloc(l->ids, l->cap * sizeof *l->ids);
-    }
-    l->ids[l->len++] = bt_col_int(row, 0);
-    return 0;
-}
-
 static const char sql_back_to_ready[] =
     "UPDATE baton_jobs SET status = 'ready', updated_at = ?2 WHERE id = ?1"
     " RETURNING queue_name, priority";
@@ -615,15 +599,15 @@ static const char sql_release_one[] =
 int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, size_t n,
                       int64_t now, int64_t *released_out)
 {
-    id_list l = {0};
+    bt_id_list l = {0};
     int rc = BATON_OK;
     if (!job_ids) {
         bt_val a[] = {BV_INT(process_id)};
-        rc = bt_exec(s, sql_release_all, a, 1, collect_id, &l, NULL);
+        rc = bt_exec(s, sql_release_all, a, 1, bt_row_collect_id, &l, NULL);
     }
     for (size_t i = 0; job_ids && i < n && rc == BATON_OK; i++) {
         bt_val a[] = {BV_INT(process_id), BV_INT(job_ids[i])};
-        rc = bt_exec(s, sql_release_one, a, 2, collect_id, &l, NULL);
+        rc = bt_exec(s, sql_release_one, a, 2, bt_row_collect_id, &l, NULL);
     }
     for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
         rc = back_to_ready(s, l.ids[i], now);
@@ -648,9 +632,9 @@ static int cmp_id(const void *a, const void *b)
 
 int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out)
 {
-    id_list l = {0};
+    bt_id_list l = {0};
     bt_val a[] = {BV_INT(now), BV_INT(batch)};
-    int rc = bt_exec(s, sql_take_due, a, 2, collect_id, &l, NULL);
+    int rc = bt_exec(s, sql_take_due, a, 2, bt_row_collect_id, &l, NULL);
     /* Scheduled jobs meet their limits now, in enqueue order within the batch. */
     if (l.len)
         qsort(l.ids, l.len, sizeof *l.ids, cmp_id);
@@ -711,9 +695,9 @@ static int collect_claim(bt_row *row, void *payload)
 
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out)
 {
-    id_list dead = {0};
+    bt_id_list dead = {0};
     bt_val a[] = {BV_INT(now - threshold_ms), BV_INT(self_id)};
-    int rc = bt_exec(s, sql_dead_processes, a, 2, collect_id, &dead, NULL);
+    int rc = bt_exec(s, sql_dead_processes, a, 2, bt_row_collect_id, &dead, NULL);
     for (size_t i = 0; i < dead.len && rc == BATON_OK; i++) {
         claim_list claims = {0};
         bt_val p[] = {BV_INT(dead.ids[i])};

@@ -258,8 +258,12 @@ static int sqlite_exec(bt_store *base, const char *sql, int cached, const bt_val
         if (rc == SQLITE_ROW) {
             /* Stopping early leaves the rest unstepped; a RETURNING statement has already
              * applied every change at its first row, so nothing is lost. */
-            if (!stopped && on_row && on_row(&row.base, payload))
-                stopped = 1;
+            int verdict = !stopped && on_row ? on_row(&row.base, payload) : 0;
+            if (verdict < 0) {
+                code = bt_err_set(BATON_ERROR, "sqlite:%s: out of memory reading rows", s->path);
+                break;
+            }
+            stopped = stopped || verdict > 0;
             continue;
         }
         if (rc != SQLITE_DONE)

@@ -56,6 +56,21 @@ int bt_row_count(bt_row *row, void *payload)
     return 0;
 }
 
+int bt_row_collect_id(bt_row *row, void *payload)
+{
+    bt_id_list *l = payload;
+    if (l->len == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        int64_t *grown = realloc(l->ids, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        l->ids = grown;
+        l->cap = cap;
+    }
+    l->ids[l->len++] = bt_col_int(row, 0);
+    return 0;
+}
+
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
                  int64_t fallback)
 {

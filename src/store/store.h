@@ -37,7 +37,8 @@ static inline bt_val bt_val_text(const char *s)
 #define BV_TEXT(x) bt_val_text(x)
 #define BV_TEXTN(x, n) ((bt_val){.type = BT_VTEXT, .s = (x), .len = (int)(n)})
 
-/* Called for each result row; return nonzero to stop early. */
+/* Called for each result row; return 0 to go on, > 0 to ignore the remaining rows, < 0 to
+ * fail the statement (out of memory): the caller then rolls its transaction back. */
 typedef int (*bt_row_fn)(bt_row *row, void *payload);
 
 typedef enum { BT_TXN_READ, BT_TXN_WRITE } bt_txn_mode;
@@ -115,9 +116,17 @@ static inline double bt_col_real(bt_row *r, int c) { return r->ops->col_real(r, 
 static inline const char *bt_col_text(bt_row *r, int c) { return r->ops->col_text(r, c); }
 static inline int bt_col_null(bt_row *r, int c) { return r->ops->col_null(r, c); }
 
-/* Common row callbacks: store column 0 as int64 (into *(int64_t *)payload) or count rows. */
+/* Common row callbacks: store column 0 as int64 (into *(int64_t *)payload), count rows,
+ * or append column 0 of every row to a bt_id_list (free ids when done). */
 int bt_row_first_int(bt_row *row, void *payload);
 int bt_row_count(bt_row *row, void *payload);
+
+typedef struct bt_id_list {
+    int64_t *ids;
+    size_t len, cap;
+} bt_id_list;
+
+int bt_row_collect_id(bt_row *row, void *payload);
 
 /* bt_query_int runs a cached statement returning one integer; *out keeps fallback when no row. */
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
