@@ -153,14 +153,18 @@ static _Noreturn void shepherd(const child_setup *cs)
     close(FD_IN);
     close(FD_ERR);
     /* "Ready" (0) or the fork's errno: the worker waits for it before signalling the group,
-     * since a TERM sent before the command exists would be lost. */
-    if (write(FD_ALIVE, &fork_errno, sizeof fork_errno) < 0 || cmd < 0)
+     * since a TERM sent before the command exists would be lost. A failed write means the
+     * worker is gone (its end of the pipe closes before the kernel sends the death
+     * signal): the command must not outlive it, so the whole group goes now. */
+    if (write(FD_ALIVE, &fork_errno, sizeof fork_errno) < 0)
+        kill(0, SIGKILL);
+    if (cmd < 0)
         _exit(127);
 
     int st;
     while (waitpid(cmd, &st, 0) < 0)
         if (errno != EINTR)
-            _exit(127);
+            kill(0, SIGKILL);
     if (WIFEXITED(st))
         _exit(WEXITSTATUS(st));
     /* Die of the same signal, so the worker sees exactly what the command saw; without a

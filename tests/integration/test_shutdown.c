@@ -636,6 +636,46 @@ static void test_second_term_is_immediate(void **state)
     expect_stopped(f, w, t0, id, &pids, "second TERM");
 }
 
+/* A worker killed while it is starting command jobs takes every one of them with it, even
+ * one whose shepherd was still being set up: nothing may append to the log afterwards. */
+static void test_sigkill_during_job_start_leaves_no_job_behind(void **state)
+{
+    fx *f = *state;
+    char cfg[8192];
+    const char *log = in_dir(f, "survivors");
+    snprintf(cfg, sizeof cfg,
+             "jobs:\n  Slow:\n    command: 'sleep 1; echo \"$BATON_JOB_ID\" >> %s'\n", log);
+    write_file(f->cfg, cfg);
+    run_result r = RUN(f, "init");
+    check_exit(&r, 0, __LINE__);
+    run_result_free(&r);
+    baton_client *c;
+    assert_int_equal(baton_open(&c, f->db), BATON_OK);
+    assert_int_equal(baton_load_config(c, f->cfg), BATON_OK);
+    baton_job_spec specs[400];
+    for (int i = 0; i < 400; i++)
+        specs[i] = (baton_job_spec){"Slow", "[]", NULL};
+    for (int batch = 0; batch < 3; batch++)
+        assert_int_equal(baton_enqueue_many(c, NULL, specs, 400), BATON_OK);
+    baton_close(c);
+    /* Kill each worker a few milliseconds into its life, while it forks its first jobs. */
+    for (int round = 0; round < 60; round++) {
+        const char *args[] = {"--db", f->db, "--config", f->cfg, "work", "--threads", "8",
+                              "--polling-interval", "0.01", "--log-level", "error", NULL};
+        f->workers[0] = baton_spawn(NULL, args);
+        bt_sleep(0.02 + 0.02 * (round % 10)); /* the workload: kills at varied moments */
+        kill(f->workers[0], SIGKILL);
+        assert_int_equal(wait_exit(f->workers[0], 10000), 128 + SIGKILL);
+        f->workers[0] = 0;
+    }
+    /* Every job started was killed within its first second; give a survivor time to show. */
+    bt_sleep(1.5);
+    char *text = read_file(log);
+    if (text && *text)
+        fail_msg("command jobs outlived their killed worker: %s", text);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -644,6 +684,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_term_past_shutdown_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_is_immediate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_term_is_immediate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigkill_during_job_start_leaves_no_job_behind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
