@@ -592,28 +592,27 @@ static void expect_stopped(fx *f, pid_t w, int64_t t0, int64_t id, pid_list *pid
                  (int)pids->pids[1]);
 }
 
-static void test_term_past_shutdown_timeout(void **state)
+/* signal_long_job starts a long job under a worker with shutdown_timeout, sends it sig
+ * once, and checks that the worker stopped promptly and handed the job back. */
+static void signal_long_job(fx *f, const char *shutdown_timeout, int sig, const char *how)
 {
-    fx *f = *state;
     write_long_job_config(f);
     int64_t id;
     pid_list pids;
-    pid_t w = start_long_job(f, "0.5", &id, &pids);
+    pid_t w = start_long_job(f, shutdown_timeout, &id, &pids);
     int64_t t0 = bt_mono_ns();
-    assert_int_equal(kill(w, SIGTERM), 0);
-    expect_stopped(f, w, t0, id, &pids, "TERM with --shutdown-timeout 0.5");
+    assert_int_equal(kill(w, sig), 0);
+    expect_stopped(f, w, t0, id, &pids, how);
+}
+
+static void test_term_past_shutdown_timeout(void **state)
+{
+    signal_long_job(*state, "0.5", SIGTERM, "TERM with --shutdown-timeout 0.5");
 }
 
 static void test_quit_is_immediate(void **state)
 {
-    fx *f = *state;
-    write_long_job_config(f);
-    int64_t id;
-    pid_list pids;
-    pid_t w = start_long_job(f, "60", &id, &pids);
-    int64_t t0 = bt_mono_ns();
-    assert_int_equal(kill(w, SIGQUIT), 0);
-    expect_stopped(f, w, t0, id, &pids, "QUIT");
+    signal_long_job(*state, "60", SIGQUIT, "QUIT");
 }
 
 static void test_second_term_is_immediate(void **state)
