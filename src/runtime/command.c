@@ -145,7 +145,10 @@ static _Noreturn void shepherd(const child_setup *cs)
             if (cs->pipe_fds[i] == fd)
                 close(fd);
 
-    pid_t cmd = fork();
+    /* The shepherd is a copy of the whole worker; a second full copy only to exec would
+     * cost as much again. vfork shares the shepherd's memory until execve, which is safe
+     * here: the shepherd has one thread and waits, and the child writes nothing of it. */
+    pid_t cmd = vfork();
     if (cmd == 0)
         exec_command(cs);
     int fork_errno = cmd < 0 ? errno : 0;

@@ -16,8 +16,8 @@
  *       test SIGKILLed its worker after that line (the worker died before recording it:
  *       at-least-once delivery, not a double grant).
  *
- * Tests: a load test (4 workers x 4 threads, 200 keys x 5 jobs of 3 ms, limits 1, 2 and 5;
- * $BATON_STRESS_JOBS_PER_KEY=25 gives the full 5000 jobs), a chaos test (random SIGKILLs of
+ * Tests: a load test (4 workers x 4 threads, 200 keys x 25 jobs of 3 ms, limits 1, 2 and 5;
+ * $BATON_STRESS_JOBS_PER_KEY=N sets the jobs per key), a chaos test (random SIGKILLs of
  * workers while jobs of 20-1500 ms run; limits 1 and 2; $BATON_CHAOS_SECONDS overrides the
  * 60 s of kills, $BATON_CHAOS_SEED the random choices), a stopped worker (SIGSTOP until it
  * is pruned, then SIGCONT: its job must stop and it must release nothing twice) and a
@@ -699,12 +699,12 @@ static int env_int(const char *name, int fallback)
     return n > 0 ? n : fallback;
 }
 
-/* The load test's size: 200 keys x LOAD_JOBS_PER_KEY jobs. Command jobs cost Baton about
- * 40 ms of CPU each (fork, exec, a few transactions), so a 2-CPU machine with 4 workers
- * runs some 20-30 per second: 25 per key (5000 jobs) takes 3-4 minutes per limit there,
- * too long for every ctest run. $BATON_STRESS_JOBS_PER_KEY=25 runs the full size. */
+/* The load test's size: 200 keys x LOAD_JOBS_PER_KEY jobs. Under AddressSanitizer a
+ * command job costs a worker tens of ms (forking a sanitized process, exec, a few
+ * transactions): a 2-CPU machine with 4 workers runs some 35 per second, 2-3 minutes per
+ * limit. $BATON_STRESS_JOBS_PER_KEY=5 gives a quick run while working on the code. */
 #define LOAD_KEYS 200
-#define LOAD_JOBS_PER_KEY 5
+#define LOAD_JOBS_PER_KEY 25
 
 static void run_load(void **state, int limit)
 {
