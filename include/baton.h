@@ -430,6 +430,49 @@ BATON_API int baton_start(baton_client *client, double shutdown_timeout);
 /** Stops a running baton_start(). Async-signal-safe. */
 BATON_API void baton_start_stop(baton_client *client, int immediate);
 
+/** Options of baton_supervise(). */
+typedef struct baton_supervisor_options {
+    unsigned version;        /**< BATON_SUPERVISOR_OPTIONS_VERSION */
+    double shutdown_timeout; /**< seconds children get to finish in-flight jobs on a graceful
+                                  stop; negative: the config's shutdown_timeout (default 5) */
+    const char *only;        /**< NULL: every process; else a comma-separated subset of
+                                  "workers", "dispatchers" */
+    const char *pidfile;     /**< NULL: none; else a file locked for the supervisor's life */
+    int set_titles;          /**< nonzero: show role and state in the process titles (rewrites
+                                  the argv area; for programs that own their main()) */
+} baton_supervisor_options;
+
+#define BATON_SUPERVISOR_OPTIONS_VERSION 1
+#define BATON_SUPERVISOR_OPTIONS_INIT { BATON_SUPERVISOR_OPTIONS_VERSION, -1.0, NULL, NULL, 0 }
+
+/**
+ * Runs the configured workers (each config entry times its `processes`) and dispatchers
+ * (one worker on "*" with 3 threads and one dispatcher without a config) as forked child
+ * processes, and keeps them running until baton_supervisor_stop(). Blocks the calling
+ * thread, which must be the process's only thread (it forks).
+ *
+ * The supervisor registers in baton_processes as kind "supervisor"; its children name it
+ * as their supervisor_id. A child that dies is replaced, and its claimed jobs fail at once
+ * as "process pruned" (their retry policy applies) with their slots released. A child whose
+ * heartbeat is late by half the alive threshold is killed with its jobs and replaced. The
+ * supervisor becomes the subreaper of its children's jobs, so orphaned jobs are killed.
+ * While it runs, the client's own connection is closed (no connection may cross fork);
+ * it is opened again before returning. Logs go to the client's logger, from each process.
+ *
+ * On a graceful stop children stop claiming and finish in-flight jobs up to the shutdown
+ * timeout, then hand the rest back to the queue; children still running past it are
+ * killed and their claims handed back by the supervisor. An immediate stop does the same
+ * without waiting.
+ * @return BATON_OK after a stop; BATON_EINVALID for bad options; BATON_ESTATE when the
+ *         pidfile is held by another running supervisor (the message names its pid) or a
+ *         supervisor already runs on this client; BATON_ESTORE/BATON_ERROR when the
+ *         database or the system refused.
+ */
+BATON_API int baton_supervise(baton_client *client, const baton_supervisor_options *opts);
+/** Stops a running baton_supervise(): gracefully, or at once when immediate (a graceful
+ *  stop in progress becomes immediate). Async-signal-safe. */
+BATON_API void baton_supervisor_stop(baton_client *client, int immediate);
+
 /**
  * Performs one job of class_name now, in the calling thread, and records it as a job
  * (claimed by this process, then finished or failed). A concurrency-limited job takes a

@@ -10,7 +10,7 @@
 /* What the signal handler stops; set before handlers are installed. */
 static baton_worker *running_worker;
 static baton_dispatcher *running_dispatcher;
-static baton_client *running_start;
+static baton_client *running_supervisor;
 static atomic_int stop_requests;
 
 static void on_signal(int sig)
@@ -20,8 +20,8 @@ static void on_signal(int sig)
         baton_worker_stop(running_worker, immediate);
     if (running_dispatcher)
         baton_dispatcher_stop(running_dispatcher);
-    if (running_start)
-        baton_start_stop(running_start, immediate);
+    if (running_supervisor)
+        baton_supervisor_stop(running_supervisor, immediate);
 }
 
 static void install_handlers(void)
@@ -87,12 +87,15 @@ int cmd_start(cli *c)
 {
     if (c->nargs)
         return cli_fail(BATON_EINVALID, "baton start takes no arguments");
-    double timeout;
-    if (shutdown_timeout(c, &timeout))
+    baton_supervisor_options o = BATON_SUPERVISOR_OPTIONS_INIT;
+    if (cli_value(c, "shutdown-timeout") && cli_double(c, "shutdown-timeout", 0, &o.shutdown_timeout))
         return EXIT_USAGE;
-    running_start = c->client;
+    o.only = cli_value(c, "only");
+    o.pidfile = cli_value(c, "pidfile");
+    o.set_titles = 1;
+    running_supervisor = c->client;
     install_handlers();
-    int rc = baton_start(c->client, timeout);
-    running_start = NULL;
+    int rc = baton_supervise(c->client, &o);
+    running_supervisor = NULL;
     return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
 }

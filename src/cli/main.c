@@ -16,7 +16,7 @@ static const char *const enqueue_opts[] = {"args=", "queue=", "priority=", "at="
 static const char *const perform_opts[] = {"args=", "wait-timeout=", NULL};
 static const char *const work_opts[] = {"queues=", "threads=", "polling-interval=", "shutdown-timeout=", NULL};
 static const char *const dispatch_opts[] = {"polling-interval=", "batch-size=", NULL};
-static const char *const start_opts[] = {"shutdown-timeout=", NULL};
+static const char *const start_opts[] = {"shutdown-timeout=", "only=", "pidfile=", NULL};
 static const char *const jobs_opts[] = {"status=", "class=", "queue=", "key=", "limit=", "json", NULL};
 static const char *const semaphores_opts[] = {"expired", "key=", "json", NULL};
 static const char *const json_opts[] = {"json", NULL};
@@ -30,7 +30,7 @@ static const cli_command commands[] = {
     {"perform", perform_opts, "perform CLASS [--args JSON|-|@FILE] [--wait-timeout S]", 1, cmd_perform},
     {"work", work_opts, "work [--queues LIST] [--threads N] [--polling-interval S] [--shutdown-timeout S]", 1, cmd_work},
     {"dispatch", dispatch_opts, "dispatch [--polling-interval S] [--batch-size N]", 1, cmd_dispatch},
-    {"start", start_opts, "start [--shutdown-timeout S]", 1, cmd_start},
+    {"start", start_opts, "start [--only workers,dispatchers] [--pidfile FILE] [--shutdown-timeout S]", 1, cmd_start},
     {"jobs", jobs_opts, "jobs [--status S] [--class C] [--queue Q] [--key K] [--limit N] [--json]", 1, cmd_jobs},
     {"job", json_opts, "job ID [--json]", 1, cmd_job},
     {"retry", retry_opts, "retry ID | --all-failed [--class C]", 1, cmd_retry},

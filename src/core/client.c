@@ -26,7 +26,12 @@ int baton_open(baton_client **out, const char *url)
     c->max_arguments_bytes = DEFAULT_MAX_ARGUMENTS;
     c->heartbeat_interval = 5.0;
     c->alive_threshold = 30.0;
-    int rc = bt_store_open(&c->store, url ? url : "sqlite:baton.db");
+    c->url = strdup(url ? url : "sqlite:baton.db");
+    if (!c->url) {
+        free(c);
+        return bt_err_set(BATON_ERROR, "out of memory");
+    }
+    int rc = bt_store_open(&c->store, c->url);
     int version = 0;
     if (rc == BATON_OK)
         rc = bt_schema_current(c->store, &version);
@@ -58,12 +63,13 @@ void baton_close(baton_client *c)
     free(c->classes);
     bt_config_free(c->config);
     bt_store_close(c->store);
+    free(c->url);
     free(c);
 }
 
 int baton_migrate(baton_client *c) { return bt_schema_migrate(c->store); }
 
-const char *baton_client_url(const baton_client *c) { return c->store->url; }
+const char *baton_client_url(const baton_client *c) { return c->url; }
 
 int baton_set_max_arguments_bytes(baton_client *c, size_t max_bytes)
 {
@@ -104,7 +110,7 @@ void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
 
 int bt_client_open_store(baton_client *c, bt_store **out)
 {
-    int rc = bt_store_open(out, c->store->url);
+    int rc = bt_store_open(out, c->url);
     if (rc == BATON_OK && (rc = bt_schema_check(*out)) != BATON_OK) {
         bt_store_close(*out);
         *out = NULL;

@@ -40,9 +40,11 @@ struct json_t;
 int bt_key_render(const char *template_text, struct json_t *args, char **out);
 
 typedef struct bt_start bt_start;
+typedef struct bt_supervisor bt_supervisor;
 
 struct baton_client {
-    bt_store *store;
+    bt_store *store;         /* NULL while a supervisor forks children (see supervisor.c) */
+    char *url;
     bt_class *classes;
     size_t nclasses, classes_cap;
     size_t max_arguments_bytes;
@@ -53,6 +55,7 @@ struct baton_client {
     double heartbeat_interval;   /* seconds between liveness ticks */
     double alive_threshold;      /* heartbeat age after which a process is pruned */
     _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
+    _Atomic(bt_supervisor *) supervisor; /* set while baton_supervise() runs */
 };
 
 /* bt_class_find returns the class named name, or NULL. */
@@ -169,6 +172,9 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now);
  * threshold_ms ("process pruned", retry policy applies), releasing their slots once, and
  * deregisters them. Never prunes self_id. *pruned_out counts processes. */
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out);
+/* bt_prune_process does the same for one process known to be dead (a supervisor reaped
+ * it), without waiting for its heartbeat to age. */
+int bt_prune_process(bt_store *s, int64_t id, int64_t now);
 
 /* bt_retry_failed puts the failed job id back to ready. BATON_ENOTFOUND / BATON_ESTATE. */
 int bt_retry_failed(bt_store *s, int64_t id, int64_t now);
@@ -186,6 +192,9 @@ int bt_next_scheduled_at(bt_store *s, int64_t *at_out);
 int64_t bt_backoff_ms(int backoff, double base, int attempt);
 
 /* ---- processes (process.c) ---- */
+/* bt_process_set_supervisor makes every later registration of this process name the
+ * supervisor process id as its supervisor_id (called in a supervisor's forked child). */
+void bt_process_set_supervisor(int64_t id);
 int bt_process_register(bt_store *s, const char *kind, const char *metadata_json,
                         int64_t *id_out);
 /* bt_process_heartbeat records a heartbeat; *alive is 0 when the row is gone (pruned). */

@@ -693,23 +693,28 @@ static int collect_claim(bt_row *row, void *payload)
     return 0;
 }
 
+int bt_prune_process(bt_store *s, int64_t id, int64_t now)
+{
+    claim_list claims = {0};
+    bt_val p[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_claims_of, p, 1, collect_claim, &claims, NULL);
+    for (size_t k = 0; k < claims.len && rc == BATON_OK; k++) {
+        int owned;
+        rc = bt_complete(s, id, &claims.items[k], now, &owned, NULL);
+    }
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_forget_process, p, 1, NULL, NULL, NULL);
+    free(claims.items);
+    return rc;
+}
+
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out)
 {
     bt_id_list dead = {0};
     bt_val a[] = {BV_INT(now - threshold_ms), BV_INT(self_id)};
     int rc = bt_exec(s, sql_dead_processes, a, 2, bt_row_collect_id, &dead, NULL);
-    for (size_t i = 0; i < dead.len && rc == BATON_OK; i++) {
-        claim_list claims = {0};
-        bt_val p[] = {BV_INT(dead.ids[i])};
-        rc = bt_exec(s, sql_claims_of, p, 1, collect_claim, &claims, NULL);
-        for (size_t k = 0; k < claims.len && rc == BATON_OK; k++) {
-            int owned;
-            rc = bt_complete(s, dead.ids[i], &claims.items[k], now, &owned, NULL);
-        }
-        if (rc == BATON_OK)
-            rc = bt_exec(s, sql_forget_process, p, 1, NULL, NULL, NULL);
-        free(claims.items);
-    }
+    for (size_t i = 0; i < dead.len && rc == BATON_OK; i++)
+        rc = bt_prune_process(s, dead.ids[i], now);
     if (pruned_out)
         *pruned_out = rc == BATON_OK ? (int)dead.len : 0;
     free(dead.ids);

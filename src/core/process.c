@@ -11,10 +11,16 @@
 #include "util/err.h"
 
 static const char sql_register[] =
-    "INSERT INTO baton_processes (kind, name, pid, hostname, metadata, last_heartbeat_at,"
-    " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id";
+    "INSERT INTO baton_processes (kind, name, pid, hostname, supervisor_id, metadata,"
+    " last_heartbeat_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id";
 static const char sql_heartbeat[] = "UPDATE baton_processes SET last_heartbeat_at = ? WHERE id = ?";
 static const char sql_deregister[] = "DELETE FROM baton_processes WHERE id = ?";
+
+/* A child forked by a supervisor belongs to it for its whole life, and only the child
+ * itself runs in that process: one value per process is the truth, not a shortcut. */
+static int64_t supervisor_id;
+
+void bt_process_set_supervisor(int64_t id) { supervisor_id = id; }
 
 int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, int64_t *id_out)
 {
@@ -23,10 +29,10 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     snprintf(name, sizeof name, "%s-%s-%d", kind, host, (int)getpid());
     int64_t now = bt_now_ms();
     bt_val a[] = {BV_TEXT(kind), BV_TEXT(name), BV_INT(getpid()), BV_TEXT(host),
-                  BV_TEXT(metadata_json), BV_INT(now)};
+                  supervisor_id ? BV_INT(supervisor_id) : BV_NULL, BV_TEXT(metadata_json), BV_INT(now)};
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
-        rc = bt_query_int(s, sql_register, a, 6, id_out, 0);
+        rc = bt_query_int(s, sql_register, a, 7, id_out, 0);
     return bt_end(s, rc);
 }
 

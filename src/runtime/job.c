@@ -192,6 +192,20 @@ int bt_wait_ready(bt_waker *w, int change_fd, double timeout_s)
     return 0;
 }
 
+char *bt_join_queues(char *const *queues, size_t n)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(queues[i]) + 1;
+    char *out = calloc(1, len);
+    for (size_t i = 0; out && i < n; i++) {
+        if (i)
+            strcat(out, ",");
+        strcat(out, queues[i]);
+    }
+    return out;
+}
+
 char **bt_split_queues(const char *list, size_t *n_out)
 {
     size_t cap = 4, n = 0;

@@ -56,6 +56,9 @@ void bt_waker_drain(bt_waker *w);
  * passes. Returns 1 when the waker fired. */
 int bt_wait_ready(bt_waker *w, int change_fd, double timeout_s);
 
+/* bt_join_queues joins queue names with commas (malloc'ed; NULL when out of memory). */
+char *bt_join_queues(char *const *queues, size_t n);
+
 /* bt_split_queues splits "a, b,c*" into a NULL-terminated array (free with bt_strv_free). */
 char **bt_split_queues(const char *list, size_t *n_out);
 void bt_strv_free(char **v);

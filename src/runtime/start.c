@@ -17,20 +17,6 @@ struct bt_start {
 static void *run_worker(void *p) { return (void *)(intptr_t)baton_worker_run(p); }
 static void *run_dispatcher(void *p) { return (void *)(intptr_t)baton_dispatcher_run(p); }
 
-static char *join_queues(char *const *queues, size_t n)
-{
-    size_t len = 1;
-    for (size_t i = 0; i < n; i++)
-        len += strlen(queues[i]) + 1;
-    char *out = calloc(1, len);
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            strcat(out, ",");
-        strcat(out, queues[i]);
-    }
-    return out;
-}
-
 static void free_start(bt_start *st)
 {
     for (size_t i = 0; i < st->nworkers; i++)
@@ -56,7 +42,7 @@ static int build(baton_client *c, double shutdown_timeout, bt_start *st)
         o.shutdown_timeout = shutdown_timeout;
         if (cfg && cfg->nworkers) {
             const bt_worker_config *wc = &cfg->workers[i];
-            queues = join_queues(wc->queues, wc->nqueues);
+            queues = bt_join_queues(wc->queues, wc->nqueues);
             o.queues = queues;
             o.threads = wc->threads;
             o.polling_interval = wc->polling_interval;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "runtime/runtime.h"
+#include "runtime/title.h"
 #include "util/clock.h"
 #include "util/err.h"
 
@@ -50,6 +51,7 @@ struct baton_worker {
     int quit;
 
     int in_flight;                    /* claimed and not yet recorded (coordinator only) */
+    int shown_busy;                   /* in the process title; -1 before the first */
 };
 
 int baton_worker_new(baton_worker **out, baton_client *client, const baton_worker_options *opts)
@@ -80,6 +82,7 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
     w->heartbeat_interval = client->heartbeat_interval;
     w->alive_threshold = client->alive_threshold;
     w->waker.fd = -1;
+    w->shown_busy = -1;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work_ready, NULL);
     *out = w;
@@ -391,6 +394,18 @@ static void liveness_tick(baton_worker *w)
     w->last_alive_ns = bt_mono_ns();
 }
 
+/* show_title keeps the process title (when the supervisor enabled titles) in step with
+ * the number of jobs in flight. */
+static void show_title(baton_worker *w)
+{
+    if (w->in_flight == w->shown_busy)
+        return;
+    w->shown_busy = w->in_flight;
+    char *queues = bt_join_queues(w->queues, w->nqueues);
+    bt_title_set("baton-worker: queues=%s threads=%d busy=%d", queues ? queues : "?", w->threads, w->in_flight);
+    free(queues);
+}
+
 /* serve is the coordinator loop while the worker runs, then drains in-flight jobs. */
 static int serve(baton_worker *w)
 {
@@ -439,6 +454,7 @@ static int serve(baton_worker *w)
             }
             rc = BATON_OK;
             hand_out(w, claimed, got);
+            show_title(w);
         }
         if (bt_mono_ns() >= next_heartbeat) {
             liveness_tick(w);

@@ -1,0 +1,451 @@
+// ctest-labels: sqlite concurrency
+/* test_supervisor.c: `baton start` as real forked processes, signals and a SQLite file.
+ *
+ * Jobs are tests/support/jobprobe ($BATON_JOBPROBE), which logs `KEY JOB ATTEMPT start|tick|
+ * end T ...` lines on CLOCK_MONOTONIC; a run killed mid-way ends at its last tick. The
+ * overlap check replays that log: no two runs of one limit-1 key may overlap. */
+#include <errno.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "baton.h"
+#include "support.h"
+
+typedef struct fixture {
+    char *dir;
+    char db[4096], url[4200], config[4096], log[4096], out[4096], pidfile[4096];
+    baton_client *client;
+    sqlite3 *sql;
+    pid_t supervisor;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tmpdir_make();
+    snprintf(f->db, sizeof f->db, "%s", path_join(f->dir, "baton.db"));
+    snprintf(f->url, sizeof f->url, "sqlite:%s", f->db);
+    snprintf(f->config, sizeof f->config, "%s", path_join(f->dir, "baton.yml"));
+    snprintf(f->log, sizeof f->log, "%s", path_join(f->dir, "probe.log"));
+    snprintf(f->out, sizeof f->out, "%s", path_join(f->dir, "supervisor.log"));
+    snprintf(f->pidfile, sizeof f->pidfile, "%s", path_join(f->dir, "baton.pid"));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->supervisor > 0) {
+        kill(f->supervisor, SIGQUIT);
+        wait_exit(f->supervisor, 10000);
+    }
+    if (f->sql)
+        sqlite3_close(f->sql);
+    baton_close(f->client);
+    tmpdir_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Liveness for tests that stop or kill children: heartbeat every 0.2 s, dead after 3 s,
+ * so the watchdog acts once a heartbeat is 1.5 s late. */
+#define FAST_LIVENESS "process_heartbeat_interval: 0.2\nprocess_alive_threshold: 3\n"
+
+static void open_queue(fixture *f, const char *yaml)
+{
+    write_file(f->config, yaml);
+    assert_int_equal(baton_open(&f->client, f->url), BATON_OK);
+    assert_int_equal(baton_migrate(f->client), BATON_OK);
+    if (baton_load_config(f->client, f->config) != BATON_OK)
+        fail_msg("baton.yml refused: %s\n%s", baton_error_last(), yaml);
+    assert_int_equal(sqlite3_open(f->db, &f->sql), SQLITE_OK);
+    sqlite3_busy_timeout(f->sql, 10000);
+}
+
+static pid_t start_supervisor(fixture *f, const char *shutdown_timeout)
+{
+    const char *args[] = {"--db", f->url, "--config", f->config, "start", "--pidfile", f->pidfile,
+                          "--shutdown-timeout", shutdown_timeout, NULL};
+    f->supervisor = baton_spawn(f->out, args);
+    return f->supervisor;
+}
+
+static int stop_supervisor(fixture *f, int sig)
+{
+    kill(f->supervisor, sig);
+    int status = wait_exit(f->supervisor, 30000);
+    f->supervisor = 0;
+    return status;
+}
+
+/* sql_int runs a query returning one integer (0 when no row). */
+static int64_t sql_int(fixture *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int64_t sql_int(fixture *f, const char *fmt, ...)
+{
+    char q[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof q, fmt, ap);
+    va_end(ap);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(f->sql, q, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", q, sqlite3_errmsg(f->sql));
+    int64_t v = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_BUSY)
+        ;
+    if (rc == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+typedef struct count_query {
+    fixture *f;
+    const char *sql;
+    int64_t want;
+} count_query;
+
+static int count_reached(void *p)
+{
+    count_query *q = p;
+    return sql_int(q->f, "%s", q->sql) >= q->want;
+}
+
+/* wait_count fails unless the query's count reaches want within timeout_ms. */
+static void wait_count(fixture *f, const char *sql, int64_t want, int timeout_ms)
+{
+    count_query q = {f, sql, want};
+    if (!poll_until(count_reached, &q, timeout_ms))
+        fail_msg("waited %d ms for %s to reach %lld, it is %lld (log: %s)", timeout_ms, sql, (long long)want,
+                 (long long)sql_int(f, "%s", sql), f->out);
+}
+
+static int64_t supervisor_row(fixture *f)
+{
+    return sql_int(f, "SELECT id FROM baton_processes WHERE kind = 'supervisor' AND pid = %d", (int)f->supervisor);
+}
+
+/* worker_running returns the pid of the worker whose claim holds job id (0 when none). */
+static pid_t worker_running(fixture *f, int64_t id)
+{
+    return (pid_t)sql_int(f, "SELECT p.pid FROM baton_claimed_executions c JOIN baton_processes p"
+                             " ON p.id = c.process_id WHERE c.job_id = %lld", (long long)id);
+}
+
+/* ---- the probe log: runs and overlaps ---- */
+
+typedef struct probe_run {
+    char key[64];
+    long long job, attempt, start, last;
+    int pid, ended;
+} probe_run;
+
+static probe_run *read_runs(fixture *f, size_t *n_out)
+{
+    char *text = read_file(f->log);
+    probe_run *runs = NULL;
+    size_t n = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        char key[64], what[16];
+        long long job, attempt, t;
+        int pid = 0;
+        if (sscanf(line, "%63s %lld %lld %15s %lld %d", key, &job, &attempt, what, &t, &pid) < 5)
+            continue;
+        size_t i = 0;
+        while (i < n && !(runs[i].job == job && runs[i].attempt == attempt))
+            i++;
+        if (i == n) {
+            runs = realloc(runs, (n + 1) * sizeof *runs);
+            runs[n] = (probe_run){.job = job, .attempt = attempt, .start = t, .last = t};
+            snprintf(runs[n].key, sizeof runs[n].key, "%s", key);
+            n++;
+        }
+        if (strcmp(what, "start") == 0)
+            runs[i].pid = pid;
+        if (t > runs[i].last)
+            runs[i].last = t;
+        runs[i].ended |= strcmp(what, "end") == 0;
+    }
+    free(text);
+    *n_out = n;
+    return runs;
+}
+
+/* assert_no_overlap fails when two runs of one key were alive at the same instant. */
+static void assert_no_overlap(fixture *f)
+{
+    size_t n;
+    probe_run *runs = read_runs(f, &n);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = i + 1; k < n; k++)
+            if (strcmp(runs[i].key, runs[k].key) == 0 && runs[i].start < runs[k].last &&
+                runs[k].start < runs[i].last)
+                fail_msg("key %s: job %lld attempt %lld [%lld, %lld] overlaps job %lld attempt %lld [%lld, %lld]",
+                         runs[i].key, runs[i].job, runs[i].attempt, runs[i].start, runs[i].last, runs[k].job,
+                         runs[k].attempt, runs[k].start, runs[k].last);
+    free(runs);
+}
+
+/* probe_pid returns the pid of the probe running job id's attempt (0 when not logged). */
+static int probe_pid(fixture *f, int64_t id, int attempt)
+{
+    size_t n;
+    probe_run *runs = read_runs(f, &n);
+    int pid = 0;
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].job == id && runs[i].attempt == attempt)
+            pid = runs[i].pid;
+    free(runs);
+    return pid;
+}
+
+typedef struct probe_wait {
+    fixture *f;
+    int64_t id;
+    int attempt;
+} probe_wait;
+
+static int probe_started(void *p)
+{
+    probe_wait *w = p;
+    return probe_pid(w->f, w->id, w->attempt) != 0;
+}
+
+static int process_gone(void *p)
+{
+    pid_t pid = *(pid_t *)p;
+    return kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+static void probe_classes(fixture *f, char *yaml, size_t size, const char *liveness, const char *workers,
+                          int ms)
+{
+    snprintf(yaml, size,
+             "%s%s"
+             "jobs:\n"
+             "  Probe:\n"
+             "    command: \"'%s' '%s' %d\"\n"
+             "    retry: {attempts: 5, backoff: fixed, base: 0}\n"
+             "    concurrency: {to: 1, key: \"k{key}\", duration: 1}\n",
+             liveness, workers, getenv("BATON_JOBPROBE"), f->log, ms);
+}
+
+static int64_t enqueue_probe(fixture *f, int key)
+{
+    char args[32];
+    snprintf(args, sizeof args, "{\"key\": %d}", key);
+    int64_t id = 0;
+    assert_int_equal(baton_enqueue(f->client, &id, "Probe", args, NULL), BATON_OK);
+    return id;
+}
+
+/* ---- tests ---- */
+
+static void test_starts_configured_processes_and_titles(void **state)
+{
+    fixture *f = *state;
+    open_queue(f, "workers:\n"
+                  "  - queues: [high, default]\n    threads: 2\n    processes: 2\n"
+                  "  - queues: [\"*\"]\n    threads: 1\n"
+                  "dispatchers:\n  - polling_interval: 0.5\n");
+    start_supervisor(f, "5");
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'worker' AND supervisor_id IS NOT NULL", 3,
+               20000);
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'dispatcher' AND supervisor_id IS NOT NULL",
+               1, 20000);
+    int64_t sup = supervisor_row(f);
+    assert_true(sup > 0);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id = %lld", (long long)sup), 4);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id IS NOT NULL AND"
+                                " supervisor_id <> %lld", (long long)sup), 0);
+    /* ps shows each child's role and state. */
+    pid_t worker = (pid_t)sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'worker' LIMIT 1");
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)worker);
+    char *cmdline = read_file(path);
+    assert_non_null(cmdline);
+    assert_non_null(strstr(cmdline, "baton-worker: queues="));
+    assert_non_null(strstr(cmdline, " busy=0"));
+    free(cmdline);
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)f->supervisor);
+    cmdline = read_file(path);
+    assert_non_null(strstr(cmdline, "baton-supervisor: running workers=3 dispatchers=1"));
+    free(cmdline);
+
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
+    assert_int_equal(access(f->pidfile, F_OK), -1); /* removed at exit */
+}
+
+static void test_pidfile_refuses_second_supervisor(void **state)
+{
+    fixture *f = *state;
+    open_queue(f, "");
+    start_supervisor(f, "5");
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'worker'", 1, 20000);
+    run_result r = baton_runv(NULL, "--db", f->url, "--config", f->config, "start", "--pidfile", f->pidfile, NULL);
+    assert_int_not_equal(r.status, 0);
+    char expect[128];
+    snprintf(expect, sizeof expect, "is held by a running supervisor (pid %d)\n", (int)f->supervisor);
+    if (!strstr(r.err, expect) || strchr(r.err, '\n') != r.err + strlen(r.err) - 1)
+        fail_msg("unexpected stderr: %s", r.err);
+    run_result_free(&r);
+    /* Nothing of the refused one was started. */
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'supervisor'"), 1);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    /* A pidfile left by a supervisor that is gone does not block the next one. */
+    write_file(f->pidfile, "999999\n");
+    start_supervisor(f, "5");
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'worker'", 1, 20000);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+}
+
+/* A worker killed with SIGKILL is replaced at once; its job is failed as "process pruned"
+ * and retried per its policy, never left claimed by the dead process. */
+static void test_killed_worker_is_replaced_and_its_job_retried(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, "", "workers:\n  - queues: [\"*\"]\n    threads: 2\n", 30000);
+    open_queue(f, yaml);
+    int64_t id = enqueue_probe(f, 1);
+    start_supervisor(f, "5");
+    probe_wait pw = {f, id, 1};
+    assert_true(poll_until(probe_started, &pw, 20000));
+    pid_t worker = worker_running(f, id);
+    pid_t probe = probe_pid(f, id, 1);
+    assert_true(worker > 0);
+    kill(worker, SIGKILL);
+    /* The second attempt runs at once: no alive threshold (30 s by default) was waited for. */
+    pw.attempt = 2;
+    assert_true(poll_until(probe_started, &pw, 10000));
+    assert_true(poll_until(process_gone, &probe, 5000));
+    pid_t replacement = worker_running(f, id);
+    assert_true(replacement > 0 && replacement != worker);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE pid = %d", (int)worker), 0);
+    json_t *j = job_json(f->client, id);
+    assert_string_equal(json_string_value(json_object_get(j, "error")), "process pruned");
+    assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 2);
+    json_decref(j);
+    assert_int_equal(stop_supervisor(f, SIGQUIT), 0);
+    assert_no_overlap(f);
+}
+
+/* A stopped worker (SIGSTOP) keeps its command jobs running; the watchdog kills it and its
+ * jobs once its heartbeat is late by half the alive threshold, and the next jobs of the
+ * key start only after that. */
+static void test_watchdog_kills_stopped_worker_and_its_jobs(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, FAST_LIVENESS, "workers:\n  - queues: [\"*\"]\n    threads: 2\n    processes: 2\n",
+                  3000);
+    open_queue(f, yaml);
+    int64_t first = enqueue_probe(f, 1);
+    for (int i = 0; i < 3; i++)
+        enqueue_probe(f, 1);
+    start_supervisor(f, "5");
+    probe_wait pw = {f, first, 1};
+    assert_true(poll_until(probe_started, &pw, 20000));
+    pid_t worker = worker_running(f, first);
+    pid_t probe = probe_pid(f, first, 1);
+    assert_true(worker > 0);
+    kill(worker, SIGSTOP);
+    assert_true(poll_until(process_gone, &probe, 10000));
+    pid_t w = worker;
+    assert_true(poll_until(process_gone, &w, 10000));
+    char *out = read_file(f->out);
+    assert_non_null(strstr(out, "reason=\"no heartbeat for"));
+    free(out);
+    /* Every job, the interrupted one included, ends finished, one at a time. */
+    wait_count(f, "SELECT COUNT(*) FROM baton_jobs WHERE status = 'finished'", 4, 60000);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    assert_no_overlap(f);
+}
+
+/* A graceful stop with a job longer than the shutdown timeout: the job is stopped and
+ * returned to ready, and runs again after a restart. */
+static void test_graceful_stop_returns_long_job_to_ready(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, "", "", 30000);
+    open_queue(f, yaml);
+    int64_t id = enqueue_probe(f, 1);
+    start_supervisor(f, "0.5");
+    probe_wait pw = {f, id, 1};
+    assert_true(poll_until(probe_started, &pw, 20000));
+    pid_t probe = probe_pid(f, id, 1);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    assert_true(process_gone(&probe));
+    assert_string_equal(job_status(f->client, id), "ready");
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
+    start_supervisor(f, "0.5");
+    pw.attempt = 2;
+    assert_true(poll_until(probe_started, &pw, 20000));
+    assert_int_equal(stop_supervisor(f, SIGQUIT), 0);
+    assert_no_overlap(f);
+}
+
+/* Forced shutdowns (the shutdown timeout cut jobs short; a supervisor killed with its
+ * children) followed by restarts never let two jobs of a limit-1 key run at once. */
+static void test_forced_shutdown_and_restart_keep_limits(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, FAST_LIVENESS,
+                  "workers:\n  - queues: [\"*\"]\n    threads: 3\n    processes: 2\n", 400);
+    open_queue(f, yaml);
+    enum { KEYS = 3, PER_KEY = 6 };
+    for (int i = 0; i < KEYS * PER_KEY; i++)
+        enqueue_probe(f, i % KEYS);
+    for (int round = 0; round < 4; round++) {
+        start_supervisor(f, "0.1");
+        /* Claims of this supervisor's children: the killed round may have left others. */
+        char q[256];
+        snprintf(q, sizeof q, "SELECT COUNT(*) FROM baton_claimed_executions c JOIN baton_processes p ON"
+                 " p.id = c.process_id JOIN baton_processes s ON s.id = p.supervisor_id WHERE s.pid = %d",
+                 (int)f->supervisor);
+        wait_count(f, q, 1, 20000);
+        if (round % 2 == 0) {
+            assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+        } else {
+            /* Kill everything at once, as a crash of the machine's process tree would. */
+            int64_t sup = supervisor_row(f);
+            snprintf(q, sizeof q, "SELECT pid FROM baton_processes WHERE supervisor_id = %lld", (long long)sup);
+            sqlite3_stmt *st;
+            assert_int_equal(sqlite3_prepare_v2(f->sql, q, -1, &st, NULL), SQLITE_OK);
+            kill(f->supervisor, SIGKILL);
+            while (sqlite3_step(st) == SQLITE_ROW)
+                kill((pid_t)sqlite3_column_int(st, 0), SIGKILL);
+            sqlite3_finalize(st);
+            wait_exit(f->supervisor, 10000);
+            f->supervisor = 0;
+        }
+    }
+    start_supervisor(f, "5");
+    wait_count(f, "SELECT COUNT(*) FROM baton_jobs WHERE status = 'finished'", KEYS * PER_KEY, 120000);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    assert_no_overlap(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_starts_configured_processes_and_titles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pidfile_refuses_second_supervisor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced_and_its_job_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_kills_stopped_worker_and_its_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_graceful_stop_returns_long_job_to_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forced_shutdown_and_restart_keep_limits, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
