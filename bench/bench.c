@@ -4,11 +4,14 @@
  *
  * Every figure comes from a fresh SQLite file in a temporary directory, default settings
  * (WAL, synchronous=NORMAL), the public C API, and a no-op C callback unless said. */
+#include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "baton.h"
@@ -347,6 +350,102 @@ static void bench_keyed_enqueue(void)
     row("enqueue, bulk, limited class, 500 keys", keyed_enqueue_rate("Keyed"), "jobs/s", ">= half of above");
 }
 
+/* ---- the CLI's processes: `baton work` and the supervisor of `baton start` ----
+ * Jobs here are command jobs running `true`, the cheapest job a process can run: their
+ * cost is mostly fork and exec, the same in both, so a difference is the supervisor's. */
+
+static pid_t spawn_baton(const char *url, const char *config, const char *mode)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        freopen("/dev/null", "w", stderr);
+        if (strcmp(mode, "start") == 0)
+            execl(BATON_BIN, BATON_BIN, "--db", url, "--config", config, "start", (char *)NULL);
+        else
+            execl(BATON_BIN, BATON_BIN, "--db", url, "--config", config, "work", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* job_times reads a job's status, and its created and started times in ms. */
+static const char *job_times(baton_client *c, int64_t id, int64_t *created, int64_t *started)
+{
+    static char status[16];
+    char *text = NULL;
+    if (baton_job_json(c, id, &text) != BATON_OK)
+        die("job_json");
+    json_t *j = json_loads(text, 0, NULL);
+    const char *st = json_string_value(json_object_get(j, "status"));
+    const char *cr = json_string_value(json_object_get(j, "created_at"));
+    const char *sa = json_string_value(json_object_get(j, "started_at"));
+    snprintf(status, sizeof status, "%s", st ? st : "");
+    if (created && cr)
+        bt_parse_iso8601(cr, created);
+    if (started)
+        *started = sa ? (bt_parse_iso8601(sa, started), *started) : 0;
+    json_decref(j);
+    baton_free(text);
+    return status;
+}
+
+static void wait_finished(baton_client *c, int64_t id)
+{
+    while (strcmp(job_times(c, id, NULL, NULL), "finished") != 0)
+        bt_sleep(0.002);
+}
+
+static void bench_cli_processes(const char *mode)
+{
+    enum { JOBS = 1000, CLI_PROBES = 50 };
+    char name[48], config[4200];
+    snprintf(name, sizeof name, "cli_%s", mode);
+    baton_client *c = fresh_client(name, NULL, NULL);
+    snprintf(config, sizeof config, "%s/%s.yml", dir, name);
+    FILE *f = fopen(config, "w");
+    fputs("jobs:\n  True:\n    command: \"true\"\n", f);
+    fclose(f);
+    if (baton_load_config(c, config) != BATON_OK)
+        die("load_config");
+    pid_t pid = spawn_baton(baton_client_url(c), config, mode);
+    /* Latency first, with idle processes: one job at a time. */
+    double ms[CLI_PROBES];
+    for (int i = 0; i < CLI_PROBES + 1; i++) {
+        int64_t id, created = 0, started = 0;
+        if (baton_enqueue(c, &id, "True", "[]", NULL) != BATON_OK)
+            die("enqueue");
+        wait_finished(c, id);
+        job_times(c, id, &created, &started);
+        if (i > 0) /* the first waits for the processes to start */
+            ms[i - 1] = (double)(started - created);
+    }
+    qsort(ms, CLI_PROBES, sizeof *ms, cmp_double);
+    int64_t *ids = calloc(JOBS, sizeof *ids);
+    baton_job_spec specs[JOBS];
+    for (int i = 0; i < JOBS; i++)
+        specs[i] = (baton_job_spec){"True", "[]", NULL};
+    int64_t t = bt_mono_ns();
+    if (baton_enqueue_many(c, ids, specs, JOBS) != BATON_OK)
+        die("enqueue_many");
+    for (int i = 0; i < JOBS; i++)
+        wait_finished(c, ids[i]);
+    double rate = JOBS / seconds_since(t);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    const char *who = strcmp(mode, "start") == 0 ? "baton start (supervisor, default config)"
+                                                 : "baton work (one process, 3 threads)";
+    char label[96];
+    snprintf(label, sizeof label, "command jobs `true`, %s", who);
+    row(label, rate, "jobs/s", "");
+    snprintf(label, sizeof label, "  %s: enqueue -> start p50", mode);
+    row(label, ms[CLI_PROBES / 2], "ms", "");
+    snprintf(label, sizeof label, "  %s: enqueue -> start p99", mode);
+    row(label, ms[CLI_PROBES * 99 / 100], "ms", "");
+    free(ids);
+    baton_close(c);
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -358,7 +457,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else {
-            fprintf(stderr, "usage: baton_bench [--jobs N] [--runs N] [--only enqueue|processing|latency|keyed]\n");
+            fprintf(stderr, "usage: baton_bench [--jobs N] [--runs N] [--only enqueue|processing|latency|keyed|processes]\n");
             return 2;
         }
     }
@@ -388,6 +487,10 @@ int main(int argc, char **argv)
         bench_keyed(500, 20, 1);
         bench_keyed(500, 20, 0);
         bench_keyed(10, 200, 0);
+    }
+    if (selected("processes")) {
+        bench_cli_processes("work");
+        bench_cli_processes("start");
     }
     }
     print_table();
