@@ -548,6 +548,33 @@ BATON_API int baton_queue_pause(baton_client *client, const char *queue);
 BATON_API int baton_queue_resume(baton_client *client, const char *queue);
 
 /**
+ * Lists blocked jobs, longest waiting first, as a JSON array of {job_id, class,
+ * concurrency_key, blocked_since, waiting_seconds, recheck_at (when maintenance looks at it
+ * again), arguments, key_values (the values of the key template's placeholders, present
+ * when this client knows the class's template)}. class_name and concurrency_key (the stored
+ * "GROUP/KEY"; both may be NULL) filter. The caller frees *json_out with baton_free().
+ * Thread-safe like the other reports: one client per thread.
+ */
+BATON_API int baton_blocked_json(baton_client *client, const char *class_name,
+                                 const char *concurrency_key, char **json_out);
+
+/**
+ * Lists running (claimed) jobs, longest running first, as a JSON array of {job_id, class,
+ * concurrency_key, process_id, process_kind, pid, hostname, started_at, running_seconds,
+ * attempt, fencing_token}. class_name (may be NULL) filters; longer_than_seconds keeps jobs
+ * running at least that long. BATON_EINVALID for a negative duration.
+ */
+BATON_API int baton_running_json(baton_client *client, const char *class_name,
+                                 double longer_than_seconds, char **json_out);
+
+/**
+ * Lists registered processes as a JSON array of {id, kind, name, pid, hostname,
+ * supervisor_id, metadata, last_heartbeat_at, heartbeat_age_seconds, started_at, running
+ * (ids of the jobs it has claimed)}.
+ */
+BATON_API int baton_processes_json(baton_client *client, char **json_out);
+
+/**
  * Lists concurrency keys as a JSON array of {key, limit, value (free slots), holders (job
  * ids), tokens (their fencing tokens), blocked (jobs waiting), expires_at (latest lease
  * end, or null)}, keys in order. expired_only keeps keys with a lease past its end;

@@ -75,6 +75,9 @@ int cmd_pause(cli *c);
 int cmd_resume(cli *c);
 int cmd_queues(cli *c);
 int cmd_semaphores(cli *c);
+int cmd_blocked(cli *c);
+int cmd_running(cli *c);
+int cmd_processes(cli *c);
 
 /* Reads the arguments JSON given as text, "-" (stdin) or "@FILE". Caller frees. */
 char *cli_read_args(const char *value);

@@ -155,3 +155,104 @@ int cmd_semaphores(cli *c)
     int rc = baton_semaphores_json(c->client, cli_flag(c, "expired"), cli_value(c, "key"), &json);
     return show(c, rc, json, render_semaphores);
 }
+
+/* duration_text renders seconds as "45s", "3m12s" or "2h05m" for tables. */
+static json_t *duration_text(json_t *seconds)
+{
+    long s = (long)json_number_value(seconds);
+    char buf[32];
+    if (s < 60)
+        snprintf(buf, sizeof buf, "%lds", s);
+    else if (s < 3600)
+        snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+    else
+        snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    return json_string(buf);
+}
+
+/* key_values_text renders {"user_id": 123} as "user_id=123". */
+static json_t *key_values_text(json_t *values)
+{
+    char buf[256] = "";
+    const char *name;
+    json_t *v;
+    json_object_foreach(values, name, v)
+    {
+        char *text = cell(v, 40);
+        size_t len = strlen(buf);
+        snprintf(buf + len, sizeof buf - len, "%s%s=%s", len ? " " : "", name, text);
+        free(text);
+    }
+    return json_string(buf);
+}
+
+static void render_blocked(json_t *list)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o)
+    {
+        json_object_set_new(o, "waiting", duration_text(json_object_get(o, "waiting_seconds")));
+        json_t *kv = json_object_get(o, "key_values");
+        if (kv)
+            json_object_set_new(o, "built_from", key_values_text(kv));
+    }
+    static const char *const fields[] = {"job_id", "class", "concurrency_key", "built_from", "waiting", "blocked_since"};
+    static const char *const headers[] = {"JOB", "CLASS", "KEY", "BUILT FROM", "WAITING", "SINCE"};
+    static const size_t max[] = {0, 40, 60, 40, 0, 0};
+    print_rows(list, fields, headers, max, 6);
+}
+
+int cmd_blocked(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton blocked takes no arguments");
+    char *json = NULL;
+    int rc = baton_blocked_json(c->client, cli_value(c, "class"), cli_value(c, "key"), &json);
+    return show(c, rc, json, render_blocked);
+}
+
+static void render_running(json_t *list)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o)
+        json_object_set_new(o, "running", duration_text(json_object_get(o, "running_seconds")));
+    static const char *const fields[] = {"job_id", "class", "concurrency_key", "process_id", "pid", "hostname", "running", "started_at"};
+    static const char *const headers[] = {"JOB", "CLASS", "KEY", "PROCESS", "PID", "HOST", "RUNNING", "STARTED"};
+    static const size_t max[] = {0, 40, 60, 0, 0, 30, 0, 0};
+    print_rows(list, fields, headers, max, 8);
+}
+
+int cmd_running(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton running takes no arguments");
+    double longer_than = 0;
+    if (cli_double(c, "longer-than", 0, &longer_than))
+        return EXIT_USAGE;
+    char *json = NULL;
+    int rc = baton_running_json(c->client, cli_value(c, "class"), longer_than, &json);
+    return show(c, rc, json, render_running);
+}
+
+static void render_processes(json_t *list)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o)
+        json_object_set_new(o, "heartbeat", duration_text(json_object_get(o, "heartbeat_age_seconds")));
+    static const char *const fields[] = {"id", "kind", "hostname", "pid", "supervisor_id", "heartbeat", "running"};
+    static const char *const headers[] = {"ID", "KIND", "HOST", "PID", "SUPERVISOR", "HEARTBEAT AGE", "RUNNING JOBS"};
+    static const size_t max[] = {0, 0, 30, 0, 0, 0, 60};
+    print_rows(list, fields, headers, max, 7);
+}
+
+int cmd_processes(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton processes takes no arguments");
+    char *json = NULL;
+    int rc = baton_processes_json(c->client, &json);
+    return show(c, rc, json, render_processes);
+}

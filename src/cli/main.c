@@ -20,6 +20,8 @@ static const char *const start_opts[] = {"shutdown-timeout=", "only=", "pidfile=
 static const char *const jobs_opts[] = {"status=", "class=", "queue=", "key=", "limit=", "json", NULL};
 static const char *const semaphores_opts[] = {"expired", "key=", "json", NULL};
 static const char *const json_opts[] = {"json", NULL};
+static const char *const blocked_opts[] = {"class=", "key=", "json", NULL};
+static const char *const running_opts[] = {"class=", "longer-than=", "json", NULL};
 static const char *const retry_opts[] = {"all-failed", "class=", NULL};
 static const char *const clear_opts[] = {"older-than=", NULL};
 
@@ -40,6 +42,9 @@ static const cli_command commands[] = {
     {"resume", no_opts, "resume QUEUE", 1, cmd_resume},
     {"queues", json_opts, "queues [--json]", 1, cmd_queues},
     {"semaphores", semaphores_opts, "semaphores [--expired] [--key K] [--json]", 1, cmd_semaphores},
+    {"blocked", blocked_opts, "blocked [--class C] [--key K] [--json]", 1, cmd_blocked},
+    {"running", running_opts, "running [--longer-than SECONDS] [--class C] [--json]", 1, cmd_running},
+    {"processes", json_opts, "processes [--json]", 1, cmd_processes},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

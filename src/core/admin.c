@@ -6,13 +6,14 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/report.h"
 #include "util/clock.h"
 #include "util/err.h"
 
 static const char *const statuses[] = {"scheduled", "ready", "blocked", "claimed",
                                        "finished", "failed", "discarded"};
 
-static json_t *json_time(bt_row *row, int col)
+json_t *bt_json_time(bt_row *row, int col)
 {
     if (bt_col_null(row, col))
         return json_null();
@@ -21,7 +22,7 @@ static json_t *json_time(bt_row *row, int col)
     return json_string(buf);
 }
 
-static json_t *json_text(bt_row *row, int col)
+json_t *bt_json_text(bt_row *row, int col)
 {
     return bt_col_null(row, col) ? json_null() : json_string(bt_col_text(row, col));
 }
@@ -38,35 +39,35 @@ static int append_job(bt_row *row, void *payload)
     json_t *parsed = json_loads(args ? args : "null", JSON_DECODE_ANY, NULL);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer(bt_col_int(row, 0)));
-    json_object_set_new(o, "class", json_text(row, 1));
-    json_object_set_new(o, "queue", json_text(row, 2));
+    json_object_set_new(o, "class", bt_json_text(row, 1));
+    json_object_set_new(o, "queue", bt_json_text(row, 2));
     json_object_set_new(o, "priority", json_integer(bt_col_int(row, 3)));
-    json_object_set_new(o, "status", json_text(row, 4));
-    json_object_set_new(o, "arguments", parsed ? parsed : json_text(row, 5));
-    json_object_set_new(o, "concurrency_key", json_text(row, 6));
+    json_object_set_new(o, "status", bt_json_text(row, 4));
+    json_object_set_new(o, "arguments", parsed ? parsed : bt_json_text(row, 5));
+    json_object_set_new(o, "concurrency_key", bt_json_text(row, 6));
     json_object_set_new(o, "attempts", json_integer(bt_col_int(row, 7)));
     json_object_set_new(o, "max_attempts", json_integer(bt_col_int(row, 14)));
-    json_object_set_new(o, "error", json_text(row, 8));
+    json_object_set_new(o, "error", bt_json_text(row, 8));
     json_object_set_new(o, "fencing_token", bt_col_null(row, 15) ? json_null() : json_integer(bt_col_int(row, 15)));
-    json_object_set_new(o, "blocked_since", json_time(row, 16));
-    json_object_set_new(o, "scheduled_at", json_time(row, 9));
-    json_object_set_new(o, "created_at", json_time(row, 10));
-    json_object_set_new(o, "started_at", json_time(row, 12));
-    json_object_set_new(o, "updated_at", json_time(row, 13));
-    json_object_set_new(o, "finished_at", json_time(row, 11));
+    json_object_set_new(o, "blocked_since", bt_json_time(row, 16));
+    json_object_set_new(o, "scheduled_at", bt_json_time(row, 9));
+    json_object_set_new(o, "created_at", bt_json_time(row, 10));
+    json_object_set_new(o, "started_at", bt_json_time(row, 12));
+    json_object_set_new(o, "updated_at", bt_json_time(row, 13));
+    json_object_set_new(o, "finished_at", bt_json_time(row, 11));
     json_array_append_new(list, o);
     return 0;
 }
 
-static int dump(json_t *value, char **json_out)
+int bt_json_dump(json_t *value, char **json_out)
 {
-    *json_out = json_dumps(value, JSON_COMPACT | JSON_ENSURE_ASCII);
+    /* Nine digits keep milliseconds of any duration without binary noise. */
+    *json_out = json_dumps(value, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
     json_decref(value);
     return *json_out ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
 }
 
-/* read_report runs fn inside a read transaction so a report sees one state. */
-static int read_report(baton_client *c, int (*fn)(bt_store *, void *), void *arg)
+int bt_read_report(baton_client *c, int (*fn)(bt_store *, void *), void *arg)
 {
     int rc = bt_begin(c->store, BT_TXN_READ);
     if (rc != BATON_OK)
@@ -140,12 +141,12 @@ int baton_jobs_json(baton_client *c, const baton_job_filter *filter, char **json
                               "finished, failed or discarded)", filter->status);
     }
     jobs_query q = {filter, json_array()};
-    int rc = read_report(c, query_jobs, &q);
+    int rc = bt_read_report(c, query_jobs, &q);
     if (rc != BATON_OK) {
         json_decref(q.list);
         return rc;
     }
-    return dump(q.list, json_out);
+    return bt_json_dump(q.list, json_out);
 }
 
 static const char sql_one_job[] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE id = ?";
@@ -164,7 +165,7 @@ int baton_job_json(baton_client *c, int64_t id, char **json_out)
     }
     json_t *job = json_incref(json_array_get(list, 0));
     json_decref(list);
-    return dump(job, json_out);
+    return bt_json_dump(job, json_out);
 }
 
 /* in_write_txn runs one action in its own write transaction. */
@@ -328,7 +329,7 @@ int baton_queues_json(baton_client *c, char **json_out)
 {
     *json_out = NULL;
     json_t *by_name = json_object();
-    int rc = read_report(c, query_queues, by_name);
+    int rc = bt_read_report(c, query_queues, by_name);
     if (rc != BATON_OK) {
         json_decref(by_name);
         return rc;
@@ -344,7 +345,7 @@ int baton_queues_json(baton_client *c, char **json_out)
         json_array_append(list, json_object_get(by_name, names[i]));
     free(names);
     json_decref(by_name);
-    return dump(list, json_out);
+    return bt_json_dump(list, json_out);
 }
 
 int baton_classes_json(baton_client *c, char **json_out)
@@ -357,7 +358,7 @@ int baton_classes_json(baton_client *c, char **json_out)
                                               k->command ? json_string(k->command) : json_null(),
                                               "max_attempts", k->max_attempts, "timeout", k->timeout));
     }
-    return dump(list, json_out);
+    return bt_json_dump(list, json_out);
 }
 
 static const char sql_semaphores[] =
@@ -394,7 +395,7 @@ static int add_semaphore_row(bt_row *row, void *payload)
     if (json_is_null(latest) || expires > json_integer_value(json_object_get(r->current, "expires_ms")))
     {
         json_object_set_new(r->current, "expires_ms", json_integer(expires));
-        json_object_set_new(r->current, "expires_at", json_time(row, 4));
+        json_object_set_new(r->current, "expires_at", bt_json_time(row, 4));
     }
     return 0;
 }
@@ -416,7 +417,7 @@ int baton_semaphores_json(baton_client *c, int expired_only, const char *key, ch
     *json_out = NULL;
     semaphore_report r = {json_array(), NULL, bt_now_ms(), expired_only};
     semaphore_query q = {key, &r};
-    int rc = read_report(c, query_semaphores, &q);
+    int rc = bt_read_report(c, query_semaphores, &q);
     if (rc != BATON_OK) {
         json_decref(r.list);
         return rc;
@@ -433,5 +434,5 @@ int baton_semaphores_json(baton_client *c, int expired_only, const char *key, ch
             json_array_append(out, sem);
     }
     json_decref(r.list);
-    return dump(out, json_out);
+    return bt_json_dump(out, json_out);
 }

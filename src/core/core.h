@@ -38,6 +38,9 @@ static inline int bt_class_limited(const bt_class *k) { return k->concurrency_ke
 struct json_t;
 /* bt_key_render fills template_text's {placeholders} from args; *out is malloc'ed. */
 int bt_key_render(const char *template_text, struct json_t *args, char **out);
+/* bt_key_values maps each placeholder of template_text to its value in args (null when
+ * missing): what a key was built from, for reports. Returns a new reference. */
+struct json_t *bt_key_values(const char *template_text, struct json_t *args);
 
 typedef struct bt_start bt_start;
 typedef struct bt_supervisor bt_supervisor;

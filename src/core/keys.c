@@ -89,3 +89,23 @@ int bt_key_render(const char *template_text, json_t *args, char **out)
     *out = buf;
     return BATON_OK;
 }
+
+json_t *bt_key_values(const char *template_text, json_t *args)
+{
+    json_t *values = json_object();
+    for (const char *p = template_text; p && (p = strchr(p, '{'));) {
+        const char *close = strchr(p, '}');
+        if (!close)
+            break;
+        char name[256];
+        size_t plen = (size_t)(close - p - 1);
+        if (plen < sizeof name) {
+            memcpy(name, p + 1, plen);
+            name[plen] = '\0';
+            json_t *v = lookup(args, p + 1, plen);
+            json_object_set(values, name, v ? v : json_null());
+        }
+        p = close + 1;
+    }
+    return values;
+}

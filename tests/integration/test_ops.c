@@ -1,0 +1,180 @@
+// ctest-labels: sqlite
+/* test_ops.c: the monitoring commands (blocked, running, processes) against states built
+ * by a real `baton work` process running real command jobs. */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "baton.h"
+#include "support.h"
+
+typedef struct fixture {
+    char *dir;
+    char url[4200], config[4200];
+    pid_t worker;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tmpdir_make();
+    snprintf(f->url, sizeof f->url, "sqlite:%s", path_join(f->dir, "baton.db"));
+    snprintf(f->config, sizeof f->config, "%s", path_join(f->dir, "baton.yml"));
+    write_file(f->config, "jobs:\n"
+                          "  Sync:\n"
+                          "    command: \"sleep 30\"\n"
+                          "    concurrency: {to: 1, key: \"user_{user.id}\"}\n"
+                          "  Other:\n"
+                          "    command: \"true\"\n"
+                          "    concurrency: {to: 1, key: \"other_{0}\"}\n");
+    run_result r = baton_runv(NULL, "--db", f->url, "init", NULL);
+    assert_int_equal(r.status, 0);
+    run_result_free(&r);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->worker > 0) {
+        kill(f->worker, SIGQUIT);
+        wait_exit(f->worker, 10000);
+    }
+    tmpdir_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+/* cli_json runs a baton command with --json appended and returns the parsed output. */
+static json_t *cli_json(fixture *f, const char *const *args)
+{
+    const char *argv[32] = {"--db", f->url, "--config", f->config};
+    size_t n = 4;
+    for (size_t i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n++] = "--json";
+    argv[n] = NULL;
+    run_result r = baton_run(NULL, argv);
+    if (r.status != 0)
+        fail_msg("baton %s failed (%d): %s", args[0], r.status, r.err);
+    json_error_t e;
+    json_t *doc = json_loads(r.out, 0, &e);
+    if (!doc)
+        fail_msg("baton %s printed no JSON (%s): %s", args[0], e.text, r.out);
+    run_result_free(&r);
+    return doc;
+}
+
+static void enqueue(fixture *f, const char *cls, const char *args)
+{
+    run_result r = baton_runv(NULL, "--db", f->url, "--config", f->config, "enqueue", cls, "--args", args, NULL);
+    assert_int_equal(r.status, 0);
+    run_result_free(&r);
+}
+
+static int one_running(void *p)
+{
+    fixture *f = p;
+    json_t *list = cli_json(f, (const char *const[]){"running", NULL});
+    size_t n = json_array_size(list);
+    json_decref(list);
+    return n == 1;
+}
+
+/* Three syncs of user 123 with a worker running the first: one running, two blocked. */
+static void start_three_syncs(fixture *f)
+{
+    for (int i = 0; i < 3; i++)
+        enqueue(f, "Sync", "{\"user\": {\"id\": 123}}");
+    const char *args[] = {"--db", f->url, "--config", f->config, "work", "--threads", "2", NULL};
+    f->worker = baton_spawn(NULL, args);
+    assert_true(poll_until(one_running, f, 20000));
+}
+
+static void test_blocked_lists_waiting_jobs_longest_first_with_key_values(void **state)
+{
+    fixture *f = *state;
+    start_three_syncs(f);
+    enqueue(f, "Other", "[7]");
+    json_t *list = cli_json(f, (const char *const[]){"blocked", NULL});
+    assert_int_equal(json_array_size(list), 2);
+    json_t *first = json_array_get(list, 0), *second = json_array_get(list, 1);
+    assert_int_equal(json_integer_value(json_object_get(first, "job_id")), 2);
+    assert_int_equal(json_integer_value(json_object_get(second, "job_id")), 3);
+    assert_string_equal(json_string_value(json_object_get(first, "class")), "Sync");
+    assert_string_equal(json_string_value(json_object_get(first, "concurrency_key")), "Sync/user_123");
+    assert_true(json_is_string(json_object_get(first, "blocked_since")));
+    double w1 = json_number_value(json_object_get(first, "waiting_seconds"));
+    double w2 = json_number_value(json_object_get(second, "waiting_seconds"));
+    assert_true(w1 >= w2 && w2 >= 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(first, "key_values"), "user.id")), 123);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(json_object_get(first, "arguments"), "user"),
+                                                        "id")), 123);
+    json_decref(list);
+
+    list = cli_json(f, (const char *const[]){"blocked", "--key", "Sync/user_999", NULL});
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+    list = cli_json(f, (const char *const[]){"blocked", "--class", "Other", NULL});
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+
+    /* The table says what the key was built from and how long it waited. */
+    run_result r = baton_runv(NULL, "--db", f->url, "--config", f->config, "blocked", NULL);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "user.id=123"));
+    assert_non_null(strstr(r.out, "WAITING"));
+    run_result_free(&r);
+}
+
+static void test_running_and_processes_show_where_jobs_run(void **state)
+{
+    fixture *f = *state;
+    start_three_syncs(f);
+    json_t *list = cli_json(f, (const char *const[]){"running", NULL});
+    json_t *job = json_array_get(list, 0);
+    assert_int_equal(json_integer_value(json_object_get(job, "job_id")), 1);
+    assert_int_equal(json_integer_value(json_object_get(job, "pid")), f->worker);
+    assert_string_equal(json_string_value(json_object_get(job, "process_kind")), "worker");
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    assert_string_equal(json_string_value(json_object_get(job, "hostname")), host);
+    assert_true(json_number_value(json_object_get(job, "running_seconds")) >= 0);
+    assert_true(json_is_string(json_object_get(job, "started_at")));
+    int64_t process_id = json_integer_value(json_object_get(job, "process_id"));
+    json_decref(list);
+
+    list = cli_json(f, (const char *const[]){"running", "--longer-than", "3600", NULL});
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+
+    list = cli_json(f, (const char *const[]){"processes", NULL});
+    assert_int_equal(json_array_size(list), 1);
+    json_t *p = json_array_get(list, 0);
+    assert_int_equal(json_integer_value(json_object_get(p, "id")), process_id);
+    assert_string_equal(json_string_value(json_object_get(p, "kind")), "worker");
+    assert_int_equal(json_integer_value(json_object_get(p, "pid")), f->worker);
+    assert_true(json_number_value(json_object_get(p, "heartbeat_age_seconds")) < 30);
+    json_t *running = json_object_get(p, "running");
+    assert_int_equal(json_array_size(running), 1);
+    assert_int_equal(json_integer_value(json_array_get(running, 0)), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(p, "metadata"), "threads")), 2);
+    json_decref(list);
+
+    run_result r = baton_runv(NULL, "--db", f->url, "running", "--longer-than", "-1", NULL);
+    assert_int_equal(r.status, 2);
+    run_result_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_blocked_lists_waiting_jobs_longest_first_with_key_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_running_and_processes_show_where_jobs_run, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
