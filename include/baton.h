@@ -548,6 +548,29 @@ BATON_API int baton_queue_pause(baton_client *client, const char *queue);
 BATON_API int baton_queue_resume(baton_client *client, const char *queue);
 
 /**
+ * Admits blocked job id now, into a free slot of its key. With force it is admitted even
+ * when the key is full, past the limit (*over_limit_out is then 1): an operator's decision.
+ * @return BATON_OK; BATON_ENOTFOUND for no such job; BATON_ESTATE when the job is not
+ *         blocked, or its key is full and force is 0 (the message says how many hold it).
+ */
+BATON_API int baton_unblock(baton_client *client, int64_t id, int force, int *over_limit_out);
+
+/** Admits as many blocked jobs of the stored key ("GROUP/KEY") as its free slots allow,
+ *  best first. *promoted_out (may be NULL) receives how many. */
+BATON_API int baton_unblock_key(baton_client *client, const char *key, int *promoted_out);
+
+/**
+ * Clears a key's semaphore: drops every slot holder and admits blocked jobs into the freed
+ * slots. Without force it refuses with BATON_ESTATE, naming the job, while a holder is
+ * ready to run or running in a process whose heartbeat is younger than the alive threshold
+ * (clearing would let the next job run beside it). With force those holders lose their slots (baton_job_holds_slot() turns 0
+ * for a running one, and its end releases nothing).
+ * @param cleared_out, promoted_out receive the holders dropped and jobs admitted (may be NULL).
+ */
+BATON_API int baton_semaphore_clear(baton_client *client, const char *key, int force, int *cleared_out,
+                                    int *promoted_out);
+
+/**
  * Lists blocked jobs, longest waiting first, as a JSON array of {job_id, class,
  * concurrency_key, blocked_since, waiting_seconds, recheck_at (when maintenance looks at it
  * again), arguments, key_values (the values of the key template's placeholders, present

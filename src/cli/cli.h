@@ -78,6 +78,8 @@ int cmd_semaphores(cli *c);
 int cmd_blocked(cli *c);
 int cmd_running(cli *c);
 int cmd_processes(cli *c);
+int cmd_unblock(cli *c);
+int cmd_semaphore(cli *c);
 
 /* Reads the arguments JSON given as text, "-" (stdin) or "@FILE". Caller frees. */
 char *cli_read_args(const char *value);

@@ -1,6 +1,7 @@
-/* cmd_admin.c: init, retry, discard, clear-finished, pause and resume. */
+/* cmd_admin.c: init, retry, discard, clear-finished, pause, resume, unblock and semaphore clear. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 
@@ -68,3 +69,42 @@ static int pause_or_resume(cli *c, int pause)
 
 int cmd_pause(cli *c) { return pause_or_resume(c, 1); }
 int cmd_resume(cli *c) { return pause_or_resume(c, 0); }
+
+int cmd_unblock(cli *c)
+{
+    const char *key = cli_value(c, "key");
+    if (key) {
+        if (c->nargs)
+            return cli_fail(BATON_EINVALID, "baton unblock takes a job id or --key, not both");
+        int promoted = 0;
+        int rc = baton_unblock_key(c->client, key, &promoted);
+        if (rc != BATON_OK)
+            return cli_fail_last(rc);
+        printf("%d job%s of %s admitted\n", promoted, promoted == 1 ? "" : "s", key);
+        return EXIT_OK;
+    }
+    int64_t id;
+    if (cli_job_id(c, "unblock JOB_ID [--force] | --key K", &id))
+        return EXIT_USAGE;
+    int over = 0;
+    int rc = baton_unblock(c->client, id, cli_flag(c, "force"), &over);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    printf("job %lld admitted\n", (long long)id);
+    if (over)
+        fprintf(stderr, "baton: job %lld was admitted past its key's limit (--force)\n", (long long)id);
+    return EXIT_OK;
+}
+
+int cmd_semaphore(cli *c)
+{
+    if (c->nargs != 2 || strcmp(c->args[0], "clear") != 0)
+        return cli_fail(BATON_EINVALID, "usage: baton semaphore clear KEY [--force]");
+    int cleared = 0, promoted = 0;
+    int rc = baton_semaphore_clear(c->client, c->args[1], cli_flag(c, "force"), &cleared, &promoted);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    printf("%s: %d slot%s cleared, %d blocked job%s admitted\n", c->args[1], cleared, cleared == 1 ? "" : "s",
+           promoted, promoted == 1 ? "" : "s");
+    return EXIT_OK;
+}

@@ -21,6 +21,8 @@ static const char *const jobs_opts[] = {"status=", "class=", "queue=", "key=", "
 static const char *const semaphores_opts[] = {"expired", "key=", "json", NULL};
 static const char *const json_opts[] = {"json", NULL};
 static const char *const blocked_opts[] = {"class=", "key=", "json", NULL};
+static const char *const unblock_opts[] = {"force", "key=", NULL};
+static const char *const force_opts[] = {"force", NULL};
 static const char *const running_opts[] = {"class=", "longer-than=", "json", NULL};
 static const char *const retry_opts[] = {"all-failed", "class=", NULL};
 static const char *const clear_opts[] = {"older-than=", NULL};
@@ -45,6 +47,8 @@ static const cli_command commands[] = {
     {"blocked", blocked_opts, "blocked [--class C] [--key K] [--json]", 1, cmd_blocked},
     {"running", running_opts, "running [--longer-than SECONDS] [--class C] [--json]", 1, cmd_running},
     {"processes", json_opts, "processes [--json]", 1, cmd_processes},
+    {"unblock", unblock_opts, "unblock JOB_ID [--force] | --key K", 1, cmd_unblock},
+    {"semaphore", force_opts, "semaphore clear KEY [--force]", 1, cmd_semaphore},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -436,3 +436,64 @@ int baton_semaphores_json(baton_client *c, int expired_only, const char *key, ch
     json_decref(r.list);
     return bt_json_dump(out, json_out);
 }
+
+typedef struct unblock_arg {
+    int64_t id, alive_since;
+    const char *key;
+    int force;
+    int over_limit, promoted, cleared;
+} unblock_arg;
+
+static int unblock_one(bt_store *s, void *p)
+{
+    unblock_arg *a = p;
+    return bt_unblock(s, a->id, a->force, bt_now_ms(), &a->over_limit);
+}
+
+int baton_unblock(baton_client *c, int64_t id, int force, int *over_limit_out)
+{
+    unblock_arg a = {.id = id, .force = force};
+    int rc = in_write_txn(c, unblock_one, &a);
+    if (over_limit_out)
+        *over_limit_out = rc == BATON_OK && a.over_limit;
+    if (rc == BATON_OK)
+        bt_log(c, a.over_limit ? BATON_LOG_WARN : BATON_LOG_INFO,
+               "event=job.unblocked_by_operator job_id=%lld over_limit=%d", (long long)id, a.over_limit);
+    return rc;
+}
+
+static int unblock_key(bt_store *s, void *p)
+{
+    unblock_arg *a = p;
+    return bt_unblock_key(s, a->key, bt_now_ms(), &a->promoted);
+}
+
+int baton_unblock_key(baton_client *c, const char *key, int *promoted_out)
+{
+    unblock_arg a = {.key = key};
+    int rc = in_write_txn(c, unblock_key, &a);
+    if (promoted_out)
+        *promoted_out = rc == BATON_OK ? a.promoted : 0;
+    return rc;
+}
+
+static int clear_key(bt_store *s, void *p)
+{
+    unblock_arg *a = p;
+    return bt_semaphore_clear(s, a->key, a->force, a->alive_since, bt_now_ms(), &a->cleared, &a->promoted);
+}
+
+int baton_semaphore_clear(baton_client *c, const char *key, int force, int *cleared_out, int *promoted_out)
+{
+    unblock_arg a = {.key = key, .force = force,
+                     .alive_since = bt_now_ms() - (int64_t)(c->alive_threshold * 1000.0)};
+    int rc = in_write_txn(c, clear_key, &a);
+    if (cleared_out)
+        *cleared_out = rc == BATON_OK ? a.cleared : 0;
+    if (promoted_out)
+        *promoted_out = rc == BATON_OK ? a.promoted : 0;
+    if (rc == BATON_OK)
+        bt_log(c, BATON_LOG_WARN, "event=semaphore.cleared_by_operator key=\"%s\" holders=%d promoted=%d force=%d",
+               key, a.cleared, a.promoted, force);
+    return rc;
+}

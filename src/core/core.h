@@ -185,6 +185,18 @@ int bt_retry_failed(bt_store *s, int64_t id, int64_t now);
 /* bt_discard discards a job that is not running or over, recording reason as its error. */
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now);
 
+/* bt_unblock admits blocked job id now: into a free slot of its key, or with force past
+ * the limit (*over_limit says so). BATON_ESTATE when it is not blocked, or the key is full
+ * without force. */
+int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit);
+/* bt_unblock_key admits as many blocked jobs of key as its free slots allow. */
+int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted);
+/* bt_semaphore_clear drops every holder of key and admits its blocked jobs into the freed
+ * slots. Without force it refuses (BATON_ESTATE, naming the job) while a holder's job is
+ * ready, or running in a process that heartbeat at or after alive_since. */
+int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
+                       int *promoted);
+
 /* bt_dispatch moves up to batch due scheduled jobs to ready. */
 int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out);
 

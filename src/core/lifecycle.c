@@ -847,3 +847,126 @@ int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
         rc = release_slot(s, id, now); /* a ready job gives its slot to the next in line */
     return rc == BATON_OK ? discard_with_reason(s, id, reason, now) : rc;
 }
+
+static const char sql_blocked_job[] =
+    "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"
+    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"
+    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.job_id = ?";
+static const char sql_holders_of_key[] =
+    "SELECT h.job_id, j.status, c.process_id, p.pid, p.hostname, p.last_heartbeat_at FROM baton_semaphore_holders h"
+    " JOIN baton_jobs j ON j.id = h.job_id LEFT JOIN baton_claimed_executions c ON c.job_id = h.job_id"
+    " LEFT JOIN baton_processes p ON p.id = c.process_id WHERE h.key = ? ORDER BY h.job_id";
+static const char sql_drop_holder[] = "DELETE FROM baton_semaphore_holders WHERE job_id = ?";
+static const char sql_drop_semaphore[] =
+    "DELETE FROM baton_semaphores WHERE key = ?1"
+    " AND NOT EXISTS (SELECT 1 FROM baton_semaphore_holders WHERE key = ?1)";
+
+/* A job holding a slot of a key, and where it runs (process_id 0: nowhere). */
+typedef struct holder {
+    int64_t job_id, process_id, pid, heartbeat_at;
+    char status[16];
+    char host[64];
+} holder;
+
+typedef struct holder_list {
+    holder *items;
+    size_t len, cap;
+} holder_list;
+
+static int collect_holder(bt_row *row, void *payload)
+{
+    holder_list *l = payload;
+    if (l->len == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        holder *items = realloc(l->items, cap * sizeof *items);
+        if (!items)
+            return -1;
+        l->items = items;
+        l->cap = cap;
+    }
+    holder *h = &l->items[l->len++];
+    *h = (holder){.job_id = bt_col_int(row, 0), .process_id = bt_col_null(row, 2) ? 0 : bt_col_int(row, 2),
+                  .pid = bt_col_null(row, 3) ? 0 : bt_col_int(row, 3),
+                  .heartbeat_at = bt_col_null(row, 5) ? 0 : bt_col_int(row, 5)};
+    snprintf(h->status, sizeof h->status, "%s", bt_col_text(row, 1));
+    snprintf(h->host, sizeof h->host, "%s", bt_col_null(row, 4) ? "" : bt_col_text(row, 4));
+    return 0;
+}
+
+/* A holder whose job will still run (ready) or runs in a process that heartbeats: its
+ * slot is real, and giving it away would put two jobs of the key past its limit. */
+static int holder_is_live(const holder *h, int64_t alive_since)
+{
+    return strcmp(h->status, "ready") == 0 || (strcmp(h->status, "claimed") == 0 && h->heartbeat_at >= alive_since);
+}
+
+static void describe_holder(const holder *h, char *buf, size_t len)
+{
+    if (strcmp(h->status, "claimed") == 0)
+        snprintf(buf, len, "job %lld runs in process %lld (pid %lld on %s)", (long long)h->job_id,
+                 (long long)h->process_id, (long long)h->pid, h->host);
+    else
+        snprintf(buf, len, "job %lld is %s", (long long)h->job_id, h->status);
+}
+
+int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
+{
+    *over_limit = 0;
+    blocked_row b = {0};
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_blocked_job, a, 1, read_blocked, &b, NULL);
+    if (rc == BATON_OK && !b.key) {
+        char *status = NULL;
+        rc = job_status(s, id, &status);
+        if (rc == BATON_OK)
+            rc = bt_err_set(BATON_ESTATE, "job %lld is %s, not blocked", (long long)id, status);
+        free(status);
+    }
+    int64_t holders = 0;
+    if (rc == BATON_OK)
+        rc = lock_key(s, b.key, b.c.limit, now, &holders);
+    if (rc == BATON_OK && holders >= b.c.limit && !force)
+        rc = bt_err_set(BATON_ESTATE, "key %s is full (%lld of %d slots held); --force admits job %lld past the limit",
+                        b.key, (long long)holders, b.c.limit, (long long)id);
+    if (rc == BATON_OK) {
+        *over_limit = holders >= b.c.limit;
+        rc = bt_exec(s, sql_unblock, a, 1, NULL, NULL, NULL);
+    }
+    if (rc == BATON_OK)
+        rc = take_slot(s, &b.c, now, NULL);
+    free(b.queue);
+    free(b.key);
+    return rc;
+}
+
+int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted)
+{
+    *promoted = 0;
+    return promote(s, key, now, promoted);
+}
+
+int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
+                       int *promoted)
+{
+    *cleared = *promoted = 0;
+    holder_list l = {0};
+    bt_val k[] = {BV_TEXT(key)};
+    int rc = bt_exec(s, sql_holders_of_key, k, 1, collect_holder, &l, NULL);
+    for (size_t i = 0; i < l.len && rc == BATON_OK && !force; i++)
+        if (holder_is_live(&l.items[i], alive_since)) {
+            char what[160];
+            describe_holder(&l.items[i], what, sizeof what);
+            rc = bt_err_set(BATON_ESTATE, "key %s: %s and holds a slot; --force clears it anyway", key, what);
+        }
+    for (size_t i = 0; i < l.len && rc == BATON_OK; i++) {
+        bt_val h[] = {BV_INT(l.items[i].job_id)};
+        rc = bt_exec(s, sql_drop_holder, h, 1, NULL, NULL, NULL);
+        (*cleared)++;
+    }
+    if (rc == BATON_OK)
+        rc = promote(s, key, now, promoted);
+    if (rc == BATON_OK) /* a key nobody holds or waits for leaves no row behind */
+        rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
+    free(l.items);
+    return rc;
+}

@@ -76,6 +76,18 @@ static void enqueue(fixture *f, const char *cls, const char *args)
     run_result_free(&r);
 }
 
+/* job_status_cli reads a job's status through `baton job ID --json` (static buffer). */
+static const char *job_status_cli(fixture *f, int id)
+{
+    static char status[16];
+    char ids[16];
+    snprintf(ids, sizeof ids, "%d", id);
+    json_t *j = cli_json(f, (const char *const[]){"job", ids, NULL});
+    snprintf(status, sizeof status, "%s", json_string_value(json_object_get(j, "status")));
+    json_decref(j);
+    return status;
+}
+
 static int one_running(void *p)
 {
     fixture *f = p;
@@ -170,11 +182,106 @@ static void test_running_and_processes_show_where_jobs_run(void **state)
     run_result_free(&r);
 }
 
+/* run_cli runs a baton command (without --json) and returns its result. */
+static run_result run_cli(fixture *f, const char *const *args)
+{
+    const char *argv[32] = {"--db", f->url, "--config", f->config};
+    size_t n = 4;
+    for (size_t i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    return baton_run(NULL, argv);
+}
+
+static void expect_refusal(fixture *f, const char *const *args, const char *words)
+{
+    run_result r = run_cli(f, args);
+    if (r.status != 1 || !strstr(r.err, words))
+        fail_msg("baton %s: expected exit 1 and \"%s\", got %d: %s", args[0], words, r.status, r.err);
+    run_result_free(&r);
+}
+
+static json_t *semaphore(fixture *f, const char *key)
+{
+    json_t *list = cli_json(f, (const char *const[]){"semaphores", "--key", key, NULL});
+    json_t *s = json_incref(json_array_get(list, 0));
+    json_decref(list);
+    return s;
+}
+
+static int heartbeat_older_than_threshold(void *p)
+{
+    fixture *f = p;
+    json_t *list = cli_json(f, (const char *const[]){"processes", NULL});
+    double age = json_number_value(json_object_get(json_array_get(list, 0), "heartbeat_age_seconds"));
+    json_decref(list);
+    return age > 2.0;
+}
+
+/* A worker killed with SIGKILL leaves its slot held until it is pruned; semaphore clear
+ * refuses while the holder's process could still be alive, then frees the key and admits
+ * the next job, never more than the limit. */
+static void test_semaphore_clear_frees_a_dead_workers_slot(void **state)
+{
+    fixture *f = *state;
+    char *yaml = read_file(f->config);
+    char text[1024];
+    snprintf(text, sizeof text, "process_heartbeat_interval: 0.2\nprocess_alive_threshold: 2\n%s", yaml);
+    write_file(f->config, text);
+    free(yaml);
+    start_three_syncs(f);
+    expect_refusal(f, (const char *const[]){"semaphore", "clear", "Sync/user_123", NULL}, "job 1 runs in process");
+    kill(f->worker, SIGKILL);
+    wait_exit(f->worker, 10000);
+    f->worker = 0;
+    /* The dead worker's heartbeat ages past the threshold: now the slot is stale. */
+    assert_true(poll_until(heartbeat_older_than_threshold, f, 10000));
+    run_result r = run_cli(f, (const char *const[]){"semaphore", "clear", "Sync/user_123", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "1 slot cleared, 1 blocked job admitted"));
+    run_result_free(&r);
+    json_t *s = semaphore(f, "Sync/user_123");
+    assert_int_equal(json_array_size(json_object_get(s, "holders")), 1);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(s, "holders"), 0)), 2);
+    assert_int_equal(json_integer_value(json_object_get(s, "blocked")), 1);
+    json_decref(s);
+    assert_string_equal(job_status_cli(f, 2), "ready");
+    /* A ready holder is a real slot: clearing again needs --force. */
+    expect_refusal(f, (const char *const[]){"semaphore", "clear", "Sync/user_123", NULL}, "job 2 is ready");
+}
+
+static void test_unblock_respects_the_limit_unless_forced(void **state)
+{
+    fixture *f = *state;
+    for (int i = 0; i < 3; i++)
+        enqueue(f, "Sync", "{\"user\": {\"id\": 5}}");
+    expect_refusal(f, (const char *const[]){"unblock", "2", NULL}, "key Sync/user_5 is full (1 of 1 slots held)");
+    expect_refusal(f, (const char *const[]){"unblock", "1", NULL}, "job 1 is ready, not blocked");
+    run_result r = run_cli(f, (const char *const[]){"unblock", "--key", "Sync/user_5", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "0 jobs of Sync/user_5 admitted"));
+    run_result_free(&r);
+    assert_string_equal(job_status_cli(f, 2), "blocked");
+    r = run_cli(f, (const char *const[]){"unblock", "2", "--force", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.err, "past its key's limit"));
+    run_result_free(&r);
+    assert_string_equal(job_status_cli(f, 2), "ready");
+    json_t *s = semaphore(f, "Sync/user_5");
+    assert_int_equal(json_array_size(json_object_get(s, "holders")), 2);
+    json_decref(s);
+    r = run_cli(f, (const char *const[]){"unblock", "77", NULL});
+    assert_int_equal(r.status, 3);
+    run_result_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_blocked_lists_waiting_jobs_longest_first_with_key_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_running_and_processes_show_where_jobs_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_semaphore_clear_frees_a_dead_workers_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unblock_respects_the_limit_unless_forced, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
