@@ -571,6 +571,22 @@ BATON_API int baton_semaphore_clear(baton_client *client, const char *key, int f
                                     int *promoted_out);
 
 /**
+ * Checks the database for states the lifecycle never leaves by itself but crashes, outages
+ * or hand edits can: claims of processes whose heartbeat is older than the alive threshold
+ * (dead_process_claims), jobs whose status has no execution row (job_in_no_state), slots
+ * held by jobs that are neither ready nor running (stale_holder), blocked jobs whose key has
+ * a free slot (blocked_with_free_slot), keys held by more jobs than their limit
+ * (key_over_limit). With repair, fixes each in one transaction through the normal lifecycle
+ * steps (pruning, readmission, promotion), never running a key past its limit; a key over
+ * its limit is left to heal as its jobs end.
+ * @param json_out receives {problems: [{kind, detail, job_id?, key?, process_id?}],
+ *        repaired: [{kind, detail}]}, problems being those left after any repair; free
+ *        with baton_free().
+ * @param problems_left receives how many problems remain (may be NULL).
+ */
+BATON_API int baton_doctor_json(baton_client *client, int repair, char **json_out, int *problems_left);
+
+/**
  * Lists blocked jobs, longest waiting first, as a JSON array of {job_id, class,
  * concurrency_key, blocked_since, waiting_seconds, recheck_at (when maintenance looks at it
  * again), arguments, key_values (the values of the key template's placeholders, present

@@ -80,6 +80,7 @@ int cmd_running(cli *c);
 int cmd_processes(cli *c);
 int cmd_unblock(cli *c);
 int cmd_semaphore(cli *c);
+int cmd_doctor(cli *c);
 
 /* Reads the arguments JSON given as text, "-" (stdin) or "@FILE". Caller frees. */
 char *cli_read_args(const char *value);

@@ -256,3 +256,32 @@ int cmd_processes(cli *c)
     int rc = baton_processes_json(c->client, &json);
     return show(c, rc, json, render_processes);
 }
+
+int cmd_doctor(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton doctor takes no arguments");
+    char *json = NULL;
+    int left = 0;
+    int rc = baton_doctor_json(c->client, cli_flag(c, "repair"), &json, &left);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    if (cli_flag(c, "json")) {
+        cli_print_json(json);
+    } else {
+        json_t *doc = json_loads(json, 0, NULL);
+        size_t i;
+        json_t *o;
+        json_array_foreach(json_object_get(doc, "repaired"), i, o)
+            printf("repaired  %s: %s\n", json_string_value(json_object_get(o, "kind")),
+                   json_string_value(json_object_get(o, "detail")));
+        json_array_foreach(json_object_get(doc, "problems"), i, o)
+            printf("problem   %s: %s\n", json_string_value(json_object_get(o, "kind")),
+                   json_string_value(json_object_get(o, "detail")));
+        if (!left)
+            printf("no problems found\n");
+        json_decref(doc);
+    }
+    baton_free(json);
+    return left ? EXIT_ERROR : EXIT_OK;
+}

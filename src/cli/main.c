@@ -23,6 +23,7 @@ static const char *const json_opts[] = {"json", NULL};
 static const char *const blocked_opts[] = {"class=", "key=", "json", NULL};
 static const char *const unblock_opts[] = {"force", "key=", NULL};
 static const char *const force_opts[] = {"force", NULL};
+static const char *const doctor_opts[] = {"repair", "json", NULL};
 static const char *const running_opts[] = {"class=", "longer-than=", "json", NULL};
 static const char *const retry_opts[] = {"all-failed", "class=", NULL};
 static const char *const clear_opts[] = {"older-than=", NULL};
@@ -49,6 +50,7 @@ static const cli_command commands[] = {
     {"processes", json_opts, "processes [--json]", 1, cmd_processes},
     {"unblock", unblock_opts, "unblock JOB_ID [--force] | --key K", 1, cmd_unblock},
     {"semaphore", force_opts, "semaphore clear KEY [--force]", 1, cmd_semaphore},
+    {"doctor", doctor_opts, "doctor [--repair] [--json]", 1, cmd_doctor},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

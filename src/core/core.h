@@ -185,6 +185,13 @@ int bt_retry_failed(bt_store *s, int64_t id, int64_t now);
 /* bt_discard discards a job that is not running or over, recording reason as its error. */
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now);
 
+/* bt_repair_slots frees slots held by jobs that are neither ready nor running and fills
+ * every key's free slots from its blocked jobs, never past a limit. */
+int bt_repair_slots(bt_store *s, int64_t now, int *promoted_out);
+/* bt_requeue_lost puts a job whose status has no execution row back in a list: failed and
+ * scheduled jobs in theirs, the others through admission (giving up any slot first). */
+int bt_requeue_lost(bt_store *s, int64_t id, const char *status, int64_t now);
+
 /* bt_unblock admits blocked job id now: into a free slot of its key, or with force past
  * the limit (*over_limit says so). BATON_ESTATE when it is not blocked, or the key is full
  * without force. */

@@ -747,6 +747,23 @@ static int collect_key(bt_row *row, void *payload)
     return 0;
 }
 
+/* fill_keys promotes the blocked jobs of every key in keys into its free slots; with
+ * extend, the ones still blocked are checked again one duration later. Frees keys. */
+static int fill_keys(bt_store *s, key_list *keys, int64_t now, int extend, int *promoted)
+{
+    int rc = BATON_OK;
+    for (size_t i = 0; i < keys->len && rc == BATON_OK; i++) {
+        rc = promote(s, keys->keys[i], now, promoted);
+        bt_val e[] = {BV_TEXT(keys->keys[i]), BV_INT(now)};
+        if (rc == BATON_OK && extend)
+            rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
+    }
+    for (size_t i = 0; i < keys->len; i++)
+        free(keys->keys[i]);
+    free(keys->keys);
+    return rc;
+}
+
 int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out)
 {
     key_list keys = {0};
@@ -756,17 +773,26 @@ int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out)
     bt_val a[] = {BV_INT(now)};
     if (rc == BATON_OK)
         rc = bt_exec(s, sql_overdue_keys, a, 1, collect_key, &keys, NULL);
-    for (size_t i = 0; i < keys.len && rc == BATON_OK; i++) {
-        rc = promote(s, keys.keys[i], now, &promoted);
-        /* Jobs still blocked after that wait for a slot that is really taken: they are
-         * checked again one duration later. */
-        bt_val e[] = {BV_TEXT(keys.keys[i]), BV_INT(now)};
-        if (rc == BATON_OK)
-            rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
-    }
-    for (size_t i = 0; i < keys.len; i++)
-        free(keys.keys[i]);
-    free(keys.keys);
+    /* Jobs still blocked after that wait for a slot that is really taken: they are checked
+     * again one duration later. */
+    int frc = fill_keys(s, &keys, now, 1, &promoted);
+    rc = rc == BATON_OK ? frc : rc;
+    if (promoted_out)
+        *promoted_out = promoted;
+    return rc;
+}
+
+static const char sql_blocked_keys[] = "SELECT DISTINCT concurrency_key FROM baton_blocked_executions";
+
+int bt_repair_slots(bt_store *s, int64_t now, int *promoted_out)
+{
+    key_list keys = {0};
+    int promoted = 0;
+    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_blocked_keys, NULL, 0, collect_key, &keys, NULL);
+    int frc = fill_keys(s, &keys, now, 0, &promoted);
+    rc = rc == BATON_OK ? frc : rc;
     if (promoted_out)
         *promoted_out = promoted;
     return rc;
@@ -969,4 +995,23 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
         rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
     free(l.items);
     return rc;
+}
+
+static const char sql_relist_failed[] =
+    "INSERT INTO baton_failed_executions (job_id, error, created_at) SELECT id, error, ?2 FROM baton_jobs"
+    " WHERE id = ?1";
+static const char sql_relist_scheduled[] =
+    "INSERT INTO baton_scheduled_executions (job_id, queue_name, priority, scheduled_at, created_at)"
+    " SELECT id, queue_name, priority, scheduled_at, ?2 FROM baton_jobs WHERE id = ?1";
+
+int bt_requeue_lost(bt_store *s, int64_t id, const char *status, int64_t now)
+{
+    bt_val a[] = {BV_INT(id), BV_INT(now)};
+    if (strcmp(status, "failed") == 0)
+        return bt_exec(s, sql_relist_failed, a, 2, NULL, NULL, NULL);
+    if (strcmp(status, "scheduled") == 0)
+        return bt_exec(s, sql_relist_scheduled, a, 2, NULL, NULL, NULL);
+    /* Not running anywhere: whatever slot it held is given up, and it queues for one. */
+    int rc = release_slot(s, id, now);
+    return rc == BATON_OK ? readmit(s, id, now) : rc;
 }

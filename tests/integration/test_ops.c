@@ -275,6 +275,81 @@ static void test_unblock_respects_the_limit_unless_forced(void **state)
     run_result_free(&r);
 }
 
+static json_t *doctor(fixture *f, int repair, int expect_status)
+{
+    const char *argv[] = {"--db", f->url, "--config", f->config, "doctor", "--json", repair ? "--repair" : NULL, NULL};
+    run_result r = baton_run(NULL, argv);
+    if (r.status != expect_status)
+        fail_msg("baton doctor%s: exit %d, expected %d: %s %s", repair ? " --repair" : "", r.status, expect_status,
+                 r.out, r.err);
+    json_t *doc = json_loads(r.out, 0, NULL);
+    assert_non_null(doc);
+    run_result_free(&r);
+    return doc;
+}
+
+static int has_kind(json_t *list, const char *kind)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o) if (strcmp(json_string_value(json_object_get(o, "kind")), kind) == 0) return 1;
+    return 0;
+}
+
+/* A SIGKILLed worker leaves a claim and a slot behind; doctor explains it and --repair
+ * prunes the dead process, which fails its job and hands the slot to the next one only. */
+static void test_doctor_repairs_a_dead_workers_claims_within_the_limit(void **state)
+{
+    fixture *f = *state;
+    char *yaml = read_file(f->config);
+    char text[1024];
+    snprintf(text, sizeof text, "process_heartbeat_interval: 0.2\nprocess_alive_threshold: 2\n%s", yaml);
+    write_file(f->config, text);
+    free(yaml);
+    json_t *doc = doctor(f, 0, 0);
+    assert_int_equal(json_array_size(json_object_get(doc, "problems")), 0);
+    json_decref(doc);
+    start_three_syncs(f);
+    kill(f->worker, SIGKILL);
+    wait_exit(f->worker, 10000);
+    f->worker = 0;
+    assert_true(poll_until(heartbeat_older_than_threshold, f, 10000));
+    doc = doctor(f, 0, 1);
+    assert_true(has_kind(json_object_get(doc, "problems"), "dead_process_claims"));
+    json_decref(doc);
+    doc = doctor(f, 1, 0);
+    assert_true(has_kind(json_object_get(doc, "repaired"), "dead_process_claims"));
+    assert_int_equal(json_array_size(json_object_get(doc, "problems")), 0);
+    json_decref(doc);
+    assert_string_equal(job_status_cli(f, 1), "failed");
+    assert_string_equal(job_status_cli(f, 2), "ready");
+    assert_string_equal(job_status_cli(f, 3), "blocked");
+    json_t *s = semaphore(f, "Sync/user_123");
+    assert_int_equal(json_array_size(json_object_get(s, "holders")), 1);
+    json_decref(s);
+    run_result r = run_cli(f, (const char *const[]){"doctor", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "no problems found"));
+    run_result_free(&r);
+}
+
+/* A key an operator forced past its limit is reported, and left to heal by itself. */
+static void test_doctor_reports_a_key_over_its_limit_without_touching_it(void **state)
+{
+    fixture *f = *state;
+    for (int i = 0; i < 2; i++)
+        enqueue(f, "Sync", "{\"user\": {\"id\": 5}}");
+    run_result r = run_cli(f, (const char *const[]){"unblock", "2", "--force", NULL});
+    assert_int_equal(r.status, 0);
+    run_result_free(&r);
+    json_t *doc = doctor(f, 1, 1);
+    assert_true(has_kind(json_object_get(doc, "problems"), "key_over_limit"));
+    assert_int_equal(json_array_size(json_object_get(doc, "repaired")), 0);
+    json_decref(doc);
+    assert_string_equal(job_status_cli(f, 1), "ready");
+    assert_string_equal(job_status_cli(f, 2), "ready");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +357,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_running_and_processes_show_where_jobs_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_semaphore_clear_frees_a_dead_workers_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unblock_respects_the_limit_unless_forced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_doctor_repairs_a_dead_workers_claims_within_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_doctor_reports_a_key_over_its_limit_without_touching_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

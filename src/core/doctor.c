@@ -1,0 +1,264 @@
+/* doctor.c: finds states that the lifecycle never leaves behind by itself but that crashes,
+ * outages or hand edits can, explains each, and repairs the ones that can be repaired
+ * without running any key past its limit.
+ *
+ * Every check is one query; a repair goes through the same lifecycle steps as normal work
+ * (prune a process, promote a key, readmit a job), so it inherits their guarantees. A key
+ * over its limit is reported but not "repaired": the jobs holding it may be running, and
+ * only their ends can bring the key back under its limit. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "core/report.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+typedef struct doctor {
+    bt_store *store;
+    int64_t now, alive_since;
+    int repair;
+    json_t *problems, *repaired;
+    int rc;
+} doctor;
+
+static void problem(doctor *d, const char *kind, json_t *fields, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void problem(doctor *d, const char *kind, json_t *fields, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    json_object_set_new(fields, "kind", json_string(kind));
+    json_object_set_new(fields, "detail", json_string(detail));
+    json_array_append_new(d->problems, fields);
+}
+
+static void repaired(doctor *d, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void repaired(doctor *d, const char *kind, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    json_array_append_new(d->repaired, json_pack("{s:s, s:s}", "kind", kind, "detail", detail));
+}
+
+/* ---- claims of dead processes ---- */
+
+static const char sql_dead_claimers[] =
+    "SELECT p.id, p.pid, p.hostname, p.last_heartbeat_at, COUNT(c.job_id) FROM baton_processes p"
+    " JOIN baton_claimed_executions c ON c.process_id = p.id WHERE p.last_heartbeat_at < ?"
+    " GROUP BY p.id, p.pid, p.hostname, p.last_heartbeat_at ORDER BY p.id";
+
+static int on_dead_claimer(bt_row *row, void *payload)
+{
+    doctor *d = payload;
+    int64_t id = bt_col_int(row, 0);
+    problem(d, "dead_process_claims", json_pack("{s:I}", "process_id", (json_int_t)id),
+            "process %lld (pid %lld on %s) has not heartbeat for %.0fs and still claims %lld job(s)",
+            (long long)id, (long long)bt_col_int(row, 1), bt_col_text(row, 2),
+            (double)(d->now - bt_col_int(row, 3)) / 1000.0, (long long)bt_col_int(row, 4));
+    return 0;
+}
+
+static const char sql_dead_claimer_ids[] =
+    "SELECT DISTINCT p.id FROM baton_processes p JOIN baton_claimed_executions c ON c.process_id = p.id"
+    " WHERE p.last_heartbeat_at < ?";
+
+static void check_dead_claims(doctor *d)
+{
+    bt_val a[] = {BV_INT(d->alive_since)};
+    if (!d->repair) {
+        d->rc = bt_exec(d->store, sql_dead_claimers, a, 1, on_dead_claimer, d, NULL);
+        return;
+    }
+    bt_id_list dead = {0};
+    d->rc = bt_exec(d->store, sql_dead_claimer_ids, a, 1, bt_row_collect_id, &dead, NULL);
+    for (size_t i = 0; i < dead.len && d->rc == BATON_OK; i++) {
+        d->rc = bt_prune_process(d->store, dead.ids[i], d->now);
+        if (d->rc == BATON_OK)
+            repaired(d, "dead_process_claims",
+                     "pruned process %lld: its jobs failed as \"process pruned\" (retry policy applies)"
+                     " and their slots went to the next jobs", (long long)dead.ids[i]);
+    }
+    free(dead.ids);
+}
+
+/* ---- jobs whose status has no execution row ---- */
+
+static const char sql_stateless[] =
+    "SELECT j.id, j.status FROM baton_jobs j WHERE"
+    " (j.status = 'ready' AND NOT EXISTS (SELECT 1 FROM baton_ready_executions e WHERE e.job_id = j.id))"
+    " OR (j.status = 'claimed' AND NOT EXISTS (SELECT 1 FROM baton_claimed_executions e WHERE e.job_id = j.id))"
+    " OR (j.status = 'blocked' AND NOT EXISTS (SELECT 1 FROM baton_blocked_executions e WHERE e.job_id = j.id))"
+    " OR (j.status = 'scheduled' AND NOT EXISTS (SELECT 1 FROM baton_scheduled_executions e WHERE e.job_id = j.id))"
+    " OR (j.status = 'failed' AND NOT EXISTS (SELECT 1 FROM baton_failed_executions e WHERE e.job_id = j.id))"
+    " ORDER BY j.id";
+
+typedef struct stateless_list {
+    int64_t *ids;
+    char (*statuses)[16];
+    size_t len, cap;
+} stateless_list;
+
+static int collect_stateless(bt_row *row, void *payload)
+{
+    stateless_list *l = payload;
+    if (l->len == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        int64_t *ids = realloc(l->ids, cap * sizeof *ids);
+        char(*statuses)[16] = ids ? realloc(l->statuses, cap * sizeof *statuses) : NULL;
+        if (!ids || !statuses) {
+            l->ids = ids ? ids : l->ids;
+            return -1;
+        }
+        l->ids = ids;
+        l->statuses = statuses;
+        l->cap = cap;
+    }
+    l->ids[l->len] = bt_col_int(row, 0);
+    snprintf(l->statuses[l->len], sizeof l->statuses[l->len], "%s", bt_col_text(row, 1));
+    l->len++;
+    return 0;
+}
+
+static void check_stateless_jobs(doctor *d)
+{
+    stateless_list l = {0};
+    d->rc = bt_exec(d->store, sql_stateless, NULL, 0, collect_stateless, &l, NULL);
+    for (size_t i = 0; i < l.len && d->rc == BATON_OK; i++) {
+        if (!d->repair) {
+            problem(d, "job_in_no_state", json_pack("{s:I}", "job_id", (json_int_t)l.ids[i]),
+                    "job %lld says %s but is in no %s list: no process will ever run or settle it",
+                    (long long)l.ids[i], l.statuses[i], l.statuses[i]);
+            continue;
+        }
+        /* A failed job stays failed; anything else goes through admission again, like a
+         * retry: it waits for a slot if its key is full. */
+        d->rc = bt_requeue_lost(d->store, l.ids[i], l.statuses[i], d->now);
+        if (d->rc == BATON_OK)
+            repaired(d, "job_in_no_state", "job %lld (%s in no list) %s", (long long)l.ids[i], l.statuses[i],
+                     strcmp(l.statuses[i], "failed") == 0 ? "listed as failed again" : "queued again through admission");
+    }
+    free(l.ids);
+    free(l.statuses);
+}
+
+/* ---- slots held by jobs that are neither ready nor running ---- */
+
+static const char sql_stale_holders[] =
+    "SELECT h.key, h.job_id, j.status FROM baton_semaphore_holders h JOIN baton_jobs j ON j.id = h.job_id"
+    " WHERE j.status NOT IN ('ready', 'claimed') ORDER BY h.key, h.job_id";
+
+static int on_stale_holder(bt_row *row, void *payload)
+{
+    doctor *d = payload;
+    problem(d, "stale_holder", json_pack("{s:s, s:I}", "key", bt_col_text(row, 0), "job_id", (json_int_t)bt_col_int(row, 1)),
+            "key %s: job %lld is %s but still holds a slot", bt_col_text(row, 0), (long long)bt_col_int(row, 1),
+            bt_col_text(row, 2));
+    return 0;
+}
+
+/* ---- blocked jobs whose key has a free slot ---- */
+
+static const char sql_blocked_with_room[] =
+    "SELECT b.concurrency_key, COUNT(*), MIN(j.concurrency_limit),"
+    " (SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = b.concurrency_key)"
+    " FROM baton_blocked_executions b JOIN baton_jobs j ON j.id = b.job_id GROUP BY b.concurrency_key"
+    " HAVING (SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = b.concurrency_key) < MAX(j.concurrency_limit)"
+    " ORDER BY b.concurrency_key";
+
+static int on_blocked_with_room(bt_row *row, void *payload)
+{
+    doctor *d = payload;
+    problem(d, "blocked_with_free_slot", json_pack("{s:s}", "key", bt_col_text(row, 0)),
+            "key %s: %lld job(s) blocked while only %lld of %lld slots are held", bt_col_text(row, 0),
+            (long long)bt_col_int(row, 1), (long long)bt_col_int(row, 3), (long long)bt_col_int(row, 2));
+    return 0;
+}
+
+/* Both slot checks repair the same way: concurrency maintenance frees stale slots and
+ * fills free ones from the blocked jobs, never past a limit. */
+static void check_slots(doctor *d)
+{
+    if (!d->repair) {
+        d->rc = bt_exec(d->store, sql_stale_holders, NULL, 0, on_stale_holder, d, NULL);
+        if (d->rc == BATON_OK)
+            d->rc = bt_exec(d->store, sql_blocked_with_room, NULL, 0, on_blocked_with_room, d, NULL);
+        return;
+    }
+    int64_t stale = 0, waiting = 0;
+    bt_exec(d->store, sql_stale_holders, NULL, 0, bt_row_count, &stale, NULL);
+    bt_exec(d->store, sql_blocked_with_room, NULL, 0, bt_row_count, &waiting, NULL);
+    if (!stale && !waiting)
+        return;
+    int promoted = 0;
+    d->rc = bt_repair_slots(d->store, d->now, &promoted);
+    if (d->rc == BATON_OK)
+        repaired(d, "slots", "freed %lld stale slot(s); %d blocked job(s) admitted into free slots", (long long)stale,
+                 promoted);
+}
+
+/* ---- keys over their limit ---- */
+
+static const char sql_over_limit[] =
+    "SELECT h.key, COUNT(*), MIN(j.concurrency_limit) FROM baton_semaphore_holders h"
+    " JOIN baton_jobs j ON j.id = h.job_id GROUP BY h.key HAVING COUNT(*) > MIN(j.concurrency_limit)"
+    " ORDER BY h.key";
+
+static int on_over_limit(bt_row *row, void *payload)
+{
+    doctor *d = payload;
+    problem(d, "key_over_limit", json_pack("{s:s}", "key", bt_col_text(row, 0)),
+            "key %s: %lld jobs hold slots, limit %lld (an operator forced it, or the limit was lowered);"
+            " it heals as they end", bt_col_text(row, 0), (long long)bt_col_int(row, 1), (long long)bt_col_int(row, 2));
+    return 0;
+}
+
+static void diagnose(doctor *d)
+{
+    check_dead_claims(d);
+    if (d->rc == BATON_OK)
+        check_stateless_jobs(d);
+    if (d->rc == BATON_OK)
+        check_slots(d);
+    if (d->rc == BATON_OK && !d->repair)
+        d->rc = bt_exec(d->store, sql_over_limit, NULL, 0, on_over_limit, d, NULL);
+}
+
+int baton_doctor_json(baton_client *c, int repair, char **json_out, int *problems_left)
+{
+    *json_out = NULL;
+    int64_t now = bt_now_ms();
+    doctor d = {c->store, now, now - (int64_t)(c->alive_threshold * 1000.0), 0, json_array(), json_array(), BATON_OK};
+    if (repair) {
+        d.repair = 1;
+        d.rc = bt_begin(c->store, BT_TXN_WRITE);
+        if (d.rc == BATON_OK)
+            diagnose(&d);
+        d.rc = bt_end(c->store, d.rc);
+        d.repair = 0;
+    }
+    /* What is left after the repairs (or everything, without them). */
+    if (d.rc == BATON_OK) {
+        d.rc = bt_begin(c->store, BT_TXN_READ);
+        if (d.rc == BATON_OK) {
+            diagnose(&d);
+            bt_rollback(c->store);
+        }
+    }
+    if (d.rc != BATON_OK) {
+        json_decref(d.problems);
+        json_decref(d.repaired);
+        return d.rc;
+    }
+    if (problems_left)
+        *problems_left = (int)json_array_size(d.problems);
+    return bt_json_dump(json_pack("{s:o, s:o}", "problems", d.problems, "repaired", d.repaired), json_out);
+}
