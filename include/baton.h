@@ -213,7 +213,9 @@ BATON_API int baton_class_register(baton_client *client, const char *name,
 
 /**
  * Reads a baton.yml file: registers its job classes and keeps its worker and dispatcher
- * sections for baton_start(). NULL path reads nothing and succeeds.
+ * sections for baton_start() and its scheduler and recurring sections for schedulers.
+ * NULL path reads nothing and succeeds. The class of a recurring task must be declared in
+ * the file or registered on client before.
  * @return BATON_OK; BATON_EINVALID with a message "FILE:LINE: ..." naming the bad key;
  *         BATON_ERROR when the file cannot be read.
  */
