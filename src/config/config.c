@@ -20,6 +20,7 @@
 #include <yaml.h>
 
 #include "baton.h"
+#include "sched/cron.h"
 #include "util/err.h"
 
 enum { KEYPATH_MAX = 512 };
@@ -483,13 +484,49 @@ static int parse_task_priority(ctx *c, const char *path, yaml_node_t *key, yaml_
     return rc;
 }
 
+/* invalid_because reports the last library message (a schedule's, a zone's) at n. */
+static int invalid_because(ctx *c, yaml_node_t *n, const char *path)
+{
+    char why[1024];
+    snprintf(why, sizeof why, "%s", baton_error_last());
+    return invalid(c, n, path, why);
+}
+
+int bt_schedule_parse(const char *text, bt_cron *out)
+{
+    int64_t first;
+    int rc = bt_cron_parse(text, out);
+    return rc == BATON_OK ? bt_cron_next(out, NULL, 0, &first) : rc;
+}
+
+/* schedule and timezone are checked here so a bad one names its line, not a failed run. */
+static int parse_schedule(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *v, void *base)
+{
+    static const field as_text = {ROW("schedule", F_STR, RT(schedule))};
+    bt_cron cron;
+    int rc = set_value(c, path, &as_text, key, v, base);
+    if (!rc && bt_schedule_parse(text(v), &cron) != BATON_OK)
+        rc = invalid_because(c, v, path);
+    return rc;
+}
+
+static int parse_timezone(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *v, void *base)
+{
+    static const field as_text = {ROW("timezone", F_STR, RT(timezone))};
+    const bt_tz *tz;
+    int rc = set_value(c, path, &as_text, key, v, base);
+    if (!rc && bt_tz_load(text(v), &tz) != BATON_OK)
+        rc = invalid_because(c, v, path);
+    return rc;
+}
+
 static const field task_fields[] = {
     {ROW("class", F_STR, RT(class_name))},
     {ROW("args", F_FN, 0), .fn = parse_args},
-    {ROW("schedule", F_STR, RT(schedule))},
+    {ROW("schedule", F_FN, 0), .fn = parse_schedule},
     {ROW("queue", F_STR, RT(queue))},
     {ROW("priority", F_FN, 0), .fn = parse_task_priority},
-    {ROW("timezone", F_STR, RT(timezone))},
+    {ROW("timezone", F_FN, 0), .fn = parse_timezone},
     {ROW("description", F_STR, RT(description))},
     {.name = NULL},
 };

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "sched/cron.h"
+
 typedef enum { BT_ON_CONFLICT_BLOCK = 0, BT_ON_CONFLICT_DISCARD, BT_ON_CONFLICT_COALESCE } bt_on_conflict;
 
 typedef struct bt_concurrency_config {
@@ -87,5 +89,9 @@ void bt_config_defaults(bt_config *cfg);
 int bt_config_load(const char *path, bt_config **out);
 
 void bt_config_free(bt_config *cfg);
+
+/* bt_schedule_parse reads a recurring task's schedule like bt_cron_parse and also refuses
+ * one that never runs ("0 0 31 2 *"). BATON_EINVALID with a message naming the field. */
+int bt_schedule_parse(const char *text, bt_cron *out);
 
 #endif

@@ -124,6 +124,14 @@ static void test_config_errors_name_file_line_and_key(void **state)
         {"recurring:\n  t:\n    args: { a: 1, a: 2 }\n", 3, "duplicate key 'a' in recurring.t.args"},
         {"recurring:\n  t:\n    args: [1, { [x]: 2 }]\n", 3, "recurring.t.args[1]: keys must be strings"},
         {"recurring:\n  t:\n    args: { a: { b: 1, b: 2 } }\n", 3, "duplicate key 'b' in recurring.t.args.a"},
+        {"recurring:\n  t:\n    class: A\n    schedule: \"61 * * * *\"\n", 4,
+         "recurring.t.schedule: invalid schedule \"61 * * * *\": minute: 61 is out of range 0-59"},
+        {"recurring:\n  t:\n    schedule: \"* * x * *\"\n", 3,
+         "recurring.t.schedule: invalid schedule \"* * x * *\": day-of-month: \"x\" is not a number"},
+        {"recurring:\n  t:\n    schedule: \"0 0 31 2 *\"\n", 3,
+         "recurring.t.schedule: schedule \"0 0 31 2 *\" never matches"},
+        {"recurring:\n  t:\n    timezone: Mars/Olympus_Mons\n", 3,
+         "recurring.t.timezone: unknown time zone \"Mars/Olympus_Mons\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *path = write_config(f->dir, cases[i].yaml);
