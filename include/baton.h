@@ -452,6 +452,61 @@ BATON_API int baton_perform_wait(baton_client *client, int64_t *id_out, const ch
                                  const char *args_json, double wait_timeout);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Recurring tasks                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A recurring task enqueues a job of its class on a cron schedule ("0 3 * * *"; five fields
+ * minute hour day-of-month month day-of-week, or six with a leading second field, or a
+ * macro such as "@daily"), evaluated in its time zone. Static tasks come from baton.yml's
+ * recurring section (written by a starting scheduler); dynamic ones are added here.
+ */
+
+/** Optional parts of a task. Initialise with BATON_RECURRING_OPTIONS_INIT. */
+typedef struct baton_recurring_options {
+    unsigned version;        /**< BATON_RECURRING_OPTIONS_VERSION */
+    const char *queue;       /**< NULL: the class's queue */
+    int has_priority;        /**< nonzero: use priority below instead of the class's */
+    int priority;
+    const char *timezone;    /**< IANA name ("Europe/Berlin"); NULL means UTC */
+    const char *description; /**< free text, may be NULL */
+} baton_recurring_options;
+
+#define BATON_RECURRING_OPTIONS_VERSION 1
+#define BATON_RECURRING_OPTIONS_INIT { BATON_RECURRING_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL }
+
+/**
+ * Adds the dynamic task key, or replaces the dynamic task of that name. Its jobs are
+ * enqueued like baton_enqueue(class_name, args_json) with the task's queue and priority.
+ * @param args_json NULL means "[]".
+ * @param opts may be NULL for the defaults.
+ * @return BATON_OK; BATON_EINVALID for an empty key, an unregistered class, arguments that
+ *         baton_enqueue() would refuse, an invalid schedule (the message names the field:
+ *         'invalid schedule "61 * * * *": minute: 61 is out of range 0-59') or one that
+ *         never runs, or an unknown time zone; BATON_ESTATE when key is a static task (it
+ *         comes from the configuration).
+ */
+BATON_API int baton_recurring_add(baton_client *client, const char *key, const char *class_name,
+                                  const char *schedule, const char *args_json,
+                                  const baton_recurring_options *opts);
+
+/**
+ * Removes the dynamic task key. Runs already enqueued stay.
+ * @return BATON_OK; BATON_ENOTFOUND when there is no such task; BATON_ESTATE for a static
+ *         task (remove it from the configuration instead).
+ */
+BATON_API int baton_recurring_remove(baton_client *client, const char *key);
+
+/**
+ * Lists the tasks, by key, as a JSON array of {key, class, schedule, timezone ("UTC" when
+ * none was given), args (the JSON value), queue and priority (null: the class's), static
+ * (true for tasks of the configuration), description, last_run_at (the last run enqueued,
+ * or null), next_run_at (when a scheduler will enqueue the next run)}, times in ISO 8601
+ * UTC with milliseconds. The caller frees *json_out with baton_free().
+ */
+BATON_API int baton_recurring_json(baton_client *client, char **json_out);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Administration: reports are JSON text owned by the caller (release with baton_free)        */
 /* ------------------------------------------------------------------------------------------ */
 

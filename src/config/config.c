@@ -773,6 +773,18 @@ int bt_config_load(const char *path, bt_config **out)
     return 0;
 }
 
+void bt_recurring_config_clear(bt_recurring_config *t)
+{
+    free(t->key);
+    free(t->class_name);
+    free(t->arguments);
+    free(t->schedule);
+    free(t->queue);
+    free(t->timezone);
+    free(t->description);
+    *t = (bt_recurring_config){0};
+}
+
 void bt_config_free(bt_config *cfg)
 {
     if (!cfg)
@@ -787,16 +799,8 @@ void bt_config_free(bt_config *cfg)
     }
     for (size_t i = 0; i < cfg->nworkers; i++)
         free_queues(&cfg->workers[i]);
-    for (size_t i = 0; i < cfg->nrecurring; i++) {
-        bt_recurring_config *t = &cfg->recurring[i];
-        free(t->key);
-        free(t->class_name);
-        free(t->arguments);
-        free(t->schedule);
-        free(t->queue);
-        free(t->timezone);
-        free(t->description);
-    }
+    for (size_t i = 0; i < cfg->nrecurring; i++)
+        bt_recurring_config_clear(&cfg->recurring[i]);
     free(cfg->recurring);
     free(cfg->classes);
     free(cfg->workers);

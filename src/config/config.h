@@ -90,6 +90,9 @@ int bt_config_load(const char *path, bt_config **out);
 
 void bt_config_free(bt_config *cfg);
 
+/* bt_recurring_config_clear frees a task's strings (the struct itself is the caller's). */
+void bt_recurring_config_clear(bt_recurring_config *t);
+
 /* bt_schedule_parse reads a recurring task's schedule like bt_cron_parse and also refuses
  * one that never runs ("0 0 31 2 *"). BATON_EINVALID with a message naming the field. */
 int bt_schedule_parse(const char *text, bt_cron *out);

@@ -58,7 +58,7 @@ static int append_job(bt_row *row, void *payload)
     return 0;
 }
 
-static int dump(json_t *value, char **json_out)
+int bt_json_dump(json_t *value, char **json_out)
 {
     *json_out = json_dumps(value, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(value);
@@ -145,7 +145,7 @@ int baton_jobs_json(baton_client *c, const baton_job_filter *filter, char **json
         json_decref(q.list);
         return rc;
     }
-    return dump(q.list, json_out);
+    return bt_json_dump(q.list, json_out);
 }
 
 static const char sql_one_job[] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE id = ?";
@@ -164,7 +164,7 @@ int baton_job_json(baton_client *c, int64_t id, char **json_out)
     }
     json_t *job = json_incref(json_array_get(list, 0));
     json_decref(list);
-    return dump(job, json_out);
+    return bt_json_dump(job, json_out);
 }
 
 /* in_write_txn runs one action in its own write transaction. */
@@ -344,7 +344,7 @@ int baton_queues_json(baton_client *c, char **json_out)
         json_array_append(list, json_object_get(by_name, names[i]));
     free(names);
     json_decref(by_name);
-    return dump(list, json_out);
+    return bt_json_dump(list, json_out);
 }
 
 int baton_classes_json(baton_client *c, char **json_out)
@@ -357,7 +357,7 @@ int baton_classes_json(baton_client *c, char **json_out)
                                               k->command ? json_string(k->command) : json_null(),
                                               "max_attempts", k->max_attempts, "timeout", k->timeout));
     }
-    return dump(list, json_out);
+    return bt_json_dump(list, json_out);
 }
 
 static const char sql_semaphores[] =
@@ -433,5 +433,5 @@ int baton_semaphores_json(baton_client *c, int expired_only, const char *key, ch
             json_array_append(out, sem);
     }
     json_decref(r.list);
-    return dump(out, json_out);
+    return bt_json_dump(out, json_out);
 }

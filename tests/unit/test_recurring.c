@@ -1,5 +1,8 @@
+// ctest-labels: sqlite
 /* test_recurring.c: recurring tasks through the library: the scheduler and recurring
- * sections of baton.yml, good and bad, with their exact messages. */
+ * sections of baton.yml, good and bad, with their exact messages; the rule for runs missed
+ * while no scheduler ran; static tasks written from the configuration; dynamic tasks added,
+ * replaced, listed and removed. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +10,9 @@
 
 #include "baton.h"
 #include "config/config.h"
+#include "core/core.h"
 #include "support.h"
+#include "util/clock.h"
 
 /* write_config writes text to DIR/baton.yml and returns that path (a rotating buffer). */
 static const char *write_config(const char *dir, const char *text)
@@ -166,12 +171,246 @@ static void test_config_task_class_must_be_known(void **state)
     assert_string_equal(baton_error_last(), want);
 }
 
+/* ---- helpers ---- */
+
+static int64_t parse_time(const char *iso)
+{
+    int64_t ms = 0;
+    assert_int_equal(baton_parse_time(iso, &ms), BATON_OK);
+    return ms;
+}
+
+static json_t *recurring_list(baton_client *c)
+{
+    char *text;
+    assert_int_equal(baton_recurring_json(c, &text), BATON_OK);
+    json_t *list = json_loads(text, 0, NULL);
+    baton_free(text);
+    assert_true(json_is_array(list));
+    return list;
+}
+
+/* task_named returns the listed task key (borrowed from list), or NULL. */
+static json_t *task_named(json_t *list, const char *key)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(list, i, t)
+        if (!strcmp(json_string_value(json_object_get(t, "key")), key))
+            return t;
+    return NULL;
+}
+
+static const char *jstr(json_t *o, const char *field)
+{
+    json_t *v = json_object_get(o, field);
+    if (!json_is_string(v))
+        fail_msg("field %s is not a string", field);
+    return json_string_value(v);
+}
+
+/* ---- the rule for missed runs ---- */
+
+static void test_next_run_skips_runs_missed_for_more_than_a_period(void **state)
+{
+    (void)state;
+    bt_cron every_minute;
+    assert_int_equal(bt_cron_parse("* * * * *", &every_minute), BATON_OK);
+    int64_t last = parse_time("2026-11-24T10:00:00Z"), next = 0;
+    /* Not yet due. */
+    assert_int_equal(bt_recurring_next(&every_minute, NULL, last, last + 30000, &next), BATON_OK);
+    assert_true(next == parse_time("2026-11-24T10:01:00Z"));
+    /* Due now, or a little late: the one owed run is enqueued. */
+    assert_int_equal(bt_recurring_next(&every_minute, NULL, last, parse_time("2026-11-24T10:01:00Z"), &next), BATON_OK);
+    assert_true(next == parse_time("2026-11-24T10:01:00Z"));
+    assert_int_equal(bt_recurring_next(&every_minute, NULL, last, parse_time("2026-11-24T10:01:59Z"), &next), BATON_OK);
+    assert_true(next == parse_time("2026-11-24T10:01:00Z"));
+    /* Two runs past: nothing is replayed, the next run is the first in the future. */
+    assert_int_equal(bt_recurring_next(&every_minute, NULL, last, parse_time("2026-11-24T10:02:00Z"), &next), BATON_OK);
+    assert_true(next == parse_time("2026-11-24T10:03:00Z"));
+    assert_int_equal(bt_recurring_next(&every_minute, NULL, last, parse_time("2026-11-25T08:30:10Z"), &next), BATON_OK);
+    assert_true(next == parse_time("2026-11-25T08:31:00Z"));
+}
+
+/* ---- storage ---- */
+
+static void test_static_tasks_are_written_and_stale_ones_removed(void **state)
+{
+    lib_fixture *f = *state;
+    assert_int_equal(baton_class_register(f->client, "Ping", NULL), BATON_OK);
+    assert_int_equal(baton_recurring_add(f->client, "dynamic", "Ping", "0 * * * *", NULL, NULL), BATON_OK);
+    assert_int_equal(baton_recurring_add(f->client, "b", "Ping", "0 * * * *", "[\"was dynamic\"]", NULL), BATON_OK);
+    bt_config *cfg = load_ok(f->dir,
+        "recurring:\n"
+        "  a: { class: Ping, schedule: \"0 3 * * *\", args: [1], queue: low, priority: 2 }\n"
+        "  b: { class: Ping, schedule: \"0 4 * * *\", timezone: Europe/Berlin }\n"
+        "  gone: { class: Ping, schedule: \"0 5 * * *\" }\n");
+    size_t removed = 99;
+    assert_int_equal(bt_begin(f->client->store, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_recurring_sync_static(f->client->store, cfg, bt_now_ms(), &removed), BATON_OK);
+    assert_int_equal(bt_end(f->client->store, BATON_OK), BATON_OK);
+    assert_int_equal(removed, 0);
+    bt_config_free(cfg);
+
+    json_t *list = recurring_list(f->client);
+    assert_int_equal(json_array_size(list), 4);
+    json_t *a = task_named(list, "a");
+    assert_string_equal(jstr(a, "schedule"), "0 3 * * *");
+    assert_true(json_is_true(json_object_get(a, "static")));
+    assert_string_equal(jstr(a, "queue"), "low");
+    assert_int_equal(json_integer_value(json_object_get(a, "priority")), 2);
+    json_t *b = task_named(list, "b"); /* the configuration took the name over */
+    assert_true(json_is_true(json_object_get(b, "static")));
+    assert_string_equal(jstr(b, "schedule"), "0 4 * * *");
+    assert_string_equal(jstr(b, "timezone"), "Europe/Berlin");
+    assert_int_equal(json_array_size(json_object_get(b, "args")), 0);
+    assert_true(json_is_false(json_object_get(task_named(list, "dynamic"), "static")));
+    json_decref(list);
+
+    /* The next configuration changes a, drops b and gone: the dynamic task stays. */
+    cfg = load_ok(f->dir, "recurring:\n  a: { class: Ping, schedule: \"30 3 * * *\" }\n");
+    assert_int_equal(bt_begin(f->client->store, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_recurring_sync_static(f->client->store, cfg, bt_now_ms(), &removed), BATON_OK);
+    assert_int_equal(bt_end(f->client->store, BATON_OK), BATON_OK);
+    assert_int_equal(removed, 2);
+    bt_config_free(cfg);
+    list = recurring_list(f->client);
+    assert_int_equal(json_array_size(list), 2);
+    a = task_named(list, "a");
+    assert_string_equal(jstr(a, "schedule"), "30 3 * * *");
+    assert_true(json_is_null(json_object_get(a, "queue")));
+    assert_true(json_is_null(json_object_get(a, "priority")));
+    assert_non_null(task_named(list, "dynamic"));
+    json_decref(list);
+
+    /* Static tasks belong to the configuration. */
+    assert_int_equal(baton_recurring_add(f->client, "a", "Ping", "* * * * *", NULL, NULL), BATON_ESTATE);
+    assert_string_equal(baton_error_last(), "recurring task 'a' comes from the configuration; change it there");
+    assert_int_equal(baton_recurring_remove(f->client, "a"), BATON_ESTATE);
+    assert_string_equal(baton_error_last(), "recurring task 'a' comes from the configuration; remove it there");
+    list = recurring_list(f->client);
+    assert_string_equal(jstr(task_named(list, "a"), "schedule"), "30 3 * * *");
+    json_decref(list);
+}
+
+static void test_dynamic_tasks_are_added_replaced_listed_and_removed(void **state)
+{
+    lib_fixture *f = *state;
+    assert_int_equal(baton_class_register(f->client, "Ping", NULL), BATON_OK);
+    baton_recurring_options o = BATON_RECURRING_OPTIONS_INIT;
+    o.queue = "low";
+    o.has_priority = 1;
+    o.priority = -4;
+    o.timezone = "Europe/Berlin";
+    o.description = "morning ping";
+    int64_t before = bt_now_ms();
+    assert_int_equal(baton_recurring_add(f->client, "ping", "Ping", "0 7 * * *", "{\"loud\":true}", &o), BATON_OK);
+    assert_int_equal(baton_recurring_add(f->client, "plain", "Ping", "@hourly", NULL, NULL), BATON_OK);
+
+    json_t *list = recurring_list(f->client);
+    assert_int_equal(json_array_size(list), 2);
+    json_t *t = json_array_get(list, 0);
+    static const char *const fields[] = {"key", "class", "schedule", "timezone", "args", "queue", "priority",
+                                         "static", "description", "last_run_at", "next_run_at"};
+    assert_int_equal(json_object_size(t), sizeof fields / sizeof *fields);
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+        if (!json_object_get(t, fields[i]))
+            fail_msg("field %s missing", fields[i]);
+    assert_string_equal(jstr(t, "key"), "ping");
+    assert_string_equal(jstr(t, "class"), "Ping");
+    assert_string_equal(jstr(t, "schedule"), "0 7 * * *");
+    assert_string_equal(jstr(t, "timezone"), "Europe/Berlin");
+    assert_true(json_is_true(json_object_get(json_object_get(t, "args"), "loud")));
+    assert_string_equal(jstr(t, "queue"), "low");
+    assert_int_equal(json_integer_value(json_object_get(t, "priority")), -4);
+    assert_true(json_is_false(json_object_get(t, "static")));
+    assert_string_equal(jstr(t, "description"), "morning ping");
+    assert_true(json_is_null(json_object_get(t, "last_run_at")));
+    /* 07:00 in Berlin is 06:00 UTC in winter, 05:00 in summer. */
+    const char *next = jstr(t, "next_run_at");
+    assert_int_equal(strlen(next), 24);
+    assert_true(strstr(next, "T06:00:00.000Z") || strstr(next, "T05:00:00.000Z"));
+    assert_true(parse_time(next) > before && parse_time(next) <= before + 86400000);
+
+    t = json_array_get(list, 1);
+    assert_string_equal(jstr(t, "timezone"), "UTC");
+    assert_int_equal(json_array_size(json_object_get(t, "args")), 0);
+    assert_true(json_is_null(json_object_get(t, "queue")));
+    assert_true(json_is_null(json_object_get(t, "priority")));
+    assert_true(json_is_null(json_object_get(t, "description")));
+    assert_non_null(strstr(jstr(t, "next_run_at"), ":00:00.000Z"));
+    json_decref(list);
+
+    /* Adding under the same name replaces the task. */
+    assert_int_equal(baton_recurring_add(f->client, "ping", "Ping", "*/10 * * * * *", "[2]", NULL), BATON_OK);
+    list = recurring_list(f->client);
+    t = task_named(list, "ping");
+    assert_string_equal(jstr(t, "schedule"), "*/10 * * * * *");
+    assert_string_equal(jstr(t, "timezone"), "UTC");
+    assert_true(json_is_null(json_object_get(t, "description")));
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(t, "args"), 0)), 2);
+    json_decref(list);
+
+    assert_int_equal(baton_recurring_remove(f->client, "ping"), BATON_OK);
+    assert_int_equal(baton_recurring_remove(f->client, "ping"), BATON_ENOTFOUND);
+    assert_string_equal(baton_error_last(), "no recurring task 'ping'");
+    list = recurring_list(f->client);
+    assert_int_equal(json_array_size(list), 1);
+    json_decref(list);
+}
+
+static void test_bad_tasks_are_refused(void **state)
+{
+    lib_fixture *f = *state;
+    baton_class_options keyed = BATON_CLASS_OPTIONS_INIT;
+    keyed.concurrency_key = "user_{user_id}";
+    assert_int_equal(baton_class_register(f->client, "Ping", NULL), BATON_OK);
+    assert_int_equal(baton_class_register(f->client, "Keyed", &keyed), BATON_OK);
+    baton_recurring_options zone = BATON_RECURRING_OPTIONS_INIT, queue = BATON_RECURRING_OPTIONS_INIT;
+    zone.timezone = "Atlantis/Capital";
+    queue.queue = "";
+    const struct {
+        const char *key, *class_name, *schedule, *args;
+        const baton_recurring_options *opts;
+        int code;
+        const char *message; /* the whole message, or its start when it ends with ": " */
+    } cases[] = {
+        {"t", "Ping", "61 * * * *", NULL, NULL, BATON_EINVALID,
+         "invalid schedule \"61 * * * *\": minute: 61 is out of range 0-59"},
+        {"t", "Ping", "0 0 30 2 *", NULL, NULL, BATON_EINVALID, "schedule \"0 0 30 2 *\" never matches"},
+        {"t", "Nope", "* * * * *", NULL, NULL, BATON_EINVALID, "unknown class 'Nope'"},
+        {"t", "Ping", "* * * * *", "[1,", NULL, BATON_EINVALID, "arguments are not valid JSON: "},
+        {"t", "Keyed", "* * * * *", "{}", NULL, BATON_EINVALID,
+         "concurrency key placeholder {user_id} is missing in the arguments"},
+        {"t", "Ping", "* * * * *", NULL, &zone, BATON_EINVALID, "unknown time zone \"Atlantis/Capital\""},
+        {"t", "Ping", "* * * * *", NULL, &queue, BATON_EINVALID, "queue name must not be empty"},
+        {"", "Ping", "* * * * *", NULL, NULL, BATON_EINVALID, "recurring task name must not be empty"},
+        {"t", "Ping", NULL, NULL, NULL, BATON_EINVALID, "recurring task t: missing schedule"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = baton_recurring_add(f->client, cases[i].key, cases[i].class_name, cases[i].schedule,
+                                     cases[i].args, cases[i].opts);
+        size_t len = strlen(cases[i].message);
+        int prefix = len > 2 && !strcmp(cases[i].message + len - 2, ": ");
+        if (rc != cases[i].code || strncmp(baton_error_last(), cases[i].message, prefix ? len : len + 1))
+            fail_msg("case %zu: rc %d, message \"%s\"", i, rc, baton_error_last());
+    }
+    assert_int_equal(baton_recurring_remove(f->client, ""), BATON_EINVALID);
+    json_t *list = recurring_list(f->client);
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_config_reads_tasks_and_scheduler, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_config_errors_name_file_line_and_key, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_config_task_class_must_be_known, lib_setup, lib_teardown),
+        cmocka_unit_test(test_next_run_skips_runs_missed_for_more_than_a_period),
+        cmocka_unit_test_setup_teardown(test_static_tasks_are_written_and_stale_ones_removed, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_dynamic_tasks_are_added_replaced_listed_and_removed, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_tasks_are_refused, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
