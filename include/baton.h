@@ -409,6 +409,54 @@ BATON_API void baton_dispatcher_stop(baton_dispatcher *dispatcher);
 BATON_API void baton_dispatcher_free(baton_dispatcher *dispatcher);
 
 /**
+ * A scheduler enqueues the jobs of recurring tasks (see baton_recurring_add()) when their
+ * cron schedules fall due. Several schedulers may share a database: each run of a task is
+ * enqueued exactly once between them.
+ */
+typedef struct baton_scheduler baton_scheduler;
+
+/** Initialise with BATON_SCHEDULER_OPTIONS_INIT. */
+typedef struct baton_scheduler_options {
+    unsigned version;        /**< BATON_SCHEDULER_OPTIONS_VERSION */
+    double polling_interval; /**< seconds between looks at the tasks when no run falls due
+                                  sooner; 0 (default) means the loaded configuration's
+                                  scheduler.polling_interval, else 5 */
+} baton_scheduler_options;
+
+#define BATON_SCHEDULER_OPTIONS_VERSION 1
+#define BATON_SCHEDULER_OPTIONS_INIT { BATON_SCHEDULER_OPTIONS_VERSION, 0.0 }
+
+/**
+ * Creates a scheduler with its own connection; client must outlive it. opts may be NULL
+ * for the defaults.
+ * @return BATON_OK; BATON_EINVALID for a negative polling interval or an unknown options
+ *         version.
+ */
+BATON_API int baton_scheduler_new(baton_scheduler **out, baton_client *client,
+                                  const baton_scheduler_options *opts);
+
+/**
+ * Registers the scheduler as a process (kind "scheduler") and enqueues due runs until
+ * stopped. Blocks the calling thread. When client has a configuration loaded, its recurring
+ * tasks are first written as the static tasks (replacing static tasks it no longer lists;
+ * tasks added with baton_recurring_add() are left alone).
+ * Each run is recorded with its task and time in the same transaction that enqueues its
+ * job, so a run is enqueued once even with several schedulers. A task's next run is the
+ * first after its last recorded run; when the run after that one is past too (no scheduler
+ * ran for longer than a period), the missed runs are not replayed and the next run is the
+ * first in the future. Task changes made while it runs are seen at the next look.
+ * @return BATON_OK after a stop; BATON_ESTORE/BATON_ESCHEMA when the database fails at
+ *         start.
+ */
+BATON_API int baton_scheduler_run(baton_scheduler *scheduler);
+
+/** Asks a running scheduler to stop; it returns at once. Async-signal-safe. */
+BATON_API void baton_scheduler_stop(baton_scheduler *scheduler);
+
+/** Frees a scheduler that is not running. NULL is a no-op. */
+BATON_API void baton_scheduler_free(baton_scheduler *scheduler);
+
+/**
  * Moves due scheduled jobs to ready once, at most batch_size of them.
  * @param moved_out receives how many were moved (may be NULL).
  */

@@ -1,9 +1,12 @@
-// ctest-labels: sqlite
+// ctest-labels: threads sqlite
 /* test_recurring.c: recurring tasks through the library: the scheduler and recurring
  * sections of baton.yml, good and bad, with their exact messages; the rule for runs missed
  * while no scheduler ran; static tasks written from the configuration; dynamic tasks added,
- * replaced, listed and removed. */
+ * replaced, listed and removed; and a scheduler on a thread enqueueing a job every second
+ * with the task's and the class's options, without replaying runs missed while stopped. */
 #include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +212,110 @@ static const char *jstr(json_t *o, const char *field)
     return json_string_value(v);
 }
 
+static sqlite3 *db_open(const lib_fixture *f)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path_join(f->dir, "baton.db"), &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static int64_t db_int(const lib_fixture *f, const char *sql)
+{
+    sqlite3 *db = db_open(f);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* A run as recorded: its time and its job. */
+typedef struct run_row {
+    int64_t run_at;
+    int64_t job_id;
+} run_row;
+
+enum { MAX_RUNS = 64 };
+
+/* runs_of reads the runs of task key in time order into runs; returns how many. */
+static size_t runs_of(const lib_fixture *f, const char *key, run_row *runs)
+{
+    sqlite3 *db = db_open(f);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT run_at, COALESCE(job_id, 0) FROM baton_recurring_executions"
+                                            " WHERE task_key = ? ORDER BY run_at", -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    size_t n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && n < MAX_RUNS)
+        runs[n++] = (run_row){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)};
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+typedef struct runs_wait {
+    const lib_fixture *f;
+    const char *key;
+    size_t at_least;
+} runs_wait;
+
+static int has_runs(void *p)
+{
+    runs_wait *w = p;
+    run_row runs[MAX_RUNS];
+    return runs_of(w->f, w->key, runs) >= w->at_least;
+}
+
+/* wait_runs fails the test unless task key has n runs within timeout_ms. */
+static void wait_runs(const lib_fixture *f, const char *key, size_t n, int timeout_ms)
+{
+    runs_wait w = {f, key, n};
+    if (!poll_until(has_runs, &w, timeout_ms))
+        fail_msg("task %s did not reach %zu runs in %d ms", key, n, timeout_ms);
+}
+
+typedef struct running_scheduler {
+    baton_scheduler *scheduler;
+    pthread_t thread;
+} running_scheduler;
+
+static void *scheduler_main(void *s) { return (void *)(intptr_t)baton_scheduler_run(s); }
+
+static running_scheduler scheduler_start(baton_client *c)
+{
+    running_scheduler rs;
+    assert_int_equal(baton_scheduler_new(&rs.scheduler, c, NULL), BATON_OK);
+    assert_int_equal(pthread_create(&rs.thread, NULL, scheduler_main, rs.scheduler), 0);
+    return rs;
+}
+
+static void scheduler_stop(running_scheduler *rs)
+{
+    baton_scheduler_stop(rs->scheduler);
+    void *result;
+    pthread_join(rs->thread, &result);
+    assert_int_equal((int)(intptr_t)result, BATON_OK);
+    baton_scheduler_free(rs->scheduler);
+}
+
+/* Log lines of a client, kept for inspection. */
+typedef struct log_capture {
+    pthread_mutex_t lock;
+    char text[65536];
+} log_capture;
+
+static void capture_line(baton_log_level level, const char *line, void *payload)
+{
+    log_capture *l = payload;
+    (void)level;
+    pthread_mutex_lock(&l->lock);
+    size_t used = strlen(l->text);
+    snprintf(l->text + used, sizeof l->text - used, "%s\n", line);
+    pthread_mutex_unlock(&l->lock);
+}
+
 /* ---- the rule for missed runs ---- */
 
 static void test_next_run_skips_runs_missed_for_more_than_a_period(void **state)
@@ -401,6 +508,118 @@ static void test_bad_tasks_are_refused(void **state)
     json_decref(list);
 }
 
+/* ---- the scheduler ---- */
+
+/* A job as the scheduler enqueued it. */
+static json_t *job_of(const lib_fixture *f, const run_row *r)
+{
+    assert_true(r->job_id > 0);
+    return job_json(f->client, r->job_id);
+}
+
+static void test_scheduler_enqueues_one_job_per_second(void **state)
+{
+    lib_fixture *f = *state;
+    log_capture log = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    baton_set_logger(f->client, BATON_LOG_INFO, capture_line, &log);
+    assert_int_equal(baton_class_register(f->client, "Tick", NULL), BATON_OK);
+    baton_recurring_options o = BATON_RECURRING_OPTIONS_INIT;
+    o.queue = "ticks";
+    o.has_priority = 1;
+    o.priority = 7;
+    assert_int_equal(baton_recurring_add(f->client, "tick", "Tick", "*/1 * * * * *", "{\"n\":1}", &o), BATON_OK);
+
+    running_scheduler rs = scheduler_start(f->client);
+    wait_runs(f, "tick", 3, 10000);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'scheduler'"
+                               " AND metadata = '{\"polling_interval\":5.0}'"), 1);
+    scheduler_stop(&rs);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
+
+    run_row runs[MAX_RUNS];
+    size_t n = runs_of(f, "tick", runs);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM baton_jobs"), n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(runs[i].run_at % 1000, 0);
+        if (i > 0)
+            assert_int_equal(runs[i].run_at - runs[i - 1].run_at, 1000);
+        json_t *j = job_of(f, &runs[i]);
+        assert_string_equal(jstr(j, "class"), "Tick");
+        assert_string_equal(jstr(j, "queue"), "ticks");
+        assert_int_equal(json_integer_value(json_object_get(j, "priority")), 7);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "arguments"), "n")), 1);
+        assert_string_equal(jstr(j, "status"), "ready");
+        int64_t created = parse_time(jstr(j, "created_at"));
+        assert_true(created >= runs[i].run_at && created < runs[i].run_at + 1000);
+        json_decref(j);
+
+        char iso[BT_ISO_LEN], line[128];
+        bt_iso8601(runs[i].run_at, iso);
+        snprintf(line, sizeof line, "event=recurring.enqueued task=tick job_id=%lld run_at=%s\n",
+                 (long long)runs[i].job_id, iso);
+        if (!strstr(log.text, line))
+            fail_msg("no log line %s in:\n%s", line, log.text);
+    }
+    json_t *list = recurring_list(f->client);
+    json_t *t = task_named(list, "tick");
+    assert_true(parse_time(jstr(t, "last_run_at")) == runs[n - 1].run_at);
+    assert_true(parse_time(jstr(t, "next_run_at")) > runs[n - 1].run_at);
+    json_decref(list);
+}
+
+static void test_restarted_scheduler_does_not_replay_missed_runs(void **state)
+{
+    lib_fixture *f = *state;
+    assert_int_equal(baton_class_register(f->client, "Tick", NULL), BATON_OK);
+    assert_int_equal(baton_recurring_add(f->client, "tick", "Tick", "* * * * * *", NULL, NULL), BATON_OK);
+    running_scheduler rs = scheduler_start(f->client);
+    wait_runs(f, "tick", 1, 5000);
+    scheduler_stop(&rs);
+    run_row runs[MAX_RUNS];
+    size_t before = runs_of(f, "tick", runs);
+    int64_t last = runs[before - 1].run_at;
+
+    bt_sleep(3); /* the downtime: three runs fall due while no scheduler runs */
+    int64_t restarted = bt_now_ms();
+    rs = scheduler_start(f->client);
+    wait_runs(f, "tick", before + 2, 5000);
+    scheduler_stop(&rs);
+    size_t after = runs_of(f, "tick", runs);
+    assert_true(runs[before].run_at > restarted);
+    assert_true(runs[before].run_at > last + 3000);
+    for (size_t i = before + 1; i < after; i++)
+        assert_int_equal(runs[i].run_at - runs[i - 1].run_at, 1000);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM baton_jobs"), after);
+}
+
+static void test_class_options_apply_to_recurring_jobs(void **state)
+{
+    lib_fixture *f = *state;
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.queue = "sync";
+    o.priority = 3;
+    o.max_attempts = 4;
+    o.concurrency_key = "user_{user_id}";
+    o.concurrency_limit = 1;
+    assert_int_equal(baton_class_register(f->client, "Sync", &o), BATON_OK);
+    assert_int_equal(baton_recurring_add(f->client, "sync", "Sync", "* * * * * *", "{\"user_id\":7}", NULL), BATON_OK);
+    running_scheduler rs = scheduler_start(f->client);
+    wait_runs(f, "sync", 2, 5000);
+    scheduler_stop(&rs);
+    run_row runs[MAX_RUNS];
+    size_t n = runs_of(f, "sync", runs);
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = job_of(f, &runs[i]);
+        assert_string_equal(jstr(j, "queue"), "sync");
+        assert_int_equal(json_integer_value(json_object_get(j, "priority")), 3);
+        assert_int_equal(json_integer_value(json_object_get(j, "max_attempts")), 4);
+        assert_string_equal(jstr(j, "concurrency_key"), "Sync/user_7");
+        /* One slot: the first run holds it, the later ones wait for it. */
+        assert_string_equal(jstr(j, "status"), i == 0 ? "ready" : "blocked");
+        json_decref(j);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -411,6 +630,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_static_tasks_are_written_and_stale_ones_removed, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dynamic_tasks_are_added_replaced_listed_and_removed, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_bad_tasks_are_refused, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_scheduler_enqueues_one_job_per_second, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_restarted_scheduler_does_not_replay_missed_runs, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_class_options_apply_to_recurring_jobs, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
