@@ -3,7 +3,8 @@
  * sections of baton.yml, good and bad, with their exact messages; the rule for runs missed
  * while no scheduler ran; static tasks written from the configuration; dynamic tasks added,
  * replaced, listed and removed; and a scheduler on a thread enqueueing a job every second
- * with the task's and the class's options, without replaying runs missed while stopped. */
+ * with the task's and the class's options, following tasks added and removed while it
+ * runs, and not replaying runs missed while stopped. */
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -283,13 +284,15 @@ typedef struct running_scheduler {
 
 static void *scheduler_main(void *s) { return (void *)(intptr_t)baton_scheduler_run(s); }
 
-static running_scheduler scheduler_start(baton_client *c)
+static running_scheduler scheduler_start_with(baton_client *c, const baton_scheduler_options *o)
 {
     running_scheduler rs;
-    assert_int_equal(baton_scheduler_new(&rs.scheduler, c, NULL), BATON_OK);
+    assert_int_equal(baton_scheduler_new(&rs.scheduler, c, o), BATON_OK);
     assert_int_equal(pthread_create(&rs.thread, NULL, scheduler_main, rs.scheduler), 0);
     return rs;
 }
+
+static running_scheduler scheduler_start(baton_client *c) { return scheduler_start_with(c, NULL); }
 
 static void scheduler_stop(running_scheduler *rs)
 {
@@ -592,6 +595,27 @@ static void test_restarted_scheduler_does_not_replay_missed_runs(void **state)
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM baton_jobs"), after);
 }
 
+/* Tasks added and removed while a scheduler runs are seen at its next look. */
+static void test_running_scheduler_follows_added_and_removed_tasks(void **state)
+{
+    lib_fixture *f = *state;
+    assert_int_equal(baton_class_register(f->client, "Tick", NULL), BATON_OK);
+    baton_scheduler_options o = BATON_SCHEDULER_OPTIONS_INIT;
+    o.polling_interval = 0.1;
+    running_scheduler rs = scheduler_start_with(f->client, &o);
+    assert_int_equal(baton_recurring_add(f->client, "a", "Tick", "* * * * * *", NULL, NULL), BATON_OK);
+    wait_runs(f, "a", 1, 5000);
+    assert_int_equal(baton_recurring_remove(f->client, "a"), BATON_OK);
+    assert_int_equal(baton_recurring_add(f->client, "b", "Tick", "* * * * * *", NULL, NULL), BATON_OK);
+    /* Once b has run twice, a whole round has passed since a was removed. */
+    wait_runs(f, "b", 1, 5000);
+    run_row runs[MAX_RUNS];
+    size_t runs_of_a = runs_of(f, "a", runs);
+    wait_runs(f, "b", 2, 5000);
+    assert_int_equal(runs_of(f, "a", runs), runs_of_a);
+    scheduler_stop(&rs);
+}
+
 static void test_class_options_apply_to_recurring_jobs(void **state)
 {
     lib_fixture *f = *state;
@@ -632,6 +656,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_tasks_are_refused, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_scheduler_enqueues_one_job_per_second, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_restarted_scheduler_does_not_replay_missed_runs, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_running_scheduler_follows_added_and_removed_tasks, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_class_options_apply_to_recurring_jobs, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
