@@ -93,36 +93,36 @@ static int same_text(const char *a, const char *b) { return a == b || (a && b &&
 
 /* plan_for finds the plan of task t, making a new one when there is none or t's schedule
  * or zone changed. A new plan owes the runs after t's last run (the runs missed before it
- * started are then settled by bt_recurring_next), or after now for a new or changed task.
- * Returns NULL when out of memory. */
+ * started are then settled by bt_recurring_next), or after now for a task that never ran
+ * or whose schedule changed. Returns NULL when out of memory; the plans stay as they were. */
 static plan *plan_for(baton_scheduler *s, const bt_task *t, int64_t now)
 {
     plan *p = NULL;
     for (size_t i = 0; i < s->nplans && !p; i++)
         if (!strcmp(s->plans[i].key, t->def.key))
             p = &s->plans[i];
-    int64_t after = t->last_run_at ? t->last_run_at : now;
     if (p && same_text(p->schedule, t->def.schedule) && same_text(p->timezone, t->def.timezone))
         return p;
+    plan fresh = {.key = strdup(t->def.key),
+                  .schedule = strdup(t->def.schedule),
+                  .timezone = t->def.timezone ? strdup(t->def.timezone) : NULL,
+                  .after = p || !t->last_run_at ? now : t->last_run_at};
+    if (!fresh.key || !fresh.schedule || (t->def.timezone && !fresh.timezone)) {
+        plan_clear(&fresh);
+        return NULL;
+    }
     if (p) {
         plan_clear(p);
-        after = now;
     } else {
         plan *grown = realloc(s->plans, (s->nplans + 1) * sizeof *grown);
-        if (!grown)
+        if (!grown) {
+            plan_clear(&fresh);
             return NULL;
+        }
         s->plans = grown;
         p = &s->plans[s->nplans++];
     }
-    *p = (plan){.key = strdup(t->def.key),
-                .schedule = strdup(t->def.schedule),
-                .timezone = t->def.timezone ? strdup(t->def.timezone) : NULL,
-                .after = after};
-    if (!p->key || !p->schedule || (t->def.timezone && !p->timezone)) {
-        plan_clear(p);
-        s->nplans--;
-        return NULL;
-    }
+    *p = fresh;
     p->usable = bt_schedule_parse(p->schedule, &p->cron) == BATON_OK &&
                 bt_tz_load(p->timezone, &p->tz) == BATON_OK;
     if (!p->usable)
