@@ -213,7 +213,9 @@ BATON_API int baton_class_register(baton_client *client, const char *name,
 
 /**
  * Reads a baton.yml file: registers its job classes and keeps its worker and dispatcher
- * sections for baton_start(). NULL path reads nothing and succeeds.
+ * sections for baton_start() and its scheduler and recurring sections for schedulers.
+ * NULL path reads nothing and succeeds. The class of a recurring task must be declared in
+ * the file or registered on client before.
  * @return BATON_OK; BATON_EINVALID with a message "FILE:LINE: ..." naming the bad key;
  *         BATON_ERROR when the file cannot be read.
  */
@@ -407,6 +409,54 @@ BATON_API void baton_dispatcher_stop(baton_dispatcher *dispatcher);
 BATON_API void baton_dispatcher_free(baton_dispatcher *dispatcher);
 
 /**
+ * A scheduler enqueues the jobs of recurring tasks (see baton_recurring_add()) when their
+ * cron schedules fall due. Several schedulers may share a database: each run of a task is
+ * enqueued exactly once between them.
+ */
+typedef struct baton_scheduler baton_scheduler;
+
+/** Initialise with BATON_SCHEDULER_OPTIONS_INIT. */
+typedef struct baton_scheduler_options {
+    unsigned version;        /**< BATON_SCHEDULER_OPTIONS_VERSION */
+    double polling_interval; /**< seconds between looks at the tasks when no run falls due
+                                  sooner; 0 (default) means the loaded configuration's
+                                  scheduler.polling_interval, else 5 */
+} baton_scheduler_options;
+
+#define BATON_SCHEDULER_OPTIONS_VERSION 1
+#define BATON_SCHEDULER_OPTIONS_INIT { BATON_SCHEDULER_OPTIONS_VERSION, 0.0 }
+
+/**
+ * Creates a scheduler with its own connection; client must outlive it. opts may be NULL
+ * for the defaults.
+ * @return BATON_OK; BATON_EINVALID for a negative polling interval or an unknown options
+ *         version.
+ */
+BATON_API int baton_scheduler_new(baton_scheduler **out, baton_client *client,
+                                  const baton_scheduler_options *opts);
+
+/**
+ * Registers the scheduler as a process (kind "scheduler") and enqueues due runs until
+ * stopped. Blocks the calling thread. When client has a configuration loaded, its recurring
+ * tasks are first written as the static tasks (replacing static tasks it no longer lists;
+ * tasks added with baton_recurring_add() are left alone).
+ * Each run is recorded with its task and time in the same transaction that enqueues its
+ * job, so a run is enqueued once even with several schedulers. A task's next run is the
+ * first after its last recorded run; when the run after that one is past too (no scheduler
+ * ran for longer than a period), the missed runs are not replayed and the next run is the
+ * first in the future. Task changes made while it runs are seen at the next look.
+ * @return BATON_OK after a stop; BATON_ESTORE/BATON_ESCHEMA when the database fails at
+ *         start.
+ */
+BATON_API int baton_scheduler_run(baton_scheduler *scheduler);
+
+/** Asks a running scheduler to stop; it returns at once. Async-signal-safe. */
+BATON_API void baton_scheduler_stop(baton_scheduler *scheduler);
+
+/** Frees a scheduler that is not running. NULL is a no-op. */
+BATON_API void baton_scheduler_free(baton_scheduler *scheduler);
+
+/**
  * Moves due scheduled jobs to ready once, at most batch_size of them.
  * @param moved_out receives how many were moved (may be NULL).
  */
@@ -422,8 +472,8 @@ BATON_API int baton_dispatch_due(baton_client *client, int batch_size, int *move
 BATON_API int baton_maintain(baton_client *client, int *promoted_out);
 
 /**
- * Runs the workers and dispatchers of the loaded configuration (one worker on "*" and one
- * dispatcher when it has none) on threads of the calling process until stopped with
+ * Runs the workers, dispatchers and scheduler of the loaded configuration (one worker on
+ * "*" and one dispatcher when it has none) on threads of the calling process until stopped with
  * baton_start_stop(). Blocks the calling thread.
  */
 BATON_API int baton_start(baton_client *client, double shutdown_timeout);
@@ -436,7 +486,7 @@ typedef struct baton_supervisor_options {
     double shutdown_timeout; /**< seconds children get to finish in-flight jobs on a graceful
                                   stop; negative: the config's shutdown_timeout (default 5) */
     const char *only;        /**< NULL: every process; else a comma-separated subset of
-                                  "workers", "dispatchers" */
+                                  "workers", "dispatchers", "scheduler" */
     const char *pidfile;     /**< NULL: none; else a file locked for the supervisor's life */
     int set_titles;          /**< nonzero: show role and state in the process titles (rewrites
                                   the argv area; for programs that own their main()) */
@@ -446,9 +496,9 @@ typedef struct baton_supervisor_options {
 #define BATON_SUPERVISOR_OPTIONS_INIT { BATON_SUPERVISOR_OPTIONS_VERSION, -1.0, NULL, NULL, 0 }
 
 /**
- * Runs the configured workers (each config entry times its `processes`) and dispatchers
- * (one worker on "*" with 3 threads and one dispatcher without a config) as forked child
- * processes, and keeps them running until baton_supervisor_stop(). Blocks the calling
+ * Runs the configured workers (each config entry times its `processes`), dispatchers
+ * (one worker on "*" with 3 threads and one dispatcher without a config) and the scheduler
+ * of recurring tasks as forked child processes, and keeps them running until baton_supervisor_stop(). Blocks the calling
  * thread, which must be the process's only thread (it forks).
  *
  * The supervisor registers in baton_processes as kind "supervisor"; its children name it
@@ -491,6 +541,61 @@ BATON_API int baton_perform_now(baton_client *client, int64_t *id_out, const cha
  */
 BATON_API int baton_perform_wait(baton_client *client, int64_t *id_out, const char *class_name,
                                  const char *args_json, double wait_timeout);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Recurring tasks                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A recurring task enqueues a job of its class on a cron schedule ("0 3 * * *"; five fields
+ * minute hour day-of-month month day-of-week, or six with a leading second field, or a
+ * macro such as "@daily"), evaluated in its time zone. Static tasks come from baton.yml's
+ * recurring section (written by a starting scheduler); dynamic ones are added here.
+ */
+
+/** Optional parts of a task. Initialise with BATON_RECURRING_OPTIONS_INIT. */
+typedef struct baton_recurring_options {
+    unsigned version;        /**< BATON_RECURRING_OPTIONS_VERSION */
+    const char *queue;       /**< NULL: the class's queue */
+    int has_priority;        /**< nonzero: use priority below instead of the class's */
+    int priority;
+    const char *timezone;    /**< IANA name ("Europe/Berlin"); NULL means UTC */
+    const char *description; /**< free text, may be NULL */
+} baton_recurring_options;
+
+#define BATON_RECURRING_OPTIONS_VERSION 1
+#define BATON_RECURRING_OPTIONS_INIT { BATON_RECURRING_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL }
+
+/**
+ * Adds the dynamic task key, or replaces the dynamic task of that name. Its jobs are
+ * enqueued like baton_enqueue(class_name, args_json) with the task's queue and priority.
+ * @param args_json NULL means "[]".
+ * @param opts may be NULL for the defaults.
+ * @return BATON_OK; BATON_EINVALID for an empty key, an unregistered class, arguments that
+ *         baton_enqueue() would refuse, an invalid schedule (the message names the field:
+ *         'invalid schedule "61 * * * *": minute: 61 is out of range 0-59') or one that
+ *         never runs, or an unknown time zone; BATON_ESTATE when key is a static task (it
+ *         comes from the configuration).
+ */
+BATON_API int baton_recurring_add(baton_client *client, const char *key, const char *class_name,
+                                  const char *schedule, const char *args_json,
+                                  const baton_recurring_options *opts);
+
+/**
+ * Removes the dynamic task key. Runs already enqueued stay.
+ * @return BATON_OK; BATON_ENOTFOUND when there is no such task; BATON_ESTATE for a static
+ *         task (remove it from the configuration instead).
+ */
+BATON_API int baton_recurring_remove(baton_client *client, const char *key);
+
+/**
+ * Lists the tasks, by key, as a JSON array of {key, class, schedule, timezone ("UTC" when
+ * none was given), args (the JSON value), queue and priority (null: the class's), static
+ * (true for tasks of the configuration), description, last_run_at (the last run enqueued,
+ * or null), next_run_at (when a scheduler will enqueue the next run)}, times in ISO 8601
+ * UTC with milliseconds. The caller frees *json_out with baton_free().
+ */
+BATON_API int baton_recurring_json(baton_client *client, char **json_out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Administration: reports are JSON text owned by the caller (release with baton_free)        */

@@ -45,6 +45,11 @@ int cli_flag(const cli *c, const char *name);
 int cli_int(const cli *c, const char *name, long long min, long long *out);
 int cli_double(const cli *c, const char *name, double min, double *out);
 
+/* cli_reject_options fails (after printing) when an option given is not among allowed
+ * (names without dashes, NULL-terminated): for subcommands that take fewer options than
+ * their command. Returns 0 or -1. */
+int cli_reject_options(const cli *c, const char *const *allowed, const char *what);
+
 /* cli_job_id parses the single positional JOB_ID; returns -1 after printing on error. */
 int cli_job_id(cli *c, const char *usage, int64_t *id);
 
@@ -65,6 +70,7 @@ int cmd_enqueue(cli *c);
 int cmd_perform(cli *c);
 int cmd_work(cli *c);
 int cmd_dispatch(cli *c);
+int cmd_schedule(cli *c);
 int cmd_start(cli *c);
 int cmd_jobs(cli *c);
 int cmd_job(cli *c);
@@ -81,6 +87,10 @@ int cmd_processes(cli *c);
 int cmd_unblock(cli *c);
 int cmd_semaphore(cli *c);
 int cmd_doctor(cli *c);
+int cmd_recurring(cli *c);
+/* The subcommands of baton recurring that change tasks (cmd_admin.c). */
+int cmd_recurring_add(cli *c);
+int cmd_recurring_remove(cli *c);
 
 /* Reads the arguments JSON given as text, "-" (stdin) or "@FILE". Caller frees. */
 char *cli_read_args(const char *value);

@@ -1,4 +1,5 @@
-/* cmd_admin.c: init, retry, discard, clear-finished, pause, resume, unblock and semaphore clear. */
+/* cmd_admin.c: init, retry, discard, clear-finished, pause, resume, unblock, semaphore clear,
+ * and adding and removing recurring tasks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,4 +108,44 @@ int cmd_semaphore(cli *c)
     printf("%s: %d slot%s cleared, %d blocked job%s admitted\n", c->args[1], cleared, cleared == 1 ? "" : "s",
            promoted, promoted == 1 ? "" : "s");
     return EXIT_OK;
+}
+
+int cmd_recurring_add(cli *c)
+{
+    static const char *const add_opts[] = {"class", "schedule", "args", "queue", "priority", "timezone",
+                                           "description", NULL};
+    if (cli_reject_options(c, add_opts, "baton recurring add"))
+        return EXIT_USAGE;
+    if (c->nargs != 2 || !cli_value(c, "class") || !cli_value(c, "schedule"))
+        return cli_fail(BATON_EINVALID, "usage: baton recurring add KEY --class C --schedule CRON [--args JSON]"
+                                        " [--queue Q] [--priority N] [--timezone TZ] [--description TEXT]");
+    baton_recurring_options o = BATON_RECURRING_OPTIONS_INIT;
+    o.queue = cli_value(c, "queue");
+    o.timezone = cli_value(c, "timezone");
+    o.description = cli_value(c, "description");
+    long long priority;
+    if (cli_int(c, "priority", -2147483647LL, &priority) != 0)
+        return EXIT_USAGE;
+    if (cli_value(c, "priority")) {
+        o.has_priority = 1;
+        o.priority = (int)priority;
+    }
+    char *args = cli_read_args(cli_value(c, "args"));
+    if (!args)
+        return EXIT_USAGE;
+    int rc = baton_recurring_add(c->client, c->args[1], cli_value(c, "class"), cli_value(c, "schedule"),
+                                 args, &o);
+    free(args);
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}
+
+int cmd_recurring_remove(cli *c)
+{
+    static const char *const no_options[] = {NULL};
+    if (cli_reject_options(c, no_options, "baton recurring remove"))
+        return EXIT_USAGE;
+    if (c->nargs != 2)
+        return cli_fail(BATON_EINVALID, "usage: baton recurring remove KEY");
+    int rc = baton_recurring_remove(c->client, c->args[1]);
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
 }

@@ -1,4 +1,5 @@
-/* cmd_report.c: jobs, job and queues, as JSON (--json) or aligned tables. */
+/* cmd_report.c: jobs, job, queues, semaphores and recurring tasks, as JSON (--json) or
+ * aligned tables. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,4 +285,31 @@ int cmd_doctor(cli *c)
     }
     baton_free(json);
     return left ? EXIT_ERROR : EXIT_OK;
+}
+
+static void render_recurring(json_t *list)
+{
+    static const char *const fields[] = {"key", "class", "schedule", "timezone", "queue", "priority",
+                                         "static", "last_run_at", "next_run_at"};
+    static const char *const headers[] = {"KEY", "CLASS", "SCHEDULE", "TIMEZONE", "QUEUE", "PRIORITY",
+                                          "STATIC", "LAST RUN", "NEXT RUN"};
+    static const size_t max[] = {40, 40, 0, 0, 24, 0, 0, 0, 0};
+    print_rows(list, fields, headers, max, 9);
+}
+
+int cmd_recurring(cli *c)
+{
+    static const char *const list_opts[] = {"json", NULL};
+    const char *sub = c->nargs ? c->args[0] : NULL;
+    if (sub && strcmp(sub, "add") == 0)
+        return cmd_recurring_add(c);
+    if (sub && strcmp(sub, "remove") == 0)
+        return cmd_recurring_remove(c);
+    if (sub)
+        return cli_fail(BATON_EINVALID, "unknown subcommand 'baton recurring %s' (expected add or remove)", sub);
+    if (cli_reject_options(c, list_opts, "baton recurring"))
+        return EXIT_USAGE;
+    char *json = NULL;
+    int rc = baton_recurring_json(c->client, &json);
+    return show(c, rc, json, render_recurring);
 }

@@ -1,4 +1,4 @@
-/* cmd_run.c: the long-running commands (work, dispatch, start) and their signals:
+/* cmd_run.c: the long-running commands (work, dispatch, schedule, start) and their signals:
  * TERM/INT stop gracefully, a second TERM/INT or a QUIT stops at once. */
 #include <signal.h>
 #include <stdatomic.h>
@@ -11,6 +11,7 @@
 static baton_worker *running_worker;
 static baton_dispatcher *running_dispatcher;
 static baton_client *running_supervisor;
+static baton_scheduler *running_scheduler;
 static atomic_int stop_requests;
 
 static void on_signal(int sig)
@@ -22,6 +23,8 @@ static void on_signal(int sig)
         baton_dispatcher_stop(running_dispatcher);
     if (running_supervisor)
         baton_supervisor_stop(running_supervisor, immediate);
+    if (running_scheduler)
+        baton_scheduler_stop(running_scheduler);
 }
 
 static void install_handlers(void)
@@ -80,6 +83,23 @@ int cmd_dispatch(cli *c)
     rc = baton_dispatcher_run(running_dispatcher);
     baton_dispatcher_free(running_dispatcher);
     running_dispatcher = NULL;
+    return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+}
+
+int cmd_schedule(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton schedule takes no arguments");
+    baton_scheduler_options o = BATON_SCHEDULER_OPTIONS_INIT; /* 0: baton.yml's, else 5 s */
+    if (cli_double(c, "polling-interval", 0.001, &o.polling_interval))
+        return EXIT_USAGE;
+    int rc = baton_scheduler_new(&running_scheduler, c->client, &o);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    install_handlers();
+    rc = baton_scheduler_run(running_scheduler);
+    baton_scheduler_free(running_scheduler);
+    running_scheduler = NULL;
     return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
 }
 

@@ -16,6 +16,7 @@ static const char *const enqueue_opts[] = {"args=", "queue=", "priority=", "at="
 static const char *const perform_opts[] = {"args=", "wait-timeout=", NULL};
 static const char *const work_opts[] = {"queues=", "threads=", "polling-interval=", "shutdown-timeout=", NULL};
 static const char *const dispatch_opts[] = {"polling-interval=", "batch-size=", NULL};
+static const char *const schedule_opts[] = {"polling-interval=", NULL};
 static const char *const start_opts[] = {"shutdown-timeout=", "only=", "pidfile=", NULL};
 static const char *const jobs_opts[] = {"status=", "class=", "queue=", "key=", "limit=", "json", NULL};
 static const char *const semaphores_opts[] = {"expired", "key=", "json", NULL};
@@ -27,6 +28,8 @@ static const char *const doctor_opts[] = {"repair", "json", NULL};
 static const char *const running_opts[] = {"class=", "longer-than=", "json", NULL};
 static const char *const retry_opts[] = {"all-failed", "class=", NULL};
 static const char *const clear_opts[] = {"older-than=", NULL};
+static const char *const recurring_opts[] = {"json", "class=", "schedule=", "args=", "queue=", "priority=",
+                                             "timezone=", "description=", NULL};
 
 static const cli_command commands[] = {
     {"init", no_opts, "init", 0, cmd_init},
@@ -35,7 +38,8 @@ static const cli_command commands[] = {
     {"perform", perform_opts, "perform CLASS [--args JSON|-|@FILE] [--wait-timeout S]", 1, cmd_perform},
     {"work", work_opts, "work [--queues LIST] [--threads N] [--polling-interval S] [--shutdown-timeout S]", 1, cmd_work},
     {"dispatch", dispatch_opts, "dispatch [--polling-interval S] [--batch-size N]", 1, cmd_dispatch},
-    {"start", start_opts, "start [--only workers,dispatchers] [--pidfile FILE] [--shutdown-timeout S]", 1, cmd_start},
+    {"schedule", schedule_opts, "schedule [--polling-interval S]", 1, cmd_schedule},
+    {"start", start_opts, "start [--only workers,dispatchers,scheduler] [--pidfile FILE] [--shutdown-timeout S]", 1, cmd_start},
     {"jobs", jobs_opts, "jobs [--status S] [--class C] [--queue Q] [--key K] [--limit N] [--json]", 1, cmd_jobs},
     {"job", json_opts, "job ID [--json]", 1, cmd_job},
     {"retry", retry_opts, "retry ID | --all-failed [--class C]", 1, cmd_retry},
@@ -51,6 +55,10 @@ static const cli_command commands[] = {
     {"unblock", unblock_opts, "unblock JOB_ID [--force] | --key K", 1, cmd_unblock},
     {"semaphore", force_opts, "semaphore clear KEY [--force]", 1, cmd_semaphore},
     {"doctor", doctor_opts, "doctor [--repair] [--json]", 1, cmd_doctor},
+    {"recurring", recurring_opts, "recurring [--json]\n"
+                                  "  baton recurring add KEY --class C --schedule CRON [--args JSON|-|@FILE] [--queue Q] [--priority N]\n"
+                                  "                [--timezone TZ] [--description TEXT]\n"
+                                  "  baton recurring remove KEY", 1, cmd_recurring},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -109,6 +117,20 @@ int cli_double(const cli *c, const char *name, double min, double *out)
         return -1;
     }
     *out = d;
+    return 0;
+}
+
+int cli_reject_options(const cli *c, const char *const *allowed, const char *what)
+{
+    for (size_t i = 0; i < c->nopts; i++) {
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, c->opts[i].name) != 0)
+            a++;
+        if (!*a) {
+            cli_fail(BATON_EINVALID, "option '--%s' does not go with '%s'", c->opts[i].name, what);
+            return -1;
+        }
+    }
     return 0;
 }
 

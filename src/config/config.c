@@ -5,12 +5,13 @@
  * a dispatcher) lists its keys with a kind, the offset of the struct member it fills and
  * the smallest accepted value, so one walker rejects unknown and duplicate keys and one
  * converter checks every scalar. That keeps every message in the same shape,
- * "FILE:LINE: key.path: what is wrong". The irregular parts (the jobs mapping, the
- * worker and dispatcher lists, queue lists, concurrency's required key) are handlers
- * called from the tables. */
+ * "FILE:LINE: key.path: what is wrong". The irregular parts (the jobs and recurring
+ * mappings, the worker and dispatcher lists, queue lists, required keys, a task's args
+ * as any YAML value) are handlers called from the tables. */
 #include "config/config.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <yaml.h>
 
 #include "baton.h"
+#include "sched/cron.h"
 #include "util/err.h"
 
 enum { KEYPATH_MAX = 512 };
@@ -325,11 +327,21 @@ static const field class_fields[] = {
     {.name = NULL},
 };
 
-/* jobs: class name -> settings; each class starts from the defaults of config.h. */
-static int parse_jobs(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *map, void *base)
+/* A mapping of named entries (jobs, recurring) read into an array of size-byte items. Each
+ * entry starts from init (its defaults, name and line), is filled by fields and then
+ * checked by done (may be NULL) for what has no default. */
+typedef struct named_entries {
+    const char *noun;       /* "class names must not be empty" */
+    size_t size;
+    const field *fields;
+    int (*init)(void *item, const char *name, int line);
+    int (*done)(ctx *c, const char *path, void *item);
+} named_entries;
+
+/* parse_named updates *arr and *count as entries are added, like parse_list. */
+static int parse_named(ctx *c, const char *path, yaml_node_t *map, const named_entries *e,
+                       void **arr, size_t *count)
 {
-    bt_config *cfg = base;
-    (void)key;
     if (is_null(map))
         return 0;
     int rc = check_map(c, path, map);
@@ -338,25 +350,216 @@ static int parse_jobs(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *m
     size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
     if (n == 0)
         return 0;
-    if (!(cfg->classes = calloc(n, sizeof *cfg->classes)))
+    if (!(*arr = calloc(n, e->size)))
         return oom();
     FOR_PAIRS(p, map) {
         yaml_node_t *k = node(c, p->key);
-        bt_class_config *cl = &cfg->classes[cfg->nclasses++];
-        cl->line = line(k);
-        cl->max_attempts = 1;
-        cl->backoff = BATON_BACKOFF_EXPONENTIAL;
-        cl->backoff_base = 1;
-        if (!*text(k))
-            return invalid(c, k, path, "class names must not be empty");
-        if (!(cl->name = strdup(text(k))))
-            return oom();
+        void *item = (char *)*arr + *count * e->size;
+        if (!*text(k)) {
+            char what[64];
+            snprintf(what, sizeof what, "%s names must not be empty", e->noun);
+            return invalid(c, k, path, what);
+        }
+        (*count)++;
         char sub[KEYPATH_MAX];
         join(sub, path, text(k));
-        if ((rc = walk_map(c, sub, node(c, p->value), class_fields, cl)))
+        if ((rc = e->init(item, text(k), line(k))) ||
+            (rc = walk_map(c, sub, node(c, p->value), e->fields, item)) ||
+            (e->done && (rc = e->done(c, sub, item))))
             return rc;
     }
     return 0;
+}
+
+static int init_class(void *item, const char *name, int at)
+{
+    bt_class_config *cl = item;
+    *cl = (bt_class_config){.line = at, .max_attempts = 1, .backoff = BATON_BACKOFF_EXPONENTIAL,
+                            .backoff_base = 1, .name = strdup(name)};
+    return cl->name ? 0 : oom();
+}
+
+static const named_entries classes = {"class", sizeof(bt_class_config), class_fields, init_class, NULL};
+
+/* jobs: class name -> settings; each class starts from the defaults of config.h. */
+static int parse_jobs(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *map, void *base)
+{
+    bt_config *cfg = base;
+    void *arr = NULL;
+    (void)key;
+    int rc = parse_named(c, path, map, &classes, &arr, &cfg->nclasses);
+    cfg->classes = arr;
+    return rc;
+}
+
+/* ---- recurring tasks ---------------------------------------------------------------- */
+
+/* scalar_json reads a scalar as YAML's core schema would: plain null, true, false and
+ * numbers (in JSON's spelling) keep their type; everything else is a string. */
+static json_t *scalar_json(yaml_node_t *n)
+{
+    static const char *const truths[] = {"true", "True", "TRUE"};
+    static const char *const lies[] = {"false", "False", "FALSE"};
+    if (is_null(n))
+        return json_null();
+    if (is_plain(n)) {
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(text(n), truths[i]) || !strcmp(text(n), lies[i]))
+                return json_boolean(!strcmp(text(n), truths[i]));
+        json_t *number = json_loads(text(n), JSON_DECODE_ANY, NULL);
+        if (json_is_number(number))
+            return number;
+        json_decref(number);
+    }
+    return json_string(text(n));
+}
+
+static int to_json(ctx *c, const char *path, yaml_node_t *n, json_t **out)
+{
+    if (n->type == YAML_SCALAR_NODE)
+        return (*out = scalar_json(n)) ? 0 : oom();
+    int list = n->type == YAML_SEQUENCE_NODE;
+    int rc = list ? 0 : check_map(c, path, n);
+    json_t *whole = rc ? NULL : list ? json_array() : json_object();
+    if (!rc && !whole)
+        rc = oom();
+    char sub[KEYPATH_MAX];
+    json_t *part;
+    size_t i = 0;
+    if (list) {
+        FOR_ITEMS(it, n) {
+            if (rc)
+                break;
+            snprintf(sub, sizeof sub, "%s[%zu]", path, i++);
+            if (!(rc = to_json(c, sub, node(c, *it), &part)) && json_array_append_new(whole, part))
+                rc = oom();
+        }
+    } else {
+        FOR_PAIRS(p, n) {
+            if (rc)
+                break;
+            const char *name = text(node(c, p->key));
+            join(sub, path, name);
+            if (!(rc = to_json(c, sub, node(c, p->value), &part)) &&
+                json_object_set_new(whole, name, part))
+                rc = oom();
+        }
+    }
+    if (rc)
+        json_decref(whole);
+    else
+        *out = whole;
+    return rc;
+}
+
+/* args: any YAML value, stored as the JSON text a job of the task receives. */
+static int parse_args(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *v, void *base)
+{
+    bt_recurring_config *t = base;
+    json_t *value = NULL;
+    (void)key;
+    if (is_null(v))
+        return 0;
+    int rc = to_json(c, path, v, &value);
+    char *dumped = rc ? NULL : json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(value);
+    if (rc)
+        return rc;
+    if (!dumped)
+        return oom();
+    free(t->arguments);
+    t->arguments = dumped;
+    return 0;
+}
+
+#define RT(m) offsetof(bt_recurring_config, m)
+static const field task_priority = {ROW("priority", F_INT, RT(priority)), .min = INT_MIN};
+
+/* priority: given means it overrides the class's, even when it equals the default 0. */
+static int parse_task_priority(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *v, void *base)
+{
+    int rc = set_value(c, path, &task_priority, key, v, base);
+    if (!rc)
+        ((bt_recurring_config *)base)->has_priority = 1;
+    return rc;
+}
+
+/* invalid_because reports the last library message (a schedule's, a zone's) at n. */
+static int invalid_because(ctx *c, yaml_node_t *n, const char *path)
+{
+    char why[1024];
+    snprintf(why, sizeof why, "%s", baton_error_last());
+    return invalid(c, n, path, why);
+}
+
+int bt_schedule_parse(const char *text, bt_cron *out)
+{
+    int64_t first;
+    int rc = bt_cron_parse(text, out);
+    return rc == BATON_OK ? bt_cron_next(out, NULL, 0, &first) : rc;
+}
+
+/* schedule and timezone are checked here so a bad one names its line, not a failed run. */
+static int parse_schedule(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *v, void *base)
+{
+    static const field as_text = {ROW("schedule", F_STR, RT(schedule))};
+    bt_cron cron;
+    int rc = set_value(c, path, &as_text, key, v, base);
+    if (!rc && bt_schedule_parse(text(v), &cron) != BATON_OK)
+        rc = invalid_because(c, v, path);
+    return rc;
+}
+
+static int parse_timezone(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *v, void *base)
+{
+    static const field as_text = {ROW("timezone", F_STR, RT(timezone))};
+    const bt_tz *tz;
+    int rc = set_value(c, path, &as_text, key, v, base);
+    if (!rc && bt_tz_load(text(v), &tz) != BATON_OK)
+        rc = invalid_because(c, v, path);
+    return rc;
+}
+
+static const field task_fields[] = {
+    {ROW("class", F_STR, RT(class_name))},
+    {ROW("args", F_FN, 0), .fn = parse_args},
+    {ROW("schedule", F_FN, 0), .fn = parse_schedule},
+    {ROW("queue", F_STR, RT(queue))},
+    {ROW("priority", F_FN, 0), .fn = parse_task_priority},
+    {ROW("timezone", F_FN, 0), .fn = parse_timezone},
+    {ROW("description", F_STR, RT(description))},
+    {.name = NULL},
+};
+
+static int init_task(void *item, const char *name, int at)
+{
+    bt_recurring_config *t = item;
+    *t = (bt_recurring_config){.line = at, .key = strdup(name), .arguments = strdup("[]")};
+    return t->key && t->arguments ? 0 : oom();
+}
+
+static int check_task(ctx *c, const char *path, void *item)
+{
+    bt_recurring_config *t = item;
+    const char *missing = !t->class_name ? "class" : !t->schedule ? "schedule" : NULL;
+    if (missing)
+        return bt_err_set(BATON_EINVALID, "%s:%d: %s: missing key '%s'", c->file, t->line, path,
+                          missing);
+    return 0;
+}
+
+static const named_entries tasks = {"task", sizeof(bt_recurring_config), task_fields, init_task,
+                                    check_task};
+
+/* recurring: task name -> class, schedule and how its jobs are enqueued. */
+static int parse_recurring(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *map, void *base)
+{
+    bt_config *cfg = base;
+    void *arr = NULL;
+    (void)key;
+    int rc = parse_named(c, path, map, &tasks, &arr, &cfg->nrecurring);
+    cfg->recurring = arr;
+    return rc;
 }
 
 #define WK(m) offsetof(bt_worker_config, m)
@@ -442,6 +645,10 @@ static int parse_dispatchers(ctx *c, const char *path, yaml_node_t *key, yaml_no
 }
 
 #define TOP(m) offsetof(bt_config, m)
+static const field scheduler_fields[] = { /* fills the top-level struct */
+    {ROW("polling_interval", F_NUM, TOP(scheduler_polling_interval)), .min = 0, .above = 1},
+    {.name = NULL},
+};
 static const field top_fields[] = {
     {ROW("max_arguments_bytes", F_SIZE, TOP(max_arguments_bytes)), .min = 1},
     {ROW("shutdown_timeout", F_NUM, TOP(shutdown_timeout)), .min = 0},
@@ -451,6 +658,8 @@ static const field top_fields[] = {
     {ROW("jobs", F_FN, 0), .fn = parse_jobs},
     {ROW("workers", F_FN, 0), .fn = parse_workers},
     {ROW("dispatchers", F_FN, 0), .fn = parse_dispatchers},
+    {ROW("scheduler", F_MAP, 0), .sub = scheduler_fields},
+    {ROW("recurring", F_FN, 0), .fn = parse_recurring},
     {.name = NULL},
 };
 
@@ -461,7 +670,8 @@ void bt_config_defaults(bt_config *cfg)
     *cfg = (bt_config){.max_arguments_bytes = 8u << 20,
                        .shutdown_timeout = 5,
                        .process_heartbeat_interval = 5,
-                       .process_alive_threshold = 30};
+                       .process_alive_threshold = 30,
+                       .scheduler_polling_interval = 5};
 }
 
 /* slurp reads the whole file first so a read failure is told apart from bad YAML. */
@@ -563,6 +773,18 @@ int bt_config_load(const char *path, bt_config **out)
     return 0;
 }
 
+void bt_recurring_config_clear(bt_recurring_config *t)
+{
+    free(t->key);
+    free(t->class_name);
+    free(t->arguments);
+    free(t->schedule);
+    free(t->queue);
+    free(t->timezone);
+    free(t->description);
+    *t = (bt_recurring_config){0};
+}
+
 void bt_config_free(bt_config *cfg)
 {
     if (!cfg)
@@ -577,6 +799,9 @@ void bt_config_free(bt_config *cfg)
     }
     for (size_t i = 0; i < cfg->nworkers; i++)
         free_queues(&cfg->workers[i]);
+    for (size_t i = 0; i < cfg->nrecurring; i++)
+        bt_recurring_config_clear(&cfg->recurring[i]);
+    free(cfg->recurring);
     free(cfg->classes);
     free(cfg->workers);
     free(cfg->dispatchers);

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "sched/cron.h"
+
 typedef enum { BT_ON_CONFLICT_BLOCK = 0, BT_ON_CONFLICT_DISCARD, BT_ON_CONFLICT_COALESCE } bt_on_conflict;
 
 typedef struct bt_concurrency_config {
@@ -46,6 +48,20 @@ typedef struct bt_dispatcher_config {
     int line;
 } bt_dispatcher_config;
 
+/* A recurring task of the recurring: section: a job enqueued on a cron schedule. */
+typedef struct bt_recurring_config {
+    char *key;              /* the task's name under recurring: */
+    int line;               /* line of that name */
+    char *class_name;       /* class: required */
+    char *arguments;        /* args: as JSON text; "[]" when not given or null */
+    char *schedule;         /* required; a valid cron schedule */
+    char *queue;            /* NULL: the class's queue */
+    int has_priority;       /* 0: the class's priority */
+    int priority;
+    char *timezone;         /* IANA name; NULL means UTC */
+    char *description;      /* NULL when not given */
+} bt_recurring_config;
+
 typedef struct bt_config {
     char *path;
     bt_class_config *classes;
@@ -58,10 +74,13 @@ typedef struct bt_config {
     double shutdown_timeout;             /* default 5 */
     double process_heartbeat_interval;   /* default 5 */
     double process_alive_threshold;      /* default 30 */
+    double scheduler_polling_interval;   /* scheduler.polling_interval, default 5 */
+    bt_recurring_config *recurring;
+    size_t nrecurring;
 } bt_config;
 
 /* bt_config_defaults fills *cfg with the defaults of an absent file (no classes, no
- * workers, no dispatchers). */
+ * workers, no dispatchers, no recurring tasks). */
 void bt_config_defaults(bt_config *cfg);
 
 /* bt_config_load reads path. On success returns 0 and *out (free with bt_config_free).
@@ -70,5 +89,12 @@ void bt_config_defaults(bt_config *cfg);
 int bt_config_load(const char *path, bt_config **out);
 
 void bt_config_free(bt_config *cfg);
+
+/* bt_recurring_config_clear frees a task's strings (the struct itself is the caller's). */
+void bt_recurring_config_clear(bt_recurring_config *t);
+
+/* bt_schedule_parse reads a recurring task's schedule like bt_cron_parse and also refuses
+ * one that never runs ("0 0 31 2 *"). BATON_EINVALID with a message naming the field. */
+int bt_schedule_parse(const char *text, bt_cron *out);
 
 #endif

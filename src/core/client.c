@@ -237,6 +237,12 @@ int baton_load_config(baton_client *c, const char *path)
         if (rc != BATON_OK)
             bt_err_prefix(rc, "%s:%d", path, cc->line);
     }
+    /* A task whose class nobody can enqueue would fail at every run; say so now. */
+    for (size_t i = 0; i < cfg->nrecurring && rc == BATON_OK; i++)
+        if (!bt_class_find(c, cfg->recurring[i].class_name))
+            rc = bt_err_set(BATON_EINVALID, "%s:%d: recurring.%s: unknown class '%s'", path,
+                            cfg->recurring[i].line, cfg->recurring[i].key,
+                            cfg->recurring[i].class_name);
     if (rc != BATON_OK) {
         bt_config_free(cfg);
         return rc;

@@ -42,6 +42,9 @@ int bt_key_render(const char *template_text, struct json_t *args, char **out);
  * missing): what a key was built from, for reports. Returns a new reference. */
 struct json_t *bt_key_values(const char *template_text, struct json_t *args);
 
+/* bt_json_dump turns a report into the caller's text (compact, ASCII) and releases value. */
+int bt_json_dump(struct json_t *value, char **json_out);
+
 typedef struct bt_start bt_start;
 typedef struct bt_supervisor bt_supervisor;
 
@@ -212,6 +215,41 @@ int bt_next_scheduled_at(bt_store *s, int64_t *at_out);
 
 /* bt_backoff_ms is the delay before attempt + 1 after attempt failed. */
 int64_t bt_backoff_ms(int backoff, double base, int attempt);
+
+/* ---- recurring tasks (recurring.c) ---- */
+
+/* A task as stored, with its last recorded run. */
+typedef struct bt_task {
+    bt_recurring_config def;   /* def.line is unused */
+    int is_static;
+    int64_t last_run_at;       /* 0 when it never ran */
+} bt_task;
+
+typedef struct bt_task_list {
+    bt_task *items;
+    size_t len, cap;
+} bt_task_list;
+
+/* bt_recurring_load reads every task, by key. Free with bt_task_list_free. */
+int bt_recurring_load(bt_store *s, bt_task_list *out);
+void bt_task_list_free(bt_task_list *l);
+
+/* bt_recurring_next sets *next to the run of schedule c in zone tz still owed after the
+ * instant `after` (a task's last run, or when it was first seen): the first run after it,
+ * unless that run and the following one are both no later than now, i.e. runs were missed
+ * while no scheduler ran; those are not replayed and *next is the first run after now. */
+int bt_recurring_next(const bt_cron *c, const bt_tz *tz, int64_t after, int64_t now, int64_t *next);
+
+/* bt_recurring_sync_static makes the static tasks those of cfg: upserts each (a dynamic task
+ * of the same name becomes static) and deletes static tasks cfg no longer lists. Dynamic
+ * tasks stay. *removed_out (may be NULL) counts deletions. Runs in the caller's transaction. */
+int bt_recurring_sync_static(bt_store *s, const bt_config *cfg, int64_t now, size_t *removed_out);
+
+/* bt_recurring_enqueue records the run (key, run_at) and enqueues job for it, in the
+ * caller's write transaction. When the run was recorded already (another scheduler enqueued
+ * it) nothing is written and *job_id_out is 0. */
+int bt_recurring_enqueue(bt_store *s, const char *key, int64_t run_at, const bt_new_job *job,
+                         int64_t now, int64_t *job_id_out);
 
 /* ---- processes (process.c) ---- */
 /* bt_process_set_supervisor makes every later registration of this process name the

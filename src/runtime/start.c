@@ -1,4 +1,4 @@
-/* start.c: baton_start runs the configured workers and dispatchers on threads of one
+/* start.c: baton_start runs the configured workers, dispatchers and scheduler on threads of one
  * process, each with its own connection, until baton_start_stop(). */
 #include <pthread.h>
 #include <stdlib.h>
@@ -12,10 +12,12 @@ struct bt_start {
     size_t nworkers;
     baton_dispatcher **dispatchers;
     size_t ndispatchers;
+    baton_scheduler *scheduler;
 };
 
 static void *run_worker(void *p) { return (void *)(intptr_t)baton_worker_run(p); }
 static void *run_dispatcher(void *p) { return (void *)(intptr_t)baton_dispatcher_run(p); }
+static void *run_scheduler(void *p) { return (void *)(intptr_t)baton_scheduler_run(p); }
 
 static void free_start(bt_start *st)
 {
@@ -25,6 +27,7 @@ static void free_start(bt_start *st)
         baton_dispatcher_free(st->dispatchers[i]);
     free(st->workers);
     free(st->dispatchers);
+    baton_scheduler_free(st->scheduler);
     free(st);
 }
 
@@ -63,6 +66,8 @@ static int build(baton_client *c, double shutdown_timeout, bt_start *st)
         if (rc == BATON_OK)
             st->ndispatchers++;
     }
+    if (rc == BATON_OK)
+        rc = baton_scheduler_new(&st->scheduler, c, NULL);
     return rc;
 }
 
@@ -79,7 +84,7 @@ int baton_start(baton_client *c, double shutdown_timeout)
         free_start(st);
         return rc;
     }
-    size_t n = st->nworkers + st->ndispatchers;
+    size_t n = st->nworkers + st->ndispatchers + 1;
     pthread_t *threads = calloc(n, sizeof *threads);
     size_t started = 0;
     for (size_t i = 0; i < st->nworkers; i++)
@@ -88,6 +93,8 @@ int baton_start(baton_client *c, double shutdown_timeout)
     for (size_t i = 0; i < st->ndispatchers; i++)
         if (pthread_create(&threads[started], NULL, run_dispatcher, st->dispatchers[i]) == 0)
             started++;
+    if (pthread_create(&threads[started], NULL, run_scheduler, st->scheduler) == 0)
+        started++;
     if (started < n) {
         rc = bt_err_set(BATON_ERROR, "cannot start all worker and dispatcher threads");
         baton_start_stop(c, 1);
@@ -113,4 +120,6 @@ void baton_start_stop(baton_client *c, int immediate)
         baton_worker_stop(st->workers[i], immediate);
     for (size_t i = 0; i < st->ndispatchers; i++)
         baton_dispatcher_stop(st->dispatchers[i]);
+    if (st->scheduler)
+        baton_scheduler_stop(st->scheduler);
 }

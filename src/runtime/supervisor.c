@@ -1,5 +1,5 @@
-/* supervisor.c: baton_supervise forks the configured workers and dispatchers as child
- * processes, watches them and replaces the ones that die.
+/* supervisor.c: baton_supervise forks the configured workers, dispatchers and scheduler
+ * as child processes, watches them and replaces the ones that die.
  *
  * DESIGN
  * The supervisor has one thread and no jobs. It sleeps in poll() on a pidfd per child and
@@ -34,8 +34,8 @@
 #include "util/clock.h"
 #include "util/err.h"
 
-typedef enum { KIND_WORKER, KIND_DISPATCHER } child_kind;
-static const char *const kind_names[] = {"worker", "dispatcher"};
+typedef enum { KIND_WORKER, KIND_DISPATCHER, KIND_SCHEDULER } child_kind;
+static const char *const kind_names[] = {"worker", "dispatcher", "scheduler"};
 
 enum { NO_CONFIG = -1 };
 
@@ -161,6 +161,7 @@ static void kill_orphans(bt_supervisor *sv)
 static volatile sig_atomic_t child_stop_requests;
 static baton_worker *child_worker;
 static baton_dispatcher *child_dispatcher;
+static baton_scheduler *child_scheduler;
 
 static void on_child_signal(int sig)
 {
@@ -169,6 +170,8 @@ static void on_child_signal(int sig)
         baton_worker_stop(child_worker, immediate);
     if (child_dispatcher)
         baton_dispatcher_stop(child_dispatcher);
+    if (child_scheduler)
+        baton_scheduler_stop(child_scheduler);
 }
 
 static int run_worker_child(bt_supervisor *sv, const child *ch)
@@ -212,6 +215,18 @@ static int run_dispatcher_child(bt_supervisor *sv, const child *ch)
     return rc;
 }
 
+static int run_scheduler_child(bt_supervisor *sv)
+{
+    baton_scheduler_options o = BATON_SCHEDULER_OPTIONS_INIT; /* the config's polling interval */
+    bt_title_set("baton-scheduler");
+    int rc = baton_scheduler_new(&child_scheduler, sv->client, &o);
+    if (rc == BATON_OK)
+        rc = baton_scheduler_run(child_scheduler);
+    baton_scheduler_free(child_scheduler);
+    child_scheduler = NULL;
+    return rc;
+}
+
 /* child_main runs in the forked child and never returns. */
 static _Noreturn void child_main(bt_supervisor *sv, const child *ch, pid_t supervisor_pid)
 {
@@ -240,7 +255,9 @@ static _Noreturn void child_main(bt_supervisor *sv, const child *ch, pid_t super
     /* The client's own connection was closed before fork; jobs that enqueue use it. */
     int rc = bt_store_open(&sv->client->store, sv->client->url);
     if (rc == BATON_OK)
-        rc = ch->kind == KIND_WORKER ? run_worker_child(sv, ch) : run_dispatcher_child(sv, ch);
+        rc = ch->kind == KIND_WORKER       ? run_worker_child(sv, ch)
+             : ch->kind == KIND_DISPATCHER ? run_dispatcher_child(sv, ch)
+                                           : run_scheduler_child(sv);
     if (rc != BATON_OK)
         bt_log(sv->client, BATON_LOG_ERROR, "event=%s.failed error=\"%s\"", kind_names[ch->kind],
                baton_error_last());
@@ -481,9 +498,9 @@ static int check_only(const char *only)
     char **parts = bt_split_queues(only, &n);
     int rc = n ? BATON_OK : bt_err_set(BATON_EINVALID, "--only: empty list");
     for (size_t i = 0; i < n && rc == BATON_OK; i++)
-        if (strcmp(parts[i], "workers") && strcmp(parts[i], "dispatchers"))
-            rc = bt_err_set(BATON_EINVALID, "--only: unknown process kind \"%s\" (workers, dispatchers)",
-                            parts[i]);
+        if (strcmp(parts[i], "workers") && strcmp(parts[i], "dispatchers") && strcmp(parts[i], "scheduler"))
+            rc = bt_err_set(BATON_EINVALID,
+                            "--only: unknown process kind \"%s\" (workers, dispatchers, scheduler)", parts[i]);
     bt_strv_free(parts);
     return rc;
 }
@@ -498,7 +515,7 @@ static int plan_children(bt_supervisor *sv, const char *only)
     const bt_config *cfg = sv->client->config;
     size_t nw = cfg && cfg->nworkers ? cfg->nworkers : 0;
     size_t nd = cfg && cfg->ndispatchers ? cfg->ndispatchers : 0;
-    size_t cap = 2 + nd;
+    size_t cap = 3 + nd;
     for (size_t i = 0; i < nw; i++)
         cap += (size_t)cfg->workers[i].processes;
     sv->children = calloc(cap, sizeof *sv->children);
@@ -517,16 +534,18 @@ static int plan_children(bt_supervisor *sv, const char *only)
         if (!nd)
             add_child(sv, KIND_DISPATCHER, NO_CONFIG);
     }
+    if (wanted(only, "scheduler"))
+        add_child(sv, KIND_SCHEDULER, NO_CONFIG);
     return BATON_OK;
 }
 
 static void show_title(bt_supervisor *sv, const char *state)
 {
-    size_t counts[2] = {0, 0};
+    size_t counts[3] = {0, 0, 0};
     for (size_t i = 0; i < sv->nchildren; i++)
         counts[sv->children[i].kind] += sv->children[i].pid != 0;
-    bt_title_set("baton-supervisor: %s workers=%zu dispatchers=%zu", state, counts[KIND_WORKER],
-                 counts[KIND_DISPATCHER]);
+    bt_title_set("baton-supervisor: %s workers=%zu dispatchers=%zu scheduler=%zu", state, counts[KIND_WORKER],
+                 counts[KIND_DISPATCHER], counts[KIND_SCHEDULER]);
 }
 
 static size_t running_children(const bt_supervisor *sv)

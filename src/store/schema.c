@@ -122,7 +122,11 @@ static const char migration_1[] =
     "  created_at BIGINT NOT NULL,"
     "  UNIQUE (task_key, run_at));";
 
-static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1};
+/* Recurring tasks run in a time zone of their own (NULL: UTC). */
+static const char migration_2[] =
+    "ALTER TABLE baton_recurring_tasks ADD COLUMN timezone TEXT;";
+
+static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("

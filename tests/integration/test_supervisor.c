@@ -263,7 +263,9 @@ static void test_starts_configured_processes_and_titles(void **state)
                1, 20000);
     int64_t sup = supervisor_row(f);
     assert_true(sup > 0);
-    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id = %lld", (long long)sup), 4);
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'scheduler' AND supervisor_id IS NOT NULL",
+               1, 20000);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id = %lld", (long long)sup), 5);
     assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id IS NOT NULL AND"
                                 " supervisor_id <> %lld", (long long)sup), 0);
     /* ps shows each child's role and state. */
@@ -277,12 +279,28 @@ static void test_starts_configured_processes_and_titles(void **state)
     free(cmdline);
     snprintf(path, sizeof path, "/proc/%d/cmdline", (int)f->supervisor);
     cmdline = read_file(path);
-    assert_non_null(strstr(cmdline, "baton-supervisor: running workers=3 dispatchers=1"));
+    assert_non_null(strstr(cmdline, "baton-supervisor: running workers=3 dispatchers=1 scheduler=1"));
     free(cmdline);
 
     assert_int_equal(stop_supervisor(f, SIGTERM), 0);
     assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
     assert_int_equal(access(f->pidfile, F_OK), -1); /* removed at exit */
+}
+
+static void test_only_runs_the_named_kinds(void **state)
+{
+    fixture *f = *state;
+    open_queue(f, "");
+    const char *args[] = {"--db", f->url, "--config", f->config, "start", "--only", "scheduler,dispatchers", NULL};
+    f->supervisor = baton_spawn(f->out, args);
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'scheduler'", 1, 20000);
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'dispatcher'", 1, 20000);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'worker'"), 0);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    run_result r = baton_runv(NULL, "--db", f->url, "--config", f->config, "start", "--only", "workers,cooks", NULL);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown process kind \"cooks\""));
+    run_result_free(&r);
 }
 
 static void test_pidfile_refuses_second_supervisor(void **state)
@@ -441,6 +459,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_starts_configured_processes_and_titles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_only_runs_the_named_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pidfile_refuses_second_supervisor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced_and_its_job_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_kills_stopped_worker_and_its_jobs, setup, teardown),

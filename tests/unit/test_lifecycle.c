@@ -414,6 +414,29 @@ static void test_migrate_is_idempotent(void **state)
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
 }
 
+/* A database left at version 1 is refused until `baton init` upgrades it in place. */
+static void test_older_schema_is_upgraded_in_place(void **state)
+{
+    lib_fixture *f = *state;
+    int64_t id;
+    assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
+    assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[1]", NULL), BATON_OK);
+    sqlite3 *db;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/baton.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
+                                      "DELETE FROM baton_schema_migrations WHERE version > 1",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(baton_check_schema(f->client), BATON_ESCHEMA);
+    assert_non_null(strstr(baton_error_last(), "older"));
+    assert_int_equal(baton_migrate(f->client), BATON_OK);
+    assert_int_equal(baton_check_schema(f->client), BATON_OK);
+    assert_int_equal(sqlite3_exec(db, "SELECT timezone FROM baton_recurring_tasks", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_string_equal(job_status(f->client, id), "ready");
+}
+
 static void test_bad_urls(void **state)
 {
     (void)state;
@@ -445,6 +468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_perform_now_records_the_job, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_schema_newer_than_library_is_refused_untouched, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_is_idempotent, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_older_schema_is_upgraded_in_place, lib_setup, lib_teardown),
         cmocka_unit_test(test_bad_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
