@@ -15,6 +15,7 @@
 #include "core/report.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/grow.h"
 
 typedef struct doctor {
     bt_store *store;
@@ -101,30 +102,24 @@ static const char sql_stateless[] =
     " OR (j.status = 'failed' AND NOT EXISTS (SELECT 1 FROM baton_failed_executions e WHERE e.job_id = j.id))"
     " ORDER BY j.id";
 
+typedef struct stateless_job {
+    int64_t id;
+    char status[16];
+} stateless_job;
+
 typedef struct stateless_list {
-    int64_t *ids;
-    char (*statuses)[16];
+    stateless_job *items;
     size_t len, cap;
 } stateless_list;
 
 static int collect_stateless(bt_row *row, void *payload)
 {
     stateless_list *l = payload;
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        int64_t *ids = realloc(l->ids, cap * sizeof *ids);
-        char(*statuses)[16] = ids ? realloc(l->statuses, cap * sizeof *statuses) : NULL;
-        if (!ids || !statuses) {
-            l->ids = ids ? ids : l->ids;
-            return -1;
-        }
-        l->ids = ids;
-        l->statuses = statuses;
-        l->cap = cap;
-    }
-    l->ids[l->len] = bt_col_int(row, 0);
-    snprintf(l->statuses[l->len], sizeof l->statuses[l->len], "%s", bt_col_text(row, 1));
-    l->len++;
+    if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
+        return -1;
+    stateless_job *j = &l->items[l->len++];
+    j->id = bt_col_int(row, 0);
+    snprintf(j->status, sizeof j->status, "%s", bt_col_text(row, 1));
     return 0;
 }
 
@@ -134,20 +129,19 @@ static void check_stateless_jobs(doctor *d)
     d->rc = bt_exec(d->store, sql_stateless, NULL, 0, collect_stateless, &l, NULL);
     for (size_t i = 0; i < l.len && d->rc == BATON_OK; i++) {
         if (!d->repair) {
-            problem(d, "job_in_no_state", json_pack("{s:I}", "job_id", (json_int_t)l.ids[i]),
+            problem(d, "job_in_no_state", json_pack("{s:I}", "job_id", (json_int_t)l.items[i].id),
                     "job %lld says %s but is in no %s list: no process will ever run or settle it",
-                    (long long)l.ids[i], l.statuses[i], l.statuses[i]);
+                    (long long)l.items[i].id, l.items[i].status, l.items[i].status);
             continue;
         }
         /* A failed job stays failed; anything else goes through admission again, like a
          * retry: it waits for a slot if its key is full. */
-        d->rc = bt_requeue_lost(d->store, l.ids[i], l.statuses[i], d->now);
+        d->rc = bt_requeue_lost(d->store, l.items[i].id, l.items[i].status, d->now);
         if (d->rc == BATON_OK)
-            repaired(d, "job_in_no_state", "job %lld (%s in no list) %s", (long long)l.ids[i], l.statuses[i],
-                     strcmp(l.statuses[i], "failed") == 0 ? "listed as failed again" : "queued again through admission");
+            repaired(d, "job_in_no_state", "job %lld (%s in no list) %s", (long long)l.items[i].id, l.items[i].status,
+                     strcmp(l.items[i].status, "failed") == 0 ? "listed as failed again" : "queued again through admission");
     }
-    free(l.ids);
-    free(l.statuses);
+    free(l.items);
 }
 
 /* ---- slots held by jobs that are neither ready nor running ---- */

@@ -13,6 +13,7 @@
 
 #include "core/core.h"
 #include "util/err.h"
+#include "util/grow.h"
 
 static const char sql_insert_job[] =
     "INSERT INTO baton_jobs (queue_name, class_name, arguments, priority, status, scheduled_at,"
@@ -681,10 +682,8 @@ typedef struct claim_list {
 static int collect_claim(bt_row *row, void *payload)
 {
     claim_list *l = payload;
-    if (l->len == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 16;
-        l->items = realloc(l->items, l->cap * sizeof *l->items);
-    }
+    if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
+        return -1;
     l->items[l->len++] = (bt_outcome){.job_id = bt_col_int(row, 0), .succeeded = 0,
                                       .error = "process pruned", .attempt = (int)bt_col_int(row, 1),
                                       .max_attempts = (int)bt_col_int(row, 2),
@@ -731,48 +730,30 @@ static const char sql_extend_blocked[] =
     " FROM baton_jobs j WHERE j.id = baton_blocked_executions.job_id)"
     " WHERE concurrency_key = ?1 AND expires_at < ?2";
 
-typedef struct key_list {
-    char **keys;
-    size_t len, cap;
-} key_list;
-
-static int collect_key(bt_row *row, void *payload)
-{
-    key_list *l = payload;
-    if (l->len == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 16;
-        l->keys = realloc(l->keys, l->cap * sizeof *l->keys);
-    }
-    l->keys[l->len++] = strdup(bt_col_text(row, 0));
-    return 0;
-}
-
 /* fill_keys promotes the blocked jobs of every key in keys into its free slots; with
  * extend, the ones still blocked are checked again one duration later. Frees keys. */
-static int fill_keys(bt_store *s, key_list *keys, int64_t now, int extend, int *promoted)
+static int fill_keys(bt_store *s, bt_text_list *keys, int64_t now, int extend, int *promoted)
 {
     int rc = BATON_OK;
     for (size_t i = 0; i < keys->len && rc == BATON_OK; i++) {
-        rc = promote(s, keys->keys[i], now, promoted);
-        bt_val e[] = {BV_TEXT(keys->keys[i]), BV_INT(now)};
+        rc = promote(s, keys->items[i], now, promoted);
+        bt_val e[] = {BV_TEXT(keys->items[i]), BV_INT(now)};
         if (rc == BATON_OK && extend)
             rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
     }
-    for (size_t i = 0; i < keys->len; i++)
-        free(keys->keys[i]);
-    free(keys->keys);
+    bt_text_list_free(keys);
     return rc;
 }
 
 int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out)
 {
-    key_list keys = {0};
+    bt_text_list keys = {0};
     int promoted = 0;
     /* A holder whose job is no longer ready or running holds its slot for nothing. */
-    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
+    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, bt_row_collect_text, &keys, NULL);
     bt_val a[] = {BV_INT(now)};
     if (rc == BATON_OK)
-        rc = bt_exec(s, sql_overdue_keys, a, 1, collect_key, &keys, NULL);
+        rc = bt_exec(s, sql_overdue_keys, a, 1, bt_row_collect_text, &keys, NULL);
     /* Jobs still blocked after that wait for a slot that is really taken: they are checked
      * again one duration later. */
     int frc = fill_keys(s, &keys, now, 1, &promoted);
@@ -786,11 +767,11 @@ static const char sql_blocked_keys[] = "SELECT DISTINCT concurrency_key FROM bat
 
 int bt_repair_slots(bt_store *s, int64_t now, int *promoted_out)
 {
-    key_list keys = {0};
+    bt_text_list keys = {0};
     int promoted = 0;
-    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
+    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, bt_row_collect_text, &keys, NULL);
     if (rc == BATON_OK)
-        rc = bt_exec(s, sql_blocked_keys, NULL, 0, collect_key, &keys, NULL);
+        rc = bt_exec(s, sql_blocked_keys, NULL, 0, bt_row_collect_text, &keys, NULL);
     int frc = fill_keys(s, &keys, now, 0, &promoted);
     rc = rc == BATON_OK ? frc : rc;
     if (promoted_out)
@@ -902,14 +883,8 @@ typedef struct holder_list {
 static int collect_holder(bt_row *row, void *payload)
 {
     holder_list *l = payload;
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        holder *items = realloc(l->items, cap * sizeof *items);
-        if (!items)
-            return -1;
-        l->items = items;
-        l->cap = cap;
-    }
+    if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
+        return -1;
     holder *h = &l->items[l->len++];
     *h = (holder){.job_id = bt_col_int(row, 0), .process_id = bt_col_null(row, 2) ? 0 : bt_col_int(row, 2),
                   .pid = bt_col_null(row, 3) ? 0 : bt_col_int(row, 3),

@@ -115,25 +115,6 @@ static int upsert(bt_store *s, const char *sql, const bt_recurring_config *t, in
     return bt_exec(s, sql, a, 10, NULL, NULL, changes);
 }
 
-typedef struct key_list {
-    char **keys;
-    size_t len, cap;
-} key_list;
-
-static int collect_key(bt_row *row, void *payload)
-{
-    key_list *l = payload;
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        char **grown = realloc(l->keys, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        l->keys = grown;
-        l->cap = cap;
-    }
-    return (l->keys[l->len++] = strdup(bt_col_text(row, 0))) ? 0 : -1;
-}
-
 static int in_config(const bt_config *cfg, const char *key)
 {
     for (size_t i = 0; i < cfg->nrecurring; i++)
@@ -144,20 +125,18 @@ static int in_config(const bt_config *cfg, const char *key)
 
 int bt_recurring_sync_static(bt_store *s, const bt_config *cfg, int64_t now, size_t *removed_out)
 {
-    key_list stale = {0};
+    bt_text_list stale = {0};
     size_t removed = 0;
-    int rc = bt_exec(s, sql_static_keys, NULL, 0, collect_key, &stale, NULL);
+    int rc = bt_exec(s, sql_static_keys, NULL, 0, bt_row_collect_text, &stale, NULL);
     for (size_t i = 0; i < stale.len && rc == BATON_OK; i++)
-        if (!in_config(cfg, stale.keys[i])) {
-            bt_val a[] = {BV_TEXT(stale.keys[i])};
+        if (!in_config(cfg, stale.items[i])) {
+            bt_val a[] = {BV_TEXT(stale.items[i])};
             rc = bt_exec(s, sql_remove_static, a, 1, NULL, NULL, NULL);
             removed++;
         }
     for (size_t i = 0; i < cfg->nrecurring && rc == BATON_OK; i++)
         rc = upsert(s, sql_upsert_static, &cfg->recurring[i], 1, now, NULL);
-    for (size_t i = 0; i < stale.len; i++)
-        free(stale.keys[i]);
-    free(stale.keys);
+    bt_text_list_free(&stale);
     if (removed_out)
         *removed_out = removed;
     return rc;

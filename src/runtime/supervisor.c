@@ -33,6 +33,7 @@
 #include "runtime/title.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/grow.h"
 
 typedef enum { KIND_WORKER, KIND_DISPATCHER, KIND_SCHEDULER } child_kind;
 static const char *const kind_names[] = {"worker", "dispatcher", "scheduler"};
@@ -369,14 +370,8 @@ typedef struct heartbeat_rows {
 static int collect_heartbeat(bt_row *row, void *payload)
 {
     heartbeat_rows *l = payload;
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        heartbeat_row *items = realloc(l->items, cap * sizeof *items);
-        if (!items)
-            return -1;
-        l->items = items;
-        l->cap = cap;
-    }
+    if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
+        return -1;
     l->items[l->len++] = (heartbeat_row){bt_col_int(row, 0), bt_col_int(row, 1), bt_col_int(row, 2)};
     return 0;
 }

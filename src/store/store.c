@@ -6,6 +6,7 @@
 
 #include "baton.h"
 #include "util/err.h"
+#include "util/grow.h"
 
 static const bt_store_ops *const drivers[] = {&bt_sqlite_ops};
 
@@ -59,16 +60,30 @@ int bt_row_count(bt_row *row, void *payload)
 int bt_row_collect_id(bt_row *row, void *payload)
 {
     bt_id_list *l = payload;
-    if (l->len == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        int64_t *grown = realloc(l->ids, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        l->ids = grown;
-        l->cap = cap;
-    }
+    if (bt_grow(&l->ids, &l->cap, l->len, sizeof *l->ids) != 0)
+        return -1;
     l->ids[l->len++] = bt_col_int(row, 0);
     return 0;
+}
+
+int bt_row_collect_text(bt_row *row, void *payload)
+{
+    bt_text_list *l = payload;
+    if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
+        return -1;
+    char *text = strdup(bt_col_text(row, 0));
+    if (!text)
+        return -1;
+    l->items[l->len++] = text;
+    return 0;
+}
+
+void bt_text_list_free(bt_text_list *l)
+{
+    for (size_t i = 0; i < l->len; i++)
+        free(l->items[i]);
+    free(l->items);
+    *l = (bt_text_list){0};
 }
 
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,

@@ -128,6 +128,15 @@ typedef struct bt_id_list {
 
 int bt_row_collect_id(bt_row *row, void *payload);
 
+/* A list of column-0 texts (NOT NULL columns only), collected by bt_row_collect_text. */
+typedef struct bt_text_list {
+    char **items;
+    size_t len, cap;
+} bt_text_list;
+
+int bt_row_collect_text(bt_row *row, void *payload);
+void bt_text_list_free(bt_text_list *l);
+
 /* bt_query_int runs a cached statement returning one integer; *out keeps fallback when no row. */
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
                  int64_t fallback);
