@@ -121,9 +121,9 @@ typedef enum baton_log_level {
 } baton_log_level;
 
 /**
- * Receives one log line in logfmt ("event=job.finished job_id=7 class=Mail duration_ms=3").
- * Called from worker and dispatcher threads, possibly several at once: it must be
- * thread-safe. The line is borrowed for the call.
+ * Receives one log line, without a trailing newline, in the client's format (see
+ * baton_set_log_format). Called from worker, dispatcher and executor threads, possibly
+ * several at once: it must be thread-safe. The line is borrowed for the call.
  */
 typedef void (*baton_log_fn)(baton_log_level level, const char *line, void *payload);
 
@@ -134,6 +134,34 @@ typedef void (*baton_log_fn)(baton_log_level level, const char *line, void *payl
  */
 BATON_API void baton_set_logger(baton_client *client, baton_log_level min_level, baton_log_fn fn,
                                 void *payload);
+
+/**
+ * How log lines are written. Both carry the same keys, led by "event"; a text value
+ * (error messages included) can hold anything and is escaped the same way in both: "\"",
+ * "\\", "\n", "\r", "\t", "\u00XX" for other control characters, and "\ufffd" for
+ * bytes that are not UTF-8, so every line is one line of valid UTF-8. A value past 4 KiB
+ * is cut and ends in "...".
+ */
+typedef enum baton_log_format {
+    /** The default: key=value pairs, e.g.
+     *  event=job.failed job_id=7 class=Mail attempt=1 error="smtp said \"no\""
+     *  A value is double-quoted when it is empty, holds a space, '=', '"', '\\', a control
+     *  or non-ASCII character, or is text that reads as a number. Lines carry no time or
+     *  level: the callback receives the level, and adds the time if it wants one. */
+    BATON_LOG_LOGFMT = 0,
+    /** One JSON object per line, led by "time" (ISO 8601 UTC with milliseconds) and
+     *  "level" ("debug", "info", "warn", "error"), then the logfmt keys in order:
+     *  {"time":"2026-11-24T09:02:41.123Z","level":"error","event":"job.failed","job_id":7,...}
+     *  Numbers are JSON numbers; everything else is a string. */
+    BATON_LOG_JSON = 1,
+} baton_log_format;
+
+/**
+ * Sets the format of the lines the client's logger receives (default BATON_LOG_LOGFMT).
+ * @return BATON_OK, or BATON_EINVALID for an unknown format.
+ * Thread-safety: call before starting workers or dispatchers on the client.
+ */
+BATON_API int baton_set_log_format(baton_client *client, baton_log_format format);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Job classes                                                                                 */

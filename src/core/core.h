@@ -50,6 +50,7 @@ struct baton_client {
     baton_log_fn log_fn;
     void *log_payload;
     baton_log_level log_level;
+    baton_log_format log_format;
     double heartbeat_interval;   /* seconds between liveness ticks */
     double alive_threshold;      /* heartbeat age after which a process is pruned */
     _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
@@ -58,9 +59,27 @@ struct baton_client {
 /* bt_class_find returns the class named name, or NULL. */
 bt_class *bt_class_find(baton_client *c, const char *name);
 
-/* bt_log formats a logfmt line and hands it to the client's logger when level passes. */
+/* ---- logging (log.c) ---- */
+
+/* bt_log formats a logfmt line and hands it to the client's logger, in the client's
+ * format, when level passes. Text values must go through BT_LOG_VALUE (numbers need not):
+ *   bt_log(c, BATON_LOG_ERROR, "event=job.failed job_id=%lld error=%s", id, BT_LOG_VALUE(msg)); */
 void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* bt_log_value writes value (NULL reads as "") into buf as one logfmt value: bare when it
+ * is a plain token, else double-quoted with JSON escapes (invalid UTF-8 becomes \ufffd;
+ * text that looks like a number is quoted so it stays text in JSON). A value longer than
+ * size allows is cut and ends in "...". Returns buf. */
+const char *bt_log_value(char *buf, size_t size, const char *value);
+
+/* BT_LOG_VALUE(s) is bt_log_value in a buffer that lives until the end of the enclosing
+ * block, for use as a printf argument. */
+enum { BT_LOG_VALUE_MAX = 4096 };
+#define BT_LOG_VALUE(s) bt_log_value((char[BT_LOG_VALUE_MAX]){0}, BT_LOG_VALUE_MAX, (s))
+
+/* bt_log_enabled: the client has a logger that wants lines of level. */
+int bt_log_enabled(const baton_client *c, baton_log_level level);
 
 /* bt_client_open_store opens another connection to the client's database (workers and
  * dispatchers each have their own) and checks its schema. */

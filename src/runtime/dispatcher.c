@@ -95,7 +95,8 @@ static void tick(baton_dispatcher *d, int64_t *process_id)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(d->store, *process_id, d->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=\"%s\"", baton_error_last());
+        bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=%s",
+               BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -121,7 +122,8 @@ int baton_dispatcher_run(baton_dispatcher *d)
         if (bt_mono_ns() >= next_maintenance) {
             int promoted = 0;
             if (maintain_once(d->store, &promoted) != BATON_OK)
-                bt_log(d->client, BATON_LOG_ERROR, "event=maintenance.failed error=\"%s\"", baton_error_last());
+                bt_log(d->client, BATON_LOG_ERROR, "event=maintenance.failed error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
             else if (promoted)
                 bt_log(d->client, BATON_LOG_WARN, "event=maintenance.promoted count=%d", promoted);
             next_maintenance = bt_mono_ns() + (int64_t)(d->maintenance_interval * 1e9);
@@ -129,7 +131,8 @@ int baton_dispatcher_run(baton_dispatcher *d)
         int moved = 0;
         rc = dispatch_once(d->store, d->batch_size, &moved);
         if (rc != BATON_OK)
-            bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.store_error error=\"%s\"", baton_error_last());
+            bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.store_error error=%s",
+                   BT_LOG_VALUE(baton_error_last()));
         else if (moved > 0)
             bt_log(d->client, BATON_LOG_DEBUG, "event=jobs.dispatched count=%d", moved);
         if (bt_mono_ns() >= next_heartbeat) {

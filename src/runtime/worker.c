@@ -158,18 +158,18 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
     if (!j->owned)
         bt_log(w->client, BATON_LOG_WARN,
                "event=job.outcome_dropped job_id=%lld class=%s reason=\"claim no longer held\"",
-               (long long)c->id, c->class_name);
+               (long long)c->id, BT_LOG_VALUE(c->class_name));
     else if (j->succeeded)
         bt_log(w->client, BATON_LOG_INFO, "event=job.finished job_id=%lld class=%s queue=%s duration_ms=%.1f",
-               (long long)c->id, c->class_name, c->queue, ms);
+               (long long)c->id, BT_LOG_VALUE(c->class_name), BT_LOG_VALUE(c->queue), ms);
     else if (retry_at)
         bt_log(w->client, BATON_LOG_WARN,
-               "event=job.retried job_id=%lld class=%s attempt=%d retry_in_ms=%lld error=\"%s\"",
-               (long long)c->id, c->class_name, c->attempt, (long long)(retry_at - bt_now_ms()),
-               j->error ? j->error : "");
+               "event=job.retried job_id=%lld class=%s attempt=%d retry_in_ms=%lld error=%s",
+               (long long)c->id, BT_LOG_VALUE(c->class_name), c->attempt,
+               (long long)(retry_at - bt_now_ms()), BT_LOG_VALUE(j->error));
     else
-        bt_log(w->client, BATON_LOG_ERROR, "event=job.failed job_id=%lld class=%s attempt=%d error=\"%s\"",
-               (long long)c->id, c->class_name, c->attempt, j->error ? j->error : "");
+        bt_log(w->client, BATON_LOG_ERROR, "event=job.failed job_id=%lld class=%s attempt=%d error=%s",
+               (long long)c->id, BT_LOG_VALUE(c->class_name), c->attempt, BT_LOG_VALUE(j->error));
 }
 
 /* round_trip runs one transaction: record outcomes in done (taking ownership), claim up to
@@ -216,7 +216,8 @@ static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
         job->next = w->pending;
         w->pending = job;
         bt_log(w->client, BATON_LOG_DEBUG, "event=job.claimed job_id=%lld class=%s queue=%s",
-               (long long)job->claimed.id, job->claimed.class_name, job->claimed.queue);
+               (long long)job->claimed.id, BT_LOG_VALUE(job->claimed.class_name),
+               BT_LOG_VALUE(job->claimed.queue));
     }
     w->in_flight += count;
     /* Wake one executor per job: a broadcast would wake idle threads only to sleep again. */
@@ -265,7 +266,8 @@ static void abandon_in_flight(baton_worker *w, int kill_now)
     if (rc == BATON_OK)
         rc = bt_release_claims(w->store, w->process_id, NULL, 0, bt_now_ms(), &released);
     if (bt_end(w->store, rc) != BATON_OK) {
-        bt_log(w->client, BATON_LOG_ERROR, "event=worker.release_failed error=\"%s\"", baton_error_last());
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.release_failed error=%s",
+               BT_LOG_VALUE(baton_error_last()));
     } else if (released) {
         bt_log(w->client, BATON_LOG_WARN, "event=worker.jobs_released count=%lld", (long long)released);
     }
@@ -359,7 +361,8 @@ static void liveness_tick(baton_worker *w)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(w->store, w->process_id, w->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=\"%s\"", baton_error_last());
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=%s",
+               BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -423,7 +426,8 @@ static int serve(baton_worker *w)
             got = round_trip(w, &done, want, claimed);
             if (got < 0) {
                 rc = got;
-                bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=\"%s\"", baton_error_last());
+                bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
                 /* Keep the outcomes for the next round; the database may come back. */
                 pthread_mutex_lock(&w->lock);
                 struct baton_job *tail = done;
