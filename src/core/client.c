@@ -35,6 +35,7 @@ int baton_open(baton_client **out, const char *url)
         baton_close(c);
         return rc;
     }
+    bt_log_attach(c, c->store);
     *out = c;
     return BATON_OK;
 }
@@ -89,6 +90,8 @@ int bt_client_open_store(baton_client *c, bt_store **out)
         bt_store_close(*out);
         *out = NULL;
     }
+    if (rc == BATON_OK)
+        bt_log_attach(c, *out);
     return rc;
 }
 

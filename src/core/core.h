@@ -67,6 +67,12 @@ bt_class *bt_class_find(baton_client *c, const char *name);
 void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* bt_note is bt_log for lifecycle code holding only a store: the line waits for the
+ * store's transaction to commit (see bt_notes in store.h). No-op for a store the client
+ * did not attach. */
+void bt_note(bt_store *s, baton_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* bt_log_value writes value (NULL reads as "") into buf as one logfmt value: bare when it
  * is a plain token, else double-quoted with JSON escapes (invalid UTF-8 becomes \ufffd;
  * text that looks like a number is quoted so it stays text in JSON). A value longer than
@@ -80,6 +86,9 @@ enum { BT_LOG_VALUE_MAX = 4096 };
 
 /* bt_log_enabled: the client has a logger that wants lines of level. */
 int bt_log_enabled(const baton_client *c, baton_log_level level);
+
+/* bt_log_attach makes the lifecycle notes of store s go to c's logger. */
+void bt_log_attach(baton_client *c, bt_store *s);
 
 /* bt_client_open_store opens another connection to the client's database (workers and
  * dispatchers each have their own) and checks its schema. */

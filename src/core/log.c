@@ -242,3 +242,22 @@ void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
     deliver(c, level, line);
     free(line);
 }
+
+void bt_note(bt_store *s, baton_log_level level, const char *fmt, ...)
+{
+    if (!s->notes.client || !bt_log_enabled(s->notes.client, level))
+        return;
+    char *line;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&line, fmt, ap);
+    va_end(ap);
+    if (n >= 0)
+        bt_notes_add(s, level, line);
+}
+
+void bt_log_attach(baton_client *c, bt_store *s)
+{
+    s->notes.client = c;
+    s->notes.deliver = deliver;
+}
