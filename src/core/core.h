@@ -41,6 +41,11 @@ int bt_key_render(const char *template_text, struct json_t *args, char **out);
 
 typedef struct bt_start bt_start;
 
+typedef struct bt_process_hook_slot {
+    baton_process_hook fn;
+    void *user_data;
+} bt_process_hook_slot;
+
 struct baton_client {
     bt_store *store;
     bt_class *classes;
@@ -51,6 +56,10 @@ struct baton_client {
     void *log_payload;
     baton_log_level log_level;
     baton_log_format log_format;
+    baton_job_before_fn job_before;
+    baton_job_after_fn job_after;
+    void *job_hook_data;
+    bt_process_hook_slot process_hooks[BATON_PROCESS_SUPERVISOR + 1][BATON_PROCESS_EXIT + 1];
     double heartbeat_interval;   /* seconds between liveness ticks */
     double alive_threshold;      /* heartbeat age after which a process is pruned */
     _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
@@ -89,6 +98,15 @@ int bt_log_enabled(const baton_client *c, baton_log_level level);
 
 /* bt_log_attach makes the lifecycle notes of store s go to c's logger. */
 void bt_log_attach(baton_client *c, bt_store *s);
+
+/* ---- hooks (hooks.c) ---- */
+
+/* bt_process_hook runs the hook registered for (kind, event), if any, on the calling
+ * thread. Every process kind calls it: START once registered and before its first unit
+ * of work, STOP when it notices a stop request (before draining), EXIT after it
+ * deregistered, just before its run function returns; EXIT only follows a START. */
+void bt_process_hook(baton_client *c, baton_process_kind kind, baton_process_event event,
+                     int64_t process_id);
 
 /* bt_client_open_store opens another connection to the client's database (workers and
  * dispatchers each have their own) and checks its schema. */

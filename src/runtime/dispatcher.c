@@ -117,6 +117,7 @@ int baton_dispatcher_run(baton_dispatcher *d)
         goto out;
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.started process_id=%lld pid=%d",
            (long long)process_id, (int)getpid());
+    bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_START, process_id);
     int64_t next_heartbeat = 0, next_maintenance = 0;
     while (!atomic_load(&d->stopping)) {
         if (bt_mono_ns() >= next_maintenance) {
@@ -150,8 +151,10 @@ int baton_dispatcher_run(baton_dispatcher *d)
         }
         bt_wait_ready(&d->waker, -1, wait);
     }
+    bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_STOP, process_id);
     rc = bt_process_deregister(d->store, process_id);
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.stopped process_id=%lld", (long long)process_id);
+    bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_EXIT, process_id);
 out:
     bt_waker_close(&d->waker);
     bt_store_close(d->store);

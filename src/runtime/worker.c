@@ -129,7 +129,7 @@ static void *executor_main(void *p)
         w->running[index] = job;
         pthread_mutex_unlock(&w->lock);
 
-        bt_job_perform(job);
+        bt_job_perform(w->client, job);
 
         pthread_mutex_lock(&w->lock);
         w->running[index] = NULL;
@@ -401,9 +401,13 @@ static int serve(baton_worker *w)
     int change_fd = w->store->ops->change_fd(w->store);
     int64_t next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
     int64_t drain_deadline = 0;
-    int rc = BATON_OK;
+    int rc = BATON_OK, stop_seen = 0;
     for (;;) {
         int state = atomic_load(&w->state);
+        if (state != RUNNING && !stop_seen) {
+            stop_seen = 1;
+            bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_STOP, w->process_id);
+        }
         if (state == STOP_IMMEDIATE)
             break;
         if (state == STOP_GRACEFUL && drain_deadline == 0)
@@ -480,6 +484,7 @@ int baton_worker_run(baton_worker *w)
         liveness_tick(w);
         bt_log(w->client, BATON_LOG_INFO, "event=worker.started process_id=%lld threads=%d pid=%d",
                (long long)w->process_id, w->threads, (int)getpid());
+        bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_START, w->process_id);
         rc = start_executors(w);
         if (rc == BATON_OK)
             rc = serve(w);
@@ -491,6 +496,7 @@ int baton_worker_run(baton_worker *w)
         if (bt_process_deregister(w->store, w->process_id) != BATON_OK && rc == BATON_OK)
             rc = BATON_ESTORE;
         bt_log(w->client, BATON_LOG_INFO, "event=worker.stopped process_id=%lld", (long long)w->process_id);
+        bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_EXIT, w->process_id);
     }
     bt_waker_close(&w->waker);
     bt_store_close(w->store);
