@@ -121,9 +121,9 @@ typedef enum baton_log_level {
 } baton_log_level;
 
 /**
- * Receives one log line in logfmt ("event=job.finished job_id=7 class=Mail duration_ms=3").
- * Called from worker and dispatcher threads, possibly several at once: it must be
- * thread-safe. The line is borrowed for the call.
+ * Receives one log line, without a trailing newline, in the client's format (see
+ * baton_set_log_format). Called from worker, dispatcher and executor threads, possibly
+ * several at once: it must be thread-safe. The line is borrowed for the call.
  */
 typedef void (*baton_log_fn)(baton_log_level level, const char *line, void *payload);
 
@@ -134,6 +134,34 @@ typedef void (*baton_log_fn)(baton_log_level level, const char *line, void *payl
  */
 BATON_API void baton_set_logger(baton_client *client, baton_log_level min_level, baton_log_fn fn,
                                 void *payload);
+
+/**
+ * How log lines are written. Both carry the same keys, led by "event"; a text value
+ * (error messages included) can hold anything and is escaped the same way in both: "\"",
+ * "\\", "\n", "\r", "\t", "\u00XX" for other control characters, and "\ufffd" for
+ * bytes that are not UTF-8, so every line is one line of valid UTF-8. A value past 4 KiB
+ * is cut and ends in "...".
+ */
+typedef enum baton_log_format {
+    /** The default: key=value pairs, e.g.
+     *  event=job.failed job_id=7 class=Mail attempt=1 error="smtp said \"no\""
+     *  A value is double-quoted when it is empty, holds a space, '=', '"', '\\', a control
+     *  or non-ASCII character, or is text that reads as a number. Lines carry no time or
+     *  level: the callback receives the level, and adds the time if it wants one. */
+    BATON_LOG_LOGFMT = 0,
+    /** One JSON object per line, led by "time" (ISO 8601 UTC with milliseconds) and
+     *  "level" ("debug", "info", "warn", "error"), then the logfmt keys in order:
+     *  {"time":"2026-11-24T09:02:41.123Z","level":"error","event":"job.failed","job_id":7,...}
+     *  Numbers are JSON numbers; everything else is a string. */
+    BATON_LOG_JSON = 1,
+} baton_log_format;
+
+/**
+ * Sets the format of the lines the client's logger receives (default BATON_LOG_LOGFMT).
+ * @return BATON_OK, or BATON_EINVALID for an unknown format.
+ * Thread-safety: call before starting workers or dispatchers on the client.
+ */
+BATON_API int baton_set_log_format(baton_client *client, baton_log_format format);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Job classes                                                                                 */
@@ -596,6 +624,82 @@ BATON_API int baton_recurring_remove(baton_client *client, const char *key);
  * UTC with milliseconds. The caller frees *json_out with baton_free().
  */
 BATON_API int baton_recurring_json(baton_client *client, char **json_out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lifecycle hooks                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Runs just before a job is performed, after it was claimed (its status is "claimed").
+ * The job handle may be read with the baton_job_* accessors; the hook cannot change or
+ * veto the run. Typical uses: tracing spans, metrics, per-job context.
+ */
+typedef void (*baton_job_before_fn)(const baton_job *job, void *user_data);
+
+/**
+ * Runs just after a job was performed, before its outcome is recorded (the job still
+ * shows as "claimed"). succeeded is 1 when the callback returned 0 or the command exited
+ * with status 0; otherwise error is the job's error message (NULL when it succeeded). The
+ * outcome is final: the hook cannot change it.
+ */
+typedef void (*baton_job_after_fn)(const baton_job *job, int succeeded, const char *error,
+                                   void *user_data);
+
+/**
+ * Sets hooks run around every job performed with client's classes: by its workers (C
+ * callback and command jobs alike, including jobs of a class the worker does not know,
+ * which fail at once) and by baton_perform_now()/baton_perform_wait(). Each job run gets
+ * exactly one before and one after call, on the thread that performs it: a worker's
+ * executor threads, several at once, or the caller's thread for inline performs. Either
+ * hook may be NULL; calling again replaces both; NULL, NULL removes them.
+ * The hooks must be thread-safe, should be quick (the job's thread waits for them), and
+ * must not use client or a worker or dispatcher handle, which belong to other threads;
+ * open a client of their own for database work.
+ * Thread-safety: call before starting workers or dispatchers on the client.
+ */
+BATON_API void baton_on_job(baton_client *client, baton_job_before_fn before,
+                            baton_job_after_fn after, void *user_data);
+
+/** The kinds of long-running processes. */
+typedef enum baton_process_kind {
+    BATON_PROCESS_WORKER = 0,
+    BATON_PROCESS_DISPATCHER = 1,
+    BATON_PROCESS_SCHEDULER = 2,   /**< enqueues recurring tasks */
+    BATON_PROCESS_SUPERVISOR = 3,  /**< runs and watches the others (baton start) */
+} baton_process_kind;
+
+/** The moments of a process's life a hook can run at. */
+typedef enum baton_process_event {
+    BATON_PROCESS_START = 0, /**< registered (it has its process id), before its first claim,
+                                  dispatch or enqueue */
+    BATON_PROCESS_STOP = 1,  /**< a stop was requested (graceful or immediate) and the run
+                                  thread noticed it; before draining running jobs. Runs once,
+                                  and not at all when the run ends on an error */
+    BATON_PROCESS_EXIT = 2,  /**< deregistered, just before its run function returns; runs
+                                  after every START, whatever ended the run */
+} baton_process_event;
+
+/**
+ * A process hook. process_id is the process's row in baton_processes (it changes when a
+ * process that was declared dead registers again; EXIT gets the last one).
+ */
+typedef void (*baton_process_hook)(baton_process_kind kind, baton_process_event event,
+                                   int64_t process_id, void *user_data);
+
+/**
+ * Sets the hook run at event for every process of kind run on client (one hook per kind
+ * and event; calling again replaces it, NULL removes it). It runs on the process's run
+ * thread (the one in baton_worker_run(), baton_dispatcher_run(), ...): never in a signal
+ * handler, so it may log, allocate and take locks. It should be quick, since the process
+ * waits for it (a slow START delays the first claim, a slow STOP the shutdown), and must
+ * not use client or stop or free the process; several processes of one client (as in
+ * baton_start()) may run hooks at once, so a hook shared between them must be
+ * thread-safe.
+ * @return BATON_OK, or BATON_EINVALID for an unknown kind or event.
+ * Thread-safety: call before starting workers or dispatchers on the client.
+ */
+BATON_API int baton_on_process(baton_client *client, baton_process_kind kind,
+                               baton_process_event event, baton_process_hook fn, void *user_data);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Administration: reports are JSON text owned by the caller (release with baton_free)        */

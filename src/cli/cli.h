@@ -26,6 +26,7 @@ typedef struct cli {
     const char *db_url;
     const char *config_path;
     baton_log_level log_level;
+    baton_log_format log_format;
     baton_client *client;
 } cli;
 

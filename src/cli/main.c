@@ -64,7 +64,8 @@ enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: baton [--db URL] [--config FILE] [--log-level debug|info|warn|error] COMMAND ...\n\ncommands:\n");
+    fprintf(out, "usage: baton [--db URL] [--config FILE] [--log-level debug|info|warn|error]\n"
+                 "             [--log-format logfmt|json] COMMAND ...\n\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  baton %s\n", commands[i].usage);
     fprintf(out, "\nDatabase: --db, else $BATON_DATABASE_URL, else sqlite:baton.db.\n"
@@ -176,33 +177,52 @@ int cli_fail_last(int code) { return cli_fail(code, "%s", baton_error_last()); }
 
 void cli_print_json(const char *text) { printf("%s\n", text); }
 
-static void log_to_stderr(baton_log_level level, const char *line, void *payload)
+/* Indexed by baton_log_level and baton_log_format. */
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const char *const format_names[] = {"logfmt", "json"};
+
+/* write_line writes a line made by asprintf (n < 0: none was) and frees it. One write
+ * per line: lines from several threads never interleave. */
+static void write_line(char *buf, int n)
+{
+    if (n < 0)
+        return;
+    ssize_t w = write(2, buf, (size_t)n);
+    (void)w;
+    free(buf);
+}
+
+/* logfmt lines get the time, level and pid in front. */
+static void log_logfmt_to_stderr(baton_log_level level, const char *line, void *payload)
 {
     (void)payload;
-    static const char *const names[] = {"debug", "info", "warn", "error"};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    char buf[2600];
-    int n = snprintf(buf, sizeof buf, "time=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s pid=%d %s\n",
+    char *buf;
+    int n = asprintf(&buf, "time=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s pid=%d %s\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, names[level], (int)getpid(), line);
-    if (n > (int)sizeof buf)
-        n = (int)sizeof buf;
-    /* One write per line: lines from several threads never interleave. */
-    ssize_t w = write(2, buf, (size_t)n);
-    (void)w;
+                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level], (int)getpid(), line);
+    write_line(buf, n);
 }
 
-static int parse_level(const char *v, baton_log_level *out)
+/* JSON lines carry the time and level already. */
+static void log_json_to_stderr(baton_log_level level, const char *line, void *payload)
 {
-    static const char *const names[] = {"debug", "info", "warn", "error"};
-    for (int i = 0; i < 4; i++)
-        if (strcmp(v, names[i]) == 0) {
-            *out = (baton_log_level)i;
-            return 0;
-        }
+    (void)level;
+    (void)payload;
+    char *buf;
+    int n = asprintf(&buf, "%s\n", line);
+    write_line(buf, n);
+}
+
+/* parse_choice finds v among names; -1 when it is none of them. */
+static int parse_choice(const char *v, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(v, names[i]) == 0)
+            return i;
     return -1;
 }
 
@@ -255,7 +275,8 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
         const char *eq = strchr(name, '=');
         char *key = eq ? strndup(name, (size_t)(eq - name)) : strdup(name);
         const char *value = eq ? eq + 1 : NULL;
-        int global = strcmp(key, "db") == 0 || strcmp(key, "config") == 0 || strcmp(key, "log-level") == 0;
+        int global = strcmp(key, "db") == 0 || strcmp(key, "config") == 0 ||
+                     strcmp(key, "log-level") == 0 || strcmp(key, "log-format") == 0;
         int takes_value = global;
         if (!global && !(cmd && accepts(cmd, key, &takes_value))) {
             int help = strcmp(key, "help") == 0 || strcmp(key, "h") == 0;
@@ -289,11 +310,21 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
         } else if (strcmp(key, "config") == 0) {
             c->config_path = value;
         } else if (strcmp(key, "log-level") == 0) {
-            if (parse_level(value, &c->log_level) != 0) {
+            int level = parse_choice(value, level_names, 4);
+            if (level < 0) {
                 cli_fail(BATON_EINVALID, "--log-level: expected debug, info, warn or error, got '%s'", value);
                 free(key);
                 return PARSE_BAD;
             }
+            c->log_level = (baton_log_level)level;
+        } else if (strcmp(key, "log-format") == 0) {
+            int format = parse_choice(value, format_names, 2);
+            if (format < 0) {
+                cli_fail(BATON_EINVALID, "--log-format: expected logfmt or json, got '%s'", value);
+                free(key);
+                return PARSE_BAD;
+            }
+            c->log_format = (baton_log_format)format;
         } else {
             /* Keys stay allocated for the process's life, like argv itself. */
             c->opts[c->nopts++] = (cli_opt){key, value};
@@ -347,7 +378,9 @@ int main(int argc, char **argv)
     if (rc != BATON_OK) {
         status = cli_fail_last(rc);
     } else {
-        baton_set_logger(c.client, c.log_level, log_to_stderr, NULL);
+        baton_set_log_format(c.client, c.log_format);
+        baton_set_logger(c.client, c.log_level,
+                         c.log_format == BATON_LOG_JSON ? log_json_to_stderr : log_logfmt_to_stderr, NULL);
         status = cmd->run(&c);
     }
     baton_close(c.client);

@@ -493,7 +493,7 @@ int baton_semaphore_clear(baton_client *c, const char *key, int force, int *clea
     if (promoted_out)
         *promoted_out = rc == BATON_OK ? a.promoted : 0;
     if (rc == BATON_OK)
-        bt_log(c, BATON_LOG_WARN, "event=semaphore.cleared_by_operator key=\"%s\" holders=%d promoted=%d force=%d",
-               key, a.cleared, a.promoted, force);
+        bt_log(c, BATON_LOG_WARN, "event=semaphore.cleared_by_operator key=%s holders=%d promoted=%d force=%d",
+               BT_LOG_VALUE(key), a.cleared, a.promoted, force);
     return rc;
 }

@@ -1,7 +1,6 @@
 /* client.c: the baton_client handle: its connection, job classes, configuration and
  * logger, and the public enqueue entry points. */
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +40,7 @@ int baton_open(baton_client **out, const char *url)
         baton_close(c);
         return rc;
     }
+    bt_log_attach(c, c->store);
     *out = c;
     return BATON_OK;
 }
@@ -89,25 +89,6 @@ int baton_set_liveness(baton_client *c, double heartbeat_interval, double alive_
     return BATON_OK;
 }
 
-void baton_set_logger(baton_client *c, baton_log_level min_level, baton_log_fn fn, void *payload)
-{
-    c->log_fn = fn;
-    c->log_payload = payload;
-    c->log_level = min_level;
-}
-
-void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
-{
-    if (!c->log_fn || level < c->log_level)
-        return;
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    c->log_fn(level, line, c->log_payload);
-}
-
 int bt_client_open_store(baton_client *c, bt_store **out)
 {
     int rc = bt_store_open(out, c->url);
@@ -115,6 +96,8 @@ int bt_client_open_store(baton_client *c, bt_store **out)
         bt_store_close(*out);
         *out = NULL;
     }
+    if (rc == BATON_OK)
+        bt_log_attach(c, *out);
     return rc;
 }
 

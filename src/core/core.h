@@ -48,6 +48,11 @@ int bt_json_dump(struct json_t *value, char **json_out);
 typedef struct bt_start bt_start;
 typedef struct bt_supervisor bt_supervisor;
 
+typedef struct bt_process_hook_slot {
+    baton_process_hook fn;
+    void *user_data;
+} bt_process_hook_slot;
+
 struct baton_client {
     bt_store *store;         /* NULL while a supervisor forks children (see supervisor.c) */
     char *url;
@@ -58,6 +63,11 @@ struct baton_client {
     baton_log_fn log_fn;
     void *log_payload;
     baton_log_level log_level;
+    baton_log_format log_format;
+    baton_job_before_fn job_before;
+    baton_job_after_fn job_after;
+    void *job_hook_data;
+    bt_process_hook_slot process_hooks[BATON_PROCESS_SUPERVISOR + 1][BATON_PROCESS_EXIT + 1];
     double heartbeat_interval;   /* seconds between liveness ticks */
     double alive_threshold;      /* heartbeat age after which a process is pruned */
     _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
@@ -67,9 +77,45 @@ struct baton_client {
 /* bt_class_find returns the class named name, or NULL. */
 bt_class *bt_class_find(baton_client *c, const char *name);
 
-/* bt_log formats a logfmt line and hands it to the client's logger when level passes. */
+/* ---- logging (log.c) ---- */
+
+/* bt_log formats a logfmt line and hands it to the client's logger, in the client's
+ * format, when level passes. Text values must go through BT_LOG_VALUE (numbers need not):
+ *   bt_log(c, BATON_LOG_ERROR, "event=job.failed job_id=%lld error=%s", id, BT_LOG_VALUE(msg)); */
 void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* bt_note is bt_log for lifecycle code holding only a store: the line waits for the
+ * store's transaction to commit (see bt_notes in store.h). No-op for a store the client
+ * did not attach. */
+void bt_note(bt_store *s, baton_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* bt_log_value writes value (NULL reads as "") into buf as one logfmt value: bare when it
+ * is a plain token, else double-quoted with JSON escapes (invalid UTF-8 becomes \ufffd;
+ * text that looks like a number is quoted so it stays text in JSON). A value longer than
+ * size allows is cut and ends in "...". Returns buf. */
+const char *bt_log_value(char *buf, size_t size, const char *value);
+
+/* BT_LOG_VALUE(s) is bt_log_value in a buffer that lives until the end of the enclosing
+ * block, for use as a printf argument. */
+enum { BT_LOG_VALUE_MAX = 4096 };
+#define BT_LOG_VALUE(s) bt_log_value((char[BT_LOG_VALUE_MAX]){0}, BT_LOG_VALUE_MAX, (s))
+
+/* bt_log_enabled: the client has a logger that wants lines of level. */
+int bt_log_enabled(const baton_client *c, baton_log_level level);
+
+/* bt_log_attach makes the lifecycle notes of store s go to c's logger. */
+void bt_log_attach(baton_client *c, bt_store *s);
+
+/* ---- hooks (hooks.c) ---- */
+
+/* bt_process_hook runs the hook registered for (kind, event), if any, on the calling
+ * thread. Every process kind calls it: START once registered and before its first unit
+ * of work, STOP when it notices a stop request (before draining), EXIT after it
+ * deregistered, just before its run function returns; EXIT only follows a START. */
+void bt_process_hook(baton_client *c, baton_process_kind kind, baton_process_event event,
+                     int64_t process_id);
 
 /* bt_client_open_store opens another connection to the client's database (workers and
  * dispatchers each have their own) and checks its schema. */

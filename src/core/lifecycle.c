@@ -125,6 +125,8 @@ static int lock_key(bt_store *s, const char *key, int limit, int64_t now, int64_
 static int discard_with_reason(bt_store *s, int64_t id, const char *reason, int64_t now)
 {
     bt_val d[] = {BV_INT(id), BV_INT(now), BV_TEXT(reason)};
+    bt_note(s, BATON_LOG_INFO, "event=job.discarded job_id=%lld reason=%s", (long long)id,
+            BT_LOG_VALUE(reason));
     return bt_exec(s, sql_mark_discarded_reason, d, 3, NULL, NULL, NULL);
 }
 
@@ -170,6 +172,8 @@ static int admit(bt_store *s, const candidate *c, int64_t now, bt_landing *landi
         bt_val st[] = {BV_INT(c->id), BV_TEXT("blocked"), BV_INT(now)};
         rc = bt_exec(s, sql_set_status, st, 3, NULL, NULL, NULL);
     }
+    bt_note(s, BATON_LOG_INFO, "event=job.blocked job_id=%lld key=%s", (long long)c->id,
+            BT_LOG_VALUE(c->key));
     if (landing)
         landing->state = BATON_JOB_BLOCKED;
     return rc;
@@ -215,6 +219,8 @@ static int promote(bt_store *s, const char *key, int64_t now, int *promoted)
             rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
             if (rc == BATON_OK)
                 rc = take_slot(s, &b.c, now, NULL);
+            bt_note(s, BATON_LOG_INFO, "event=job.unblocked job_id=%lld key=%s",
+                    (long long)b.c.id, BT_LOG_VALUE(key));
             holders++;
             if (rc == BATON_OK && promoted)
                 (*promoted)++;
@@ -698,8 +704,17 @@ int bt_prune_process(bt_store *s, int64_t id, int64_t now)
     bt_val p[] = {BV_INT(id)};
     int rc = bt_exec(s, sql_claims_of, p, 1, collect_claim, &claims, NULL);
     for (size_t k = 0; k < claims.len && rc == BATON_OK; k++) {
+        const bt_outcome *o = &claims.items[k];
         int owned;
-        rc = bt_complete(s, id, &claims.items[k], now, &owned, NULL);
+        int64_t retry_at = 0;
+        rc = bt_complete(s, id, o, now, &owned, &retry_at);
+        /* The dead process can no longer say what became of its jobs. */
+        if (retry_at)
+            bt_note(s, BATON_LOG_WARN, "event=job.retried job_id=%lld attempt=%d retry_in_ms=%lld error=%s",
+                    (long long)o->job_id, o->attempt, (long long)(retry_at - now), BT_LOG_VALUE(o->error));
+        else
+            bt_note(s, BATON_LOG_ERROR, "event=job.failed job_id=%lld attempt=%d error=%s", (long long)o->job_id,
+                    o->attempt, BT_LOG_VALUE(o->error));
     }
     if (rc == BATON_OK)
         rc = bt_exec(s, sql_forget_process, p, 1, NULL, NULL, NULL);
@@ -730,34 +745,77 @@ static const char sql_extend_blocked[] =
     " FROM baton_jobs j WHERE j.id = baton_blocked_executions.job_id)"
     " WHERE concurrency_key = ?1 AND expires_at < ?2";
 
-/* fill_keys promotes the blocked jobs of every key in keys into its free slots; with
- * extend, the ones still blocked are checked again one duration later. Frees keys. */
-static int fill_keys(bt_store *s, bt_text_list *keys, int64_t now, int extend, int *promoted)
+/* The keys a repair visits: one entry per freed slot, then one per key to look at with
+ * nothing freed (freed 0). */
+typedef struct key_visit {
+    char *key;
+    int freed;
+} key_visit;
+
+typedef struct key_list {
+    key_visit *items;
+    size_t len, cap;
+    int freed; /* what collect_key records: 1 while collecting freed slots, else 0 */
+} key_list;
+
+static int collect_key(bt_row *row, void *payload)
+{
+    key_list *l = payload;
+    if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
+        return -1;
+    char *key = strdup(bt_col_text(row, 0));
+    if (!key)
+        return -1;
+    l->items[l->len++] = (key_visit){key, l->freed};
+    return 0;
+}
+
+static int cmp_key_visit(const void *a, const void *b)
+{
+    return strcmp(((const key_visit *)a)->key, ((const key_visit *)b)->key);
+}
+
+/* visit_keys promotes the blocked jobs of each key in keys (once per key) into its free
+ * slots, noting every key it repaired; with extend, the jobs still blocked are checked
+ * again one duration later. Frees keys. */
+static int visit_keys(bt_store *s, key_list *keys, int64_t now, int extend, int *promoted)
 {
     int rc = BATON_OK;
-    for (size_t i = 0; i < keys->len && rc == BATON_OK; i++) {
-        rc = promote(s, keys->items[i], now, promoted);
-        bt_val e[] = {BV_TEXT(keys->items[i]), BV_INT(now)};
+    if (keys->len) /* each key once, its freed slots counted together */
+        qsort(keys->items, keys->len, sizeof *keys->items, cmp_key_visit);
+    for (size_t i = 0; i < keys->len && rc == BATON_OK;) {
+        const char *key = keys->items[i].key;
+        int freed = 0, before = *promoted;
+        for (; i < keys->len && strcmp(keys->items[i].key, key) == 0; i++)
+            freed += keys->items[i].freed;
+        rc = promote(s, key, now, promoted);
+        bt_val e[] = {BV_TEXT(key), BV_INT(now)};
         if (rc == BATON_OK && extend)
             rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
+        if (freed || *promoted > before)
+            bt_note(s, BATON_LOG_WARN, "event=semaphore.expired key=%s released=%d promoted=%d", BT_LOG_VALUE(key),
+                    freed, *promoted - before);
     }
-    bt_text_list_free(keys);
+    for (size_t i = 0; i < keys->len; i++)
+        free(keys->items[i].key);
+    free(keys->items);
     return rc;
 }
 
 int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out)
 {
-    bt_text_list keys = {0};
+    key_list keys = {.freed = 1};
     int promoted = 0;
     /* A holder whose job is no longer ready or running holds its slot for nothing. */
-    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, bt_row_collect_text, &keys, NULL);
+    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
     bt_val a[] = {BV_INT(now)};
+    keys.freed = 0;
     if (rc == BATON_OK)
-        rc = bt_exec(s, sql_overdue_keys, a, 1, bt_row_collect_text, &keys, NULL);
+        rc = bt_exec(s, sql_overdue_keys, a, 1, collect_key, &keys, NULL);
     /* Jobs still blocked after that wait for a slot that is really taken: they are checked
      * again one duration later. */
-    int frc = fill_keys(s, &keys, now, 1, &promoted);
-    rc = rc == BATON_OK ? frc : rc;
+    int vrc = visit_keys(s, &keys, now, 1, &promoted);
+    rc = rc == BATON_OK ? vrc : rc;
     if (promoted_out)
         *promoted_out = promoted;
     return rc;
@@ -767,13 +825,14 @@ static const char sql_blocked_keys[] = "SELECT DISTINCT concurrency_key FROM bat
 
 int bt_repair_slots(bt_store *s, int64_t now, int *promoted_out)
 {
-    bt_text_list keys = {0};
+    key_list keys = {.freed = 1};
     int promoted = 0;
-    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, bt_row_collect_text, &keys, NULL);
+    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
+    keys.freed = 0;
     if (rc == BATON_OK)
-        rc = bt_exec(s, sql_blocked_keys, NULL, 0, bt_row_collect_text, &keys, NULL);
-    int frc = fill_keys(s, &keys, now, 0, &promoted);
-    rc = rc == BATON_OK ? frc : rc;
+        rc = bt_exec(s, sql_blocked_keys, NULL, 0, collect_key, &keys, NULL);
+    int vrc = visit_keys(s, &keys, now, 0, &promoted);
+    rc = rc == BATON_OK ? vrc : rc;
     if (promoted_out)
         *promoted_out = promoted;
     return rc;

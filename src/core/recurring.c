@@ -189,7 +189,7 @@ int baton_recurring_add(baton_client *c, const char *key, const char *class_name
                         "recurring task '%s' comes from the configuration; change it there", key);
     rc = bt_end(c->store, rc);
     if (rc == BATON_OK)
-        bt_log(c, BATON_LOG_INFO, "event=recurring.added task=%s schedule=\"%s\"", key, cron.text);
+        bt_log(c, BATON_LOG_INFO, "event=recurring.added task=%s schedule=%s", BT_LOG_VALUE(key), BT_LOG_VALUE(cron.text));
     return rc;
 }
 
@@ -209,7 +209,7 @@ int baton_recurring_remove(baton_client *c, const char *key)
                     : bt_err_set(BATON_ENOTFOUND, "no recurring task '%s'", key);
     rc = bt_end(c->store, rc);
     if (rc == BATON_OK)
-        bt_log(c, BATON_LOG_INFO, "event=recurring.removed task=%s", key);
+        bt_log(c, BATON_LOG_INFO, "event=recurring.removed task=%s", BT_LOG_VALUE(key));
     return rc;
 }
 

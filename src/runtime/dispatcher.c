@@ -95,7 +95,8 @@ static void tick(baton_dispatcher *d, int64_t *process_id)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(d->store, *process_id, d->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=\"%s\"", baton_error_last());
+        bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=%s",
+               BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -116,12 +117,14 @@ int baton_dispatcher_run(baton_dispatcher *d)
         goto out;
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.started process_id=%lld pid=%d",
            (long long)process_id, (int)getpid());
+    bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_START, process_id);
     int64_t next_heartbeat = 0, next_maintenance = 0;
     while (!atomic_load(&d->stopping)) {
         if (bt_mono_ns() >= next_maintenance) {
             int promoted = 0;
             if (maintain_once(d->store, &promoted) != BATON_OK)
-                bt_log(d->client, BATON_LOG_ERROR, "event=maintenance.failed error=\"%s\"", baton_error_last());
+                bt_log(d->client, BATON_LOG_ERROR, "event=maintenance.failed error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
             else if (promoted)
                 bt_log(d->client, BATON_LOG_WARN, "event=maintenance.promoted count=%d", promoted);
             next_maintenance = bt_mono_ns() + (int64_t)(d->maintenance_interval * 1e9);
@@ -129,7 +132,8 @@ int baton_dispatcher_run(baton_dispatcher *d)
         int moved = 0;
         rc = dispatch_once(d->store, d->batch_size, &moved);
         if (rc != BATON_OK)
-            bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.store_error error=\"%s\"", baton_error_last());
+            bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.store_error error=%s",
+                   BT_LOG_VALUE(baton_error_last()));
         else if (moved > 0)
             bt_log(d->client, BATON_LOG_DEBUG, "event=jobs.dispatched count=%d", moved);
         if (bt_mono_ns() >= next_heartbeat) {
@@ -138,7 +142,9 @@ int baton_dispatcher_run(baton_dispatcher *d)
         }
         if (rc == BATON_OK && moved == d->batch_size)
             continue;
-        double wait = d->polling_interval;
+        /* Never sleep past a heartbeat: a silent dispatcher looks dead to the supervisor. */
+        double wait = d->polling_interval, beat = (double)(next_heartbeat - bt_mono_ns()) / 1e9;
+        wait = beat < wait ? (beat > 0.001 ? beat : 0.001) : wait;
         int64_t next_at = 0;
         if (rc == BATON_OK && bt_next_scheduled_at(d->store, &next_at) == BATON_OK && next_at > 0) {
             double until = (double)(next_at - bt_now_ms()) / 1000.0;
@@ -147,8 +153,10 @@ int baton_dispatcher_run(baton_dispatcher *d)
         }
         bt_wait_ready(&d->waker, -1, wait);
     }
+    bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_STOP, process_id);
     rc = bt_process_deregister(d->store, process_id);
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.stopped process_id=%lld", (long long)process_id);
+    bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_EXIT, process_id);
 out:
     bt_waker_close(&d->waker);
     bt_store_close(d->store);

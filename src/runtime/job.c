@@ -121,9 +121,11 @@ static void perform_command(struct baton_job *job)
         free(env[i]);
 }
 
-void bt_job_perform(struct baton_job *job)
+void bt_job_perform(baton_client *client, struct baton_job *job)
 {
     job->succeeded = 0;
+    if (client->job_before)
+        client->job_before(job, client->job_hook_data);
     job->started_ns = bt_mono_ns();
     if (!job->klass) {
         baton_job_set_error(job, "unknown class '%s': this worker has no command or callback for it",
@@ -142,6 +144,8 @@ void bt_job_perform(struct baton_job *job)
         free(job->error);
         job->error = NULL;
     }
+    if (client->job_after)
+        client->job_after(job, job->succeeded, job->error, client->job_hook_data);
 }
 
 void bt_job_free(struct baton_job *job)

@@ -137,7 +137,7 @@ int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
         keepalive_start(&k, c, process_id);
         job->klass = bt_class_find(c, class_name);
         job->checker = &checker;
-        bt_job_perform(job);
+        bt_job_perform(c, job);
         keepalive_stop(&k);
         bt_slot_checker_close(&checker);
         rc = record(c, process_id, job);

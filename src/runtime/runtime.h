@@ -36,8 +36,9 @@ struct baton_job {
     struct baton_job *next;
 };
 
-/* bt_job_perform runs job with its class's callback or command and sets succeeded/error. */
-void bt_job_perform(struct baton_job *job);
+/* bt_job_perform runs job with its class's callback or command and sets succeeded/error,
+ * between client's before and after job hooks. */
+void bt_job_perform(baton_client *client, struct baton_job *job);
 
 /* bt_job_free releases a job and everything it owns. */
 void bt_job_free(struct baton_job *job);

@@ -126,8 +126,8 @@ static plan *plan_for(baton_scheduler *s, const bt_task *t, int64_t now)
     p->usable = bt_schedule_parse(p->schedule, &p->cron) == BATON_OK &&
                 bt_tz_load(p->timezone, &p->tz) == BATON_OK;
     if (!p->usable)
-        bt_log(s->client, BATON_LOG_ERROR, "event=recurring.invalid task=%s error=\"%s\"", p->key,
-               baton_error_last());
+        bt_log(s->client, BATON_LOG_ERROR, "event=recurring.invalid task=%s error=%s", BT_LOG_VALUE(p->key),
+               BT_LOG_VALUE(baton_error_last()));
     return p;
 }
 
@@ -160,8 +160,8 @@ static int enqueue_run(baton_scheduler *s, const bt_task *t, int64_t run_at)
     bt_new_job job;
     int rc = bt_prepare_job(s->client, &spec, now, &job);
     if (rc != BATON_OK) {
-        bt_log(s->client, BATON_LOG_ERROR, "event=recurring.refused task=%s run_at=%s error=\"%s\"",
-               t->def.key, iso, baton_error_last());
+        bt_log(s->client, BATON_LOG_ERROR, "event=recurring.refused task=%s run_at=%s error=%s",
+               BT_LOG_VALUE(t->def.key), iso, BT_LOG_VALUE(baton_error_last()));
         return BATON_OK;
     }
     rc = bt_begin(s->store, BT_TXN_WRITE);
@@ -173,7 +173,7 @@ static int enqueue_run(baton_scheduler *s, const bt_task *t, int64_t run_at)
         bt_err_prefix(rc, "task %s, run at %s", t->def.key, iso);
     else if (job_id)
         bt_log(s->client, BATON_LOG_INFO, "event=recurring.enqueued task=%s job_id=%lld run_at=%s",
-               t->def.key, (long long)job_id, iso);
+               BT_LOG_VALUE(t->def.key), (long long)job_id, iso);
     return rc;
 }
 
@@ -230,7 +230,7 @@ static void tick(baton_scheduler *s, const char *meta, int64_t *process_id)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(s->store, *process_id, s->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(s->client, BATON_LOG_ERROR, "event=scheduler.heartbeat_failed error=\"%s\"", baton_error_last());
+        bt_log(s->client, BATON_LOG_ERROR, "event=scheduler.heartbeat_failed error=%s", BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -271,17 +271,20 @@ int baton_scheduler_run(baton_scheduler *s)
         goto out;
     bt_log(s->client, BATON_LOG_INFO, "event=scheduler.started process_id=%lld pid=%d",
            (long long)process_id, (int)getpid());
+    bt_process_hook(s->client, BATON_PROCESS_SCHEDULER, BATON_PROCESS_START, process_id);
     int64_t next_heartbeat = 0;
     while (!atomic_load(&s->stopping)) {
         int64_t earliest = 0;
         int round_rc = round_once(s, &earliest);
         if (round_rc != BATON_OK)
-            bt_log(s->client, BATON_LOG_ERROR, "event=scheduler.store_error error=\"%s\"", baton_error_last());
+            bt_log(s->client, BATON_LOG_ERROR, "event=scheduler.store_error error=%s", BT_LOG_VALUE(baton_error_last()));
         if (bt_mono_ns() >= next_heartbeat) {
             tick(s, meta, &process_id);
             next_heartbeat = bt_mono_ns() + (int64_t)(s->heartbeat_interval * 1e9);
         }
-        double wait = s->polling_interval;
+        /* Never sleep past a heartbeat: a silent scheduler looks dead to the supervisor. */
+        double wait = s->polling_interval, beat = (double)(next_heartbeat - bt_mono_ns()) / 1e9;
+        wait = beat < wait ? (beat > 0.001 ? beat : 0.001) : wait;
         if (round_rc == BATON_OK && earliest) {
             double until = (double)(earliest - bt_now_ms()) / 1000.0;
             if (until < wait)
@@ -289,9 +292,13 @@ int baton_scheduler_run(baton_scheduler *s)
         }
         bt_wait_ready(&s->waker, -1, wait);
     }
+    bt_process_hook(s->client, BATON_PROCESS_SCHEDULER, BATON_PROCESS_STOP, process_id);
+    rc = bt_process_deregister(s->store, process_id);
     bt_log(s->client, BATON_LOG_INFO, "event=scheduler.stopped process_id=%lld", (long long)process_id);
+    bt_process_hook(s->client, BATON_PROCESS_SCHEDULER, BATON_PROCESS_EXIT, process_id);
+    process_id = 0;
 out:
-    if (process_id) {
+    if (process_id) { /* registered, but could not start */
         int dereg = bt_process_deregister(s->store, process_id);
         rc = rc == BATON_OK ? dereg : rc;
     }

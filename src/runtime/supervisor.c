@@ -76,7 +76,7 @@ static int open_store(bt_supervisor *sv, bt_store **s)
 {
     int rc = bt_client_open_store(sv->client, s);
     if (rc != BATON_OK)
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.store_error error=\"%s\"", baton_error_last());
+        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.store_error error=%s", BT_LOG_VALUE(baton_error_last()));
     return rc;
 }
 
@@ -105,8 +105,8 @@ static void settle_rows(bt_supervisor *sv, pid_t pid, int back_to_ready)
                    (long long)rows.ids[i], (int)pid);
     }
     if (rc != BATON_OK)
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.settle_failed pid=%d error=\"%s\"", (int)pid,
-               baton_error_last());
+        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.settle_failed child_pid=%d error=%s", (int)pid,
+               BT_LOG_VALUE(baton_error_last()));
     free(rows.ids);
     bt_store_close(s);
 }
@@ -260,8 +260,8 @@ static _Noreturn void child_main(bt_supervisor *sv, const child *ch, pid_t super
              : ch->kind == KIND_DISPATCHER ? run_dispatcher_child(sv, ch)
                                            : run_scheduler_child(sv);
     if (rc != BATON_OK)
-        bt_log(sv->client, BATON_LOG_ERROR, "event=%s.failed error=\"%s\"", kind_names[ch->kind],
-               baton_error_last());
+        bt_log(sv->client, BATON_LOG_ERROR, "event=%s.failed error=%s", kind_names[ch->kind],
+               BT_LOG_VALUE(baton_error_last()));
     _exit(rc == BATON_OK ? 0 : 1);
 }
 
@@ -288,8 +288,8 @@ static void start_child(bt_supervisor *sv, child *ch)
         child_main(sv, ch, self);
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.fork_failed kind=%s error=\"%s\"",
-               kind_names[ch->kind], strerror(errno));
+        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.fork_failed kind=%s error=%s",
+               kind_names[ch->kind], BT_LOG_VALUE(strerror(errno)));
         ch->restart_at_ns = bt_mono_ns() + RESTART_BACKOFF_NS;
         return;
     }
@@ -319,7 +319,7 @@ static void child_exited(bt_supervisor *sv, child *ch, int status, const char *w
     describe_exit(status, how, sizeof how);
     int stopping = atomic_load(&sv->stop) != 0;
     bt_log(sv->client, stopping ? BATON_LOG_INFO : BATON_LOG_ERROR, "event=process.exited kind=%s child_pid=%d %s%s%s",
-           kind_names[ch->kind], (int)pid, how, why ? " reason=" : "", why ? why : "");
+           kind_names[ch->kind], (int)pid, how, why ? " reason=" : "", why ? BT_LOG_VALUE(why) : "");
     kill_orphans(sv);
     settle_rows(sv, pid, stopping);
     int64_t now = bt_mono_ns();
@@ -376,60 +376,77 @@ static int collect_heartbeat(bt_row *row, void *payload)
     return 0;
 }
 
-/* tick heartbeats for the supervisor (and prunes the dead, like every process) and, when
- * rows is not NULL, reads its children's heartbeats. Returns 0 on success. */
-static int tick(bt_supervisor *sv, heartbeat_rows *rows)
+/* heartbeat writes the supervisor's own heartbeat (and prunes the dead, like every
+ * process). */
+static void heartbeat(bt_supervisor *sv)
+{
+    bt_store *s;
+    if (open_store(sv, &s) != BATON_OK)
+        return;
+    /* A child stopped while it held the write lock must not stall the watchdog: better a
+     * heartbeat skipped than a round missed. */
+    bt_set_lock_timeout(s, (int)(sv->period * 1000.0));
+    int alive = 1, pruned = 0;
+    if (bt_liveness_tick(s, sv->process_id, sv->client->alive_threshold, &alive, &pruned) != BATON_OK)
+        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.heartbeat_failed error=%s",
+               BT_LOG_VALUE(baton_error_last()));
+    else if (!alive)
+        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.was_pruned process_id=%lld", (long long)sv->process_id);
+    bt_store_close(s);
+}
+
+/* read_heartbeats reads the children's rows. A read never waits for the write lock, so a
+ * stopped child that holds it cannot keep the watchdog from seeing that child. */
+static int read_heartbeats(bt_supervisor *sv, heartbeat_rows *rows)
 {
     bt_store *s;
     if (open_store(sv, &s) != BATON_OK)
         return -1;
-    int alive = 1, pruned = 0;
-    int rc = bt_liveness_tick(s, sv->process_id, sv->client->alive_threshold, &alive, &pruned);
-    if (rc == BATON_OK && rows) {
-        bt_val a[] = {BV_INT(sv->process_id)};
-        rc = bt_exec(s, sql_children, a, 1, collect_heartbeat, rows, NULL);
-    }
+    bt_val a[] = {BV_INT(sv->process_id)};
+    int rc = bt_exec(s, sql_children, a, 1, collect_heartbeat, rows, NULL);
     bt_store_close(s);
-    if (rc != BATON_OK) {
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.heartbeat_failed error=\"%s\"", baton_error_last());
-        return -1;
-    }
-    if (!alive)
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.was_pruned process_id=%lld",
-               (long long)sv->process_id);
-    return 0;
+    if (rc != BATON_OK)
+        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.store_error error=%s", BT_LOG_VALUE(baton_error_last()));
+    return rc == BATON_OK ? 0 : -1;
 }
 
-/* watchdog kills every child whose heartbeat is late by half the alive threshold, or that
- * has not registered within that time: well before any process could declare it dead
- * and hand its slots on. */
+/* watchdog kills a child whose heartbeat is late by half the alive threshold, or that has
+ * not registered within that time: well before any process could declare it dead and
+ * hand its slots on. One child per round, the most overdue: a stopped child holding the
+ * database's write lock makes every other heartbeat late too, and those others write
+ * theirs again as soon as it is gone. */
 static void watchdog(bt_supervisor *sv)
 {
     heartbeat_rows rows = {0};
-    if (tick(sv, &rows) != 0) {
-        free(rows.items);
-        return;
-    }
-    int64_t late_ms = (int64_t)(sv->client->alive_threshold * 500.0);
-    int64_t now_ms = bt_now_ms(), now_ns = bt_mono_ns();
-    for (size_t i = 0; i < sv->nchildren; i++) {
-        child *ch = &sv->children[i];
-        if (!ch->pid)
-            continue;
-        int64_t newest = 0;
-        for (size_t k = 0; k < rows.len; k++)
-            if (rows.items[k].pid == ch->pid && rows.items[k].at > newest)
-                newest = rows.items[k].at;
-        char why[96];
-        if (newest && now_ms - newest > late_ms) {
-            snprintf(why, sizeof why, "\"no heartbeat for %.1fs\"", (double)(now_ms - newest) / 1000.0);
-            kill_child(sv, ch, why);
-        } else if (!newest && now_ns - ch->started_ns > late_ms * 1000000) {
-            snprintf(why, sizeof why, "\"not registered after %.1fs\"", (double)(now_ns - ch->started_ns) / 1e9);
-            kill_child(sv, ch, why);
+    if (read_heartbeats(sv, &rows) == 0) {
+        int64_t late_ms = (int64_t)(sv->client->alive_threshold * 500.0);
+        int64_t now_ms = bt_now_ms(), now_ns = bt_mono_ns();
+        child *worst = NULL;
+        double worst_age = 0;
+        int registered = 0;
+        for (size_t i = 0; i < sv->nchildren; i++) {
+            child *ch = &sv->children[i];
+            if (!ch->pid)
+                continue;
+            int64_t newest = 0;
+            for (size_t k = 0; k < rows.len; k++)
+                if (rows.items[k].pid == ch->pid && rows.items[k].at > newest)
+                    newest = rows.items[k].at;
+            double age = newest ? (double)(now_ms - newest) / 1000.0 : (double)(now_ns - ch->started_ns) / 1e9;
+            if (age * 1000.0 > (double)late_ms && (!worst || age > worst_age)) {
+                worst = ch;
+                worst_age = age;
+                registered = newest != 0;
+            }
+        }
+        if (worst) {
+            char why[96];
+            snprintf(why, sizeof why, registered ? "no heartbeat for %.1fs" : "not registered after %.1fs", worst_age);
+            kill_child(sv, worst, why);
         }
     }
     free(rows.items);
+    heartbeat(sv);
 }
 
 /* ---- the supervisor's own lifecycle ---- */
@@ -590,7 +607,7 @@ static void shut_down(bt_supervisor *sv)
     int64_t next_tick = bt_mono_ns() + (int64_t)(sv->period * 1e9);
     while (running_children(sv) && bt_mono_ns() < deadline) {
         if (bt_mono_ns() >= next_tick) { /* still alive: nobody may prune us meanwhile */
-            tick(sv, NULL);
+            heartbeat(sv);
             next_tick = bt_mono_ns() + (int64_t)(sv->period * 1e9);
         }
         if (!immediate && atomic_load(&sv->stop) == 2) {
@@ -607,7 +624,7 @@ static void shut_down(bt_supervisor *sv)
     }
     for (size_t i = 0; i < sv->nchildren; i++)
         if (sv->children[i].pid)
-            kill_child(sv, &sv->children[i], "\"did not stop in time\"");
+            kill_child(sv, &sv->children[i], "did not stop in time");
 }
 
 static int register_self(bt_supervisor *sv)
@@ -631,7 +648,7 @@ static void deregister_self(bt_supervisor *sv)
     if (open_store(sv, &s) != BATON_OK)
         return;
     if (bt_process_deregister(s, sv->process_id) != BATON_OK)
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.deregister_failed error=\"%s\"", baton_error_last());
+        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.deregister_failed error=%s", BT_LOG_VALUE(baton_error_last()));
     bt_store_close(s);
 }
 
@@ -701,12 +718,15 @@ int baton_supervise(baton_client *c, const baton_supervisor_options *opts)
         c->store = NULL;
         bt_log(c, BATON_LOG_INFO, "event=supervisor.started process_id=%lld pid=%d children=%zu",
                (long long)sv->process_id, (int)getpid(), sv->nchildren);
+        bt_process_hook(c, BATON_PROCESS_SUPERVISOR, BATON_PROCESS_START, sv->process_id);
         supervise(sv);
+        bt_process_hook(c, BATON_PROCESS_SUPERVISOR, BATON_PROCESS_STOP, sv->process_id);
         shut_down(sv);
         deregister_self(sv);
         atomic_store(&c->supervisor, NULL);
         rc = bt_store_open(&c->store, c->url);
         bt_log(c, BATON_LOG_INFO, "event=supervisor.stopped process_id=%lld", (long long)sv->process_id);
+        bt_process_hook(c, BATON_PROCESS_SUPERVISOR, BATON_PROCESS_EXIT, sv->process_id);
     }
     unlock_pidfile(sv);
     bt_waker_close(&sv->waker);

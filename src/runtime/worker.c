@@ -132,7 +132,7 @@ static void *executor_main(void *p)
         w->running[index] = job;
         pthread_mutex_unlock(&w->lock);
 
-        bt_job_perform(job);
+        bt_job_perform(w->client, job);
 
         pthread_mutex_lock(&w->lock);
         w->running[index] = NULL;
@@ -161,18 +161,18 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
     if (!j->owned)
         bt_log(w->client, BATON_LOG_WARN,
                "event=job.outcome_dropped job_id=%lld class=%s reason=\"claim no longer held\"",
-               (long long)c->id, c->class_name);
+               (long long)c->id, BT_LOG_VALUE(c->class_name));
     else if (j->succeeded)
         bt_log(w->client, BATON_LOG_INFO, "event=job.finished job_id=%lld class=%s queue=%s duration_ms=%.1f",
-               (long long)c->id, c->class_name, c->queue, ms);
+               (long long)c->id, BT_LOG_VALUE(c->class_name), BT_LOG_VALUE(c->queue), ms);
     else if (retry_at)
         bt_log(w->client, BATON_LOG_WARN,
-               "event=job.retried job_id=%lld class=%s attempt=%d retry_in_ms=%lld error=\"%s\"",
-               (long long)c->id, c->class_name, c->attempt, (long long)(retry_at - bt_now_ms()),
-               j->error ? j->error : "");
+               "event=job.retried job_id=%lld class=%s attempt=%d retry_in_ms=%lld error=%s",
+               (long long)c->id, BT_LOG_VALUE(c->class_name), c->attempt,
+               (long long)(retry_at - bt_now_ms()), BT_LOG_VALUE(j->error));
     else
-        bt_log(w->client, BATON_LOG_ERROR, "event=job.failed job_id=%lld class=%s attempt=%d error=\"%s\"",
-               (long long)c->id, c->class_name, c->attempt, j->error ? j->error : "");
+        bt_log(w->client, BATON_LOG_ERROR, "event=job.failed job_id=%lld class=%s attempt=%d error=%s",
+               (long long)c->id, BT_LOG_VALUE(c->class_name), c->attempt, BT_LOG_VALUE(j->error));
 }
 
 /* round_trip runs one transaction: record outcomes in done (taking ownership), claim up to
@@ -219,7 +219,8 @@ static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
         job->next = w->pending;
         w->pending = job;
         bt_log(w->client, BATON_LOG_DEBUG, "event=job.claimed job_id=%lld class=%s queue=%s",
-               (long long)job->claimed.id, job->claimed.class_name, job->claimed.queue);
+               (long long)job->claimed.id, BT_LOG_VALUE(job->claimed.class_name),
+               BT_LOG_VALUE(job->claimed.queue));
     }
     w->in_flight += count;
     /* Wake one executor per job: a broadcast would wake idle threads only to sleep again. */
@@ -268,7 +269,8 @@ static void abandon_in_flight(baton_worker *w, int kill_now)
     if (rc == BATON_OK)
         rc = bt_release_claims(w->store, w->process_id, NULL, 0, bt_now_ms(), &released);
     if (bt_end(w->store, rc) != BATON_OK) {
-        bt_log(w->client, BATON_LOG_ERROR, "event=worker.release_failed error=\"%s\"", baton_error_last());
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.release_failed error=%s",
+               BT_LOG_VALUE(baton_error_last()));
     } else if (released) {
         bt_log(w->client, BATON_LOG_WARN, "event=worker.jobs_released count=%lld", (long long)released);
     }
@@ -362,7 +364,8 @@ static void liveness_tick(baton_worker *w)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(w->store, w->process_id, w->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=\"%s\"", baton_error_last());
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=%s",
+               BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -413,9 +416,13 @@ static int serve(baton_worker *w)
     int change_fd = w->store->ops->change_fd(w->store);
     int64_t next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
     int64_t drain_deadline = 0;
-    int rc = BATON_OK;
+    int rc = BATON_OK, stop_seen = 0;
     for (;;) {
         int state = atomic_load(&w->state);
+        if (state != RUNNING && !stop_seen) {
+            stop_seen = 1;
+            bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_STOP, w->process_id);
+        }
         if (state == STOP_IMMEDIATE)
             break;
         if (state == STOP_GRACEFUL && drain_deadline == 0)
@@ -438,7 +445,8 @@ static int serve(baton_worker *w)
             got = round_trip(w, &done, want, claimed);
             if (got < 0) {
                 rc = got;
-                bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=\"%s\"", baton_error_last());
+                bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
                 /* Keep the outcomes for the next round; the database may come back. */
                 pthread_mutex_lock(&w->lock);
                 struct baton_job *tail = done;
@@ -462,7 +470,9 @@ static int serve(baton_worker *w)
         }
         if (got > 0 && got == want)
             continue; /* a full batch: more may be waiting */
-        double timeout = w->polling_interval;
+        /* Never sleep past a heartbeat: a silent worker looks dead to the supervisor. */
+        double timeout = w->polling_interval, beat = (double)(next_heartbeat - bt_mono_ns()) / 1e9;
+        timeout = beat < timeout ? (beat > 0.001 ? beat : 0.001) : timeout;
         if (drain_deadline) {
             double left = (double)(drain_deadline - bt_mono_ns()) / 1e9;
             timeout = left < timeout ? left : timeout;
@@ -477,6 +487,7 @@ static int serve(baton_worker *w)
 
 int baton_worker_run(baton_worker *w)
 {
+    show_title(w);
     int rc = bt_client_open_store(w->client, &w->store);
     if (rc == BATON_OK)
         rc = bt_waker_init(&w->waker);
@@ -492,6 +503,7 @@ int baton_worker_run(baton_worker *w)
         liveness_tick(w);
         bt_log(w->client, BATON_LOG_INFO, "event=worker.started process_id=%lld threads=%d pid=%d",
                (long long)w->process_id, w->threads, (int)getpid());
+        bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_START, w->process_id);
         rc = start_executors(w);
         if (rc == BATON_OK)
             rc = serve(w);
@@ -503,6 +515,7 @@ int baton_worker_run(baton_worker *w)
         if (bt_process_deregister(w->store, w->process_id) != BATON_OK && rc == BATON_OK)
             rc = BATON_ESTORE;
         bt_log(w->client, BATON_LOG_INFO, "event=worker.stopped process_id=%lld", (long long)w->process_id);
+        bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_EXIT, w->process_id);
     }
     bt_waker_close(&w->waker);
     bt_store_close(w->store);

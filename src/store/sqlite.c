@@ -346,6 +346,8 @@ static void sqlite_change_drain(bt_store *base)
         ;
 }
 
+static void sqlite_set_lock_timeout(bt_store *store, int ms) { ((sqlite_store *)store)->busy_timeout_ms = ms; }
+
 const bt_store_ops bt_sqlite_ops = {
     .scheme = "sqlite",
     .open = sqlite_open,
@@ -363,4 +365,5 @@ const bt_store_ops bt_sqlite_ops = {
     .change_drain = sqlite_change_drain,
     .ddl_serial = "INTEGER PRIMARY KEY AUTOINCREMENT",
     .ddl_real = "REAL",
+    .set_lock_timeout = sqlite_set_lock_timeout,
 };

@@ -35,10 +35,46 @@ int bt_store_open(bt_store **out, const char *url)
                       url, (int)scheme_len, url);
 }
 
+struct bt_note_line {
+    baton_log_level level;
+    char *line;
+    bt_note_line *next;
+};
+
+void bt_notes_add(bt_store *s, baton_log_level level, char *line)
+{
+    bt_note_line *n = malloc(sizeof *n);
+    if (!n) {
+        free(line); /* a log line is not worth failing a transition for */
+        return;
+    }
+    *n = (bt_note_line){level, line, NULL};
+    if (s->notes.last)
+        s->notes.last->next = n;
+    else
+        s->notes.first = n;
+    s->notes.last = n;
+}
+
+void bt_notes_settle(bt_store *s, int committed)
+{
+    bt_note_line *n = s->notes.first;
+    s->notes.first = s->notes.last = NULL;
+    while (n) {
+        bt_note_line *next = n->next;
+        if (committed)
+            s->notes.deliver(s->notes.client, n->level, n->line);
+        free(n->line);
+        free(n);
+        n = next;
+    }
+}
+
 void bt_store_close(bt_store *store)
 {
     if (!store)
         return;
+    bt_notes_settle(store, 0);
     char *url = store->url;
     store->ops->close(store);
     free(url);

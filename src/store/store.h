@@ -68,30 +68,53 @@ typedef struct bt_store_ops {
     /* SQL type names for schema text: an auto-increment primary key and a float. */
     const char *ddl_serial;
     const char *ddl_real;
+    /* How long a statement of this connection may wait for another's lock before it fails
+     * with BATON_EBUSY. */
+    void (*set_lock_timeout)(bt_store *store, int ms);
 } bt_store_ops;
+
+/* Log lines noted during a transaction (bt_note) wait for its end: bt_end hands them to
+ * the client's logger when it commits and drops them when it rolls back, because a
+ * rolled-back transition never happened. */
+typedef struct bt_note_line bt_note_line;
+typedef struct bt_notes {
+    baton_client *client;  /* whose logger gets the lines; NULL: nothing is noted */
+    void (*deliver)(baton_client *client, baton_log_level level, const char *line);
+    bt_note_line *first, *last;
+} bt_notes;
 
 /* Every driver's handle starts with this header, so generic code reaches the ops. */
 struct bt_store {
     const bt_store_ops *ops;
     char *url;
+    bt_notes notes;
 };
+
+/* bt_notes_add queues line (malloc'ed; the store takes it) until the transaction ends. */
+void bt_notes_add(bt_store *s, baton_log_level level, char *line);
+/* bt_notes_settle delivers the queued lines when committed, else drops them. */
+void bt_notes_settle(bt_store *s, int committed);
 
 /* bt_store_open picks the driver from the URL scheme ("sqlite:PATH"). */
 int bt_store_open(bt_store **out, const char *url);
 void bt_store_close(bt_store *store);
 
 static inline int bt_begin(bt_store *s, bt_txn_mode m) { return s->ops->begin(s, m); }
+static inline void bt_set_lock_timeout(bt_store *s, int ms) { s->ops->set_lock_timeout(s, ms); }
 static inline int bt_commit(bt_store *s) { return s->ops->commit(s); }
 static inline void bt_rollback(bt_store *s) { s->ops->rollback(s); }
 
 /* bt_end closes the transaction a function opened: commits when rc is BATON_OK, rolls
- * back otherwise (a failed commit included). Returns the final code. */
+ * back otherwise (a failed commit included), then settles the transaction's notes.
+ * Returns the final code. */
 static inline int bt_end(bt_store *s, int rc)
 {
     if (rc == BATON_OK)
         rc = bt_commit(s);
     if (rc != BATON_OK)
         bt_rollback(s);
+    if (s->notes.first)
+        bt_notes_settle(s, rc == BATON_OK);
     return rc;
 }
 

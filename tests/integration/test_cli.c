@@ -3,8 +3,8 @@
  * bad input is refused with one "baton: ..." line and the right exit code and leaves the
  * stored jobs alone; the job lifecycle (enqueue, schedule, pause, work, discard, clear);
  * command jobs (success, failure with stderr, timeout, 1 MiB of stdin, environment);
- * retries; inline perform; and the order in which one worker thread takes jobs from
- * queues, wildcards, paused queues and priorities. */
+ * retries; inline perform; the order in which one worker thread takes jobs from
+ * queues, wildcards, paused queues and priorities; and JSON log lines. */
 #include <errno.h>
 #include <jansson.h>
 #include <signal.h>
@@ -508,6 +508,9 @@ static void test_bad_input(void **state)
         {"missing --args file", NULL, NULL, {"enqueue", "Echo", "--args", args_at}, 2, {"no-such-args.json"}},
         {"oversized arguments", NULL, NULL, {"enqueue", "Echo", "--args", big}, 2, {"max_arguments_bytes"}},
         {"unknown command", NULL, NULL, {"frobnicate"}, 2, {"frobnicate"}},
+        {"unknown --log-format", NULL, NULL, {"--log-format", "xml", "jobs"}, 2, {"--log-format", "xml"}},
+        {"unknown --log-format (work)", NULL, NULL, {"work", "--log-format", "text"}, 2, {"--log-format", "text"}},
+        {"unknown --log-level", NULL, NULL, {"--log-level", "loud", "jobs"}, 2, {"--log-level", "loud"}},
         {"job not found", NULL, NULL, {"job", "999999"}, 3, {"999999", "not found"}},
         {"job id not a number", NULL, NULL, {"job", "abc"}, 2, {"abc"}},
         {"unknown status", NULL, NULL, {"jobs", "--status", "nonsense"}, 2, {"nonsense"}},
@@ -1048,6 +1051,86 @@ static void test_queue_order(void **state)
     expect_log(f, order, n, "priorities");
 }
 
+/* ====================================================================================== */
+/* 7. Log formats                                                                          */
+/* ====================================================================================== */
+
+static int is_level(const char *s)
+{
+    const char *const levels[] = {"debug", "info", "warn", "error"};
+    for (size_t i = 0; s && i < 4; i++)
+        if (strcmp(s, levels[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* json_log_line parses one line of a JSON log and checks the keys every line has. */
+static json_t *json_log_line(const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(line, len, 0, &jerr);
+    if (!json_is_object(obj))
+        fail_msg("log line is not a JSON object (%s): %.*s", jerr.text, (int)len, line);
+    if (!is_iso_ms(str_of(obj, "time")) || !is_level(str_of(obj, "level")) || !str_of(obj, "event"))
+        fail_msg("log line lacks time, level or event: %.*s", (int)len, line);
+    return obj;
+}
+
+/* `baton work --log-format json` writes one JSON object per line; ids are numbers and a
+ * command's stderr with quotes, a backslash, a tab and a newline survives as one string. */
+static void test_json_log(void **state)
+{
+    fx *f = *state;
+    const char *nasty = "she said \"no\"\n\\ back\tslash";
+    write_file(in_dir(f, "nasty.txt"), nasty);
+    char *cfg = cat_fmt(NULL,
+                        "jobs:\n"
+                        "  Fine:\n"
+                        "    command: 'true'\n"
+                        "  Nasty:\n"
+                        "    command: 'cat %s >&2; exit 4'\n",
+                        in_dir(f, "nasty.txt"));
+    init_with(f, cfg);
+    free(cfg);
+    int64_t fine = ENQUEUE(f, "Fine");
+    int64_t bad = ENQUEUE(f, "Nasty");
+    pid_t w = START_WORKER(f, "--log-format", "json", "--threads", "2");
+    WAIT_DONE(f, fine);
+    WAIT_DONE(f, bad);
+    STOP_WORKER(f, w);
+
+    char *log = read_file(f->worker_logs[0]);
+    assert_non_null(log);
+    char want_error[128];
+    snprintf(want_error, sizeof want_error, "exit status 4: %s", nasty);
+    int started = 0, finished = 0, failed = 0;
+    for (char *line = log; *line;) {
+        size_t len = strcspn(line, "\n");
+        json_t *obj = json_log_line(line, len);
+        const char *event = str_of(obj, "event");
+        json_t *job_id = json_object_get(obj, "job_id");
+        started += strcmp(event, "worker.started") == 0;
+        if (strcmp(event, "job.finished") == 0) {
+            assert_true(json_is_integer(job_id) && json_integer_value(job_id) == fine);
+            assert_string_equal(str_of(obj, "class"), "Fine");
+            assert_true(json_is_number(json_object_get(obj, "duration_ms")));
+            finished++;
+        }
+        if (strcmp(event, "job.failed") == 0) {
+            assert_true(json_is_integer(job_id) && json_integer_value(job_id) == bad);
+            assert_string_equal(str_of(obj, "level"), "error");
+            assert_string_equal(str_of(obj, "error"), want_error);
+            failed++;
+        }
+        json_decref(obj);
+        line += len + (line[len] == '\n');
+    }
+    free(log);
+    assert_int_equal(started, 1);
+    assert_int_equal(finished, 1);
+    assert_int_equal(failed, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1057,6 +1140,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_perform, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_log, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

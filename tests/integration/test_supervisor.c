@@ -49,7 +49,11 @@ static int teardown(void **state)
     if (f->sql)
         sqlite3_close(f->sql);
     baton_close(f->client);
-    tmpdir_remove(f->dir);
+    const char *keep = getenv("BATON_KEEP_TMP"); /* for a post-mortem of the logs */
+    if (keep && *keep == '1')
+        fprintf(stderr, "kept %s\n", f->dir), free(f->dir);
+    else
+        tmpdir_remove(f->dir);
     free(f);
     return 0;
 }
@@ -415,6 +419,21 @@ static void test_graceful_stop_returns_long_job_to_ready(void **state)
 
 /* Forced shutdowns (the shutdown timeout cut jobs short; a supervisor killed with its
  * children) followed by restarts never let two jobs of a limit-1 key run at once. */
+typedef struct round_wait {
+    fixture *f;
+    const char *claims_sql;
+    int64_t total;
+} round_wait;
+
+/* A round can begin its shutdown once this supervisor's children claimed a job, or there
+ * is nothing left to claim. */
+static int claimed_or_done(void *p)
+{
+    round_wait *r = p;
+    return sql_int(r->f, "%s", r->claims_sql) > 0 ||
+           sql_int(r->f, "SELECT COUNT(*) FROM baton_jobs WHERE status = 'finished'") == r->total;
+}
+
 static void test_forced_shutdown_and_restart_keep_limits(void **state)
 {
     fixture *f = *state;
@@ -422,7 +441,7 @@ static void test_forced_shutdown_and_restart_keep_limits(void **state)
     probe_classes(f, yaml, sizeof yaml, FAST_LIVENESS,
                   "workers:\n  - queues: [\"*\"]\n    threads: 3\n    processes: 2\n", 400);
     open_queue(f, yaml);
-    enum { KEYS = 3, PER_KEY = 6 };
+    enum { KEYS = 3, PER_KEY = 8 };
     for (int i = 0; i < KEYS * PER_KEY; i++)
         enqueue_probe(f, i % KEYS);
     for (int round = 0; round < 4; round++) {
@@ -432,7 +451,8 @@ static void test_forced_shutdown_and_restart_keep_limits(void **state)
         snprintf(q, sizeof q, "SELECT COUNT(*) FROM baton_claimed_executions c JOIN baton_processes p ON"
                  " p.id = c.process_id JOIN baton_processes s ON s.id = p.supervisor_id WHERE s.pid = %d",
                  (int)f->supervisor);
-        wait_count(f, q, 1, 20000);
+        round_wait rw = {f, q, KEYS * PER_KEY};
+        assert_true(poll_until(claimed_or_done, &rw, 30000));
         if (round % 2 == 0) {
             assert_int_equal(stop_supervisor(f, SIGTERM), 0);
         } else {
