@@ -16,6 +16,7 @@
 
 #include "baton.h"
 #include "support.h"
+#include "util/clock.h"
 
 typedef struct fixture {
     char *dir;
@@ -419,6 +420,30 @@ static void test_graceful_stop_returns_long_job_to_ready(void **state)
 
 /* Forced shutdowns (the shutdown timeout cut jobs short; a supervisor killed with its
  * children) followed by restarts never let two jobs of a limit-1 key run at once. */
+/* A second TERM during a graceful stop makes it immediate: the job does not get its
+ * 60 s of shutdown timeout, and goes back to ready at once. */
+static void test_second_term_stops_at_once(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, "", "", 30000);
+    open_queue(f, yaml);
+    int64_t id = enqueue_probe(f, 1);
+    start_supervisor(f, "60");
+    probe_wait pw = {f, id, 1};
+    assert_true(poll_until(probe_started, &pw, 20000));
+    pid_t probe = probe_pid(f, id, 1);
+    kill(f->supervisor, SIGTERM);
+    /* The graceful stop is under way once the worker has stopped claiming: it waits. */
+    assert_false(poll_until(process_gone, &probe, 300));
+    int64_t t0 = bt_mono_ns();
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    assert_true(bt_mono_ns() - t0 < 20LL * 1000000000LL);
+    assert_true(process_gone(&probe));
+    assert_string_equal(job_status(f->client, id), "ready");
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
+}
+
 typedef struct round_wait {
     fixture *f;
     const char *claims_sql;
@@ -484,6 +509,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced_and_its_job_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_kills_stopped_worker_and_its_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_stop_returns_long_job_to_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_term_stops_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_shutdown_and_restart_keep_limits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
