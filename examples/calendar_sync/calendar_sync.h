@@ -19,6 +19,7 @@ typedef struct calendar_service_options {
  *   GET  /calendars/{user}/events   {"items":[event, ...]}
  *   POST /calendars/{user}/events   body: an event; answers the stored event with its "id"
  *   GET  /stats                     {"requests","lists","inserts","rejected"}
+ *   GET  /calendars                 every calendar's events: [[event, ...] of user 1, ...]
  * A request may carry "X-Fencing-Token: N". The service remembers the highest token it has
  * seen per calendar (reads included) and answers 409 to a write with a lower one. */
 void calendar_service_serve(int listen_fd, const calendar_service_options *opts);
