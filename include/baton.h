@@ -717,7 +717,8 @@ typedef struct baton_job_filter {
 /**
  * Lists jobs as a JSON array of objects with id, class, queue, priority, status, arguments,
  * concurrency_key, attempts, max_attempts, error, fencing_token (null unless admitted to a
- * slot), blocked_since (null unless blocked), scheduled_at, created_at, started_at,
+ * slot), blocked_since (null unless blocked), admitted_by (how a limited job got its slot:
+ * "enqueue", "retry", "release of job N", "expiry", "repair" or "operator"; null otherwise), scheduled_at, created_at, started_at,
  * finished_at (times in ISO 8601 UTC with milliseconds).
  * @return BATON_OK; BATON_EINVALID for an unknown status.
  */

@@ -30,7 +30,8 @@ json_t *bt_json_text(bt_row *row, int col)
 #define JOB_COLUMNS                                                                              \
     "id, class_name, queue_name, priority, status, arguments, concurrency_key, attempts, error," \
     " scheduled_at, created_at, finished_at, started_at, updated_at, max_attempts,"              \
-    " fencing_token, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = baton_jobs.id)"
+    " fencing_token, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = baton_jobs.id),"  \
+    " admitted_by"
 
 static int append_job(bt_row *row, void *payload)
 {
@@ -50,6 +51,7 @@ static int append_job(bt_row *row, void *payload)
     json_object_set_new(o, "error", bt_json_text(row, 8));
     json_object_set_new(o, "fencing_token", bt_col_null(row, 15) ? json_null() : json_integer(bt_col_int(row, 15)));
     json_object_set_new(o, "blocked_since", bt_json_time(row, 16));
+    json_object_set_new(o, "admitted_by", bt_json_text(row, 17));
     json_object_set_new(o, "scheduled_at", bt_json_time(row, 9));
     json_object_set_new(o, "created_at", bt_json_time(row, 10));
     json_object_set_new(o, "started_at", bt_json_time(row, 12));

@@ -54,6 +54,7 @@ typedef struct candidate {
     double duration;
     int on_conflict;
     int64_t claim_for;      /* nonzero: admitted straight into a claim of this process */
+    const char *admitted_by; /* how it gets its slot (NULL: "enqueue"), see schema.c */
 } candidate;
 
 static const char sql_upsert_semaphore[] =
@@ -65,7 +66,7 @@ static const char sql_insert_holder[] =
     "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
     " RETURNING token";
 static const char sql_set_token[] =
-    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4 WHERE id = ?1";
+    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4, admitted_by = ?5 WHERE id = ?1";
 static const char sql_first_blocked[] =
     "SELECT job_id FROM baton_blocked_executions WHERE concurrency_key = ?"
     " ORDER BY priority, job_id LIMIT 1";
@@ -95,8 +96,9 @@ static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt
         rc = bt_exec(s, sql_insert_ready, a, 4, NULL, NULL, NULL);
     }
     if (rc == BATON_OK && token) {
-        bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now)};
-        rc = bt_exec(s, sql_set_token, t, 4, NULL, NULL, NULL);
+        bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now),
+                      BV_TEXT(c->admitted_by ? c->admitted_by : "enqueue")};
+        rc = bt_exec(s, sql_set_token, t, 5, NULL, NULL, NULL);
     }
     if (landing) {
         landing->state = c->claim_for ? BATON_JOB_CLAIMED : BATON_JOB_READY;
@@ -204,8 +206,9 @@ static int read_blocked(bt_row *row, void *payload)
 }
 
 /* promote fills the free slots of key with its blocked jobs, best first. Each job is
- * admitted under its own stored limit, so the holders are counted once and then tracked. */
-static int promote(bt_store *s, const char *key, int64_t now, int *promoted)
+ * admitted under its own stored limit, so the holders are counted once and then tracked.
+ * how says what freed the slots, for the admitted jobs' records. */
+static int promote(bt_store *s, const char *key, const char *how, int64_t now, int *promoted)
 {
     bt_val k[] = {BV_TEXT(key)};
     int64_t holders = 0;
@@ -215,6 +218,7 @@ static int promote(bt_store *s, const char *key, int64_t now, int *promoted)
         rc = bt_exec(s, sql_next_blocked, k, 1, read_blocked, &b, NULL);
         int go = rc == BATON_OK && b.key && holders < b.c.limit;
         if (go) {
+            b.c.admitted_by = how;
             bt_val u[] = {BV_INT(b.c.id)};
             rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
             if (rc == BATON_OK)
@@ -244,8 +248,10 @@ static int release_slot(bt_store *s, int64_t id, int64_t now)
     char *key = NULL;
     bt_val a[] = {BV_INT(id)};
     int rc = bt_exec(s, sql_release_holder, a, 1, read_text_col0, &key, NULL);
+    char how[48];
+    snprintf(how, sizeof how, "release of job %lld", (long long)id);
     if (rc == BATON_OK && key)
-        rc = promote(s, key, now, NULL);
+        rc = promote(s, key, how, now, NULL);
     free(key);
     return rc;
 }
@@ -280,7 +286,7 @@ static int read_candidate(bt_row *row, void *payload)
  * through admission again, like a new job. */
 static int readmit(bt_store *s, int64_t id, int64_t now)
 {
-    loaded_candidate l = {.c = {.id = id}};
+    loaded_candidate l = {.c = {.id = id, .admitted_by = "retry"}};
     bt_val a[] = {BV_INT(id)};
     int rc = bt_exec(s, sql_candidate, a, 1, read_candidate, &l, NULL);
     if (rc == BATON_OK && l.found) {
@@ -317,7 +323,7 @@ int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_
         return bt_exec(s, sql_insert_scheduled, b, 5, NULL, NULL, NULL);
     }
     candidate c = {id, j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
-                   j->concurrency_duration, j->on_conflict, claim_for};
+                   j->concurrency_duration, j->on_conflict, claim_for, "enqueue"};
     return admit(s, &c, now, landing);
 }
 
@@ -788,7 +794,7 @@ static int visit_keys(bt_store *s, key_list *keys, int64_t now, int extend, int 
         int freed = 0, before = *promoted;
         for (; i < keys->len && strcmp(keys->items[i].key, key) == 0; i++)
             freed += keys->items[i].freed;
-        rc = promote(s, key, now, promoted);
+        rc = promote(s, key, extend ? "expiry" : "repair", now, promoted);
         bt_val e[] = {BV_TEXT(key), BV_INT(now)};
         if (rc == BATON_OK && extend)
             rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
@@ -992,6 +998,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
         *over_limit = holders >= b.c.limit;
         rc = bt_exec(s, sql_unblock, a, 1, NULL, NULL, NULL);
     }
+    b.c.admitted_by = "operator";
     if (rc == BATON_OK)
         rc = take_slot(s, &b.c, now, NULL);
     free(b.queue);
@@ -1002,7 +1009,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
 int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted)
 {
     *promoted = 0;
-    return promote(s, key, now, promoted);
+    return promote(s, key, "operator", now, promoted);
 }
 
 int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
@@ -1024,7 +1031,7 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
         (*cleared)++;
     }
     if (rc == BATON_OK)
-        rc = promote(s, key, now, promoted);
+        rc = promote(s, key, "operator", now, promoted);
     if (rc == BATON_OK) /* a key nobody holds or waits for leaves no row behind */
         rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
     free(l.items);

@@ -126,7 +126,12 @@ static const char migration_1[] =
 static const char migration_2[] =
     "ALTER TABLE baton_recurring_tasks ADD COLUMN timezone TEXT;";
 
-static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2};
+/* How each limited job got its current slot, for reports and job histories: "enqueue",
+ * "release of job N", "expiry", "repair" or "operator". */
+static const char migration_3[] =
+    "ALTER TABLE baton_jobs ADD COLUMN admitted_by TEXT;";
+
+static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("

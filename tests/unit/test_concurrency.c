@@ -241,6 +241,20 @@ static void test_runs_in_order_one_at_a_time_users_in_parallel(void **state)
     assert_true(r123[1]->token > r123[0]->token && r123[2]->token > r123[1]->token);
     for (int i = 0; i < 3; i++)
         assert_string_equal(job_status(f->client, a[i]), "finished");
+    /* Each records what gave it its slot: job 2 got job 1's, job 3 got job 2's. */
+    const char *expect[3];
+    char by1[48], by2[48];
+    snprintf(by1, sizeof by1, "release of job %lld", (long long)a[0]);
+    snprintf(by2, sizeof by2, "release of job %lld", (long long)a[1]);
+    expect[0] = "enqueue", expect[1] = by1, expect[2] = by2;
+    for (int i = 0; i < 3; i++) {
+        json_t *j = job_json(f->client, a[i]);
+        assert_string_equal(json_string_value(json_object_get(j, "admitted_by")), expect[i]);
+        json_decref(j);
+    }
+    json_t *u = job_json(f->client, other);
+    assert_string_equal(json_string_value(json_object_get(u, "admitted_by")), "enqueue");
+    json_decref(u);
 }
 
 static void test_groups_share_slots_across_classes(void **state)

@@ -426,6 +426,7 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     snprintf(path, sizeof path, "%s/baton.db", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
+                                      "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
                                       "DELETE FROM baton_schema_migrations WHERE version > 1",
                                   NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(baton_check_schema(f->client), BATON_ESCHEMA);
@@ -433,6 +434,7 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     assert_int_equal(baton_migrate(f->client), BATON_OK);
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
     assert_int_equal(sqlite3_exec(db, "SELECT timezone FROM baton_recurring_tasks", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "SELECT admitted_by FROM baton_jobs", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_string_equal(job_status(f->client, id), "ready");
 }
