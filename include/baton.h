@@ -817,6 +817,30 @@ BATON_API int baton_running_json(baton_client *client, const char *class_name,
                                  double longer_than_seconds, char **json_out);
 
 /**
+ * The figures operators track, as {window_seconds, classes: [{class, counts: {ready,
+ * blocked, scheduled, claimed, failed, finished, discarded}, blocked_keys, top_blocked_keys:
+ * [{key, blocked}] (at most 5, most first), wait_seconds: {avg, p50, p95, max, samples} (from
+ * enqueue or due time to start, over the jobs started within the window; nulls without
+ * samples), released_by_expiry (jobs that got their slot from concurrency maintenance rather
+ * than from a finishing holder), failed, timed_out, finished, per_minute}], queues: [{queue,
+ * counts, finished, per_minute}]}. Counts are of all stored jobs; the other figures cover
+ * jobs updated within the last since_seconds. class_name (may be NULL) keeps one class.
+ * BATON_EINVALID unless since_seconds > 0.
+ */
+BATON_API int baton_stats_json(baton_client *client, const char *class_name, double since_seconds,
+                               char **json_out);
+
+/**
+ * The figures of baton_stats_json() (over the last 5 minutes) and baton_processes_json() in
+ * the Prometheus text exposition format (version 0.0.4): baton_jobs{class,status},
+ * baton_queue_jobs{queue,status}, baton_blocked_keys{class},
+ * baton_job_wait_seconds{class,quantile}, baton_jobs_{finished,failed,timed_out,
+ * released_by_expiry}_5m{class}, baton_process_heartbeat_age_seconds{kind,process_id,
+ * hostname} and baton_process_running_jobs{...}. The caller frees *text_out with baton_free().
+ */
+BATON_API int baton_metrics_text(baton_client *client, char **text_out);
+
+/**
  * Lists registered processes as a JSON array of {id, kind, name, pid, hostname,
  * supervisor_id, metadata, last_heartbeat_at, heartbeat_age_seconds, started_at, running
  * (ids of the jobs it has claimed)}.

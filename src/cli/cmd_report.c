@@ -160,9 +160,12 @@ int cmd_semaphores(cli *c)
 /* duration_text renders seconds as "45s", "3m12s" or "2h05m" for tables. */
 static json_t *duration_text(json_t *seconds)
 {
-    long s = (long)json_number_value(seconds);
+    double exact = json_number_value(seconds);
+    long s = (long)exact;
     char buf[32];
-    if (s < 60)
+    if (exact < 10)
+        snprintf(buf, sizeof buf, "%.1fs", exact);
+    else if (s < 60)
         snprintf(buf, sizeof buf, "%lds", s);
     else if (s < 3600)
         snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
@@ -312,4 +315,75 @@ int cmd_recurring(cli *c)
     char *json = NULL;
     int rc = baton_recurring_json(c->client, &json);
     return show(c, rc, json, render_recurring);
+}
+
+static json_t *seconds_text(json_t *v)
+{
+    return json_is_number(v) ? duration_text(v) : json_string("-");
+}
+
+static void render_stats(json_t *doc)
+{
+    json_t *classes = json_object_get(doc, "classes");
+    size_t i;
+    json_t *o;
+    json_array_foreach(classes, i, o)
+    {
+        json_t *counts = json_object_get(o, "counts"), *w = json_object_get(o, "wait_seconds");
+        static const char *const statuses[] = {"ready", "blocked", "scheduled", "claimed", "failed", "finished"};
+        for (size_t k = 0; k < 6; k++)
+            json_object_set(o, statuses[k], json_object_get(counts, statuses[k]));
+        char wait[96];
+        json_t *p50 = seconds_text(json_object_get(w, "p50")), *p95 = seconds_text(json_object_get(w, "p95")),
+               *max = seconds_text(json_object_get(w, "max"));
+        snprintf(wait, sizeof wait, "%s / %s / %s", json_string_value(p50), json_string_value(p95),
+                 json_string_value(max));
+        json_decref(p50);
+        json_decref(p95);
+        json_decref(max);
+        json_object_set_new(o, "wait", json_string(wait));
+        char per[32];
+        snprintf(per, sizeof per, "%.1f", json_number_value(json_object_get(o, "per_minute")));
+        json_object_set_new(o, "rate", json_string(per));
+    }
+    static const char *const fields[] = {"class", "ready", "blocked", "scheduled", "claimed", "failed", "finished",
+                                         "blocked_keys", "wait", "released_by_expiry", "rate"};
+    static const char *const headers[] = {"CLASS", "READY", "BLOCKED", "SCHEDULED", "RUNNING", "FAILED", "FINISHED",
+                                          "KEYS BLOCKED", "WAIT p50/p95/max", "BY EXPIRY", "PER MIN"};
+    static const size_t max[] = {40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    print_rows(classes, fields, headers, max, 11);
+    json_array_foreach(classes, i, o)
+    {
+        json_t *top = json_object_get(o, "top_blocked_keys");
+        size_t k;
+        json_t *t;
+        json_array_foreach(top, k, t)
+            printf("%s %s: %lld blocked\n", k == 0 ? "\nbusiest keys of" : "               ",
+                   json_string_value(json_object_get(t, "key")), (long long)json_integer_value(json_object_get(t, "blocked")));
+    }
+}
+
+int cmd_stats(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton stats takes no arguments");
+    double since = 3600;
+    if (cli_double(c, "since", 0.001, &since))
+        return EXIT_USAGE;
+    char *json = NULL;
+    int rc = baton_stats_json(c->client, cli_value(c, "class"), since, &json);
+    return show(c, rc, json, render_stats);
+}
+
+int cmd_metrics(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton metrics takes no arguments");
+    char *text = NULL;
+    int rc = baton_metrics_text(c->client, &text);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    fputs(text, stdout);
+    baton_free(text);
+    return EXIT_OK;
 }

@@ -350,6 +350,59 @@ static void test_doctor_reports_a_key_over_its_limit_without_touching_it(void **
     assert_string_equal(job_status_cli(f, 2), "ready");
 }
 
+static int other_finished(void *p) { return strcmp(job_status_cli(p, 4), "finished") == 0; }
+
+static json_t *find_named(json_t *list, const char *field, const char *name)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o) if (strcmp(json_string_value(json_object_get(o, field)), name) == 0) return o;
+    return NULL;
+}
+
+static void test_stats_and_metrics_count_what_runs_and_waits(void **state)
+{
+    fixture *f = *state;
+    start_three_syncs(f);
+    enqueue(f, "Other", "[1]");
+    assert_true(poll_until(other_finished, f, 20000));
+    json_t *doc = cli_json(f, (const char *const[]){"stats", "--since", "600", NULL});
+    assert_int_equal((int)json_number_value(json_object_get(doc, "window_seconds")), 600);
+    json_t *sync = find_named(json_object_get(doc, "classes"), "class", "Sync");
+    assert_non_null(sync);
+    json_t *counts = json_object_get(sync, "counts");
+    assert_int_equal(json_integer_value(json_object_get(counts, "claimed")), 1);
+    assert_int_equal(json_integer_value(json_object_get(counts, "blocked")), 2);
+    assert_int_equal(json_integer_value(json_object_get(sync, "blocked_keys")), 1);
+    json_t *top = json_array_get(json_object_get(sync, "top_blocked_keys"), 0);
+    assert_string_equal(json_string_value(json_object_get(top, "key")), "Sync/user_123");
+    assert_int_equal(json_integer_value(json_object_get(top, "blocked")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(sync, "wait_seconds"), "samples")), 1);
+    json_t *other = find_named(json_object_get(doc, "classes"), "class", "Other");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(other, "counts"), "finished")), 1);
+    assert_int_equal(json_integer_value(json_object_get(other, "finished")), 1);
+    assert_true(json_number_value(json_object_get(other, "per_minute")) > 0);
+    assert_true(json_number_value(json_object_get(json_object_get(other, "wait_seconds"), "max")) >= 0);
+    json_t *queue = find_named(json_object_get(doc, "queues"), "queue", "default");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(queue, "counts"), "blocked")), 2);
+    json_decref(doc);
+
+    run_result r = run_cli(f, (const char *const[]){"metrics", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "# TYPE baton_jobs gauge\n"));
+    assert_non_null(strstr(r.out, "baton_jobs{class=\"Sync\",status=\"blocked\"} 2\n"));
+    assert_non_null(strstr(r.out, "baton_blocked_keys{class=\"Sync\"} 1\n"));
+    assert_non_null(strstr(r.out, "baton_jobs_finished_5m{class=\"Other\"} 1\n"));
+    char running[128];
+    snprintf(running, sizeof running, "baton_process_running_jobs{kind=\"worker\",process_id=\"1\"");
+    assert_non_null(strstr(r.out, running));
+    run_result_free(&r);
+
+    r = run_cli(f, (const char *const[]){"stats", "--since", "0", NULL});
+    assert_int_equal(r.status, 2);
+    run_result_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +411,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_semaphore_clear_frees_a_dead_workers_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unblock_respects_the_limit_unless_forced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_repairs_a_dead_workers_claims_within_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats_and_metrics_count_what_runs_and_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_reports_a_key_over_its_limit_without_touching_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
