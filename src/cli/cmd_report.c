@@ -1,8 +1,13 @@
-/* cmd_report.c: jobs, job, queues, semaphores and recurring tasks, as JSON (--json) or
- * aligned tables. */
+/* cmd_report.c: the reports (jobs, job, queues, semaphores, recurring tasks, blocked,
+ * running, processes, doctor, stats, metrics) as JSON (--json) or aligned tables, and top. */
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -385,5 +390,103 @@ int cmd_metrics(cli *c)
         return cli_fail_last(rc);
     fputs(text, stdout);
     baton_free(text);
+    return EXIT_OK;
+}
+
+/* ---- top ---- */
+
+static volatile sig_atomic_t top_stop;
+
+static void on_top_signal(int sig)
+{
+    (void)sig;
+    top_stop = 1;
+}
+
+/* top_section prints a titled report (taking json), or that it could not be read. */
+static void top_section(const char *title, int rc, char *json, void (*render)(json_t *))
+{
+    printf("\n%s\n", title);
+    if (rc != BATON_OK) {
+        printf("  (could not be read)\n");
+        return;
+    }
+    json_t *doc = json_loads(json, 0, NULL);
+    render(doc);
+    json_decref(doc);
+    baton_free(json);
+}
+
+static void render_busiest_keys(json_t *stats)
+{
+    json_t *keys = json_array();
+    size_t i, k;
+    json_t *o, *t;
+    json_array_foreach(json_object_get(stats, "classes"), i, o)
+        json_array_foreach(json_object_get(o, "top_blocked_keys"), k, t) json_array_append(keys, t);
+    static const char *const fields[] = {"key", "blocked"};
+    static const char *const headers[] = {"KEY", "BLOCKED"};
+    static const size_t max[] = {70, 0};
+    print_rows(keys, fields, headers, max, 2);
+    json_decref(keys);
+}
+
+/* top_frame prints one picture of the queue: counts per queue, the busiest keys, what runs
+ * (longest first) and the processes. Returns the first error met. */
+static int top_frame(cli *c, int live)
+{
+    char now[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    printf("baton top  %s  %s%s\n", baton_client_url(c->client), now, live ? "  (q quits)" : "");
+    char *queues = NULL, *stats = NULL, *running = NULL, *processes = NULL;
+    int rc[4] = {baton_queues_json(c->client, &queues), baton_stats_json(c->client, NULL, 300, &stats),
+                 baton_running_json(c->client, NULL, 0, &running), baton_processes_json(c->client, &processes)};
+    top_section("Queues", rc[0], queues, render_queues);
+    top_section("Busiest keys (most blocked jobs)", rc[1], stats, render_busiest_keys);
+    top_section("Running", rc[2], running, render_running);
+    top_section("Processes", rc[3], processes, render_processes);
+    for (int i = 0; i < 4; i++)
+        if (rc[i] != BATON_OK)
+            return rc[i];
+    return BATON_OK;
+}
+
+int cmd_top(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton top takes no arguments");
+    /* Not a terminal (a pipe, a file, a log): one picture, as plain tables. */
+    if (!isatty(STDOUT_FILENO) || !isatty(STDIN_FILENO)) {
+        int rc = top_frame(c, 0);
+        return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+    }
+    struct termios saved, raw;
+    if (tcgetattr(STDIN_FILENO, &saved) != 0)
+        return cli_fail(BATON_ERROR, "top: cannot read the terminal's settings");
+    raw = saved;
+    raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    raw.c_cc[VMIN] = 0;
+    raw.c_cc[VTIME] = 0;
+    tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_top_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    printf("\033[?25l"); /* no cursor blinking over the tables */
+    while (!top_stop) {
+        printf("\033[H\033[2J");
+        top_frame(c, 1); /* a failed section says so in place, and the next second may do better */
+        fflush(stdout);
+        struct pollfd in = {STDIN_FILENO, POLLIN, 0};
+        if (poll(&in, 1, 1000) > 0) {
+            char key;
+            if (read(STDIN_FILENO, &key, 1) == 1 && (key == 'q' || key == 'Q'))
+                break;
+        }
+    }
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    printf("\033[?25h\n");
     return EXIT_OK;
 }

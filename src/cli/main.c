@@ -58,6 +58,7 @@ static const cli_command commands[] = {
     {"doctor", doctor_opts, "doctor [--repair] [--json]", 1, cmd_doctor},
     {"stats", stats_opts, "stats [--class C] [--since SECONDS] [--json]", 1, cmd_stats},
     {"metrics", no_opts, "metrics", 1, cmd_metrics},
+    {"top", no_opts, "top", 1, cmd_top},
     {"recurring", recurring_opts, "recurring [--json]\n"
                                   "  baton recurring add KEY --class C --schedule CRON [--args JSON|-|@FILE] [--queue Q] [--priority N]\n"
                                   "                [--timezone TZ] [--description TEXT]\n"

@@ -2,14 +2,18 @@
 /* test_ops.c: the monitoring commands (blocked, running, processes) against states built
  * by a real `baton work` process running real command jobs. */
 #include <jansson.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "baton.h"
 #include "support.h"
+#include "util/clock.h"
 
 typedef struct fixture {
     char *dir;
@@ -403,6 +407,64 @@ static void test_stats_and_metrics_count_what_runs_and_waits(void **state)
     run_result_free(&r);
 }
 
+/* top in a pseudo-terminal renders its sections, refreshes, and quits on q; without a
+ * terminal it prints one picture as plain tables. */
+static void test_top_renders_in_a_terminal_and_quits_on_q(void **state)
+{
+    fixture *f = *state;
+    enqueue(f, "Sync", "{\"user\": {\"id\": 9}}");
+    enqueue(f, "Sync", "{\"user\": {\"id\": 9}}");
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl(getenv("BATON_BIN"), "baton", "--db", f->url, "--config", f->config, "top", (char *)NULL);
+        _exit(127);
+    }
+    char out[65536];
+    size_t len = 0;
+    int frames = 0;
+    int64_t deadline = bt_mono_ns() + 30LL * 1000000000LL;
+    /* Two frames: the picture is redrawn, not printed once. */
+    while (frames < 2 && bt_mono_ns() < deadline && len < sizeof out - 1) {
+        struct pollfd p = {master, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t n = read(master, out + len, sizeof out - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        out[len] = '\0';
+        frames = 0;
+        for (const char *q = out; (q = strstr(q, "Processes")); q++)
+            frames++;
+    }
+    assert_int_equal(frames, 2);
+    assert_non_null(strstr(out, "(q quits)"));
+    assert_non_null(strstr(out, "Sync/user_9"));
+    assert_int_equal(write(master, "q", 1), 1);
+    /* Drain the rest so the child never blocks writing its last frame. */
+    int status = -1;
+    while (bt_mono_ns() < deadline) {
+        char sink[4096];
+        struct pollfd p = {master, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0) {
+            ssize_t drained = read(master, sink, sizeof sink);
+            (void)drained; /* EOF or EIO once the child is gone: waitpid tells */
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+    }
+    close(master);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    run_result r = run_cli(f, (const char *const[]){"top", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "Queues\nQUEUE"));
+    assert_null(strstr(r.out, "\033["));
+    run_result_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +474,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unblock_respects_the_limit_unless_forced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_repairs_a_dead_workers_claims_within_the_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_and_metrics_count_what_runs_and_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_top_renders_in_a_terminal_and_quits_on_q, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_reports_a_key_over_its_limit_without_touching_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
