@@ -558,7 +558,10 @@ BATON_API void baton_supervisor_stop(baton_client *client, int immediate);
  * one (see baton_perform_wait()).
  * @param id_out receives the job's id (may be NULL).
  * @return BATON_OK when the job succeeded; BATON_ERROR when it failed (the message is the
- *         job's error) or found no slot in time; other codes as baton_enqueue().
+ *         job's error) or found no slot in time; BATON_ESTATE when the calling process was
+ *         declared dead during the run (it could not heartbeat for the alive threshold):
+ *         the run's outcome was not recorded and the job was settled as a pruned process's
+ *         job; other codes as baton_enqueue().
  */
 BATON_API int baton_perform_now(baton_client *client, int64_t *id_out, const char *class_name,
                                 const char *args_json);

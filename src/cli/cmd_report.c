@@ -112,9 +112,34 @@ static void render_job(json_t *job)
     json_t *value;
     json_object_foreach(job, key, value)
     {
+        if (strcmp(key, "history") == 0)
+            continue;
         char *text = cell(value, 0);
         printf("%-14s %s\n", key, text);
         free(text);
+    }
+    printf("history\n");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(job, "history"), i, e)
+    {
+        printf("  %s  %-11s", json_string_value(json_object_get(e, "at")), json_string_value(json_object_get(e, "event")));
+        json_object_foreach(e, key, value)
+        {
+            if (strcmp(key, "at") == 0 || strcmp(key, "event") == 0 || json_is_null(value))
+                continue;
+            json_t *name = json_object_get(value, "name"), *id = json_object_get(value, "id");
+            char *text;
+            if (json_is_object(value) && json_is_string(name))
+                text = strdup(json_string_value(name));
+            else if (json_is_object(value) && json_is_integer(id)) /* a process that has left */
+                text = json_dumps(id, JSON_ENCODE_ANY);
+            else
+                text = cell(value, 200);
+            printf(" %s=%s", key, text);
+            free(text);
+        }
+        printf("\n");
     }
 }
 

@@ -153,20 +153,33 @@ int baton_jobs_json(baton_client *c, const baton_job_filter *filter, char **json
 
 static const char sql_one_job[] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE id = ?";
 
+typedef struct one_job {
+    int64_t id;
+    json_t *list, *history;
+} one_job;
+
+static int query_one_job(bt_store *s, void *arg)
+{
+    one_job *q = arg;
+    bt_val a[] = {BV_INT(q->id)};
+    int rc = bt_exec(s, sql_one_job, a, 1, append_job, q->list, NULL);
+    if (rc == BATON_OK && json_array_size(q->list) == 0)
+        rc = bt_err_set(BATON_ENOTFOUND, "job %lld not found", (long long)q->id);
+    return rc == BATON_OK ? bt_job_history(s, q->id, &q->history) : rc;
+}
+
 int baton_job_json(baton_client *c, int64_t id, char **json_out)
 {
     *json_out = NULL;
-    json_t *list = json_array();
-    bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(c->store, sql_one_job, a, 1, append_job, list, NULL);
-    if (rc == BATON_OK && json_array_size(list) == 0)
-        rc = bt_err_set(BATON_ENOTFOUND, "job %lld not found", (long long)id);
+    one_job q = {id, json_array(), NULL};
+    int rc = bt_read_report(c, query_one_job, &q);
     if (rc != BATON_OK) {
-        json_decref(list);
+        json_decref(q.list);
         return rc;
     }
-    json_t *job = json_incref(json_array_get(list, 0));
-    json_decref(list);
+    json_t *job = json_incref(json_array_get(q.list, 0));
+    json_decref(q.list);
+    json_object_set_new(job, "history", q.history);
     return bt_json_dump(job, json_out);
 }
 

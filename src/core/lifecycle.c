@@ -31,7 +31,7 @@ static const char sql_set_status[] =
     "UPDATE baton_jobs SET status = ?2, updated_at = ?3 WHERE id = ?1";
 static const char sql_mark_inline_claimed[] =
     "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
-    " updated_at = ?2 WHERE id = ?1";
+    " updated_at = ?2, claimed_by = ?3 WHERE id = ?1";
 
 /* ---- admission: the only place a job gets a slot of its concurrency key ----
  *
@@ -66,7 +66,8 @@ static const char sql_insert_holder[] =
     "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
     " RETURNING token";
 static const char sql_set_token[] =
-    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4, admitted_by = ?5 WHERE id = ?1";
+    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4, admitted_by = ?5, admitted_at = ?4"
+    " WHERE id = ?1";
 static const char sql_first_blocked[] =
     "SELECT job_id FROM baton_blocked_executions WHERE concurrency_key = ?"
     " ORDER BY priority, job_id LIMIT 1";
@@ -85,8 +86,8 @@ static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt
 {
     int rc;
     if (c->claim_for) {
-        bt_val a[] = {BV_INT(c->id), BV_INT(now)};
-        rc = bt_exec(s, sql_mark_inline_claimed, a, 2, NULL, NULL, NULL);
+        bt_val a[] = {BV_INT(c->id), BV_INT(now), BV_INT(c->claim_for)};
+        rc = bt_exec(s, sql_mark_inline_claimed, a, 3, NULL, NULL, NULL);
         if (rc == BATON_OK) {
             bt_val b[] = {BV_INT(c->id), BV_INT(c->claim_for), BV_INT(now)};
             rc = bt_exec(s, sql_insert_claimed, b, 3, NULL, NULL, NULL);
@@ -349,7 +350,7 @@ static const char sql_claim_all[] =
     " backoff_base, timeout, fencing_token"
 static const char sql_mark_claimed[] =
     "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
-    " updated_at = ?2 WHERE id = ?1 RETURNING " CLAIMED_COLUMNS;
+    " updated_at = ?2, claimed_by = ?3 WHERE id = ?1 RETURNING " CLAIMED_COLUMNS;
 static const char sql_read_claim[] =
     "SELECT " CLAIMED_COLUMNS " FROM baton_jobs j JOIN baton_claimed_executions c ON c.job_id = j.id"
     " WHERE j.id = ?1 AND c.process_id = ?2";
@@ -431,8 +432,8 @@ static int claim_picked(bt_store *s, int64_t process_id, int64_t id, int64_t now
 {
     memset(j, 0, sizeof *j);
     j->id = id;
-    bt_val m[] = {BV_INT(id), BV_INT(now)};
-    int rc = bt_exec(s, sql_mark_claimed, m, 2, fill_claimed, j, NULL);
+    bt_val m[] = {BV_INT(id), BV_INT(now), BV_INT(process_id)};
+    int rc = bt_exec(s, sql_mark_claimed, m, 3, fill_claimed, j, NULL);
     if (rc == BATON_OK) {
         bt_val c[] = {BV_INT(id), BV_INT(process_id), BV_INT(now)};
         rc = bt_exec(s, sql_insert_claimed, c, 3, NULL, NULL, NULL);
@@ -488,6 +489,11 @@ static const char sql_mark_failed[] =
     "UPDATE baton_jobs SET status = 'failed', updated_at = ?2, error = ?3 WHERE id = ?1";
 static const char sql_insert_failed[] =
     "INSERT INTO baton_failed_executions (job_id, error, created_at) VALUES (?, ?, ?)";
+static const char sql_record_attempt[] =
+    "INSERT INTO baton_job_attempts (job_id, attempt, process_id, process_name, started_at, ended_at, outcome, error,"
+    " admitted_by, admitted_at)"
+    " SELECT j.id, j.attempts, ?2, (SELECT p.name FROM baton_processes p WHERE p.id = ?2), j.started_at, ?3, ?4, ?5,"
+    " j.admitted_by, j.admitted_at FROM baton_jobs j WHERE j.id = ?1";
 
 typedef struct queue_priority {
     char *queue;
@@ -572,7 +578,13 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t no
         bt_val a[] = {BV_INT(o->job_id), BV_INT(now)};
         return bt_exec(s, sql_mark_finished, a, 2, NULL, NULL, NULL);
     }
-    if (o->attempt < o->max_attempts)
+    int retry = o->attempt < o->max_attempts;
+    bt_val h[] = {BV_INT(o->job_id), BV_INT(process_id), BV_INT(now), BV_TEXT(retry ? "retried" : "failed"),
+                  BV_TEXT(o->error)};
+    rc = bt_exec(s, sql_record_attempt, h, 5, NULL, NULL, NULL);
+    if (rc != BATON_OK)
+        return rc;
+    if (retry)
         return schedule_retry(s, o, now, retry_at_out);
     bt_val a[] = {BV_INT(o->job_id), BV_INT(now), BV_TEXT(o->error)};
     rc = bt_exec(s, sql_mark_failed, a, 3, NULL, NULL, NULL);
@@ -622,8 +634,12 @@ int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, s
         bt_val a[] = {BV_INT(process_id), BV_INT(job_ids[i])};
         rc = bt_exec(s, sql_release_one, a, 2, bt_row_collect_id, &l, NULL);
     }
-    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
-        rc = back_to_ready(s, l.ids[i], now);
+    for (size_t i = 0; i < l.len && rc == BATON_OK; i++) {
+        bt_val h[] = {BV_INT(l.ids[i]), BV_INT(process_id), BV_INT(now), BV_TEXT("handed back"), BV_NULL};
+        rc = bt_exec(s, sql_record_attempt, h, 5, NULL, NULL, NULL);
+        if (rc == BATON_OK)
+            rc = back_to_ready(s, l.ids[i], now);
+    }
     if (released_out)
         *released_out = (int64_t)l.len;
     free(l.ids);

@@ -580,3 +580,127 @@ int baton_metrics_text(baton_client *c, char **text_out)
     *text_out = b.text;
     return BATON_OK;
 }
+
+/* ---- a job's history ---- */
+
+static const char sql_history_job[] =
+    "SELECT j.created_at, j.scheduled_at, j.status, j.started_at, j.finished_at, j.claimed_by,"
+    " (SELECT p.name FROM baton_processes p WHERE p.id = j.claimed_by), j.admitted_by, j.admitted_at,"
+    " j.concurrency_key, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = j.id),"
+    " j.error, j.attempts, j.updated_at, j.fencing_token FROM baton_jobs j WHERE j.id = ?";
+static const char sql_history_attempts[] =
+    "SELECT attempt, process_id, process_name, started_at, ended_at, outcome, error, admitted_by, admitted_at"
+    " FROM baton_job_attempts WHERE job_id = ? ORDER BY id";
+
+static void event(json_t *list, int64_t at, const char *what, json_t *details)
+{
+    char iso[BT_ISO_LEN];
+    bt_iso8601(at, iso);
+    json_t *e = details ? details : json_object();
+    json_object_set_new(e, "at", json_string(iso));
+    json_object_set_new(e, "at_ms", json_integer(at));
+    json_object_set_new(e, "event", json_string(what));
+    json_array_append_new(list, e);
+}
+
+static json_t *process_json(bt_row *row, int id_col, int name_col)
+{
+    if (bt_col_null(row, id_col))
+        return json_null();
+    return json_pack("{s:I, s:o}", "id", (json_int_t)bt_col_int(row, id_col), "name",
+                     bt_col_null(row, name_col) ? json_null() : json_string(bt_col_text(row, name_col)));
+}
+
+/* A slot given by something else than the job's own enqueue or retry means it waited. */
+static int waited(bt_row *row, int by_col, int at_col)
+{
+    if (bt_col_null(row, at_col))
+        return 0;
+    const char *by = bt_col_text(row, by_col);
+    return strcmp(by, "enqueue") != 0 && strcmp(by, "retry") != 0;
+}
+
+static int on_history_attempt(bt_row *row, void *payload)
+{
+    json_t *list = payload;
+    if (waited(row, 7, 8))
+        event(list, bt_col_int(row, 8), "unblocked",
+              json_pack("{s:I, s:o}", "attempt", (json_int_t)bt_col_int(row, 0), "by", bt_json_text(row, 7)));
+    json_t *process = process_json(row, 1, 2);
+    if (!bt_col_null(row, 3))
+        event(list, bt_col_int(row, 3), "claimed",
+              json_pack("{s:I, s:O}", "attempt", (json_int_t)bt_col_int(row, 0), "process", process));
+    event(list, bt_col_int(row, 4), bt_col_text(row, 5),
+          json_pack("{s:I, s:O, s:o}", "attempt", (json_int_t)bt_col_int(row, 0), "process", process, "error",
+                    bt_json_text(row, 6)));
+    json_decref(process);
+    return 0;
+}
+
+static int on_history_job(bt_row *row, void *payload)
+{
+    json_t *list = payload;
+    int64_t created = bt_col_int(row, 0), scheduled = bt_col_int(row, 1);
+    const char *status = bt_col_text(row, 2);
+    event(list, created, "enqueued", NULL);
+    if (scheduled > created)
+        event(list, created, "scheduled", json_pack("{s:o}", "run_at", bt_json_time(row, 1)));
+    /* The slot of the latest attempt (failed attempts carry theirs in their rows). */
+    int latest_ran = strcmp(status, "claimed") == 0 || strcmp(status, "finished") == 0 || strcmp(status, "ready") == 0;
+    if (latest_ran && waited(row, 7, 8))
+        event(list, bt_col_int(row, 8), "unblocked",
+              json_pack("{s:o, s:o, s:o}", "key", bt_json_text(row, 9), "by", bt_json_text(row, 7), "fencing_token",
+                        bt_col_null(row, 14) ? json_null() : json_integer(bt_col_int(row, 14))));
+    if (!bt_col_null(row, 10))
+        event(list, bt_col_int(row, 10), "blocked", json_pack("{s:o}", "key", bt_json_text(row, 9)));
+    /* The latest attempt, when it is running or succeeded (failed ones have their rows). */
+    int running = strcmp(status, "claimed") == 0, finished = strcmp(status, "finished") == 0;
+    if ((running || finished) && !bt_col_null(row, 3))
+        event(list, bt_col_int(row, 3), "claimed",
+              json_pack("{s:I, s:o}", "attempt", (json_int_t)bt_col_int(row, 12), "process", process_json(row, 5, 6)));
+    if (finished && !bt_col_null(row, 4))
+        event(list, bt_col_int(row, 4), "finished", json_pack("{s:I}", "attempt", (json_int_t)bt_col_int(row, 12)));
+    if (strcmp(status, "discarded") == 0)
+        event(list, bt_col_null(row, 4) ? bt_col_int(row, 13) : bt_col_int(row, 4), "discarded",
+              json_pack("{s:o}", "reason", bt_json_text(row, 11)));
+    return 0;
+}
+
+static int cmp_event(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "at_ms"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "at_ms"));
+    return (x > y) - (x < y);
+}
+
+int bt_job_history(bt_store *s, int64_t id, json_t **out)
+{
+    json_t *list = json_array();
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_history_job, a, 1, on_history_job, list, NULL);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_history_attempts, a, 1, on_history_attempt, list, NULL);
+    if (rc != BATON_OK) {
+        json_decref(list);
+        return rc;
+    }
+    /* In time order; events of one instant keep the order they were added in. */
+    size_t n = json_array_size(list);
+    json_t **items = calloc(n ? n : 1, sizeof *items);
+    for (size_t i = 0; i < n; i++)
+        items[i] = json_incref(json_array_get(list, i));
+    for (size_t i = 1; i < n; i++) /* insertion sort: stable, and histories are short */
+        for (size_t k = i; k > 0 && cmp_event(&items[k - 1], &items[k]) > 0; k--) {
+            json_t *t = items[k - 1];
+            items[k - 1] = items[k];
+            items[k] = t;
+        }
+    json_array_clear(list);
+    for (size_t i = 0; i < n; i++) {
+        json_object_del(items[i], "at_ms");
+        json_array_append_new(list, items[i]);
+    }
+    free(items);
+    *out = list;
+    return BATON_OK;
+}

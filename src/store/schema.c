@@ -126,10 +126,27 @@ static const char migration_1[] =
 static const char migration_2[] =
     "ALTER TABLE baton_recurring_tasks ADD COLUMN timezone TEXT;";
 
-/* How each limited job got its current slot, for reports and job histories: "enqueue",
- * "release of job N", "expiry", "repair" or "operator". */
+/* What a job's history needs, written by statements the lifecycle runs anyway: how and
+ * when a limited job got its slot ("enqueue", "retry", "release of job N", "expiry",
+ * "repair", "operator"), which process claimed its latest attempt, and one row per attempt
+ * that did not succeed (a failure path, never the hot one). */
 static const char migration_3[] =
-    "ALTER TABLE baton_jobs ADD COLUMN admitted_by TEXT;";
+    "ALTER TABLE baton_jobs ADD COLUMN admitted_by TEXT;"
+    "ALTER TABLE baton_jobs ADD COLUMN admitted_at BIGINT;"
+    "ALTER TABLE baton_jobs ADD COLUMN claimed_by BIGINT;"
+    "CREATE TABLE baton_job_attempts ("
+    "  id {SERIAL},"
+    "  job_id BIGINT NOT NULL REFERENCES baton_jobs (id) ON DELETE CASCADE,"
+    "  attempt INTEGER NOT NULL,"
+    "  process_id BIGINT,"
+    "  process_name TEXT,"
+    "  started_at BIGINT,"
+    "  ended_at BIGINT NOT NULL,"
+    "  outcome TEXT NOT NULL,"
+    "  error TEXT,"
+    "  admitted_by TEXT,"
+    "  admitted_at BIGINT);"
+    "CREATE INDEX baton_job_attempts_by_job ON baton_job_attempts (job_id, attempt);";
 
 static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
 

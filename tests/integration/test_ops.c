@@ -33,7 +33,11 @@ static int setup(void **state)
                           "    concurrency: {to: 1, key: \"user_{user.id}\"}\n"
                           "  Other:\n"
                           "    command: \"true\"\n"
-                          "    concurrency: {to: 1, key: \"other_{0}\"}\n");
+                          "    concurrency: {to: 1, key: \"other_{0}\"}\n"
+                          "  Flaky:\n"
+                          "    command: \"test $BATON_ATTEMPT -ge 2\"\n"
+                          "    retry: {attempts: 2, backoff: fixed, base: 0}\n"
+                          "    concurrency: {to: 1, key: \"flaky_{0}\"}\n");
     run_result r = baton_runv(NULL, "--db", f->url, "init", NULL);
     assert_int_equal(r.status, 0);
     run_result_free(&r);
@@ -465,6 +469,45 @@ static void test_top_renders_in_a_terminal_and_quits_on_q(void **state)
     run_result_free(&r);
 }
 
+static int both_finished(void *p)
+{
+    return strcmp(job_status_cli(p, 1), "finished") == 0 && strcmp(job_status_cli(p, 2), "finished") == 0;
+}
+
+/* A job's history tells how it waited, where each attempt ran and how it ended. */
+static void test_job_history_tells_waits_attempts_and_ends(void **state)
+{
+    fixture *f = *state;
+    enqueue(f, "Flaky", "[1]");
+    enqueue(f, "Flaky", "[1]");
+    const char *args[] = {"--db", f->url, "--config", f->config, "work", "--threads", "2", NULL};
+    f->worker = baton_spawn(NULL, args);
+    assert_true(poll_until(both_finished, f, 30000));
+    json_t *job = cli_json(f, (const char *const[]){"job", "2", NULL});
+    json_t *history = json_object_get(job, "history");
+    char names[256] = "";
+    size_t i;
+    json_t *e;
+    json_array_foreach(history, i, e)
+    {
+        strcat(names, json_string_value(json_object_get(e, "event")));
+        strcat(names, " ");
+    }
+    /* Job 2 waited for job 1's slot, failed once, waited again (job 1's retry held the
+     * key, or not: then it was admitted at once), and finished on its second attempt. */
+    if (strncmp(names, "enqueued unblocked claimed retried ", 35) != 0 || !strstr(names, "claimed finished "))
+        fail_msg("unexpected history: %s", names);
+    json_t *unblocked = json_array_get(history, 1);
+    assert_string_equal(json_string_value(json_object_get(unblocked, "by")), "release of job 1");
+    json_t *retried = json_array_get(history, 3);
+    assert_string_equal(json_string_value(json_object_get(retried, "error")), "exit status 1");
+    assert_int_equal(json_integer_value(json_object_get(retried, "attempt")), 1);
+    char name[300];
+    snprintf(name, sizeof name, "worker-");
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(retried, "process"), "name")), name));
+    json_decref(job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +518,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_doctor_repairs_a_dead_workers_claims_within_the_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_and_metrics_count_what_runs_and_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_top_renders_in_a_terminal_and_quits_on_q, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_history_tells_waits_attempts_and_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_reports_a_key_over_its_limit_without_touching_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -427,6 +427,9 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
                                       "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
+                                      "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
+                                      "ALTER TABLE baton_jobs DROP COLUMN claimed_by;"
+                                      "DROP TABLE baton_job_attempts;"
                                       "DELETE FROM baton_schema_migrations WHERE version > 1",
                                   NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(baton_check_schema(f->client), BATON_ESCHEMA);
@@ -434,7 +437,9 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     assert_int_equal(baton_migrate(f->client), BATON_OK);
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
     assert_int_equal(sqlite3_exec(db, "SELECT timezone FROM baton_recurring_tasks", NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "SELECT admitted_by FROM baton_jobs", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "SELECT admitted_by, admitted_at, claimed_by FROM baton_jobs", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "SELECT outcome FROM baton_job_attempts", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_string_equal(job_status(f->client, id), "ready");
 }
