@@ -136,6 +136,13 @@ static int needs_quotes(const char *s, size_t len)
     return 0;
 }
 
+char *bt_log_value_slot(void)
+{
+    static _Thread_local char slots[BT_LOG_VALUE_SLOTS][BT_LOG_VALUE_MAX];
+    static _Thread_local unsigned next;
+    return slots[next++ % BT_LOG_VALUE_SLOTS];
+}
+
 const char *bt_log_value(char *buf, size_t size, const char *value)
 {
     if (!value)
