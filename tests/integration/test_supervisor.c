@@ -230,6 +230,21 @@ static int process_gone(void *p)
     return kill(pid, 0) != 0 && errno == ESRCH;
 }
 
+typedef struct log_wait {
+    const char *path, *needle;
+} log_wait;
+
+/* The supervisor logs a killed child just after reaping it, so the line may trail the
+ * child's disappearance. */
+static int log_contains(void *p)
+{
+    log_wait *w = p;
+    char *out = read_file(w->path);
+    int found = out && strstr(out, w->needle);
+    free(out);
+    return found;
+}
+
 static void probe_classes(fixture *f, char *yaml, size_t size, const char *liveness, const char *workers,
                           int ms)
 {
@@ -385,9 +400,10 @@ static void test_watchdog_kills_stopped_worker_and_its_jobs(void **state)
     assert_true(poll_until(process_gone, &probe, 10000));
     pid_t w = worker;
     assert_true(poll_until(process_gone, &w, 10000));
-    char *out = read_file(f->out);
-    assert_non_null(strstr(out, "reason=\"no heartbeat for"));
-    free(out);
+    char needle[96];
+    snprintf(needle, sizeof needle, "kind=worker child_pid=%d signal=9 reason=\"no heartbeat for", (int)worker);
+    log_wait lw = {f->out, needle};
+    assert_true(poll_until(log_contains, &lw, 5000));
     /* Every job, the interrupted one included, ends finished, one at a time. */
     wait_count(f, "SELECT COUNT(*) FROM baton_jobs WHERE status = 'finished'", 4, 60000);
     assert_int_equal(stop_supervisor(f, SIGTERM), 0);
