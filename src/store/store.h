@@ -68,15 +68,36 @@ typedef struct bt_store_ops {
     /* SQL type names for schema text: an auto-increment primary key and a float. */
     const char *ddl_serial;
     const char *ddl_real;
+    /* Dialect. row_locks is 1 when writers run side by side and serialise on row locks
+     * (PostgreSQL): core/ then locks a key's semaphore row before deciding about its slots
+     * and picks rows to work on with FOR UPDATE SKIP LOCKED (see BT_SKIP_LOCKED). It is 0
+     * when one writer at a time holds the whole database (SQLite), which serialises every
+     * transition already. */
+    int row_locks;
+    /* One row, one integer: nonzero when the table named by the text parameter exists. */
+    const char *sql_table_exists;
+    /* Run first in the migration transaction so concurrent migrations queue, or NULL. */
+    const char *sql_lock_schema;
 } bt_store_ops;
 
 /* Every driver's handle starts with this header, so generic code reaches the ops. */
 struct bt_store {
     const bt_store_ops *ops;
     char *url;
+    int jobs_made_ready; /* set during a transaction that made jobs ready */
 };
 
-/* bt_store_open picks the driver from the URL scheme ("sqlite:PATH"). */
+/* BT_SKIP_LOCKED(MAKE) is the pair of variants of a statement MAKE(lock) that picks rows
+ * to work on: without a lock clause, and with the clause that skips rows other
+ * transactions hold. Index it with the store's row_locks. */
+#define BT_SKIP_LOCKED(MAKE) {MAKE(""), MAKE(" FOR UPDATE SKIP LOCKED")}
+
+/* bt_note_ready tells the driver the open transaction made jobs ready, so it can wake idle
+ * workers elsewhere when it commits (drivers whose change_fd sees every commit ignore it). */
+static inline void bt_note_ready(bt_store *s) { s->jobs_made_ready = 1; }
+
+/* bt_store_open picks the driver from the URL scheme ("sqlite:PATH", "postgres://...",
+ * "postgresql://..."). */
 int bt_store_open(bt_store **out, const char *url);
 void bt_store_close(bt_store *store);
 
@@ -132,6 +153,26 @@ int bt_row_collect_id(bt_row *row, void *payload);
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
                  int64_t fallback);
 
+/* A pointer-keyed cache of prepared statements: core/ writes its SQL as string literals,
+ * so the address of the text names the statement for the connection's life. */
+typedef struct bt_stmt_slot {
+    const char *sql;
+    void *stmt;
+} bt_stmt_slot;
+
+typedef struct bt_stmt_cache {
+    bt_stmt_slot *slots;
+    size_t cap, len;
+} bt_stmt_cache;
+
+/* bt_stmt_cache_find returns sql's slot (NULL when out of memory). A slot whose sql is
+ * NULL is new: the caller prepares the statement and fills it with bt_stmt_cache_fill. */
+bt_stmt_slot *bt_stmt_cache_find(bt_stmt_cache *c, const char *sql);
+void bt_stmt_cache_fill(bt_stmt_cache *c, bt_stmt_slot *slot, const char *sql, void *stmt);
+/* bt_stmt_cache_clear releases every statement with free_stmt and empties the cache. */
+void bt_stmt_cache_clear(bt_stmt_cache *c, void (*free_stmt)(void *stmt));
+
 extern const bt_store_ops bt_sqlite_ops;
+extern const bt_store_ops bt_postgres_ops;
 
 #endif
