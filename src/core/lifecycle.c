@@ -331,24 +331,24 @@ int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_
 
 /* ---- claiming ---- */
 
-#define SQL_CLAIM_QUEUE(lock)                                                               \
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("                                  \
+#define SQL_CLAIM_QUEUE(open, close)                                                        \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
     " SELECT job_id FROM baton_ready_executions WHERE queue_name = ?1"                      \
     " AND NOT EXISTS (SELECT 1 FROM baton_pauses p WHERE p.queue_name = ?1)"                \
-    " ORDER BY priority, job_id LIMIT ?2" lock ") RETURNING job_id, priority"
-#define SQL_CLAIM_PREFIX(lock)                                                              \
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("                                  \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+#define SQL_CLAIM_PREFIX(open, close)                                                       \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
     " SELECT job_id FROM baton_ready_executions WHERE substr(queue_name, 1, length(?1)) = ?1" \
     " AND queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                          \
-    " ORDER BY priority, job_id LIMIT ?2" lock ") RETURNING job_id, priority"
-#define SQL_CLAIM_ALL(lock)                                                                 \
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("                                  \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+#define SQL_CLAIM_ALL(open, close)                                                          \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
     " SELECT job_id FROM baton_ready_executions"                                            \
     " WHERE queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                        \
-    " ORDER BY priority, job_id LIMIT ?2" lock ") RETURNING job_id, priority"
-static const char *const sql_claim_queue[] = BT_SKIP_LOCKED(SQL_CLAIM_QUEUE);
-static const char *const sql_claim_prefix[] = BT_SKIP_LOCKED(SQL_CLAIM_PREFIX);
-static const char *const sql_claim_all[] = BT_SKIP_LOCKED(SQL_CLAIM_ALL);
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+static const char *const sql_claim_queue[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_QUEUE);
+static const char *const sql_claim_prefix[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_PREFIX);
+static const char *const sql_claim_all[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_ALL);
 #define CLAIMED_COLUMNS                                                                     \
     "class_name, queue_name, arguments, concurrency_key, attempts, max_attempts, backoff," \
     " backoff_base, timeout, fencing_token"
@@ -638,11 +638,11 @@ int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, s
 
 /* ---- scheduled jobs falling due ---- */
 
-#define SQL_TAKE_DUE(lock)                                                                  \
-    "DELETE FROM baton_scheduled_executions WHERE job_id IN ("                              \
+#define SQL_TAKE_DUE(open, close)                                                           \
+    "DELETE FROM baton_scheduled_executions WHERE job_id" open                              \
     " SELECT job_id FROM baton_scheduled_executions WHERE scheduled_at <= ?1"               \
-    " ORDER BY scheduled_at, priority, job_id LIMIT ?2" lock ") RETURNING job_id"
-static const char *const sql_take_due[] = BT_SKIP_LOCKED(SQL_TAKE_DUE);
+    " ORDER BY scheduled_at, priority, job_id LIMIT ?2" close " RETURNING job_id"
+static const char *const sql_take_due[] = BT_PICK_SKIP_LOCKED(SQL_TAKE_DUE);
 
 static int cmp_id(const void *a, const void *b)
 {

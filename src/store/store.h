@@ -91,6 +91,11 @@ struct bt_store {
  * to work on: without a lock clause, and with the clause that skips rows other
  * transactions hold. Index it with the store's row_locks. */
 #define BT_SKIP_LOCKED(MAKE) {MAKE(""), MAKE(" FOR UPDATE SKIP LOCKED")}
+/* BT_PICK_SKIP_LOCKED(MAKE) does the same for "... WHERE col" MAKE(open, close) "..."
+ * statements that act on the rows a subquery picks. With row locks the subquery is
+ * evaluated once, as an array: as an IN list the planner may run it again, and SKIP
+ * LOCKED can then pick other rows the second time, beyond its LIMIT. */
+#define BT_PICK_SKIP_LOCKED(MAKE) {MAKE(" IN (", ")"), MAKE(" = ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))")}
 
 /* bt_note_ready tells the driver the open transaction made jobs ready, so it can wake idle
  * workers elsewhere when it commits (drivers whose change_fd sees every commit ignore it). */
