@@ -4,7 +4,6 @@
  * operator actions, bulk enqueue and bad input that must leave stored jobs intact. */
 #include <jansson.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,12 +391,9 @@ static void test_perform_now_records_the_job(void **state)
 static void test_schema_newer_than_library_is_refused_untouched(void **state)
 {
     lib_fixture *f = *state;
-    sqlite3 *db;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/baton.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO baton_schema_migrations VALUES (99, 0)", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    bt_store *db = test_db_open(f->url);
+    test_db_exec(db, "INSERT INTO baton_schema_migrations VALUES (99, 0)");
+    bt_store_close(db);
     baton_client *c = NULL;
     assert_int_equal(baton_open(&c, f->url), BATON_ESCHEMA);
     assert_null(c);
