@@ -35,6 +35,8 @@
 enum { INT8OID = 20, TEXTOID = 25, FLOAT8OID = 701 };
 /* How long a lost listening connection waits before the next reconnect attempt. */
 enum { LISTEN_RETRY_NS = 1000000000 };
+/* Reconnect attempts of the main connection back off from 50 ms to 5 s between tries. */
+static const int64_t RECONNECT_FIRST_NS = 50000000, RECONNECT_MAX_NS = 5000000000;
 /* Value buffer for one integer or float parameter as text. */
 enum { NUM_TEXT = 32 };
 
@@ -47,6 +49,8 @@ typedef struct pg_store {
     char *display;          /* host:port/db, for messages: never the password */
     bt_stmt_cache cache;    /* literal SQL -> malloc'ed statement name */
     unsigned next_stmt;
+    int in_txn;
+    int64_t reconnect_at_ns, reconnect_backoff_ns;
     PGconn *listener;
     int listen_fd;          /* epoll over the listener's socket, or -1 */
     int listener_sock;      /* socket currently registered in listen_fd, or -1 */
@@ -151,11 +155,26 @@ static void ignore_notice(void *arg, const char *message)
     (void)message;
 }
 
+/* Session defaults, unless the URL, the role or the server set their own: waiting for a
+ * row lock fails like SQLite's busy timeout (BATON_EBUSY after 10 s), and a client stopped
+ * inside a transaction (SIGSTOP, a frozen host) loses its session and its locks after a
+ * while instead of stalling every worker of its keys. */
+static const char session_defaults[] =
+    "SELECT set_config('lock_timeout', '10s', false) WHERE current_setting('lock_timeout') = '0';"
+    "SELECT set_config('idle_in_transaction_session_timeout', '60s', false)"
+    " WHERE current_setting('idle_in_transaction_session_timeout') = '0'";
+
+static void configure(PGconn *conn)
+{
+    PQsetNoticeProcessor(conn, ignore_notice, NULL);
+    PQclear(PQexec(conn, session_defaults));
+}
+
 static PGconn *connect_quietly(const char *conninfo)
 {
     PGconn *conn = PQconnectdb(conninfo);
     if (conn && PQstatus(conn) == CONNECTION_OK)
-        PQsetNoticeProcessor(conn, ignore_notice, NULL);
+        configure(conn);
     return conn;
 }
 
@@ -276,12 +295,39 @@ static int run_statement(pg_store *s, const char *sql, int cached, const params 
     return BATON_OK;
 }
 
+/* ensure_connected replaces a lost connection between transactions, never inside one:
+ * the statements before the loss are gone with it. Attempts back off while the server is
+ * away; meanwhile calls fail at once with BATON_ESTORE, and callers retry as they do
+ * after any store error. */
+static int ensure_connected(pg_store *s)
+{
+    if (PQstatus(s->conn) == CONNECTION_OK || s->in_txn)
+        return BATON_OK;
+    int64_t now = bt_mono_ns();
+    if (now < s->reconnect_at_ns)
+        return set_error(s, BATON_ESTORE, "connection lost, reconnecting", "reconnect");
+    bt_stmt_cache_clear(&s->cache, free_stmt_name); /* prepared statements died with it */
+    PQreset(s->conn);
+    if (PQstatus(s->conn) == CONNECTION_OK) {
+        configure(s->conn);
+        s->reconnect_backoff_ns = 0;
+        return BATON_OK;
+    }
+    int64_t backoff = s->reconnect_backoff_ns ? s->reconnect_backoff_ns * 2 : RECONNECT_FIRST_NS;
+    s->reconnect_backoff_ns = backoff < RECONNECT_MAX_NS ? backoff : RECONNECT_MAX_NS;
+    s->reconnect_at_ns = now + s->reconnect_backoff_ns;
+    return set_error(s, BATON_ESTORE, PQerrorMessage(s->conn), "reconnect");
+}
+
 static int pg_exec(bt_store *base, const char *sql, int cached, const bt_val *args, int nargs,
                    bt_row_fn on_row, void *payload, int64_t *changes_out)
 {
     pg_store *s = (pg_store *)base;
     params p;
-    int code = fill_params(s, &p, args, nargs);
+    int code = ensure_connected(s);
+    if (code != BATON_OK)
+        return code;
+    code = fill_params(s, &p, args, nargs);
     PGresult *res = NULL;
     if (code == BATON_OK)
         code = run_statement(s, sql, cached, &p, nargs, &res);
@@ -325,7 +371,12 @@ static int pg_begin(bt_store *base, bt_txn_mode mode)
 {
     pg_store *s = (pg_store *)base;
     base->jobs_made_ready = 0;
-    return run_simple(s, mode == BT_TXN_WRITE ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    int code = ensure_connected(s);
+    if (code != BATON_OK)
+        return code;
+    code = run_simple(s, mode == BT_TXN_WRITE ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    s->in_txn = code == BATON_OK;
+    return code;
 }
 
 static int pg_commit(bt_store *base)
@@ -333,6 +384,7 @@ static int pg_commit(bt_store *base)
     pg_store *s = (pg_store *)base;
     int notify = base->jobs_made_ready;
     base->jobs_made_ready = 0;
+    s->in_txn = 0;
     /* Notifications are delivered at commit, so one round trip carries both. */
     return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; COMMIT" : "COMMIT");
 }
@@ -341,13 +393,16 @@ static void pg_rollback(bt_store *base)
 {
     pg_store *s = (pg_store *)base;
     base->jobs_made_ready = 0;
+    s->in_txn = 0;
     if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
         PQclear(PQexec(s->conn, "ROLLBACK"));
 }
 
 static int pg_exec_script(bt_store *base, const char *sql)
 {
-    return run_simple((pg_store *)base, sql);
+    pg_store *s = (pg_store *)base;
+    int code = ensure_connected(s);
+    return code == BATON_OK ? run_simple(s, sql) : code;
 }
 
 static int64_t col_int(bt_row *r, int c)
