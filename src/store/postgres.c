@@ -37,8 +37,8 @@ enum { INT8OID = 20, TEXTOID = 25, FLOAT8OID = 701 };
 enum { LISTEN_RETRY_NS = 1000000000 };
 /* Reconnect attempts of the main connection back off from 50 ms to 5 s between tries. */
 static const int64_t RECONNECT_FIRST_NS = 50000000, RECONNECT_MAX_NS = 5000000000;
-/* Value buffer for one integer or float parameter as text. */
-enum { NUM_TEXT = 32 };
+/* Parameters of one statement, and the text of one integer or float parameter. */
+enum { MAX_PARAMS = 32, NUM_TEXT = 32 };
 
 #define READY_CHANNEL "baton_ready"
 
@@ -212,19 +212,19 @@ static int pg_open(bt_store **out, const char *target, const char *url)
 
 /* params holds one statement's values as libpq wants them: text, with declared types. */
 typedef struct params {
-    Oid types[32];
-    const char *values[32];
-    char numbers[32][NUM_TEXT];
-    char *copies[32];
+    Oid types[MAX_PARAMS];
+    const char *values[MAX_PARAMS];
+    char numbers[MAX_PARAMS][NUM_TEXT];
+    char *copies[MAX_PARAMS];
 } params;
 
 static int fill_params(pg_store *s, params *p, const bt_val *args, int nargs)
 {
-    if (nargs > 32)
-        return bt_err_set(BATON_ERROR, "postgres:%s: %d parameters, at most 32", s->display, nargs);
+    memset(p->copies, 0, sizeof p->copies);
+    if (nargs > MAX_PARAMS)
+        return bt_err_set(BATON_ERROR, "postgres:%s: %d parameters, at most %d", s->display, nargs, MAX_PARAMS);
     for (int i = 0; i < nargs; i++) {
         const bt_val *v = &args[i];
-        p->copies[i] = NULL;
         switch (v->type) {
         case BT_VINT:
             p->types[i] = INT8OID;
@@ -238,8 +238,8 @@ static int fill_params(pg_store *s, params *p, const bt_val *args, int nargs)
             break;
         case BT_VTEXT:
             p->types[i] = TEXTOID;
-            /* libpq reads text values up to their NUL. */
-            if (v->len >= 0 && v->s[v->len] != '\0') {
+            /* libpq reads text values up to a NUL, which a counted string need not have. */
+            if (v->len >= 0) {
                 p->copies[i] = strndup(v->s, (size_t)v->len);
                 if (!p->copies[i])
                     return bt_err_set(BATON_ERROR, "out of memory");
@@ -256,7 +256,7 @@ static int fill_params(pg_store *s, params *p, const bt_val *args, int nargs)
 
 static void free_params(params *p, int nargs)
 {
-    for (int i = 0; i < nargs && i < 32; i++)
+    for (int i = 0; i < nargs && i < MAX_PARAMS; i++)
         free(p->copies[i]);
 }
 
