@@ -1,6 +1,7 @@
 /* store.c: choosing a driver by URL, and row helpers every driver shares. */
 #include "store/store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,15 @@ int bt_row_collect_id(bt_row *row, void *payload)
     }
     l->ids[l->len++] = bt_col_int(row, 0);
     return 0;
+}
+
+void bt_url_with_database(char *out, size_t cap, const char *url, const char *db)
+{
+    const char *authority = strstr(url, "://");
+    authority = authority ? authority + 3 : url;
+    size_t prefix = (size_t)(authority - url) + strcspn(authority, "/?");
+    const char *query = strchr(authority, '?');
+    snprintf(out, cap, "%.*s/%s%s", (int)prefix, url, db, query ? query : "");
 }
 
 enum { STMT_CACHE_MIN = 64 };

@@ -154,6 +154,11 @@ typedef struct bt_id_list {
 
 int bt_row_collect_id(bt_row *row, void *payload);
 
+/* bt_url_with_database writes to out (cap bytes) the server URL url ("SCHEME://AUTHORITY/DB?QUERY")
+ * naming database db instead, for programs that create databases of their own on one
+ * server (the tests, the benchmark). */
+void bt_url_with_database(char *out, size_t cap, const char *url, const char *db);
+
 /* bt_query_int runs a cached statement returning one integer; *out keeps fallback when no row. */
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
                  int64_t fallback);

@@ -35,17 +35,6 @@ __attribute__((constructor)) static void skip_without_server(void)
     }
 }
 
-/* pg_url_for writes the server URL with its database replaced by db. */
-static void pg_url_for(char *url, size_t cap, const char *db)
-{
-    const char *server = getenv("BATON_TEST_PG_URL");
-    const char *host = strstr(server, "://");
-    host = host ? host + 3 : server;
-    size_t prefix = (size_t)(host - server) + strcspn(host, "/?");
-    const char *query = strchr(host, '?');
-    snprintf(url, cap, "%.*s/%s%s", (int)prefix, server, db, query ? query : "");
-}
-
 static void admin_exec(const char *sql)
 {
     bt_store *s = test_db_open(getenv("BATON_TEST_PG_URL"));
@@ -64,7 +53,7 @@ void test_db_create(char *url, size_t cap, const char *dir, const char *name)
     snprintf(db, sizeof db, "baton_test_%d_%d_%s", (int)getpid(), atomic_fetch_add(&next, 1), name);
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
     admin_exec(sql);
-    pg_url_for(url, cap, db);
+    bt_url_with_database(url, cap, getenv("BATON_TEST_PG_URL"), db);
 }
 
 void test_db_drop(const char *url)
