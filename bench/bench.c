@@ -499,6 +499,7 @@ int main(int argc, char **argv)
     printf("Baton benchmark, %s, %ld cores, %d jobs per measurement, %d runs\n\n",
            pg_server ? "PostgreSQL" : "SQLite (WAL, synchronous=NORMAL)", sysconf(_SC_NPROCESSORS_ONLN),
            bench_jobs, runs);
+    fflush(stdout); /* before any fork, or children print it again when stdout is a file */
     for (int run = 0; run < runs; run++) {
     if (selected("enqueue"))
         bench_enqueue();
