@@ -1,10 +1,10 @@
 /* postgres.c: the PostgreSQL driver, over libpq.
  *
- * One connection per bt_store. core/ writes SQL once with `?` and `?N` placeholders; each
- * statement is translated to `$N` once and, when it is a literal, prepared once per
- * connection under a name kept in the pointer-keyed statement cache. Values travel as text
- * with their types declared (bigint, double precision, text), so a parameter the
- * statement does not use still has a type.
+ * One connection per bt_store (and a listening one for a worker, see below). core/ writes
+ * SQL once with `?` and `?N` placeholders; a literal statement is translated to `$N` and
+ * prepared once per connection, under a name kept in the pointer-keyed statement cache.
+ * Values travel as text with their types declared (bigint, double precision, text), so a
+ * parameter the statement does not use still has a type.
  *
  * Transactions: writes run at READ COMMITTED, the usual design for a queue. Every
  * statement sees what committed before it started, and the lifecycle takes explicit row
@@ -16,7 +16,9 @@
  *
  * Wake-ups: a transaction that made a job ready sends NOTIFY with its COMMIT (same round
  * trip). Idle workers watch a second connection that LISTENs, through an epoll descriptor
- * that stays the same when that connection is replaced after a drop. */
+ * that stays the same when that connection is replaced after a drop. Every transaction
+ * also reads what has arrived, so a busy worker never lets notifications pile up on the
+ * server; an eventfd in the same epoll set keeps the wake-up they carry. */
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "baton.h"
@@ -54,6 +57,7 @@ typedef struct pg_store {
     PGconn *listener;
     int listen_fd;          /* epoll over the listener's socket, or -1 */
     int listener_sock;      /* socket currently registered in listen_fd, or -1 */
+    int pending_fd;         /* eventfd in listen_fd: notifications read early, not yet seen */
     int64_t listen_retry_ns;
 } pg_store;
 
@@ -143,6 +147,8 @@ static void pg_close(bt_store *base)
     close_listener(s);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
+    if (s->pending_fd >= 0)
+        close(s->pending_fd);
     free(s->conninfo);
     free(s->display);
     free(s);
@@ -188,6 +194,7 @@ static int pg_open(bt_store **out, const char *target, const char *url)
     s->base.ops = &bt_postgres_ops;
     s->listen_fd = -1;
     s->listener_sock = -1;
+    s->pending_fd = -1;
     int is_url = strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
     s->conninfo = strdup(is_url ? url : target);
     s->conn = connect_quietly(s->conninfo);
@@ -265,33 +272,31 @@ static int run_statement(pg_store *s, const char *sql, int cached, const params 
                          PGresult **res)
 {
     *res = NULL;
-    char *text = translate(sql);
-    if (!text)
-        return bt_err_set(BATON_ERROR, "out of memory");
-    if (!cached) {
+    bt_stmt_slot *slot = cached ? bt_stmt_cache_find(&s->cache, sql) : NULL;
+    if (slot && slot->sql) {
+        *res = PQexecPrepared(s->conn, slot->stmt, nargs, p->values, NULL, NULL, 0);
+        return BATON_OK;
+    }
+    char *text = cached && !slot ? NULL : translate(sql), *name = NULL;
+    if (text && !cached) {
         *res = PQexecParams(s->conn, text, nargs, p->types, p->values, NULL, NULL, 0);
         free(text);
         return BATON_OK;
     }
-    bt_stmt_slot *slot = bt_stmt_cache_find(&s->cache, sql);
-    char *name = NULL;
-    if (slot && !slot->sql && asprintf(&name, "bt%u", s->next_stmt++) >= 0) {
-        PGresult *prep = PQprepare(s->conn, name, text, nargs, p->types);
-        if (PQresultStatus(prep) != PGRES_COMMAND_OK) {
-            free(text);
-            free(name);
-            *res = prep;
-            return BATON_OK;
-        }
-        PQclear(prep);
-        bt_stmt_cache_fill(&s->cache, slot, sql, name);
-    }
-    free(text);
-    if (!slot || !slot->sql) {
-        free(name);
+    if (!text || asprintf(&name, "bt%u", s->next_stmt++) < 0) {
+        free(text);
         return bt_err_set(BATON_ERROR, "out of memory");
     }
-    *res = PQexecPrepared(s->conn, slot->stmt, nargs, p->values, NULL, NULL, 0);
+    PGresult *prep = PQprepare(s->conn, name, text, nargs, p->types);
+    free(text);
+    if (PQresultStatus(prep) != PGRES_COMMAND_OK) {
+        free(name);
+        *res = prep;
+        return BATON_OK;
+    }
+    PQclear(prep);
+    bt_stmt_cache_fill(&s->cache, slot, sql, name);
+    *res = PQexecPrepared(s->conn, name, nargs, p->values, NULL, NULL, 0);
     return BATON_OK;
 }
 
@@ -367,10 +372,29 @@ static int run_simple(pg_store *s, const char *sql)
     return code;
 }
 
+/* read_notifications empties the listener's socket: the number of notifications it held,
+ * or -1 when the listener is gone. */
+static int read_notifications(pg_store *s)
+{
+    if (!s->listener || !PQconsumeInput(s->listener))
+        return -1;
+    int n = 0;
+    PGnotify *note;
+    while ((note = PQnotifies(s->listener)) != NULL) {
+        PQfreemem(note);
+        n++;
+    }
+    return n;
+}
+
 static int pg_begin(bt_store *base, bt_txn_mode mode)
 {
     pg_store *s = (pg_store *)base;
     base->jobs_made_ready = 0;
+    /* A busy worker does not watch change_fd, and the server queues what it does not read
+     * without bound: every transaction reads them, and the eventfd keeps the wake-up. */
+    if (read_notifications(s) > 0)
+        eventfd_write(s->pending_fd, 1);
     int code = ensure_connected(s);
     if (code != BATON_OK)
         return code;
@@ -450,8 +474,16 @@ static int pg_change_fd(bt_store *base)
     if (s->listen_fd >= 0)
         return s->listen_fd;
     s->listen_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->listen_fd >= 0)
-        listen_connect(s);
+    if (s->pending_fd < 0)
+        s->pending_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = s->pending_fd};
+    if (s->listen_fd < 0 || s->pending_fd < 0 || epoll_ctl(s->listen_fd, EPOLL_CTL_ADD, s->pending_fd, &ev) != 0) {
+        if (s->listen_fd >= 0)
+            close(s->listen_fd);
+        s->listen_fd = -1;
+        return -1;
+    }
+    listen_connect(s);
     return s->listen_fd;
 }
 
@@ -460,12 +492,10 @@ static void pg_change_drain(bt_store *base)
     pg_store *s = (pg_store *)base;
     if (s->listen_fd < 0)
         return;
-    if (s->listener && PQconsumeInput(s->listener)) {
-        PGnotify *n;
-        while ((n = PQnotifies(s->listener)) != NULL)
-            PQfreemem(n);
+    eventfd_t pending;
+    eventfd_read(s->pending_fd, &pending);
+    if (read_notifications(s) >= 0)
         return;
-    }
     /* The listener is gone (server restart, dropped connection): its socket would stay
      * readable forever, so take it out and reconnect now and then. */
     if (s->listener)
