@@ -236,6 +236,22 @@ static int64_t enqueue_probe(fixture *f, int key)
 
 /* ---- tests ---- */
 
+typedef struct title_wait {
+    pid_t pid;
+    const char *text;
+} title_wait;
+
+static int title_shows(void *p)
+{
+    title_wait *t = p;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)t->pid);
+    char *cmdline = read_file(path);
+    int shows = cmdline && strstr(cmdline, t->text) != NULL;
+    free(cmdline);
+    return shows;
+}
+
 static void test_starts_configured_processes_and_titles(void **state)
 {
     fixture *f = *state;
@@ -254,16 +270,15 @@ static void test_starts_configured_processes_and_titles(void **state)
     assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id IS NOT NULL AND"
                                 " supervisor_id <> %lld", (long long)sup), 0);
     /* ps shows each child's role and state. */
-    pid_t worker = (pid_t)sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'worker' LIMIT 1");
+    /* A worker registers before its first round sets its title. */
+    title_wait t = {(pid_t)sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'worker' LIMIT 1"),
+                    "baton-worker: queues="};
+    assert_true(poll_until(title_shows, &t, 5000));
+    t.text = " busy=0";
+    assert_true(poll_until(title_shows, &t, 5000));
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)worker);
-    char *cmdline = read_file(path);
-    assert_non_null(cmdline);
-    assert_non_null(strstr(cmdline, "baton-worker: queues="));
-    assert_non_null(strstr(cmdline, " busy=0"));
-    free(cmdline);
     snprintf(path, sizeof path, "/proc/%d/cmdline", (int)f->supervisor);
-    cmdline = read_file(path);
+    char *cmdline = read_file(path);
     assert_non_null(strstr(cmdline, "baton-supervisor: running workers=3 dispatchers=1"));
     free(cmdline);
 
