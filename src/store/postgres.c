@@ -477,7 +477,8 @@ static int pg_change_fd(bt_store *base)
     if (s->pending_fd < 0)
         s->pending_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = s->pending_fd};
-    if (s->listen_fd < 0 || s->pending_fd < 0 || epoll_ctl(s->listen_fd, EPOLL_CTL_ADD, s->pending_fd, &ev) != 0) {
+    if (s->listen_fd < 0 || s->pending_fd < 0 ||
+        epoll_ctl(s->listen_fd, EPOLL_CTL_ADD, s->pending_fd, &ev) != 0) {
         if (s->listen_fd >= 0)
             close(s->listen_fd);
         s->listen_fd = -1;
@@ -505,7 +506,6 @@ static void pg_change_drain(bt_store *base)
 }
 
 const bt_store_ops bt_postgres_ops = {
-    .scheme = "postgres",
     .open = pg_open,
     .close = pg_close,
     .begin = pg_begin,

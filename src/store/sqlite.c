@@ -136,7 +136,8 @@ static void sqlite_close(bt_store *base)
 
 static int sqlite_open(bt_store **out, const char *target, const char *url)
 {
-    (void)url;
+    if (*target == '\0')
+        return bt_err_set(BATON_EINVALID, "database URL '%s': missing path", url);
     sqlite_store *s = calloc(1, sizeof *s);
     if (!s)
         return bt_err_set(BATON_ERROR, "out of memory");
@@ -317,7 +318,6 @@ static void sqlite_change_drain(bt_store *base)
 }
 
 const bt_store_ops bt_sqlite_ops = {
-    .scheme = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
     .begin = sqlite_begin,

@@ -26,16 +26,14 @@ int bt_store_open(bt_store **out, const char *url)
             const char *target = colon + 1;
             if (strncmp(target, "//", 2) == 0)
                 target += 2; /* sqlite://path is accepted too */
-            /* An empty PostgreSQL target means libpq's defaults and environment. */
-            if (*target == '\0' && ops == &bt_sqlite_ops)
-                return bt_err_set(BATON_EINVALID, "database URL '%s': missing path", url);
             int rc = ops->open(out, target, url);
             if (rc == BATON_OK)
                 (*out)->url = strdup(url);
             return rc;
         }
     }
-    return bt_err_set(BATON_EINVALID, "database URL '%s': unknown scheme '%.*s' (supported: sqlite, postgres, postgresql)",
+    return bt_err_set(BATON_EINVALID,
+                      "database URL '%s': unknown scheme '%.*s' (supported: sqlite, postgres, postgresql)",
                       url, (int)scheme_len, url);
 }
 

@@ -44,7 +44,6 @@ typedef int (*bt_row_fn)(bt_row *row, void *payload);
 typedef enum { BT_TXN_READ, BT_TXN_WRITE } bt_txn_mode;
 
 typedef struct bt_store_ops {
-    const char *scheme;
     int (*open)(bt_store **out, const char *target, const char *url);
     void (*close)(bt_store *store);
     int (*begin)(bt_store *store, bt_txn_mode mode);
@@ -154,9 +153,9 @@ typedef struct bt_id_list {
 
 int bt_row_collect_id(bt_row *row, void *payload);
 
-/* bt_url_with_database writes to out (cap bytes) the server URL url ("SCHEME://AUTHORITY/DB?QUERY")
- * naming database db instead, for programs that create databases of their own on one
- * server (the tests, the benchmark). */
+/* bt_url_with_database writes to out (cap bytes) the server URL url
+ * ("SCHEME://AUTHORITY/DB?QUERY") naming database db instead, for programs that create
+ * databases of their own on one server (the tests, the benchmark). */
 void bt_url_with_database(char *out, size_t cap, const char *url, const char *db);
 
 /* bt_query_int runs a cached statement returning one integer; *out keeps fallback when no row. */
