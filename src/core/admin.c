@@ -207,9 +207,10 @@ typedef struct retry_all_arg {
     int64_t count;
 } retry_all_arg;
 
+/* CAST gives the optional parameter a type: PostgreSQL infers none from IS NULL alone. */
 static const char sql_failed_ids[] =
     "SELECT j.id FROM baton_failed_executions f JOIN baton_jobs j ON j.id = f.job_id"
-    " WHERE ?1 IS NULL OR j.class_name = ?1 ORDER BY j.id";
+    " WHERE CAST(?1 AS TEXT) IS NULL OR j.class_name = ?1 ORDER BY j.id";
 
 static int retry_all(bt_store *s, void *p)
 {
@@ -376,11 +377,12 @@ int baton_classes_json(baton_client *c, char **json_out)
     return bt_json_dump(list, json_out);
 }
 
+/* The CAST types the optional key, as in sql_failed_ids. */
 static const char sql_semaphores[] =
     "SELECT s.key, s.limit_value, h.job_id, h.token, h.expires_at,"
     " (SELECT COUNT(*) FROM baton_blocked_executions b WHERE b.concurrency_key = s.key)"
     " FROM baton_semaphores s LEFT JOIN baton_semaphore_holders h ON h.key = s.key"
-    " WHERE ?1 IS NULL OR s.key = ?1 ORDER BY s.key, h.token";
+    " WHERE CAST(?1 AS TEXT) IS NULL OR s.key = ?1 ORDER BY s.key, h.token";
 
 typedef struct semaphore_report {
     json_t *list;

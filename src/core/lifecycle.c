@@ -60,6 +60,8 @@ typedef struct candidate {
 static const char sql_upsert_semaphore[] =
     "INSERT INTO baton_semaphores (key, limit_value, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)"
     " ON CONFLICT (key) DO NOTHING";
+static const char sql_lock_semaphore[] =
+    "SELECT limit_value FROM baton_semaphores WHERE key = ? FOR UPDATE";
 static const char sql_count_holders[] =
     "SELECT COUNT(*) FROM baton_semaphore_holders WHERE key = ?";
 static const char sql_insert_holder[] =
@@ -95,6 +97,7 @@ static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt
     } else {
         bt_val a[] = {BV_INT(c->id), BV_TEXT(c->queue), BV_INT(c->priority), BV_INT(now)};
         rc = bt_exec(s, sql_insert_ready, a, 4, NULL, NULL, NULL);
+        bt_note_ready(s);
     }
     if (rc == BATON_OK && token) {
         bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now),
@@ -117,12 +120,21 @@ static int take_slot(bt_store *s, const candidate *c, int64_t now, bt_landing *l
     return rc == BATON_OK ? place(s, c, token, now, landing) : rc;
 }
 
+/* count_holders counts key's holders; where writers run side by side it first locks the
+ * key's semaphore row, which every decision about the key's slots takes, so the count
+ * stays true until commit. */
+static int count_holders(bt_store *s, const char *key, int64_t *holders)
+{
+    bt_val k[] = {BV_TEXT(key)};
+    int rc = s->ops->row_locks ? bt_exec(s, sql_lock_semaphore, k, 1, NULL, NULL, NULL) : BATON_OK;
+    return rc == BATON_OK ? bt_query_int(s, sql_count_holders, k, 1, holders, 0) : rc;
+}
+
 static int lock_key(bt_store *s, const char *key, int limit, int64_t now, int64_t *holders)
 {
     bt_val u[] = {BV_TEXT(key), BV_INT(limit), BV_INT(now)};
     int rc = bt_exec(s, sql_upsert_semaphore, u, 3, NULL, NULL, NULL);
-    bt_val k[] = {BV_TEXT(key)};
-    return rc == BATON_OK ? bt_query_int(s, sql_count_holders, k, 1, holders, 0) : rc;
+    return rc == BATON_OK ? count_holders(s, key, holders) : rc;
 }
 
 static int discard_with_reason(bt_store *s, int64_t id, const char *reason, int64_t now)
@@ -188,11 +200,14 @@ typedef struct blocked_row {
     char *key;
 } blocked_row;
 
-static const char sql_next_blocked[] =
-    "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"
-    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"
-    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.concurrency_key = ?"
-    " ORDER BY b.priority, b.job_id LIMIT 1";
+#define SQL_NEXT_BLOCKED(lock)                                                           \
+    "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"           \
+    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"          \
+    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.concurrency_key = ?"                     \
+    " ORDER BY b.priority, b.job_id LIMIT 1" lock
+/* Only the blocked row is locked: the job's row is not what promotions compete for. */
+static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
+                                               SQL_NEXT_BLOCKED(" FOR UPDATE OF b SKIP LOCKED")};
 static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ?";
 
 static int read_blocked(bt_row *row, void *payload)
@@ -213,10 +228,10 @@ static int promote(bt_store *s, const char *key, const char *how, int64_t now, i
 {
     bt_val k[] = {BV_TEXT(key)};
     int64_t holders = 0;
-    int rc = bt_query_int(s, sql_count_holders, k, 1, &holders, 0);
+    int rc = count_holders(s, key, &holders);
     while (rc == BATON_OK) {
         blocked_row b = {0};
-        rc = bt_exec(s, sql_next_blocked, k, 1, read_blocked, &b, NULL);
+        rc = bt_exec(s, sql_next_blocked[s->ops->row_locks], k, 1, read_blocked, &b, NULL);
         int go = rc == BATON_OK && b.key && holders < b.c.limit;
         if (go) {
             b.c.admitted_by = how;
@@ -330,21 +345,24 @@ int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_
 
 /* ---- claiming ---- */
 
-static const char sql_claim_queue[] =
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_ready_executions WHERE queue_name = ?1"
-    " AND NOT EXISTS (SELECT 1 FROM baton_pauses p WHERE p.queue_name = ?1)"
-    " ORDER BY priority, job_id LIMIT ?2) RETURNING job_id, priority";
-static const char sql_claim_prefix[] =
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_ready_executions WHERE substr(queue_name, 1, length(?1)) = ?1"
-    " AND queue_name NOT IN (SELECT queue_name FROM baton_pauses)"
-    " ORDER BY priority, job_id LIMIT ?2) RETURNING job_id, priority";
-static const char sql_claim_all[] =
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_ready_executions"
-    " WHERE queue_name NOT IN (SELECT queue_name FROM baton_pauses)"
-    " ORDER BY priority, job_id LIMIT ?2) RETURNING job_id, priority";
+#define SQL_CLAIM_QUEUE(open, close)                                                        \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
+    " SELECT job_id FROM baton_ready_executions WHERE queue_name = ?1"                      \
+    " AND NOT EXISTS (SELECT 1 FROM baton_pauses p WHERE p.queue_name = ?1)"                \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+#define SQL_CLAIM_PREFIX(open, close)                                                       \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
+    " SELECT job_id FROM baton_ready_executions WHERE substr(queue_name, 1, length(?1)) = ?1" \
+    " AND queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                          \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+#define SQL_CLAIM_ALL(open, close)                                                          \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
+    " SELECT job_id FROM baton_ready_executions"                                            \
+    " WHERE queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                        \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+static const char *const sql_claim_queue[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_QUEUE);
+static const char *const sql_claim_prefix[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_PREFIX);
+static const char *const sql_claim_all[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_ALL);
 #define CLAIMED_COLUMNS                                                                     \
     "class_name, queue_name, arguments, concurrency_key, attempts, max_attempts, backoff," \
     " backoff_base, timeout, fencing_token"
@@ -452,13 +470,13 @@ int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueue
     for (size_t q = 0; q < nqueues && *count < max && rc == BATON_OK; q++) {
         const char *entry = queues[q];
         size_t len = strlen(entry);
-        const char *sql = sql_claim_queue;
+        const char *sql = sql_claim_queue[s->ops->row_locks];
         bt_val a[] = {BV_TEXT(entry), BV_INT(max - *count)};
         char *prefix = NULL;
         if (strcmp(entry, "*") == 0) {
-            sql = sql_claim_all;
+            sql = sql_claim_all[s->ops->row_locks];
         } else if (len > 1 && entry[len - 1] == '*') {
-            sql = sql_claim_prefix;
+            sql = sql_claim_prefix[s->ops->row_locks];
             prefix = strndup(entry, len - 1);
             a[0] = BV_TEXT(prefix);
         }
@@ -611,6 +629,7 @@ static int back_to_ready(bt_store *s, int64_t id, int64_t now)
     if (rc == BATON_OK && qp.queue) {
         bt_val r[] = {BV_INT(id), BV_TEXT(qp.queue), BV_INT(qp.priority), BV_INT(now)};
         rc = bt_exec(s, sql_insert_ready, r, 4, NULL, NULL, NULL);
+        bt_note_ready(s);
     }
     free(qp.queue);
     return rc;
@@ -648,10 +667,11 @@ int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, s
 
 /* ---- scheduled jobs falling due ---- */
 
-static const char sql_take_due[] =
-    "DELETE FROM baton_scheduled_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_scheduled_executions WHERE scheduled_at <= ?1"
-    " ORDER BY scheduled_at, priority, job_id LIMIT ?2) RETURNING job_id";
+#define SQL_TAKE_DUE(open, close)                                                           \
+    "DELETE FROM baton_scheduled_executions WHERE job_id" open                              \
+    " SELECT job_id FROM baton_scheduled_executions WHERE scheduled_at <= ?1"               \
+    " ORDER BY scheduled_at, priority, job_id LIMIT ?2" close " RETURNING job_id"
+static const char *const sql_take_due[] = BT_PICK_SKIP_LOCKED(SQL_TAKE_DUE);
 
 static int cmp_id(const void *a, const void *b)
 {
@@ -663,7 +683,7 @@ int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out)
 {
     bt_id_list l = {0};
     bt_val a[] = {BV_INT(now), BV_INT(batch)};
-    int rc = bt_exec(s, sql_take_due, a, 2, bt_row_collect_id, &l, NULL);
+    int rc = bt_exec(s, sql_take_due[s->ops->row_locks], a, 2, bt_row_collect_id, &l, NULL);
     /* Scheduled jobs meet their limits now, in enqueue order within the batch. */
     if (l.len)
         qsort(l.ids, l.len, sizeof *l.ids, cmp_id);
@@ -695,8 +715,9 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
     return bt_exec(s, sql_renew, a, 2, NULL, NULL, NULL);
 }
 
-static const char sql_dead_processes[] =
-    "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2";
+/* Two live processes never prune the same dead one: the second skips its locked row. */
+#define SQL_DEAD_PROCESSES(lock) "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2" lock
+static const char *const sql_dead_processes[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESSES);
 static const char sql_claims_of[] =
     "SELECT c.job_id, j.attempts, j.max_attempts, j.backoff, j.backoff_base"
     " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?";
@@ -748,7 +769,7 @@ int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t no
 {
     bt_id_list dead = {0};
     bt_val a[] = {BV_INT(now - threshold_ms), BV_INT(self_id)};
-    int rc = bt_exec(s, sql_dead_processes, a, 2, bt_row_collect_id, &dead, NULL);
+    int rc = bt_exec(s, sql_dead_processes[s->ops->row_locks], a, 2, bt_row_collect_id, &dead, NULL);
     for (size_t i = 0; i < dead.len && rc == BATON_OK; i++)
         rc = bt_prune_process(s, dead.ids[i], now);
     if (pruned_out)
@@ -894,19 +915,23 @@ int bt_job_state_of(bt_store *s, int64_t id, baton_job_state *state)
 
 static const char sql_delete_failed[] = "DELETE FROM baton_failed_executions WHERE job_id = ?";
 
+/* Operator actions take the job's execution row first and read its status after: where
+ * writers run side by side, the delete waits for a transition in flight (a claim, a
+ * dispatch) and the status read then sees where the job went. */
 int bt_retry_failed(bt_store *s, int64_t id, int64_t now)
 {
+    int64_t taken = 0;
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_delete_failed, a, 1, NULL, NULL, &taken);
+    if (rc != BATON_OK || taken)
+        return rc == BATON_OK ? readmit(s, id, now) : rc;
     char *status;
-    int rc = job_status(s, id, &status);
+    rc = job_status(s, id, &status);
     if (rc != BATON_OK)
         return rc;
-    if (strcmp(status, "failed") != 0)
-        rc = bt_err_set(BATON_ESTATE, "job %lld is %s, not failed", (long long)id, status);
+    rc = bt_err_set(BATON_ESTATE, "job %lld is %s, not failed", (long long)id, status);
     free(status);
-    bt_val a[] = {BV_INT(id)};
-    if (rc == BATON_OK)
-        rc = bt_exec(s, sql_delete_failed, a, 1, NULL, NULL, NULL);
-    return rc == BATON_OK ? readmit(s, id, now) : rc;
+    return rc;
 }
 
 static const char *const sql_delete_waiting[] = {
@@ -918,8 +943,17 @@ static const char *const sql_delete_waiting[] = {
 
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
 {
-    char *status;
-    int rc = job_status(s, id, &status);
+    bt_val a[] = {BV_INT(id)};
+    int64_t taken = 0;
+    int rc = BATON_OK;
+    for (size_t i = 0; rc == BATON_OK && i < sizeof sql_delete_waiting / sizeof *sql_delete_waiting; i++) {
+        int64_t changes = 0;
+        rc = bt_exec(s, sql_delete_waiting[i], a, 1, NULL, NULL, &changes);
+        taken += changes;
+    }
+    char *status = NULL;
+    if (rc == BATON_OK)
+        rc = job_status(s, id, &status);
     if (rc != BATON_OK)
         return rc;
     if (strcmp(status, "claimed") == 0)
@@ -927,10 +961,9 @@ int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
                         (long long)id);
     else if (strcmp(status, "finished") == 0 || strcmp(status, "discarded") == 0)
         rc = bt_err_set(BATON_ESTATE, "job %lld is already %s", (long long)id, status);
+    else if (!taken) /* it moved between execution rows while we looked: nothing was taken */
+        rc = bt_err_set(BATON_EBUSY, "job %lld changed state while being discarded; try again", (long long)id);
     free(status);
-    bt_val a[] = {BV_INT(id)};
-    for (size_t i = 0; rc == BATON_OK && i < sizeof sql_delete_waiting / sizeof *sql_delete_waiting; i++)
-        rc = bt_exec(s, sql_delete_waiting[i], a, 1, NULL, NULL, NULL);
     if (rc == BATON_OK)
         rc = release_slot(s, id, now); /* a ready job gives its slot to the next in line */
     return rc == BATON_OK ? discard_with_reason(s, id, reason, now) : rc;
