@@ -14,6 +14,7 @@
 #include "core/core.h"
 #include "util/err.h"
 #include "util/grow.h"
+#include "util/utf8.h"
 
 static const char sql_insert_job[] =
     "INSERT INTO baton_jobs (queue_name, class_name, arguments, priority, status, scheduled_at,"
@@ -576,6 +577,28 @@ static int schedule_retry(bt_store *s, const bt_outcome *o, int64_t now, int64_t
     return rc;
 }
 
+/* record_failure stores a failed attempt (its error already valid UTF-8) and either queues
+ * the job again or fails it for good. */
+static int record_failure(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now,
+                          int64_t *retry_at_out)
+{
+    int retry = o->attempt < o->max_attempts;
+    bt_val h[] = {BV_INT(o->job_id), BV_INT(process_id), BV_INT(now), BV_TEXT(retry ? "retried" : "failed"),
+                  BV_TEXT(o->error)};
+    int rc = bt_exec(s, sql_record_attempt, h, 5, NULL, NULL, NULL);
+    if (rc != BATON_OK)
+        return rc;
+    if (retry)
+        return schedule_retry(s, o, now, retry_at_out);
+    bt_val a[] = {BV_INT(o->job_id), BV_INT(now), BV_TEXT(o->error)};
+    rc = bt_exec(s, sql_mark_failed, a, 3, NULL, NULL, NULL);
+    if (rc == BATON_OK) {
+        bt_val f[] = {BV_INT(o->job_id), BV_TEXT(o->error), BV_INT(now)};
+        rc = bt_exec(s, sql_insert_failed, f, 3, NULL, NULL, NULL);
+    }
+    return rc;
+}
+
 int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now, int *owned,
                 int64_t *retry_at_out)
 {
@@ -596,20 +619,13 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t no
         bt_val a[] = {BV_INT(o->job_id), BV_INT(now)};
         return bt_exec(s, sql_mark_finished, a, 2, NULL, NULL, NULL);
     }
-    int retry = o->attempt < o->max_attempts;
-    bt_val h[] = {BV_INT(o->job_id), BV_INT(process_id), BV_INT(now), BV_TEXT(retry ? "retried" : "failed"),
-                  BV_TEXT(o->error)};
-    rc = bt_exec(s, sql_record_attempt, h, 5, NULL, NULL, NULL);
-    if (rc != BATON_OK)
-        return rc;
-    if (retry)
-        return schedule_retry(s, o, now, retry_at_out);
-    bt_val a[] = {BV_INT(o->job_id), BV_INT(now), BV_TEXT(o->error)};
-    rc = bt_exec(s, sql_mark_failed, a, 3, NULL, NULL, NULL);
-    if (rc == BATON_OK) {
-        bt_val f[] = {BV_INT(o->job_id), BV_TEXT(o->error), BV_INT(now)};
-        rc = bt_exec(s, sql_insert_failed, f, 3, NULL, NULL, NULL);
-    }
+    bt_outcome failed = *o;
+    char *error = bt_utf8_repaired(o->error ? o->error : "");
+    if (!error)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    failed.error = error;
+    rc = record_failure(s, process_id, &failed, now, retry_at_out);
+    free(error);
     return rc;
 }
 
