@@ -1,9 +1,11 @@
 /* bench.c: Baton's throughput and latency on this machine, printed as a table.
  *
- *   ./run bench [--jobs N] [--runs N] [--only NAME]
+ *   ./run bench [--jobs N] [--runs N] [--only NAME] [--db postgres://USER@HOST:PORT/DB]
  *
  * Every figure comes from a fresh SQLite file in a temporary directory, default settings
- * (WAL, synchronous=NORMAL), the public C API, and a no-op C callback unless said. */
+ * (WAL, synchronous=NORMAL), the public C API, and a no-op C callback unless said. With
+ * --db, each comes from a fresh database baton_bench_NAME created (and replaced) on that
+ * PostgreSQL server instead; DB is the one the benchmark connects to for creating them. */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -15,12 +17,14 @@
 #include <unistd.h>
 
 #include "baton.h"
+#include "store/store.h"
 #include "util/clock.h"
 
 static char dir[4096];
 static int bench_jobs = 20000;
 static const char *only; /* run just the benchmarks whose name contains this */
 static int runs = 3;
+static const char *pg_server; /* --db: benchmark PostgreSQL databases on this server */
 
 static int selected(const char *name) { return !only || strstr(name, only); }
 
@@ -30,15 +34,37 @@ static void die(const char *what)
     exit(1);
 }
 
+/* fresh_database writes the URL of an empty database called name to url. */
+static void fresh_database(const char *name, char *url, size_t cap)
+{
+    if (!pg_server) {
+        char path[4200];
+        static const char *const suffixes[] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(path, sizeof path, "%s/%s.db%s", dir, name, suffixes[i]);
+            unlink(path);
+        }
+        snprintf(url, cap, "sqlite:%s/%s.db", dir, name);
+        return;
+    }
+    char db[96], drop[160], create[160];
+    snprintf(db, sizeof db, "baton_bench_%s", name);
+    snprintf(drop, sizeof drop, "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", db);
+    snprintf(create, sizeof create, "CREATE DATABASE \"%s\"", db);
+    bt_store *admin;
+    if (bt_store_open(&admin, pg_server) != BATON_OK)
+        die(pg_server);
+    /* One call each: in one call they would share a transaction, which CREATE DATABASE refuses. */
+    if (admin->ops->exec_script(admin, drop) != BATON_OK || admin->ops->exec_script(admin, create) != BATON_OK)
+        die("create database");
+    bt_store_close(admin);
+    bt_url_with_database(url, cap, pg_server, db);
+}
+
 static baton_client *fresh_client(const char *name, baton_perform_fn perform, void *payload)
 {
-    char url[4200], path[4200];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s.db%s", dir, name, suffixes[i]);
-        unlink(path);
-    }
-    snprintf(url, sizeof url, "sqlite:%s/%s.db", dir, name);
+    char url[4200];
+    fresh_database(name, url, sizeof url);
     baton_client *c;
     if (baton_open(&c, url) != BATON_OK || baton_migrate(c) != BATON_OK)
         die("open");
@@ -193,10 +219,8 @@ static void bench_latency(void)
     latency l = {0};
     baton_client *c = fresh_client("latency", mark_start, &l);
     /* The producer uses its own connection, as a separate application would. */
-    char url[4200];
-    snprintf(url, sizeof url, "sqlite:%s/latency.db", dir);
     baton_client *producer;
-    if (baton_open(&producer, url) != BATON_OK)
+    if (baton_open(&producer, baton_client_url(c)) != BATON_OK)
         die("open producer");
     baton_class_register(producer, "Noop", NULL);
     baton_worker *w;
@@ -456,8 +480,11 @@ int main(int argc, char **argv)
             runs = runs < 1 ? 1 : runs > MAX_RUNS ? MAX_RUNS : runs;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
+        } else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
+            pg_server = argv[++i];
         } else {
-            fprintf(stderr, "usage: baton_bench [--jobs N] [--runs N] [--only enqueue|processing|latency|keyed|processes]\n");
+            fprintf(stderr, "usage: baton_bench [--jobs N] [--runs N] [--only enqueue|processing|latency|keyed|processes]"
+                            " [--db postgres://USER@HOST:PORT/DB]\n");
             return 2;
         }
     }
@@ -469,8 +496,10 @@ int main(int argc, char **argv)
         perror("bench: mkdtemp");
         return 1;
     }
-    printf("Baton benchmark, SQLite (WAL, synchronous=NORMAL), %ld cores, %d jobs per measurement,"
-           " %d runs\n\n", sysconf(_SC_NPROCESSORS_ONLN), bench_jobs, runs);
+    printf("Baton benchmark, %s, %ld cores, %d jobs per measurement, %d runs\n\n",
+           pg_server ? "PostgreSQL" : "SQLite (WAL, synchronous=NORMAL)", sysconf(_SC_NPROCESSORS_ONLN),
+           bench_jobs, runs);
+    fflush(stdout); /* before any fork, or children print it again when stdout is a file */
     for (int run = 0; run < runs; run++) {
     if (selected("enqueue"))
         bench_enqueue();

@@ -558,7 +558,10 @@ BATON_API void baton_supervisor_stop(baton_client *client, int immediate);
  * one (see baton_perform_wait()).
  * @param id_out receives the job's id (may be NULL).
  * @return BATON_OK when the job succeeded; BATON_ERROR when it failed (the message is the
- *         job's error) or found no slot in time; other codes as baton_enqueue().
+ *         job's error) or found no slot in time; BATON_ESTATE when the calling process was
+ *         declared dead during the run (it could not heartbeat for the alive threshold):
+ *         the run's outcome was not recorded and the job was settled as a pruned process's
+ *         job; other codes as baton_enqueue().
  */
 BATON_API int baton_perform_now(baton_client *client, int64_t *id_out, const char *class_name,
                                 const char *args_json);
@@ -717,7 +720,8 @@ typedef struct baton_job_filter {
 /**
  * Lists jobs as a JSON array of objects with id, class, queue, priority, status, arguments,
  * concurrency_key, attempts, max_attempts, error, fencing_token (null unless admitted to a
- * slot), blocked_since (null unless blocked), scheduled_at, created_at, started_at,
+ * slot), blocked_since (null unless blocked), admitted_by (how a limited job got its slot:
+ * "enqueue", "retry", "release of job N", "expiry", "repair" or "operator"; null otherwise), scheduled_at, created_at, started_at,
  * finished_at (times in ISO 8601 UTC with milliseconds).
  * @return BATON_OK; BATON_EINVALID for an unknown status.
  */
@@ -814,6 +818,30 @@ BATON_API int baton_blocked_json(baton_client *client, const char *class_name,
  */
 BATON_API int baton_running_json(baton_client *client, const char *class_name,
                                  double longer_than_seconds, char **json_out);
+
+/**
+ * The figures operators track, as {window_seconds, classes: [{class, counts: {ready,
+ * blocked, scheduled, claimed, failed, finished, discarded}, blocked_keys, top_blocked_keys:
+ * [{key, blocked}] (at most 5, most first), wait_seconds: {avg, p50, p95, max, samples} (from
+ * enqueue or due time to start, over the jobs started within the window; nulls without
+ * samples), released_by_expiry (jobs that got their slot from concurrency maintenance rather
+ * than from a finishing holder), failed, timed_out, finished, per_minute}], queues: [{queue,
+ * counts, finished, per_minute}]}. Counts are of all stored jobs; the other figures cover
+ * jobs updated within the last since_seconds. class_name (may be NULL) keeps one class.
+ * BATON_EINVALID unless since_seconds > 0.
+ */
+BATON_API int baton_stats_json(baton_client *client, const char *class_name, double since_seconds,
+                               char **json_out);
+
+/**
+ * The figures of baton_stats_json() (over the last 5 minutes) and baton_processes_json() in
+ * the Prometheus text exposition format (version 0.0.4): baton_jobs{class,status},
+ * baton_queue_jobs{queue,status}, baton_blocked_keys{class},
+ * baton_job_wait_seconds{class,quantile}, baton_jobs_{finished,failed,timed_out,
+ * released_by_expiry}_5m{class}, baton_process_heartbeat_age_seconds{kind,process_id,
+ * hostname} and baton_process_running_jobs{...}. The caller frees *text_out with baton_free().
+ */
+BATON_API int baton_metrics_text(baton_client *client, char **text_out);
 
 /**
  * Lists registered processes as a JSON array of {id, kind, name, pid, hostname,

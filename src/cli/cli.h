@@ -88,6 +88,9 @@ int cmd_processes(cli *c);
 int cmd_unblock(cli *c);
 int cmd_semaphore(cli *c);
 int cmd_doctor(cli *c);
+int cmd_stats(cli *c);
+int cmd_metrics(cli *c);
+int cmd_top(cli *c);
 int cmd_recurring(cli *c);
 /* The subcommands of baton recurring that change tasks (cmd_admin.c). */
 int cmd_recurring_add(cli *c);

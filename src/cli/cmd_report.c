@@ -1,8 +1,13 @@
-/* cmd_report.c: jobs, job, queues, semaphores and recurring tasks, as JSON (--json) or
- * aligned tables. */
+/* cmd_report.c: the reports (jobs, job, queues, semaphores, recurring tasks, blocked,
+ * running, processes, doctor, stats, metrics) as JSON (--json) or aligned tables, and top. */
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -107,9 +112,34 @@ static void render_job(json_t *job)
     json_t *value;
     json_object_foreach(job, key, value)
     {
+        if (strcmp(key, "history") == 0)
+            continue;
         char *text = cell(value, 0);
         printf("%-14s %s\n", key, text);
         free(text);
+    }
+    printf("history\n");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(job, "history"), i, e)
+    {
+        printf("  %s  %-11s", json_string_value(json_object_get(e, "at")), json_string_value(json_object_get(e, "event")));
+        json_object_foreach(e, key, value)
+        {
+            if (strcmp(key, "at") == 0 || strcmp(key, "event") == 0 || json_is_null(value))
+                continue;
+            json_t *name = json_object_get(value, "name"), *id = json_object_get(value, "id");
+            char *text;
+            if (json_is_object(value) && json_is_string(name))
+                text = strdup(json_string_value(name));
+            else if (json_is_object(value) && json_is_integer(id)) /* a process that has left */
+                text = json_dumps(id, JSON_ENCODE_ANY);
+            else
+                text = cell(value, 200);
+            printf(" %s=%s", key, text);
+            free(text);
+        }
+        printf("\n");
     }
 }
 
@@ -160,9 +190,12 @@ int cmd_semaphores(cli *c)
 /* duration_text renders seconds as "45s", "3m12s" or "2h05m" for tables. */
 static json_t *duration_text(json_t *seconds)
 {
-    long s = (long)json_number_value(seconds);
+    double exact = json_number_value(seconds);
+    long s = (long)exact;
     char buf[32];
-    if (s < 60)
+    if (exact < 10)
+        snprintf(buf, sizeof buf, "%.1fs", exact);
+    else if (s < 60)
         snprintf(buf, sizeof buf, "%lds", s);
     else if (s < 3600)
         snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
@@ -312,4 +345,173 @@ int cmd_recurring(cli *c)
     char *json = NULL;
     int rc = baton_recurring_json(c->client, &json);
     return show(c, rc, json, render_recurring);
+}
+
+static json_t *seconds_text(json_t *v)
+{
+    return json_is_number(v) ? duration_text(v) : json_string("-");
+}
+
+static void render_stats(json_t *doc)
+{
+    json_t *classes = json_object_get(doc, "classes");
+    size_t i;
+    json_t *o;
+    json_array_foreach(classes, i, o)
+    {
+        json_t *counts = json_object_get(o, "counts"), *w = json_object_get(o, "wait_seconds");
+        static const char *const statuses[] = {"ready", "blocked", "scheduled", "claimed", "failed", "finished"};
+        for (size_t k = 0; k < 6; k++)
+            json_object_set(o, statuses[k], json_object_get(counts, statuses[k]));
+        char wait[96];
+        json_t *p50 = seconds_text(json_object_get(w, "p50")), *p95 = seconds_text(json_object_get(w, "p95")),
+               *max = seconds_text(json_object_get(w, "max"));
+        snprintf(wait, sizeof wait, "%s / %s / %s", json_string_value(p50), json_string_value(p95),
+                 json_string_value(max));
+        json_decref(p50);
+        json_decref(p95);
+        json_decref(max);
+        json_object_set_new(o, "wait", json_string(wait));
+        char per[32];
+        snprintf(per, sizeof per, "%.1f", json_number_value(json_object_get(o, "per_minute")));
+        json_object_set_new(o, "rate", json_string(per));
+    }
+    static const char *const fields[] = {"class", "ready", "blocked", "scheduled", "claimed", "failed", "finished",
+                                         "blocked_keys", "wait", "released_by_expiry", "rate"};
+    static const char *const headers[] = {"CLASS", "READY", "BLOCKED", "SCHEDULED", "RUNNING", "FAILED", "FINISHED",
+                                          "KEYS BLOCKED", "WAIT p50/p95/max", "BY EXPIRY", "PER MIN"};
+    static const size_t max[] = {40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    print_rows(classes, fields, headers, max, 11);
+    json_array_foreach(classes, i, o)
+    {
+        json_t *top = json_object_get(o, "top_blocked_keys");
+        size_t k;
+        json_t *t;
+        json_array_foreach(top, k, t)
+            printf("%s %s: %lld blocked\n", k == 0 ? "\nbusiest keys of" : "               ",
+                   json_string_value(json_object_get(t, "key")), (long long)json_integer_value(json_object_get(t, "blocked")));
+    }
+}
+
+int cmd_stats(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton stats takes no arguments");
+    double since = 3600;
+    if (cli_double(c, "since", 0.001, &since))
+        return EXIT_USAGE;
+    char *json = NULL;
+    int rc = baton_stats_json(c->client, cli_value(c, "class"), since, &json);
+    return show(c, rc, json, render_stats);
+}
+
+int cmd_metrics(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton metrics takes no arguments");
+    char *text = NULL;
+    int rc = baton_metrics_text(c->client, &text);
+    if (rc != BATON_OK)
+        return cli_fail_last(rc);
+    fputs(text, stdout);
+    baton_free(text);
+    return EXIT_OK;
+}
+
+/* ---- top ---- */
+
+static volatile sig_atomic_t top_stop;
+
+static void on_top_signal(int sig)
+{
+    (void)sig;
+    top_stop = 1;
+}
+
+/* top_section prints a titled report (taking json), or that it could not be read. */
+static void top_section(const char *title, int rc, char *json, void (*render)(json_t *))
+{
+    printf("\n%s\n", title);
+    if (rc != BATON_OK) {
+        printf("  (could not be read)\n");
+        return;
+    }
+    json_t *doc = json_loads(json, 0, NULL);
+    render(doc);
+    json_decref(doc);
+    baton_free(json);
+}
+
+static void render_busiest_keys(json_t *stats)
+{
+    json_t *keys = json_array();
+    size_t i, k;
+    json_t *o, *t;
+    json_array_foreach(json_object_get(stats, "classes"), i, o)
+        json_array_foreach(json_object_get(o, "top_blocked_keys"), k, t) json_array_append(keys, t);
+    static const char *const fields[] = {"key", "blocked"};
+    static const char *const headers[] = {"KEY", "BLOCKED"};
+    static const size_t max[] = {70, 0};
+    print_rows(keys, fields, headers, max, 2);
+    json_decref(keys);
+}
+
+/* top_frame prints one picture of the queue: counts per queue, the busiest keys, what runs
+ * (longest first) and the processes. Returns the first error met. */
+static int top_frame(cli *c, int live)
+{
+    char now[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    printf("baton top  %s  %s%s\n", baton_client_url(c->client), now, live ? "  (q quits)" : "");
+    char *queues = NULL, *stats = NULL, *running = NULL, *processes = NULL;
+    int rc[4] = {baton_queues_json(c->client, &queues), baton_stats_json(c->client, NULL, 300, &stats),
+                 baton_running_json(c->client, NULL, 0, &running), baton_processes_json(c->client, &processes)};
+    top_section("Queues", rc[0], queues, render_queues);
+    top_section("Busiest keys (most blocked jobs)", rc[1], stats, render_busiest_keys);
+    top_section("Running", rc[2], running, render_running);
+    top_section("Processes", rc[3], processes, render_processes);
+    for (int i = 0; i < 4; i++)
+        if (rc[i] != BATON_OK)
+            return rc[i];
+    return BATON_OK;
+}
+
+int cmd_top(cli *c)
+{
+    if (c->nargs)
+        return cli_fail(BATON_EINVALID, "baton top takes no arguments");
+    /* Not a terminal (a pipe, a file, a log): one picture, as plain tables. */
+    if (!isatty(STDOUT_FILENO) || !isatty(STDIN_FILENO)) {
+        int rc = top_frame(c, 0);
+        return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
+    }
+    struct termios saved, raw;
+    if (tcgetattr(STDIN_FILENO, &saved) != 0)
+        return cli_fail(BATON_ERROR, "top: cannot read the terminal's settings");
+    raw = saved;
+    raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    raw.c_cc[VMIN] = 0;
+    raw.c_cc[VTIME] = 0;
+    tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_top_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    printf("\033[?25l"); /* no cursor blinking over the tables */
+    while (!top_stop) {
+        printf("\033[H\033[2J");
+        top_frame(c, 1); /* a failed section says so in place, and the next second may do better */
+        fflush(stdout);
+        struct pollfd in = {STDIN_FILENO, POLLIN, 0};
+        if (poll(&in, 1, 1000) > 0) {
+            char key;
+            if (read(STDIN_FILENO, &key, 1) == 1 && (key == 'q' || key == 'Q'))
+                break;
+        }
+    }
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    printf("\033[?25h\n");
+    return EXIT_OK;
 }

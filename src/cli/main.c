@@ -25,6 +25,7 @@ static const char *const blocked_opts[] = {"class=", "key=", "json", NULL};
 static const char *const unblock_opts[] = {"force", "key=", NULL};
 static const char *const force_opts[] = {"force", NULL};
 static const char *const doctor_opts[] = {"repair", "json", NULL};
+static const char *const stats_opts[] = {"class=", "since=", "json", NULL};
 static const char *const running_opts[] = {"class=", "longer-than=", "json", NULL};
 static const char *const retry_opts[] = {"all-failed", "class=", NULL};
 static const char *const clear_opts[] = {"older-than=", NULL};
@@ -55,6 +56,9 @@ static const cli_command commands[] = {
     {"unblock", unblock_opts, "unblock JOB_ID [--force] | --key K", 1, cmd_unblock},
     {"semaphore", force_opts, "semaphore clear KEY [--force]", 1, cmd_semaphore},
     {"doctor", doctor_opts, "doctor [--repair] [--json]", 1, cmd_doctor},
+    {"stats", stats_opts, "stats [--class C] [--since SECONDS] [--json]", 1, cmd_stats},
+    {"metrics", no_opts, "metrics", 1, cmd_metrics},
+    {"top", no_opts, "top", 1, cmd_top},
     {"recurring", recurring_opts, "recurring [--json]\n"
                                   "  baton recurring add KEY --class C --schedule CRON [--args JSON|-|@FILE] [--queue Q] [--priority N]\n"
                                   "                [--timezone TZ] [--description TEXT]\n"

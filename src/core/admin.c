@@ -30,7 +30,8 @@ json_t *bt_json_text(bt_row *row, int col)
 #define JOB_COLUMNS                                                                              \
     "id, class_name, queue_name, priority, status, arguments, concurrency_key, attempts, error," \
     " scheduled_at, created_at, finished_at, started_at, updated_at, max_attempts,"              \
-    " fencing_token, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = baton_jobs.id)"
+    " fencing_token, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = baton_jobs.id),"  \
+    " admitted_by"
 
 static int append_job(bt_row *row, void *payload)
 {
@@ -50,6 +51,7 @@ static int append_job(bt_row *row, void *payload)
     json_object_set_new(o, "error", bt_json_text(row, 8));
     json_object_set_new(o, "fencing_token", bt_col_null(row, 15) ? json_null() : json_integer(bt_col_int(row, 15)));
     json_object_set_new(o, "blocked_since", bt_json_time(row, 16));
+    json_object_set_new(o, "admitted_by", bt_json_text(row, 17));
     json_object_set_new(o, "scheduled_at", bt_json_time(row, 9));
     json_object_set_new(o, "created_at", bt_json_time(row, 10));
     json_object_set_new(o, "started_at", bt_json_time(row, 12));
@@ -151,20 +153,33 @@ int baton_jobs_json(baton_client *c, const baton_job_filter *filter, char **json
 
 static const char sql_one_job[] = "SELECT " JOB_COLUMNS " FROM baton_jobs WHERE id = ?";
 
+typedef struct one_job {
+    int64_t id;
+    json_t *list, *history;
+} one_job;
+
+static int query_one_job(bt_store *s, void *arg)
+{
+    one_job *q = arg;
+    bt_val a[] = {BV_INT(q->id)};
+    int rc = bt_exec(s, sql_one_job, a, 1, append_job, q->list, NULL);
+    if (rc == BATON_OK && json_array_size(q->list) == 0)
+        rc = bt_err_set(BATON_ENOTFOUND, "job %lld not found", (long long)q->id);
+    return rc == BATON_OK ? bt_job_history(s, q->id, &q->history) : rc;
+}
+
 int baton_job_json(baton_client *c, int64_t id, char **json_out)
 {
     *json_out = NULL;
-    json_t *list = json_array();
-    bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(c->store, sql_one_job, a, 1, append_job, list, NULL);
-    if (rc == BATON_OK && json_array_size(list) == 0)
-        rc = bt_err_set(BATON_ENOTFOUND, "job %lld not found", (long long)id);
+    one_job q = {id, json_array(), NULL};
+    int rc = bt_read_report(c, query_one_job, &q);
     if (rc != BATON_OK) {
-        json_decref(list);
+        json_decref(q.list);
         return rc;
     }
-    json_t *job = json_incref(json_array_get(list, 0));
-    json_decref(list);
+    json_t *job = json_incref(json_array_get(q.list, 0));
+    json_decref(q.list);
+    json_object_set_new(job, "history", q.history);
     return bt_json_dump(job, json_out);
 }
 
@@ -192,9 +207,10 @@ typedef struct retry_all_arg {
     int64_t count;
 } retry_all_arg;
 
+/* CAST gives the optional parameter a type: PostgreSQL infers none from IS NULL alone. */
 static const char sql_failed_ids[] =
     "SELECT j.id FROM baton_failed_executions f JOIN baton_jobs j ON j.id = f.job_id"
-    " WHERE ?1 IS NULL OR j.class_name = ?1 ORDER BY j.id";
+    " WHERE CAST(?1 AS TEXT) IS NULL OR j.class_name = ?1 ORDER BY j.id";
 
 static int retry_all(bt_store *s, void *p)
 {
@@ -361,11 +377,12 @@ int baton_classes_json(baton_client *c, char **json_out)
     return bt_json_dump(list, json_out);
 }
 
+/* The CAST types the optional key, as in sql_failed_ids. */
 static const char sql_semaphores[] =
     "SELECT s.key, s.limit_value, h.job_id, h.token, h.expires_at,"
     " (SELECT COUNT(*) FROM baton_blocked_executions b WHERE b.concurrency_key = s.key)"
     " FROM baton_semaphores s LEFT JOIN baton_semaphore_holders h ON h.key = s.key"
-    " WHERE ?1 IS NULL OR s.key = ?1 ORDER BY s.key, h.token";
+    " WHERE CAST(?1 AS TEXT) IS NULL OR s.key = ?1 ORDER BY s.key, h.token";
 
 typedef struct semaphore_report {
     json_t *list;

@@ -97,10 +97,13 @@ void bt_note(bt_store *s, baton_log_level level, const char *fmt, ...)
  * size allows is cut and ends in "...". Returns buf. */
 const char *bt_log_value(char *buf, size_t size, const char *value);
 
-/* BT_LOG_VALUE(s) is bt_log_value in a buffer that lives until the end of the enclosing
- * block, for use as a printf argument. */
-enum { BT_LOG_VALUE_MAX = 4096 };
-#define BT_LOG_VALUE(s) bt_log_value((char[BT_LOG_VALUE_MAX]){0}, BT_LOG_VALUE_MAX, (s))
+/* BT_LOG_VALUE(s) is bt_log_value in the next of BT_LOG_VALUE_SLOTS thread-local buffers,
+ * for use as a printf argument: valid until as many more uses on this thread, so one log
+ * call may hold up to that many values. Nothing is cleared, so it costs nothing much on
+ * paths whose lines no logger wants. */
+enum { BT_LOG_VALUE_MAX = 4096, BT_LOG_VALUE_SLOTS = 8 };
+char *bt_log_value_slot(void);
+#define BT_LOG_VALUE(s) bt_log_value(bt_log_value_slot(), BT_LOG_VALUE_MAX, (s))
 
 /* bt_log_enabled: the client has a logger that wants lines of level. */
 int bt_log_enabled(const baton_client *c, baton_log_level level);

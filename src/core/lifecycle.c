@@ -14,6 +14,7 @@
 #include "core/core.h"
 #include "util/err.h"
 #include "util/grow.h"
+#include "util/utf8.h"
 
 static const char sql_insert_job[] =
     "INSERT INTO baton_jobs (queue_name, class_name, arguments, priority, status, scheduled_at,"
@@ -31,7 +32,7 @@ static const char sql_set_status[] =
     "UPDATE baton_jobs SET status = ?2, updated_at = ?3 WHERE id = ?1";
 static const char sql_mark_inline_claimed[] =
     "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
-    " updated_at = ?2 WHERE id = ?1";
+    " updated_at = ?2, claimed_by = ?3 WHERE id = ?1";
 
 /* ---- admission: the only place a job gets a slot of its concurrency key ----
  *
@@ -54,18 +55,22 @@ typedef struct candidate {
     double duration;
     int on_conflict;
     int64_t claim_for;      /* nonzero: admitted straight into a claim of this process */
+    const char *admitted_by; /* how it gets its slot (NULL: "enqueue"), see schema.c */
 } candidate;
 
 static const char sql_upsert_semaphore[] =
     "INSERT INTO baton_semaphores (key, limit_value, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)"
     " ON CONFLICT (key) DO NOTHING";
+static const char sql_lock_semaphore[] =
+    "SELECT limit_value FROM baton_semaphores WHERE key = ? FOR UPDATE";
 static const char sql_count_holders[] =
     "SELECT COUNT(*) FROM baton_semaphore_holders WHERE key = ?";
 static const char sql_insert_holder[] =
     "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
     " RETURNING token";
 static const char sql_set_token[] =
-    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4 WHERE id = ?1";
+    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4, admitted_by = ?5, admitted_at = ?4"
+    " WHERE id = ?1";
 static const char sql_first_blocked[] =
     "SELECT job_id FROM baton_blocked_executions WHERE concurrency_key = ?"
     " ORDER BY priority, job_id LIMIT 1";
@@ -84,8 +89,8 @@ static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt
 {
     int rc;
     if (c->claim_for) {
-        bt_val a[] = {BV_INT(c->id), BV_INT(now)};
-        rc = bt_exec(s, sql_mark_inline_claimed, a, 2, NULL, NULL, NULL);
+        bt_val a[] = {BV_INT(c->id), BV_INT(now), BV_INT(c->claim_for)};
+        rc = bt_exec(s, sql_mark_inline_claimed, a, 3, NULL, NULL, NULL);
         if (rc == BATON_OK) {
             bt_val b[] = {BV_INT(c->id), BV_INT(c->claim_for), BV_INT(now)};
             rc = bt_exec(s, sql_insert_claimed, b, 3, NULL, NULL, NULL);
@@ -93,10 +98,12 @@ static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt
     } else {
         bt_val a[] = {BV_INT(c->id), BV_TEXT(c->queue), BV_INT(c->priority), BV_INT(now)};
         rc = bt_exec(s, sql_insert_ready, a, 4, NULL, NULL, NULL);
+        bt_note_ready(s);
     }
     if (rc == BATON_OK && token) {
-        bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now)};
-        rc = bt_exec(s, sql_set_token, t, 4, NULL, NULL, NULL);
+        bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now),
+                      BV_TEXT(c->admitted_by ? c->admitted_by : "enqueue")};
+        rc = bt_exec(s, sql_set_token, t, 5, NULL, NULL, NULL);
     }
     if (landing) {
         landing->state = c->claim_for ? BATON_JOB_CLAIMED : BATON_JOB_READY;
@@ -114,12 +121,21 @@ static int take_slot(bt_store *s, const candidate *c, int64_t now, bt_landing *l
     return rc == BATON_OK ? place(s, c, token, now, landing) : rc;
 }
 
+/* count_holders counts key's holders; where writers run side by side it first locks the
+ * key's semaphore row, which every decision about the key's slots takes, so the count
+ * stays true until commit. */
+static int count_holders(bt_store *s, const char *key, int64_t *holders)
+{
+    bt_val k[] = {BV_TEXT(key)};
+    int rc = s->ops->row_locks ? bt_exec(s, sql_lock_semaphore, k, 1, NULL, NULL, NULL) : BATON_OK;
+    return rc == BATON_OK ? bt_query_int(s, sql_count_holders, k, 1, holders, 0) : rc;
+}
+
 static int lock_key(bt_store *s, const char *key, int limit, int64_t now, int64_t *holders)
 {
     bt_val u[] = {BV_TEXT(key), BV_INT(limit), BV_INT(now)};
     int rc = bt_exec(s, sql_upsert_semaphore, u, 3, NULL, NULL, NULL);
-    bt_val k[] = {BV_TEXT(key)};
-    return rc == BATON_OK ? bt_query_int(s, sql_count_holders, k, 1, holders, 0) : rc;
+    return rc == BATON_OK ? count_holders(s, key, holders) : rc;
 }
 
 static int discard_with_reason(bt_store *s, int64_t id, const char *reason, int64_t now)
@@ -185,11 +201,14 @@ typedef struct blocked_row {
     char *key;
 } blocked_row;
 
-static const char sql_next_blocked[] =
-    "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"
-    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"
-    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.concurrency_key = ?"
-    " ORDER BY b.priority, b.job_id LIMIT 1";
+#define SQL_NEXT_BLOCKED(lock)                                                           \
+    "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"           \
+    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"          \
+    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.concurrency_key = ?"                     \
+    " ORDER BY b.priority, b.job_id LIMIT 1" lock
+/* Only the blocked row is locked: the job's row is not what promotions compete for. */
+static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
+                                               SQL_NEXT_BLOCKED(" FOR UPDATE OF b SKIP LOCKED")};
 static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ?";
 
 static int read_blocked(bt_row *row, void *payload)
@@ -204,17 +223,19 @@ static int read_blocked(bt_row *row, void *payload)
 }
 
 /* promote fills the free slots of key with its blocked jobs, best first. Each job is
- * admitted under its own stored limit, so the holders are counted once and then tracked. */
-static int promote(bt_store *s, const char *key, int64_t now, int *promoted)
+ * admitted under its own stored limit, so the holders are counted once and then tracked.
+ * how says what freed the slots, for the admitted jobs' records. */
+static int promote(bt_store *s, const char *key, const char *how, int64_t now, int *promoted)
 {
     bt_val k[] = {BV_TEXT(key)};
     int64_t holders = 0;
-    int rc = bt_query_int(s, sql_count_holders, k, 1, &holders, 0);
+    int rc = count_holders(s, key, &holders);
     while (rc == BATON_OK) {
         blocked_row b = {0};
-        rc = bt_exec(s, sql_next_blocked, k, 1, read_blocked, &b, NULL);
+        rc = bt_exec(s, sql_next_blocked[s->ops->row_locks], k, 1, read_blocked, &b, NULL);
         int go = rc == BATON_OK && b.key && holders < b.c.limit;
         if (go) {
+            b.c.admitted_by = how;
             bt_val u[] = {BV_INT(b.c.id)};
             rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
             if (rc == BATON_OK)
@@ -244,8 +265,10 @@ static int release_slot(bt_store *s, int64_t id, int64_t now)
     char *key = NULL;
     bt_val a[] = {BV_INT(id)};
     int rc = bt_exec(s, sql_release_holder, a, 1, read_text_col0, &key, NULL);
+    char how[48];
+    snprintf(how, sizeof how, "release of job %lld", (long long)id);
     if (rc == BATON_OK && key)
-        rc = promote(s, key, now, NULL);
+        rc = promote(s, key, how, now, NULL);
     free(key);
     return rc;
 }
@@ -280,7 +303,7 @@ static int read_candidate(bt_row *row, void *payload)
  * through admission again, like a new job. */
 static int readmit(bt_store *s, int64_t id, int64_t now)
 {
-    loaded_candidate l = {.c = {.id = id}};
+    loaded_candidate l = {.c = {.id = id, .admitted_by = "retry"}};
     bt_val a[] = {BV_INT(id)};
     int rc = bt_exec(s, sql_candidate, a, 1, read_candidate, &l, NULL);
     if (rc == BATON_OK && l.found) {
@@ -317,33 +340,36 @@ int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_
         return bt_exec(s, sql_insert_scheduled, b, 5, NULL, NULL, NULL);
     }
     candidate c = {id, j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
-                   j->concurrency_duration, j->on_conflict, claim_for};
+                   j->concurrency_duration, j->on_conflict, claim_for, "enqueue"};
     return admit(s, &c, now, landing);
 }
 
 /* ---- claiming ---- */
 
-static const char sql_claim_queue[] =
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_ready_executions WHERE queue_name = ?1"
-    " AND NOT EXISTS (SELECT 1 FROM baton_pauses p WHERE p.queue_name = ?1)"
-    " ORDER BY priority, job_id LIMIT ?2) RETURNING job_id, priority";
-static const char sql_claim_prefix[] =
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_ready_executions WHERE substr(queue_name, 1, length(?1)) = ?1"
-    " AND queue_name NOT IN (SELECT queue_name FROM baton_pauses)"
-    " ORDER BY priority, job_id LIMIT ?2) RETURNING job_id, priority";
-static const char sql_claim_all[] =
-    "DELETE FROM baton_ready_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_ready_executions"
-    " WHERE queue_name NOT IN (SELECT queue_name FROM baton_pauses)"
-    " ORDER BY priority, job_id LIMIT ?2) RETURNING job_id, priority";
+#define SQL_CLAIM_QUEUE(open, close)                                                        \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
+    " SELECT job_id FROM baton_ready_executions WHERE queue_name = ?1"                      \
+    " AND NOT EXISTS (SELECT 1 FROM baton_pauses p WHERE p.queue_name = ?1)"                \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+#define SQL_CLAIM_PREFIX(open, close)                                                       \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
+    " SELECT job_id FROM baton_ready_executions WHERE substr(queue_name, 1, length(?1)) = ?1" \
+    " AND queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                          \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+#define SQL_CLAIM_ALL(open, close)                                                          \
+    "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
+    " SELECT job_id FROM baton_ready_executions"                                            \
+    " WHERE queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                        \
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+static const char *const sql_claim_queue[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_QUEUE);
+static const char *const sql_claim_prefix[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_PREFIX);
+static const char *const sql_claim_all[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_ALL);
 #define CLAIMED_COLUMNS                                                                     \
     "class_name, queue_name, arguments, concurrency_key, attempts, max_attempts, backoff," \
     " backoff_base, timeout, fencing_token"
 static const char sql_mark_claimed[] =
     "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
-    " updated_at = ?2 WHERE id = ?1 RETURNING " CLAIMED_COLUMNS;
+    " updated_at = ?2, claimed_by = ?3 WHERE id = ?1 RETURNING " CLAIMED_COLUMNS;
 static const char sql_read_claim[] =
     "SELECT " CLAIMED_COLUMNS " FROM baton_jobs j JOIN baton_claimed_executions c ON c.job_id = j.id"
     " WHERE j.id = ?1 AND c.process_id = ?2";
@@ -425,8 +451,8 @@ static int claim_picked(bt_store *s, int64_t process_id, int64_t id, int64_t now
 {
     memset(j, 0, sizeof *j);
     j->id = id;
-    bt_val m[] = {BV_INT(id), BV_INT(now)};
-    int rc = bt_exec(s, sql_mark_claimed, m, 2, fill_claimed, j, NULL);
+    bt_val m[] = {BV_INT(id), BV_INT(now), BV_INT(process_id)};
+    int rc = bt_exec(s, sql_mark_claimed, m, 3, fill_claimed, j, NULL);
     if (rc == BATON_OK) {
         bt_val c[] = {BV_INT(id), BV_INT(process_id), BV_INT(now)};
         rc = bt_exec(s, sql_insert_claimed, c, 3, NULL, NULL, NULL);
@@ -445,13 +471,13 @@ int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueue
     for (size_t q = 0; q < nqueues && *count < max && rc == BATON_OK; q++) {
         const char *entry = queues[q];
         size_t len = strlen(entry);
-        const char *sql = sql_claim_queue;
+        const char *sql = sql_claim_queue[s->ops->row_locks];
         bt_val a[] = {BV_TEXT(entry), BV_INT(max - *count)};
         char *prefix = NULL;
         if (strcmp(entry, "*") == 0) {
-            sql = sql_claim_all;
+            sql = sql_claim_all[s->ops->row_locks];
         } else if (len > 1 && entry[len - 1] == '*') {
-            sql = sql_claim_prefix;
+            sql = sql_claim_prefix[s->ops->row_locks];
             prefix = strndup(entry, len - 1);
             a[0] = BV_TEXT(prefix);
         }
@@ -482,6 +508,11 @@ static const char sql_mark_failed[] =
     "UPDATE baton_jobs SET status = 'failed', updated_at = ?2, error = ?3 WHERE id = ?1";
 static const char sql_insert_failed[] =
     "INSERT INTO baton_failed_executions (job_id, error, created_at) VALUES (?, ?, ?)";
+static const char sql_record_attempt[] =
+    "INSERT INTO baton_job_attempts (job_id, attempt, process_id, process_name, started_at, ended_at, outcome, error,"
+    " admitted_by, admitted_at)"
+    " SELECT j.id, j.attempts, ?2, (SELECT p.name FROM baton_processes p WHERE p.id = ?2), j.started_at, ?3, ?4, ?5,"
+    " j.admitted_by, j.admitted_at FROM baton_jobs j WHERE j.id = ?1";
 
 typedef struct queue_priority {
     char *queue;
@@ -546,6 +577,28 @@ static int schedule_retry(bt_store *s, const bt_outcome *o, int64_t now, int64_t
     return rc;
 }
 
+/* record_failure stores a failed attempt (its error already valid UTF-8) and either queues
+ * the job again or fails it for good. */
+static int record_failure(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now,
+                          int64_t *retry_at_out)
+{
+    int retry = o->attempt < o->max_attempts;
+    bt_val h[] = {BV_INT(o->job_id), BV_INT(process_id), BV_INT(now), BV_TEXT(retry ? "retried" : "failed"),
+                  BV_TEXT(o->error)};
+    int rc = bt_exec(s, sql_record_attempt, h, 5, NULL, NULL, NULL);
+    if (rc != BATON_OK)
+        return rc;
+    if (retry)
+        return schedule_retry(s, o, now, retry_at_out);
+    bt_val a[] = {BV_INT(o->job_id), BV_INT(now), BV_TEXT(o->error)};
+    rc = bt_exec(s, sql_mark_failed, a, 3, NULL, NULL, NULL);
+    if (rc == BATON_OK) {
+        bt_val f[] = {BV_INT(o->job_id), BV_TEXT(o->error), BV_INT(now)};
+        rc = bt_exec(s, sql_insert_failed, f, 3, NULL, NULL, NULL);
+    }
+    return rc;
+}
+
 int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now, int *owned,
                 int64_t *retry_at_out)
 {
@@ -566,14 +619,13 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t no
         bt_val a[] = {BV_INT(o->job_id), BV_INT(now)};
         return bt_exec(s, sql_mark_finished, a, 2, NULL, NULL, NULL);
     }
-    if (o->attempt < o->max_attempts)
-        return schedule_retry(s, o, now, retry_at_out);
-    bt_val a[] = {BV_INT(o->job_id), BV_INT(now), BV_TEXT(o->error)};
-    rc = bt_exec(s, sql_mark_failed, a, 3, NULL, NULL, NULL);
-    if (rc == BATON_OK) {
-        bt_val f[] = {BV_INT(o->job_id), BV_TEXT(o->error), BV_INT(now)};
-        rc = bt_exec(s, sql_insert_failed, f, 3, NULL, NULL, NULL);
-    }
+    bt_outcome failed = *o;
+    char *error = bt_utf8_repaired(o->error ? o->error : "");
+    if (!error)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    failed.error = error;
+    rc = record_failure(s, process_id, &failed, now, retry_at_out);
+    free(error);
     return rc;
 }
 
@@ -593,6 +645,7 @@ static int back_to_ready(bt_store *s, int64_t id, int64_t now)
     if (rc == BATON_OK && qp.queue) {
         bt_val r[] = {BV_INT(id), BV_TEXT(qp.queue), BV_INT(qp.priority), BV_INT(now)};
         rc = bt_exec(s, sql_insert_ready, r, 4, NULL, NULL, NULL);
+        bt_note_ready(s);
     }
     free(qp.queue);
     return rc;
@@ -616,8 +669,12 @@ int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, s
         bt_val a[] = {BV_INT(process_id), BV_INT(job_ids[i])};
         rc = bt_exec(s, sql_release_one, a, 2, bt_row_collect_id, &l, NULL);
     }
-    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
-        rc = back_to_ready(s, l.ids[i], now);
+    for (size_t i = 0; i < l.len && rc == BATON_OK; i++) {
+        bt_val h[] = {BV_INT(l.ids[i]), BV_INT(process_id), BV_INT(now), BV_TEXT("handed back"), BV_NULL};
+        rc = bt_exec(s, sql_record_attempt, h, 5, NULL, NULL, NULL);
+        if (rc == BATON_OK)
+            rc = back_to_ready(s, l.ids[i], now);
+    }
     if (released_out)
         *released_out = (int64_t)l.len;
     free(l.ids);
@@ -626,10 +683,11 @@ int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, s
 
 /* ---- scheduled jobs falling due ---- */
 
-static const char sql_take_due[] =
-    "DELETE FROM baton_scheduled_executions WHERE job_id IN ("
-    " SELECT job_id FROM baton_scheduled_executions WHERE scheduled_at <= ?1"
-    " ORDER BY scheduled_at, priority, job_id LIMIT ?2) RETURNING job_id";
+#define SQL_TAKE_DUE(open, close)                                                           \
+    "DELETE FROM baton_scheduled_executions WHERE job_id" open                              \
+    " SELECT job_id FROM baton_scheduled_executions WHERE scheduled_at <= ?1"               \
+    " ORDER BY scheduled_at, priority, job_id LIMIT ?2" close " RETURNING job_id"
+static const char *const sql_take_due[] = BT_PICK_SKIP_LOCKED(SQL_TAKE_DUE);
 
 static int cmp_id(const void *a, const void *b)
 {
@@ -641,7 +699,7 @@ int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out)
 {
     bt_id_list l = {0};
     bt_val a[] = {BV_INT(now), BV_INT(batch)};
-    int rc = bt_exec(s, sql_take_due, a, 2, bt_row_collect_id, &l, NULL);
+    int rc = bt_exec(s, sql_take_due[s->ops->row_locks], a, 2, bt_row_collect_id, &l, NULL);
     /* Scheduled jobs meet their limits now, in enqueue order within the batch. */
     if (l.len)
         qsort(l.ids, l.len, sizeof *l.ids, cmp_id);
@@ -673,8 +731,9 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
     return bt_exec(s, sql_renew, a, 2, NULL, NULL, NULL);
 }
 
-static const char sql_dead_processes[] =
-    "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2";
+/* Two live processes never prune the same dead one: the second skips its locked row. */
+#define SQL_DEAD_PROCESSES(lock) "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2" lock
+static const char *const sql_dead_processes[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESSES);
 static const char sql_claims_of[] =
     "SELECT c.job_id, j.attempts, j.max_attempts, j.backoff, j.backoff_base"
     " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?";
@@ -726,7 +785,7 @@ int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t no
 {
     bt_id_list dead = {0};
     bt_val a[] = {BV_INT(now - threshold_ms), BV_INT(self_id)};
-    int rc = bt_exec(s, sql_dead_processes, a, 2, bt_row_collect_id, &dead, NULL);
+    int rc = bt_exec(s, sql_dead_processes[s->ops->row_locks], a, 2, bt_row_collect_id, &dead, NULL);
     for (size_t i = 0; i < dead.len && rc == BATON_OK; i++)
         rc = bt_prune_process(s, dead.ids[i], now);
     if (pruned_out)
@@ -788,7 +847,7 @@ static int visit_keys(bt_store *s, key_list *keys, int64_t now, int extend, int 
         int freed = 0, before = *promoted;
         for (; i < keys->len && strcmp(keys->items[i].key, key) == 0; i++)
             freed += keys->items[i].freed;
-        rc = promote(s, key, now, promoted);
+        rc = promote(s, key, extend ? "expiry" : "repair", now, promoted);
         bt_val e[] = {BV_TEXT(key), BV_INT(now)};
         if (rc == BATON_OK && extend)
             rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
@@ -872,19 +931,23 @@ int bt_job_state_of(bt_store *s, int64_t id, baton_job_state *state)
 
 static const char sql_delete_failed[] = "DELETE FROM baton_failed_executions WHERE job_id = ?";
 
+/* Operator actions take the job's execution row first and read its status after: where
+ * writers run side by side, the delete waits for a transition in flight (a claim, a
+ * dispatch) and the status read then sees where the job went. */
 int bt_retry_failed(bt_store *s, int64_t id, int64_t now)
 {
+    int64_t taken = 0;
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_delete_failed, a, 1, NULL, NULL, &taken);
+    if (rc != BATON_OK || taken)
+        return rc == BATON_OK ? readmit(s, id, now) : rc;
     char *status;
-    int rc = job_status(s, id, &status);
+    rc = job_status(s, id, &status);
     if (rc != BATON_OK)
         return rc;
-    if (strcmp(status, "failed") != 0)
-        rc = bt_err_set(BATON_ESTATE, "job %lld is %s, not failed", (long long)id, status);
+    rc = bt_err_set(BATON_ESTATE, "job %lld is %s, not failed", (long long)id, status);
     free(status);
-    bt_val a[] = {BV_INT(id)};
-    if (rc == BATON_OK)
-        rc = bt_exec(s, sql_delete_failed, a, 1, NULL, NULL, NULL);
-    return rc == BATON_OK ? readmit(s, id, now) : rc;
+    return rc;
 }
 
 static const char *const sql_delete_waiting[] = {
@@ -896,8 +959,17 @@ static const char *const sql_delete_waiting[] = {
 
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
 {
-    char *status;
-    int rc = job_status(s, id, &status);
+    bt_val a[] = {BV_INT(id)};
+    int64_t taken = 0;
+    int rc = BATON_OK;
+    for (size_t i = 0; rc == BATON_OK && i < sizeof sql_delete_waiting / sizeof *sql_delete_waiting; i++) {
+        int64_t changes = 0;
+        rc = bt_exec(s, sql_delete_waiting[i], a, 1, NULL, NULL, &changes);
+        taken += changes;
+    }
+    char *status = NULL;
+    if (rc == BATON_OK)
+        rc = job_status(s, id, &status);
     if (rc != BATON_OK)
         return rc;
     if (strcmp(status, "claimed") == 0)
@@ -905,10 +977,9 @@ int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
                         (long long)id);
     else if (strcmp(status, "finished") == 0 || strcmp(status, "discarded") == 0)
         rc = bt_err_set(BATON_ESTATE, "job %lld is already %s", (long long)id, status);
+    else if (!taken) /* it moved between execution rows while we looked: nothing was taken */
+        rc = bt_err_set(BATON_EBUSY, "job %lld changed state while being discarded; try again", (long long)id);
     free(status);
-    bt_val a[] = {BV_INT(id)};
-    for (size_t i = 0; rc == BATON_OK && i < sizeof sql_delete_waiting / sizeof *sql_delete_waiting; i++)
-        rc = bt_exec(s, sql_delete_waiting[i], a, 1, NULL, NULL, NULL);
     if (rc == BATON_OK)
         rc = release_slot(s, id, now); /* a ready job gives its slot to the next in line */
     return rc == BATON_OK ? discard_with_reason(s, id, reason, now) : rc;
@@ -992,6 +1063,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
         *over_limit = holders >= b.c.limit;
         rc = bt_exec(s, sql_unblock, a, 1, NULL, NULL, NULL);
     }
+    b.c.admitted_by = "operator";
     if (rc == BATON_OK)
         rc = take_slot(s, &b.c, now, NULL);
     free(b.queue);
@@ -1002,7 +1074,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
 int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted)
 {
     *promoted = 0;
-    return promote(s, key, now, promoted);
+    return promote(s, key, "operator", now, promoted);
 }
 
 int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
@@ -1024,7 +1096,7 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
         (*cleared)++;
     }
     if (rc == BATON_OK)
-        rc = promote(s, key, now, promoted);
+        rc = promote(s, key, "operator", now, promoted);
     if (rc == BATON_OK) /* a key nobody holds or waits for leaves no row behind */
         rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
     free(l.items);

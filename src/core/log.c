@@ -11,6 +11,7 @@
 #include "core/core.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/utf8.h"
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -61,23 +62,6 @@ static int is_json_number(const char *s, size_t len)
     return i == len;
 }
 
-/* utf8_length is the length of the valid UTF-8 sequence starting s (2 to 4 bytes), or 0
- * when it is invalid, overlong, a surrogate or past U+10FFFF. */
-static size_t utf8_length(const unsigned char *s, size_t avail)
-{
-    size_t n = s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
-             : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
-    if (n == 0 || avail < n)
-        return 0;
-    for (size_t k = 1; k < n; k++)
-        if ((s[k] & 0xc0) != 0x80)
-            return 0;
-    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
-        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
-        return 0;
-    return n;
-}
-
 /* escape_quoted writes s[0..len) into out (cap >= 6 bytes) as a double-quoted string with
  * JSON escapes; invalid UTF-8 becomes \ufffd, so every line is valid UTF-8. A value that
  * does not fit is cut at a character boundary and ends in "...". Returns the length
@@ -100,7 +84,7 @@ static size_t escape_quoted(char *out, size_t cap, const char *s, size_t len)
             n = (size_t)snprintf(unit, sizeof unit, "\\u%04x", ch);
         } else if (ch < 0x80) {
             unit[n++] = (char)ch;
-        } else if ((used = utf8_length((const unsigned char *)s + i, len - i)) > 0) {
+        } else if ((used = bt_utf8_length((const unsigned char *)s + i, len - i)) > 0) {
             memcpy(unit, s + i, used);
             n = used;
         } else {
@@ -134,6 +118,13 @@ static int needs_quotes(const char *s, size_t len)
             return 1;
     }
     return 0;
+}
+
+char *bt_log_value_slot(void)
+{
+    static _Thread_local char slots[BT_LOG_VALUE_SLOTS][BT_LOG_VALUE_MAX];
+    static _Thread_local unsigned next;
+    return slots[next++ % BT_LOG_VALUE_SLOTS];
 }
 
 const char *bt_log_value(char *buf, size_t size, const char *value)

@@ -15,4 +15,9 @@ int bt_json_dump(json_t *value, char **json_out);
 /* bt_read_report runs fn inside a read transaction so a report sees one state. */
 int bt_read_report(baton_client *c, int (*fn)(bt_store *, void *), void *arg);
 
+/* bt_job_history lists job id's events in time order: enqueued, scheduled, blocked,
+ * unblocked (key, by what, fencing token), each attempt claimed (process) and how it ended
+ * (retried, failed, handed back, with the error), finished, discarded. */
+int bt_job_history(bt_store *s, int64_t id, json_t **out);
+
 #endif

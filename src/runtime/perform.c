@@ -37,11 +37,15 @@ static int record(baton_client *c, int64_t process_id, const struct baton_job *j
     const bt_claimed_job *cj = &job->claimed;
     bt_outcome o = {cj->id, job->succeeded, job->error, cj->attempt, cj->max_attempts, cj->backoff,
                     cj->backoff_base};
-    int owned;
+    int owned = 0;
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_complete(c->store, process_id, &o, bt_now_ms(), &owned, NULL);
-    return bt_end(c->store, rc);
+    rc = bt_end(c->store, rc);
+    if (rc == BATON_OK && !owned) /* declared dead meanwhile: the pruner settled the job */
+        rc = bt_err_set(BATON_ESTATE, "job %lld: this run lost its claim (its process was declared dead);"
+                                      " its outcome was not recorded", (long long)cj->id);
+    return rc;
 }
 
 /* wait_for_claim polls until the blocked job id is promoted into this process's claim.

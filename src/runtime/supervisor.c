@@ -46,6 +46,7 @@ typedef struct child {
     pid_t pid;             /* 0 while not running */
     int pidfd;             /* -1 when unavailable: the poll timeout covers it */
     int64_t started_ns;
+    int64_t last_beat_ms;  /* newest heartbeat seen, kept when the row is pruned; 0 if none */
     int64_t restart_at_ns; /* when a child that died young may be started again */
 } child;
 
@@ -296,6 +297,7 @@ static void start_child(bt_supervisor *sv, child *ch)
     ch->pid = pid;
     ch->pidfd = pidfd_for(pid);
     ch->started_ns = bt_mono_ns();
+    ch->last_beat_ms = 0;
     bt_log(sv->client, BATON_LOG_INFO, "event=process.started kind=%s child_pid=%d supervisor_pid=%d",
            kind_names[ch->kind], (int)pid, (int)self);
 }
@@ -428,15 +430,17 @@ static void watchdog(bt_supervisor *sv)
             child *ch = &sv->children[i];
             if (!ch->pid)
                 continue;
-            int64_t newest = 0;
+            /* A row another process pruned is gone from the table, yet the child was
+             * registered: its age still counts from its last heartbeat. */
             for (size_t k = 0; k < rows.len; k++)
-                if (rows.items[k].pid == ch->pid && rows.items[k].at > newest)
-                    newest = rows.items[k].at;
-            double age = newest ? (double)(now_ms - newest) / 1000.0 : (double)(now_ns - ch->started_ns) / 1e9;
+                if (rows.items[k].pid == ch->pid && rows.items[k].at > ch->last_beat_ms)
+                    ch->last_beat_ms = rows.items[k].at;
+            double age = ch->last_beat_ms ? (double)(now_ms - ch->last_beat_ms) / 1000.0
+                                          : (double)(now_ns - ch->started_ns) / 1e9;
             if (age * 1000.0 > (double)late_ms && (!worst || age > worst_age)) {
                 worst = ch;
                 worst_age = age;
-                registered = newest != 0;
+                registered = ch->last_beat_ms != 0;
             }
         }
         if (worst) {

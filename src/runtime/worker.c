@@ -158,6 +158,10 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
     const bt_claimed_job *c = &j->claimed;
     double ms = (double)(bt_mono_ns() - j->started_ns) / 1e6;
     int64_t retry_at = j->retry_at;
+    /* Once per job: skip escaping values no logger will read. */
+    baton_log_level level = !j->owned || retry_at ? BATON_LOG_WARN : j->succeeded ? BATON_LOG_INFO : BATON_LOG_ERROR;
+    if (!bt_log_enabled(w->client, level))
+        return;
     if (!j->owned)
         bt_log(w->client, BATON_LOG_WARN,
                "event=job.outcome_dropped job_id=%lld class=%s reason=\"claim no longer held\"",

@@ -126,14 +126,34 @@ static const char migration_1[] =
 static const char migration_2[] =
     "ALTER TABLE baton_recurring_tasks ADD COLUMN timezone TEXT;";
 
-static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2};
+/* What a job's history needs, written by statements the lifecycle runs anyway: how and
+ * when a limited job got its slot ("enqueue", "retry", "release of job N", "expiry",
+ * "repair", "operator"), which process claimed its latest attempt, and one row per attempt
+ * that did not succeed (a failure path, never the hot one). */
+static const char migration_3[] =
+    "ALTER TABLE baton_jobs ADD COLUMN admitted_by TEXT;"
+    "ALTER TABLE baton_jobs ADD COLUMN admitted_at BIGINT;"
+    "ALTER TABLE baton_jobs ADD COLUMN claimed_by BIGINT;"
+    "CREATE TABLE baton_job_attempts ("
+    "  id {SERIAL},"
+    "  job_id BIGINT NOT NULL REFERENCES baton_jobs (id) ON DELETE CASCADE,"
+    "  attempt INTEGER NOT NULL,"
+    "  process_id BIGINT,"
+    "  process_name TEXT,"
+    "  started_at BIGINT,"
+    "  ended_at BIGINT NOT NULL,"
+    "  outcome TEXT NOT NULL,"
+    "  error TEXT,"
+    "  admitted_by TEXT,"
+    "  admitted_at BIGINT);"
+    "CREATE INDEX baton_job_attempts_by_job ON baton_job_attempts (job_id, attempt);";
+
+static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("
     "  version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)";
 static const char select_version[] = "SELECT COALESCE(MAX(version), 0) FROM baton_schema_migrations";
-static const char table_exists[] =
-    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'baton_schema_migrations'";
 static const char insert_version[] =
     "INSERT INTO baton_schema_migrations (version, applied_at) VALUES (?, ?)";
 
@@ -141,7 +161,8 @@ int bt_schema_current(bt_store *store, int *version)
 {
     int64_t exists = 0, v = 0;
     *version = 0;
-    int rc = bt_query_int(store, table_exists, NULL, 0, &exists, 0);
+    bt_val name[] = {BV_TEXT("baton_schema_migrations")};
+    int rc = bt_query_int(store, store->ops->sql_table_exists, name, 1, &exists, 0);
     if (rc == BATON_OK && exists)
         rc = bt_query_int(store, select_version, NULL, 0, &v, 0);
     if (rc == BATON_OK)
@@ -194,8 +215,11 @@ int bt_schema_migrate(bt_store *store)
     int rc = bt_begin(store, BT_TXN_WRITE);
     if (rc != BATON_OK)
         return rc;
+    if (store->ops->sql_lock_schema)
+        rc = bt_exec(store, store->ops->sql_lock_schema, NULL, 0, NULL, NULL, NULL);
     int v = 0;
-    rc = bt_schema_current(store, &v);
+    if (rc == BATON_OK)
+        rc = bt_schema_current(store, &v);
     if (rc == BATON_OK && v > BT_SCHEMA_VERSION) {
         bt_rollback(store);
         return bt_schema_check(store);

@@ -23,19 +23,13 @@
 #include "util/clock.h"
 #include "util/err.h"
 
-enum { BUSY_TIMEOUT_MS = 10000, CACHE_MIN = 64 };
-
-typedef struct cached_stmt {
-    const char *sql;
-    sqlite3_stmt *stmt;
-} cached_stmt;
+enum { BUSY_TIMEOUT_MS = 10000 };
 
 typedef struct sqlite_store {
     bt_store base;
     sqlite3 *db;
     char *path;
-    cached_stmt *cache;
-    size_t cache_cap, cache_len;
+    bt_stmt_cache cache;
     int64_t busy_started_ns;
     int busy_timeout_ms;
     int inotify_fd;
@@ -127,13 +121,12 @@ static int parse_params(sqlite_store *s, const char *query, const char **synchro
     return rc;
 }
 
+static void finalize_stmt(void *stmt) { sqlite3_finalize(stmt); }
+
 static void sqlite_close(bt_store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
-    for (size_t i = 0; i < s->cache_cap; i++)
-        if (s->cache[i].stmt)
-            sqlite3_finalize(s->cache[i].stmt);
-    free(s->cache);
+    bt_stmt_cache_clear(&s->cache, finalize_stmt);
     sqlite3_close(s->db);
     if (s->inotify_fd >= 0)
         close(s->inotify_fd);
@@ -143,7 +136,8 @@ static void sqlite_close(bt_store *base)
 
 static int sqlite_open(bt_store **out, const char *target, const char *url)
 {
-    (void)url;
+    if (*target == '\0')
+        return bt_err_set(BATON_EINVALID, "database URL '%s': missing path", url);
     sqlite_store *s = calloc(1, sizeof *s);
     if (!s)
         return bt_err_set(BATON_ERROR, "out of memory");
@@ -183,43 +177,20 @@ static int sqlite_open(bt_store **out, const char *target, const char *url)
     return BATON_OK;
 }
 
-static size_t cache_slot(sqlite_store *s, const char *sql)
-{
-    size_t h = ((uintptr_t)sql >> 3) * 11400714819323198485ull;
-    size_t mask = s->cache_cap - 1, i = h & mask;
-    while (s->cache[i].sql && s->cache[i].sql != sql)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static void cache_grow(sqlite_store *s)
-{
-    cached_stmt *old = s->cache;
-    size_t old_cap = s->cache_cap;
-    s->cache_cap = old_cap ? old_cap * 2 : CACHE_MIN;
-    s->cache = calloc(s->cache_cap, sizeof *s->cache);
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i].sql)
-            s->cache[cache_slot(s, old[i].sql)] = old[i];
-    free(old);
-}
-
 static int prepare(sqlite_store *s, const char *sql, int cached, sqlite3_stmt **out)
 {
     if (cached) {
-        if (s->cache_len * 2 >= s->cache_cap)
-            cache_grow(s);
-        size_t i = cache_slot(s, sql);
-        if (s->cache[i].sql) {
-            *out = s->cache[i].stmt;
+        bt_stmt_slot *slot = bt_stmt_cache_find(&s->cache, sql);
+        if (!slot)
+            return bt_err_set(BATON_ERROR, "out of memory");
+        if (slot->sql) {
+            *out = slot->stmt;
             return BATON_OK;
         }
         int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
         if (rc != SQLITE_OK)
             return map_error(s, rc, "prepare");
-        s->cache[i].sql = sql;
-        s->cache[i].stmt = *out;
-        s->cache_len++;
+        bt_stmt_cache_fill(&s->cache, slot, sql, *out);
         return BATON_OK;
     }
     int rc = sqlite3_prepare_v2(s->db, sql, -1, out, NULL);
@@ -349,7 +320,6 @@ static void sqlite_change_drain(bt_store *base)
 static void sqlite_set_lock_timeout(bt_store *store, int ms) { ((sqlite_store *)store)->busy_timeout_ms = ms; }
 
 const bt_store_ops bt_sqlite_ops = {
-    .scheme = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
     .begin = sqlite_begin,
@@ -366,4 +336,5 @@ const bt_store_ops bt_sqlite_ops = {
     .ddl_serial = "INTEGER PRIMARY KEY AUTOINCREMENT",
     .ddl_real = "REAL",
     .set_lock_timeout = sqlite_set_lock_timeout,
+    .sql_table_exists = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
 };

@@ -1,6 +1,7 @@
 /* store.c: choosing a driver by URL, and row helpers every driver shares. */
 #include "store/store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,7 +9,10 @@
 #include "util/err.h"
 #include "util/grow.h"
 
-static const bt_store_ops *const drivers[] = {&bt_sqlite_ops};
+static const struct {
+    const char *scheme;
+    const bt_store_ops *ops;
+} drivers[] = {{"sqlite", &bt_sqlite_ops}, {"postgres", &bt_postgres_ops}, {"postgresql", &bt_postgres_ops}};
 
 int bt_store_open(bt_store **out, const char *url)
 {
@@ -18,20 +22,19 @@ int bt_store_open(bt_store **out, const char *url)
         return bt_err_set(BATON_EINVALID, "database URL '%s': expected SCHEME:TARGET, e.g. sqlite:baton.db", url);
     size_t scheme_len = (size_t)(colon - url);
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++) {
-        const bt_store_ops *ops = drivers[i];
-        if (strlen(ops->scheme) == scheme_len && strncmp(ops->scheme, url, scheme_len) == 0) {
+        const bt_store_ops *ops = drivers[i].ops;
+        if (strlen(drivers[i].scheme) == scheme_len && strncmp(drivers[i].scheme, url, scheme_len) == 0) {
             const char *target = colon + 1;
             if (strncmp(target, "//", 2) == 0)
                 target += 2; /* sqlite://path is accepted too */
-            if (*target == '\0')
-                return bt_err_set(BATON_EINVALID, "database URL '%s': missing path", url);
             int rc = ops->open(out, target, url);
             if (rc == BATON_OK)
                 (*out)->url = strdup(url);
             return rc;
         }
     }
-    return bt_err_set(BATON_EINVALID, "database URL '%s': unknown scheme '%.*s' (supported: sqlite)",
+    return bt_err_set(BATON_EINVALID,
+                      "database URL '%s': unknown scheme '%.*s' (supported: sqlite, postgres, postgresql)",
                       url, (int)scheme_len, url);
 }
 
@@ -120,6 +123,60 @@ void bt_text_list_free(bt_text_list *l)
         free(l->items[i]);
     free(l->items);
     *l = (bt_text_list){0};
+}
+
+void bt_url_with_database(char *out, size_t cap, const char *url, const char *db)
+{
+    const char *authority = strstr(url, "://");
+    authority = authority ? authority + 3 : url;
+    size_t prefix = (size_t)(authority - url) + strcspn(authority, "/?");
+    const char *query = strchr(authority, '?');
+    snprintf(out, cap, "%.*s/%s%s", (int)prefix, url, db, query ? query : "");
+}
+
+enum { STMT_CACHE_MIN = 64 };
+
+static size_t stmt_slot_index(const bt_stmt_cache *c, const char *sql)
+{
+    size_t h = ((uintptr_t)sql >> 3) * 11400714819323198485ull;
+    size_t mask = c->cap - 1, i = h & mask;
+    while (c->slots[i].sql && c->slots[i].sql != sql)
+        i = (i + 1) & mask;
+    return i;
+}
+
+bt_stmt_slot *bt_stmt_cache_find(bt_stmt_cache *c, const char *sql)
+{
+    if (c->len * 2 >= c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : STMT_CACHE_MIN;
+        bt_stmt_slot *grown = calloc(cap, sizeof *grown);
+        if (!grown)
+            return NULL;
+        bt_stmt_cache old = *c;
+        c->slots = grown;
+        c->cap = cap;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.slots[i].sql)
+                c->slots[stmt_slot_index(c, old.slots[i].sql)] = old.slots[i];
+        free(old.slots);
+    }
+    return &c->slots[stmt_slot_index(c, sql)];
+}
+
+void bt_stmt_cache_fill(bt_stmt_cache *c, bt_stmt_slot *slot, const char *sql, void *stmt)
+{
+    slot->sql = sql;
+    slot->stmt = stmt;
+    c->len++;
+}
+
+void bt_stmt_cache_clear(bt_stmt_cache *c, void (*free_stmt)(void *stmt))
+{
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].sql)
+            free_stmt(c->slots[i].stmt);
+    free(c->slots);
+    *c = (bt_stmt_cache){0};
 }
 
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,

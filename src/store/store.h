@@ -44,7 +44,6 @@ typedef int (*bt_row_fn)(bt_row *row, void *payload);
 typedef enum { BT_TXN_READ, BT_TXN_WRITE } bt_txn_mode;
 
 typedef struct bt_store_ops {
-    const char *scheme;
     int (*open)(bt_store **out, const char *target, const char *url);
     void (*close)(bt_store *store);
     int (*begin)(bt_store *store, bt_txn_mode mode);
@@ -71,6 +70,16 @@ typedef struct bt_store_ops {
     /* How long a statement of this connection may wait for another's lock before it fails
      * with BATON_EBUSY. */
     void (*set_lock_timeout)(bt_store *store, int ms);
+    /* Dialect. row_locks is 1 when writers run side by side and serialise on row locks
+     * (PostgreSQL): core/ then locks a key's semaphore row before deciding about its slots
+     * and picks rows to work on with FOR UPDATE SKIP LOCKED (see BT_SKIP_LOCKED). It is 0
+     * when one writer at a time holds the whole database (SQLite), which serialises every
+     * transition already. */
+    int row_locks;
+    /* One row, one integer: nonzero when the table named by the text parameter exists. */
+    const char *sql_table_exists;
+    /* Run first in the migration transaction so concurrent migrations queue, or NULL. */
+    const char *sql_lock_schema;
 } bt_store_ops;
 
 /* Log lines noted during a transaction (bt_note) wait for its end: bt_end hands them to
@@ -88,6 +97,7 @@ struct bt_store {
     const bt_store_ops *ops;
     char *url;
     bt_notes notes;
+    int jobs_made_ready; /* set during a transaction that made jobs ready */
 };
 
 /* bt_notes_add queues line (malloc'ed; the store takes it) until the transaction ends. */
@@ -95,7 +105,22 @@ void bt_notes_add(bt_store *s, baton_log_level level, char *line);
 /* bt_notes_settle delivers the queued lines when committed, else drops them. */
 void bt_notes_settle(bt_store *s, int committed);
 
-/* bt_store_open picks the driver from the URL scheme ("sqlite:PATH"). */
+/* BT_SKIP_LOCKED(MAKE) is the pair of variants of a statement MAKE(lock) that picks rows
+ * to work on: without a lock clause, and with the clause that skips rows other
+ * transactions hold. Index it with the store's row_locks. */
+#define BT_SKIP_LOCKED(MAKE) {MAKE(""), MAKE(" FOR UPDATE SKIP LOCKED")}
+/* BT_PICK_SKIP_LOCKED(MAKE) does the same for "... WHERE col" MAKE(open, close) "..."
+ * statements that act on the rows a subquery picks. With row locks the subquery is
+ * evaluated once, as an array: as an IN list the planner may run it again, and SKIP
+ * LOCKED can then pick other rows the second time, beyond its LIMIT. */
+#define BT_PICK_SKIP_LOCKED(MAKE) {MAKE(" IN (", ")"), MAKE(" = ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))")}
+
+/* bt_note_ready tells the driver the open transaction made jobs ready, so it can wake idle
+ * workers elsewhere when it commits (drivers whose change_fd sees every commit ignore it). */
+static inline void bt_note_ready(bt_store *s) { s->jobs_made_ready = 1; }
+
+/* bt_store_open picks the driver from the URL scheme ("sqlite:PATH", "postgres://...",
+ * "postgresql://..."). */
 int bt_store_open(bt_store **out, const char *url);
 void bt_store_close(bt_store *store);
 
@@ -160,10 +185,35 @@ typedef struct bt_text_list {
 int bt_row_collect_text(bt_row *row, void *payload);
 void bt_text_list_free(bt_text_list *l);
 
+/* bt_url_with_database writes to out (cap bytes) the server URL url
+ * ("SCHEME://AUTHORITY/DB?QUERY") naming database db instead, for programs that create
+ * databases of their own on one server (the tests, the benchmark). */
+void bt_url_with_database(char *out, size_t cap, const char *url, const char *db);
+
 /* bt_query_int runs a cached statement returning one integer; *out keeps fallback when no row. */
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
                  int64_t fallback);
 
+/* A pointer-keyed cache of prepared statements: core/ writes its SQL as string literals,
+ * so the address of the text names the statement for the connection's life. */
+typedef struct bt_stmt_slot {
+    const char *sql;
+    void *stmt;
+} bt_stmt_slot;
+
+typedef struct bt_stmt_cache {
+    bt_stmt_slot *slots;
+    size_t cap, len;
+} bt_stmt_cache;
+
+/* bt_stmt_cache_find returns sql's slot (NULL when out of memory). A slot whose sql is
+ * NULL is new: the caller prepares the statement and fills it with bt_stmt_cache_fill. */
+bt_stmt_slot *bt_stmt_cache_find(bt_stmt_cache *c, const char *sql);
+void bt_stmt_cache_fill(bt_stmt_cache *c, bt_stmt_slot *slot, const char *sql, void *stmt);
+/* bt_stmt_cache_clear releases every statement with free_stmt and empties the cache. */
+void bt_stmt_cache_clear(bt_stmt_cache *c, void (*free_stmt)(void *stmt));
+
 extern const bt_store_ops bt_sqlite_ops;
+extern const bt_store_ops bt_postgres_ops;
 
 #endif

@@ -94,7 +94,7 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     f->dir = tmpdir_make();
     snprintf(f->db, sizeof f->db, "%s/baton.db", f->dir);
-    snprintf(f->url, sizeof f->url, "sqlite:%s", f->db);
+    test_db_create(f->url, sizeof f->url, f->dir, "baton");
     snprintf(f->config, sizeof f->config, "%s/baton.yml", f->dir);
     snprintf(f->log, sizeof f->log, "%s/probe.log", f->dir);
     f->jobprobe = jobprobe;
@@ -114,9 +114,10 @@ static int teardown(void **state)
     baton_close(f->client);
     const char *keep = getenv("BATON_KEEP_TMP");
     if (!f->passed || (keep && *keep && strcmp(keep, "0") != 0)) {
-        print_message("kept %s\n", f->dir);
+        print_message("kept %s (%s)\n", f->dir, f->url);
         free(f->dir);
     } else {
+        test_db_drop(f->url);
         tmpdir_remove(f->dir);
     }
     free(f->kills);

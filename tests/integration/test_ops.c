@@ -2,14 +2,18 @@
 /* test_ops.c: the monitoring commands (blocked, running, processes) against states built
  * by a real `baton work` process running real command jobs. */
 #include <jansson.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "baton.h"
 #include "support.h"
+#include "util/clock.h"
 
 typedef struct fixture {
     char *dir;
@@ -29,7 +33,11 @@ static int setup(void **state)
                           "    concurrency: {to: 1, key: \"user_{user.id}\"}\n"
                           "  Other:\n"
                           "    command: \"true\"\n"
-                          "    concurrency: {to: 1, key: \"other_{0}\"}\n");
+                          "    concurrency: {to: 1, key: \"other_{0}\"}\n"
+                          "  Flaky:\n"
+                          "    command: \"test $BATON_ATTEMPT -ge 2\"\n"
+                          "    retry: {attempts: 2, backoff: fixed, base: 0}\n"
+                          "    concurrency: {to: 1, key: \"flaky_{0}\"}\n");
     run_result r = baton_runv(NULL, "--db", f->url, "init", NULL);
     assert_int_equal(r.status, 0);
     run_result_free(&r);
@@ -350,6 +358,156 @@ static void test_doctor_reports_a_key_over_its_limit_without_touching_it(void **
     assert_string_equal(job_status_cli(f, 2), "ready");
 }
 
+static int other_finished(void *p) { return strcmp(job_status_cli(p, 4), "finished") == 0; }
+
+static json_t *find_named(json_t *list, const char *field, const char *name)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o) if (strcmp(json_string_value(json_object_get(o, field)), name) == 0) return o;
+    return NULL;
+}
+
+static void test_stats_and_metrics_count_what_runs_and_waits(void **state)
+{
+    fixture *f = *state;
+    start_three_syncs(f);
+    enqueue(f, "Other", "[1]");
+    assert_true(poll_until(other_finished, f, 20000));
+    json_t *doc = cli_json(f, (const char *const[]){"stats", "--since", "600", NULL});
+    assert_int_equal((int)json_number_value(json_object_get(doc, "window_seconds")), 600);
+    json_t *sync = find_named(json_object_get(doc, "classes"), "class", "Sync");
+    assert_non_null(sync);
+    json_t *counts = json_object_get(sync, "counts");
+    assert_int_equal(json_integer_value(json_object_get(counts, "claimed")), 1);
+    assert_int_equal(json_integer_value(json_object_get(counts, "blocked")), 2);
+    assert_int_equal(json_integer_value(json_object_get(sync, "blocked_keys")), 1);
+    json_t *top = json_array_get(json_object_get(sync, "top_blocked_keys"), 0);
+    assert_string_equal(json_string_value(json_object_get(top, "key")), "Sync/user_123");
+    assert_int_equal(json_integer_value(json_object_get(top, "blocked")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(sync, "wait_seconds"), "samples")), 1);
+    json_t *other = find_named(json_object_get(doc, "classes"), "class", "Other");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(other, "counts"), "finished")), 1);
+    assert_int_equal(json_integer_value(json_object_get(other, "finished")), 1);
+    assert_true(json_number_value(json_object_get(other, "per_minute")) > 0);
+    assert_true(json_number_value(json_object_get(json_object_get(other, "wait_seconds"), "max")) >= 0);
+    json_t *queue = find_named(json_object_get(doc, "queues"), "queue", "default");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(queue, "counts"), "blocked")), 2);
+    json_decref(doc);
+
+    run_result r = run_cli(f, (const char *const[]){"metrics", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "# TYPE baton_jobs gauge\n"));
+    assert_non_null(strstr(r.out, "baton_jobs{class=\"Sync\",status=\"blocked\"} 2\n"));
+    assert_non_null(strstr(r.out, "baton_blocked_keys{class=\"Sync\"} 1\n"));
+    assert_non_null(strstr(r.out, "baton_jobs_finished_5m{class=\"Other\"} 1\n"));
+    char running[128];
+    snprintf(running, sizeof running, "baton_process_running_jobs{kind=\"worker\",process_id=\"1\"");
+    assert_non_null(strstr(r.out, running));
+    run_result_free(&r);
+
+    r = run_cli(f, (const char *const[]){"stats", "--since", "0", NULL});
+    assert_int_equal(r.status, 2);
+    run_result_free(&r);
+}
+
+/* top in a pseudo-terminal renders its sections, refreshes, and quits on q; without a
+ * terminal it prints one picture as plain tables. */
+static void test_top_renders_in_a_terminal_and_quits_on_q(void **state)
+{
+    fixture *f = *state;
+    enqueue(f, "Sync", "{\"user\": {\"id\": 9}}");
+    enqueue(f, "Sync", "{\"user\": {\"id\": 9}}");
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl(getenv("BATON_BIN"), "baton", "--db", f->url, "--config", f->config, "top", (char *)NULL);
+        _exit(127);
+    }
+    char out[65536];
+    size_t len = 0;
+    int frames = 0;
+    int64_t deadline = bt_mono_ns() + 30LL * 1000000000LL;
+    /* Two frames: the picture is redrawn, not printed once. */
+    while (frames < 2 && bt_mono_ns() < deadline && len < sizeof out - 1) {
+        struct pollfd p = {master, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t n = read(master, out + len, sizeof out - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        out[len] = '\0';
+        frames = 0;
+        for (const char *q = out; (q = strstr(q, "Processes")); q++)
+            frames++;
+    }
+    assert_int_equal(frames, 2);
+    assert_non_null(strstr(out, "(q quits)"));
+    assert_non_null(strstr(out, "Sync/user_9"));
+    assert_int_equal(write(master, "q", 1), 1);
+    /* Drain the rest so the child never blocks writing its last frame. */
+    int status = -1;
+    while (bt_mono_ns() < deadline) {
+        char sink[4096];
+        struct pollfd p = {master, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0) {
+            ssize_t drained = read(master, sink, sizeof sink);
+            (void)drained; /* EOF or EIO once the child is gone: waitpid tells */
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+    }
+    close(master);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    run_result r = run_cli(f, (const char *const[]){"top", NULL});
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "Queues\nQUEUE"));
+    assert_null(strstr(r.out, "\033["));
+    run_result_free(&r);
+}
+
+static int both_finished(void *p)
+{
+    return strcmp(job_status_cli(p, 1), "finished") == 0 && strcmp(job_status_cli(p, 2), "finished") == 0;
+}
+
+/* A job's history tells how it waited, where each attempt ran and how it ended. */
+static void test_job_history_tells_waits_attempts_and_ends(void **state)
+{
+    fixture *f = *state;
+    enqueue(f, "Flaky", "[1]");
+    enqueue(f, "Flaky", "[1]");
+    const char *args[] = {"--db", f->url, "--config", f->config, "work", "--threads", "2", NULL};
+    f->worker = baton_spawn(NULL, args);
+    assert_true(poll_until(both_finished, f, 30000));
+    json_t *job = cli_json(f, (const char *const[]){"job", "2", NULL});
+    json_t *history = json_object_get(job, "history");
+    char names[256] = "";
+    size_t i;
+    json_t *e;
+    json_array_foreach(history, i, e)
+    {
+        strcat(names, json_string_value(json_object_get(e, "event")));
+        strcat(names, " ");
+    }
+    /* Job 2 waited for job 1's slot, failed once, waited again (job 1's retry held the
+     * key, or not: then it was admitted at once), and finished on its second attempt. */
+    if (strncmp(names, "enqueued unblocked claimed retried ", 35) != 0 || !strstr(names, "claimed finished "))
+        fail_msg("unexpected history: %s", names);
+    json_t *unblocked = json_array_get(history, 1);
+    assert_string_equal(json_string_value(json_object_get(unblocked, "by")), "release of job 1");
+    json_t *retried = json_array_get(history, 3);
+    assert_string_equal(json_string_value(json_object_get(retried, "error")), "exit status 1");
+    assert_int_equal(json_integer_value(json_object_get(retried, "attempt")), 1);
+    char name[300];
+    snprintf(name, sizeof name, "worker-");
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(retried, "process"), "name")), name));
+    json_decref(job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +516,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_semaphore_clear_frees_a_dead_workers_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unblock_respects_the_limit_unless_forced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_repairs_a_dead_workers_claims_within_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats_and_metrics_count_what_runs_and_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_top_renders_in_a_terminal_and_quits_on_q, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_history_tells_waits_attempts_and_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_reports_a_key_over_its_limit_without_touching_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

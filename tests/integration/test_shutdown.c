@@ -23,7 +23,7 @@ enum { MAX_ARGS = 32, MAX_WORKERS = 2, PATH_LEN = 4200, NJOBS = 2000 };
 
 typedef struct fx {
     char *dir;
-    char db[PATH_LEN];  /* sqlite:DIR/baton.db */
+    char db[PATH_LEN];  /* sqlite:DIR/baton.db, or a PostgreSQL database */
     char cfg[PATH_LEN]; /* DIR/baton.yml */
     pid_t workers[MAX_WORKERS];
     char worker_logs[MAX_WORKERS][PATH_LEN];
@@ -52,7 +52,7 @@ static int setup(void **state)
     fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
     f->dir = tmpdir_make();
-    snprintf(f->db, sizeof f->db, "sqlite:%s/baton.db", f->dir);
+    test_db_create(f->db, sizeof f->db, f->dir, "baton");
     snprintf(f->cfg, sizeof f->cfg, "%s/baton.yml", f->dir);
     snprintf(f->pidfile, sizeof f->pidfile, "%s/pids", f->dir);
     *state = f;
@@ -68,6 +68,7 @@ static int teardown(void **state)
             waitpid(f->workers[i], NULL, 0);
         }
     kill_recorded(f->pidfile);
+    test_db_drop(f->db);
     tmpdir_remove(f->dir);
     free(f);
     return 0;

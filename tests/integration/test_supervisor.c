@@ -6,7 +6,6 @@
  * overlap check replays that log: no two runs of one limit-1 key may overlap. */
 #include <errno.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +19,9 @@
 
 typedef struct fixture {
     char *dir;
-    char db[4096], url[4200], config[4096], log[4096], out[4096], pidfile[4096];
+    char url[4200], config[4096], log[4096], out[4096], pidfile[4096];
     baton_client *client;
-    sqlite3 *sql;
+    bt_store *sql;
     pid_t supervisor;
 } fixture;
 
@@ -30,8 +29,7 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     f->dir = tmpdir_make();
-    snprintf(f->db, sizeof f->db, "%s", path_join(f->dir, "baton.db"));
-    snprintf(f->url, sizeof f->url, "sqlite:%s", f->db);
+    test_db_create(f->url, sizeof f->url, f->dir, "baton");
     snprintf(f->config, sizeof f->config, "%s", path_join(f->dir, "baton.yml"));
     snprintf(f->log, sizeof f->log, "%s", path_join(f->dir, "probe.log"));
     snprintf(f->out, sizeof f->out, "%s", path_join(f->dir, "supervisor.log"));
@@ -47,9 +45,9 @@ static int teardown(void **state)
         kill(f->supervisor, SIGQUIT);
         wait_exit(f->supervisor, 10000);
     }
-    if (f->sql)
-        sqlite3_close(f->sql);
+    bt_store_close(f->sql);
     baton_close(f->client);
+    test_db_drop(f->url);
     const char *keep = getenv("BATON_KEEP_TMP"); /* for a post-mortem of the logs */
     if (keep && *keep == '1')
         fprintf(stderr, "kept %s\n", f->dir), free(f->dir);
@@ -70,8 +68,7 @@ static void open_queue(fixture *f, const char *yaml)
     assert_int_equal(baton_migrate(f->client), BATON_OK);
     if (baton_load_config(f->client, f->config) != BATON_OK)
         fail_msg("baton.yml refused: %s\n%s", baton_error_last(), yaml);
-    assert_int_equal(sqlite3_open(f->db, &f->sql), SQLITE_OK);
-    sqlite3_busy_timeout(f->sql, 10000);
+    f->sql = test_db_open(f->url);
 }
 
 static pid_t start_supervisor(fixture *f, const char *shutdown_timeout)
@@ -99,17 +96,7 @@ static int64_t sql_int(fixture *f, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(q, sizeof q, fmt, ap);
     va_end(ap);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(f->sql, q, -1, &st, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", q, sqlite3_errmsg(f->sql));
-    int64_t v = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_BUSY)
-        ;
-    if (rc == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
+    return test_db_int(f->sql, q);
 }
 
 typedef struct count_query {
@@ -230,6 +217,21 @@ static int process_gone(void *p)
     return kill(pid, 0) != 0 && errno == ESRCH;
 }
 
+typedef struct log_wait {
+    const char *path, *needle;
+} log_wait;
+
+/* The supervisor logs a killed child just after reaping it, so the line may trail the
+ * child's disappearance. */
+static int log_contains(void *p)
+{
+    log_wait *w = p;
+    char *out = read_file(w->path);
+    int found = out && strstr(out, w->needle);
+    free(out);
+    return found;
+}
+
 static void probe_classes(fixture *f, char *yaml, size_t size, const char *liveness, const char *workers,
                           int ms)
 {
@@ -254,6 +256,22 @@ static int64_t enqueue_probe(fixture *f, int key)
 
 /* ---- tests ---- */
 
+typedef struct title_wait {
+    pid_t pid;
+    const char *text;
+} title_wait;
+
+static int title_shows(void *p)
+{
+    title_wait *t = p;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)t->pid);
+    char *cmdline = read_file(path);
+    int shows = cmdline && strstr(cmdline, t->text) != NULL;
+    free(cmdline);
+    return shows;
+}
+
 static void test_starts_configured_processes_and_titles(void **state)
 {
     fixture *f = *state;
@@ -274,16 +292,15 @@ static void test_starts_configured_processes_and_titles(void **state)
     assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id IS NOT NULL AND"
                                 " supervisor_id <> %lld", (long long)sup), 0);
     /* ps shows each child's role and state. */
-    pid_t worker = (pid_t)sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'worker' LIMIT 1");
+    /* A worker registers before its first round sets its title. */
+    title_wait t = {(pid_t)sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'worker' LIMIT 1"),
+                    "baton-worker: queues="};
+    assert_true(poll_until(title_shows, &t, 5000));
+    t.text = " busy=0";
+    assert_true(poll_until(title_shows, &t, 5000));
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)worker);
-    char *cmdline = read_file(path);
-    assert_non_null(cmdline);
-    assert_non_null(strstr(cmdline, "baton-worker: queues="));
-    assert_non_null(strstr(cmdline, " busy=0"));
-    free(cmdline);
     snprintf(path, sizeof path, "/proc/%d/cmdline", (int)f->supervisor);
-    cmdline = read_file(path);
+    char *cmdline = read_file(path);
     assert_non_null(strstr(cmdline, "baton-supervisor: running workers=3 dispatchers=1 scheduler=1"));
     free(cmdline);
 
@@ -385,9 +402,10 @@ static void test_watchdog_kills_stopped_worker_and_its_jobs(void **state)
     assert_true(poll_until(process_gone, &probe, 10000));
     pid_t w = worker;
     assert_true(poll_until(process_gone, &w, 10000));
-    char *out = read_file(f->out);
-    assert_non_null(strstr(out, "reason=\"no heartbeat for"));
-    free(out);
+    char needle[96];
+    snprintf(needle, sizeof needle, "kind=worker child_pid=%d signal=9 reason=\"no heartbeat for", (int)worker);
+    log_wait lw = {f->out, needle};
+    assert_true(poll_until(log_contains, &lw, 5000));
     /* Every job, the interrupted one included, ends finished, one at a time. */
     wait_count(f, "SELECT COUNT(*) FROM baton_jobs WHERE status = 'finished'", 4, 60000);
     assert_int_equal(stop_supervisor(f, SIGTERM), 0);
@@ -484,12 +502,11 @@ static void test_forced_shutdown_and_restart_keep_limits(void **state)
             /* Kill everything at once, as a crash of the machine's process tree would. */
             int64_t sup = supervisor_row(f);
             snprintf(q, sizeof q, "SELECT pid FROM baton_processes WHERE supervisor_id = %lld", (long long)sup);
-            sqlite3_stmt *st;
-            assert_int_equal(sqlite3_prepare_v2(f->sql, q, -1, &st, NULL), SQLITE_OK);
+            char *pids = test_db_lines(f->sql, q);
             kill(f->supervisor, SIGKILL);
-            while (sqlite3_step(st) == SQLITE_ROW)
-                kill((pid_t)sqlite3_column_int(st, 0), SIGKILL);
-            sqlite3_finalize(st);
+            for (char *p = pids, *end; (end = strchr(p, '\n')) != NULL; p = end + 1)
+                kill((pid_t)strtol(p, NULL, 10), SIGKILL);
+            free(pids);
             wait_exit(f->supervisor, 10000);
             f->supervisor = 0;
         }

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,57 @@
 #include "util/clock.h"
 
 extern char **environ;
+
+enum { SKIPPED_EXIT = 77 }; /* CTest's SKIP_RETURN_CODE for the .pg tests */
+
+int test_on_postgres(void)
+{
+    const char *driver = getenv("BATON_TEST_DRIVER");
+    return driver && strcmp(driver, "postgres") == 0;
+}
+
+/* A .pg test without a server to run against is skipped as a whole, before cmocka starts. */
+__attribute__((constructor)) static void skip_without_server(void)
+{
+    const char *server = getenv("BATON_TEST_PG_URL");
+    if (test_on_postgres() && !(server && *server)) {
+        fprintf(stderr, "skipped: BATON_TEST_PG_URL names no PostgreSQL server (./run test starts one)\n");
+        _exit(SKIPPED_EXIT);
+    }
+}
+
+static void admin_exec(const char *sql)
+{
+    bt_store *s = test_db_open(getenv("BATON_TEST_PG_URL"));
+    test_db_exec(s, sql);
+    bt_store_close(s);
+}
+
+void test_db_create(char *url, size_t cap, const char *dir, const char *name)
+{
+    if (!test_on_postgres()) {
+        snprintf(url, cap, "sqlite:%s/%s.db", dir, name);
+        return;
+    }
+    static atomic_int next;
+    char db[96], sql[160];
+    snprintf(db, sizeof db, "baton_test_%d_%d_%s", (int)getpid(), atomic_fetch_add(&next, 1), name);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+    admin_exec(sql);
+    bt_url_with_database(url, cap, getenv("BATON_TEST_PG_URL"), db);
+}
+
+void test_db_drop(const char *url)
+{
+    if (!test_on_postgres())
+        return;
+    const char *db = strrchr(url, '/');
+    char sql[160];
+    /* FORCE ends the connections of workers a failed test left behind. */
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %.*s WITH (FORCE)", (int)strcspn(db + 1, "?"), db + 1);
+    admin_exec(sql);
+}
+
 
 char *tmpdir_make(void)
 {
@@ -260,11 +312,56 @@ int count_lines(const char *path)
     return n;
 }
 
+bt_store *test_db_open(const char *url)
+{
+    bt_store *s = NULL;
+    if (bt_store_open(&s, url) != BATON_OK)
+        fail_msg("cannot open %s: %s", url, baton_error_last());
+    return s;
+}
+
+void test_db_exec(bt_store *s, const char *sql)
+{
+    if (s->ops->exec_script(s, sql) != BATON_OK)
+        fail_msg("%s: %s", sql, baton_error_last());
+}
+
+int64_t test_db_int(bt_store *s, const char *sql)
+{
+    int64_t v = 0;
+    if (bt_exec_dynamic(s, sql, NULL, 0, bt_row_first_int, &v, NULL) != BATON_OK)
+        fail_msg("%s: %s", sql, baton_error_last());
+    return v;
+}
+
+typedef struct lines {
+    char *text;
+    size_t len;
+} lines;
+
+static int append_line(bt_row *row, void *payload)
+{
+    lines *l = payload;
+    const char *v = bt_col_null(row, 0) ? "NULL" : bt_col_text(row, 0);
+    append(&l->text, &l->len, v, strlen(v));
+    append(&l->text, &l->len, "\n", 1);
+    return 0;
+}
+
+char *test_db_lines(bt_store *s, const char *sql)
+{
+    lines l = {NULL, 0};
+    append(&l.text, &l.len, "", 0);
+    if (bt_exec_dynamic(s, sql, NULL, 0, append_line, &l, NULL) != BATON_OK)
+        fail_msg("%s: %s", sql, baton_error_last());
+    return l.text;
+}
+
 int lib_setup(void **state)
 {
     lib_fixture *f = calloc(1, sizeof *f);
     f->dir = tmpdir_make();
-    snprintf(f->url, sizeof f->url, "sqlite:%s/baton.db", f->dir);
+    test_db_create(f->url, sizeof f->url, f->dir, "baton");
     assert_int_equal(baton_open(&f->client, f->url), BATON_OK);
     assert_int_equal(baton_migrate(f->client), BATON_OK);
     *state = f;
@@ -275,6 +372,7 @@ int lib_teardown(void **state)
 {
     lib_fixture *f = *state;
     baton_close(f->client);
+    test_db_drop(f->url);
     tmpdir_remove(f->dir);
     free(f);
     return 0;

@@ -49,6 +49,42 @@ void write_file(const char *path, const char *text);
 /* Counts lines in a file (0 when missing). */
 int count_lines(const char *path);
 
+/* ---- the database under test ----
+ * SQLite files by default. A test registered a second time with the suffix .pg runs with
+ * $BATON_TEST_DRIVER=postgres against the server whose admin database $BATON_TEST_PG_URL
+ * names (postgres://USER@HOST:PORT/postgres): every database is then a fresh one created
+ * there and dropped at the end. Without that URL the .pg tests skip. */
+
+#include "store/store.h"
+
+/* test_on_postgres is nonzero when this run tests the PostgreSQL driver. */
+int test_on_postgres(void);
+
+/* test_db_create writes to url (cap bytes) the URL of a fresh, empty database: a new
+ * PostgreSQL database, or sqlite:DIR/NAME.db. test_db_drop removes a PostgreSQL one (and
+ * leaves SQLite files to tmpdir_remove). */
+void test_db_create(char *url, size_t cap, const char *dir, const char *name);
+void test_db_drop(const char *url);
+
+/* SKIP_UNLESS ends the current test as skipped, saying why, unless condition holds (a
+ * test of one driver's own behaviour, for instance). */
+#define SKIP_UNLESS(condition, why)                                                          \
+    do {                                                                                     \
+        if (!(condition)) {                                                                  \
+            print_message("[  SKIPPED ] %s\n", why);                                         \
+            skip();                                                                          \
+        }                                                                                    \
+    } while (0)
+
+/* Direct access behind the library's back, through the same drivers: test_db_open,
+ * test_db_exec (';'-separated statements), test_db_int (first column of the first row, 0
+ * when none) and test_db_lines (the first column of every row, one per line, NULL as
+ * "NULL"; free it). */
+bt_store *test_db_open(const char *url);
+void test_db_exec(bt_store *s, const char *sql);
+int64_t test_db_int(bt_store *s, const char *sql);
+char *test_db_lines(bt_store *s, const char *sql);
+
 /* ---- library fixtures: a fresh database per test, and workers on threads ---- */
 
 #include <jansson.h>

@@ -241,6 +241,20 @@ static void test_runs_in_order_one_at_a_time_users_in_parallel(void **state)
     assert_true(r123[1]->token > r123[0]->token && r123[2]->token > r123[1]->token);
     for (int i = 0; i < 3; i++)
         assert_string_equal(job_status(f->client, a[i]), "finished");
+    /* Each records what gave it its slot: job 2 got job 1's, job 3 got job 2's. */
+    const char *expect[3];
+    char by1[48], by2[48];
+    snprintf(by1, sizeof by1, "release of job %lld", (long long)a[0]);
+    snprintf(by2, sizeof by2, "release of job %lld", (long long)a[1]);
+    expect[0] = "enqueue", expect[1] = by1, expect[2] = by2;
+    for (int i = 0; i < 3; i++) {
+        json_t *j = job_json(f->client, a[i]);
+        assert_string_equal(json_string_value(json_object_get(j, "admitted_by")), expect[i]);
+        json_decref(j);
+    }
+    json_t *u = job_json(f->client, other);
+    assert_string_equal(json_string_value(json_object_get(u, "admitted_by")), "enqueue");
+    json_decref(u);
 }
 
 static void test_groups_share_slots_across_classes(void **state)
@@ -544,17 +558,18 @@ static void test_inline_perform_takes_a_slot_or_gives_up(void **state)
 static void test_long_inline_run_keeps_its_slot(void **state)
 {
     lib_fixture *f = *state;
-    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .sleep_s = 1.0};
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .sleep_s = 2.5};
     register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
-    assert_int_equal(baton_set_liveness(f->client, 0.05, 0.3), BATON_OK);
-    /* A worker prunes every 50 ms anything silent for 300 ms, and waits for the slot. */
+    assert_int_equal(baton_set_liveness(f->client, 0.05, 1.0), BATON_OK);
+    /* A worker prunes every 50 ms anything silent for 1 s (the run lasts 2.5 s), and waits
+     * for the slot. */
     running_worker w = worker_start(f->client, "*", 1);
     baton_enqueued waiting_id = {0};
     int64_t id = 0;
     int64_t t = bt_mono_ns();
     assert_int_equal(baton_perform_wait(f->client, &id, "Sync", "[]", 5), BATON_OK);
     waiting_id = enqueue(f->client, "Sync", "[]");
-    assert_true(bt_mono_ns() - t > 900000000);
+    assert_true(bt_mono_ns() - t > 2400000000);
     assert_string_equal(job_status(f->client, id), "finished");
     wait_status(f->client, waiting_id.id, "finished");
     worker_stop(&w);

@@ -1,10 +1,9 @@
 // ctest-labels: threads sqlite
-/* test_lifecycle.c: a job's life through the public C API on a real SQLite file: every
+/* test_lifecycle.c: a job's life through the public C API on a real database: every
  * state, queue order, wildcards, pauses, priorities, scheduling, retries and backoff,
  * operator actions, bulk enqueue and bad input that must leave stored jobs intact. */
 #include <jansson.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,18 +391,78 @@ static void test_perform_now_records_the_job(void **state)
 static void test_schema_newer_than_library_is_refused_untouched(void **state)
 {
     lib_fixture *f = *state;
-    sqlite3 *db;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/baton.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO baton_schema_migrations VALUES (99, 0)", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    bt_store *db = test_db_open(f->url);
+    test_db_exec(db, "INSERT INTO baton_schema_migrations VALUES (99, 0)");
+    bt_store_close(db);
     baton_client *c = NULL;
     assert_int_equal(baton_open(&c, f->url), BATON_ESCHEMA);
     assert_null(c);
     assert_non_null(strstr(baton_error_last(), "newer"));
     assert_int_equal(baton_migrate(f->client), BATON_ESCHEMA);
     assert_int_equal(baton_check_schema(f->client), BATON_ESCHEMA);
+}
+
+static int performed_once(void *p)
+{
+    recorder *r = p;
+    pthread_mutex_lock(&r->lock);
+    int done = r->performed > 0;
+    pthread_mutex_unlock(&r->lock);
+    return done;
+}
+
+/* An idle worker wakes as soon as another connection makes a job ready, long before its
+ * next poll: inotify on SQLite's WAL file, LISTEN/NOTIFY on PostgreSQL. */
+static void test_idle_worker_wakes_when_a_job_becomes_ready(void **state)
+{
+    lib_fixture *f = *state;
+    recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
+    baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
+    o.threads = 1;
+    o.polling_interval = 60;
+    running_worker w = worker_start_with(f->client, &o);
+    bt_sleep(0.3); /* its first look found nothing: it sleeps now */
+    baton_client *producer;
+    assert_int_equal(baton_open(&producer, f->url), BATON_OK);
+    assert_int_equal(baton_class_register(producer, "Rec", NULL), BATON_OK);
+    int64_t id;
+    assert_int_equal(baton_enqueue(producer, &id, "Rec", "[1]", NULL), BATON_OK);
+    if (!poll_until(performed_once, &r, 5000))
+        fail_msg("the idle worker did not wake for job %lld", (long long)id);
+    baton_close(producer);
+    worker_stop(&w);
+}
+
+static int process_registered(void *store)
+{
+    return test_db_int(store, "SELECT COUNT(*) FROM baton_processes") > 0;
+}
+
+/* A server that drops every connection (a restart, a failover) costs a failed call and a
+ * retried round, not the client or the worker. */
+static void test_lost_connections_are_replaced(void **state)
+{
+    SKIP_UNLESS(test_on_postgres(), "reconnecting is the PostgreSQL driver's (an SQLite file has no connection to lose)");
+    lib_fixture *f = *state;
+    recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
+    running_worker w = worker_start(f->client, "*", 2);
+    bt_store *admin = test_db_open(f->url);
+    /* Once the worker is up: a worker that cannot register at all does not start. */
+    assert_true(poll_until(process_registered, admin, 5000));
+    test_db_exec(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    bt_store_close(admin);
+    /* The client learns of the loss from the call it makes next; the one after reconnects. */
+    int64_t id;
+    int rc = baton_enqueue(f->client, &id, "Rec", "[1]", NULL);
+    if (rc != BATON_OK) {
+        assert_int_equal(rc, BATON_ESTORE);
+        assert_int_equal(baton_enqueue(f->client, &id, "Rec", "[1]", NULL), BATON_OK);
+    }
+    wait_status(f->client, id, "finished");
+    worker_stop(&w);
 }
 
 static void test_migrate_is_idempotent(void **state)
@@ -421,19 +480,22 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     int64_t id;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[1]", NULL), BATON_OK);
-    sqlite3 *db;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/baton.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
-                                      "DELETE FROM baton_schema_migrations WHERE version > 1",
-                                  NULL, NULL, NULL), SQLITE_OK);
+    bt_store *db = test_db_open(f->url);
+    test_db_exec(db, "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
+                     "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
+                     "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
+                     "ALTER TABLE baton_jobs DROP COLUMN claimed_by;"
+                     "DROP TABLE baton_job_attempts;"
+                     "DELETE FROM baton_schema_migrations WHERE version > 1");
     assert_int_equal(baton_check_schema(f->client), BATON_ESCHEMA);
     assert_non_null(strstr(baton_error_last(), "older"));
     assert_int_equal(baton_migrate(f->client), BATON_OK);
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
-    assert_int_equal(sqlite3_exec(db, "SELECT timezone FROM baton_recurring_tasks", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    /* Each statement fails the test if a column or table is still missing. */
+    test_db_exec(db, "SELECT timezone FROM baton_recurring_tasks;"
+                     "SELECT admitted_by, admitted_at, claimed_by FROM baton_jobs;"
+                     "SELECT outcome FROM baton_job_attempts");
+    bt_store_close(db);
     assert_string_equal(job_status(f->client, id), "ready");
 }
 
@@ -469,6 +531,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_newer_than_library_is_refused_untouched, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_is_idempotent, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_older_schema_is_upgraded_in_place, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_worker_wakes_when_a_job_becomes_ready, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_lost_connections_are_replaced, lib_setup, lib_teardown),
         cmocka_unit_test(test_bad_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

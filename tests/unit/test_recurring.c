@@ -7,7 +7,6 @@
  * runs, and not replaying runs missed while stopped. */
 #include <jansson.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,22 +215,11 @@ static const char *jstr(json_t *o, const char *field)
     return json_string_value(v);
 }
 
-static sqlite3 *db_open(const lib_fixture *f)
-{
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path_join(f->dir, "baton.db"), &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    return db;
-}
-
 static int64_t db_int(const lib_fixture *f, const char *sql)
 {
-    sqlite3 *db = db_open(f);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    bt_store *db = test_db_open(f->url);
+    int64_t v = test_db_int(db, sql);
+    bt_store_close(db);
     return v;
 }
 
@@ -243,20 +231,30 @@ typedef struct run_row {
 
 enum { MAX_RUNS = 64 };
 
+typedef struct run_list {
+    run_row *items;
+    size_t len;
+} run_list;
+
+static int collect_run(bt_row *row, void *payload)
+{
+    run_list *l = payload;
+    if (l->len < MAX_RUNS)
+        l->items[l->len++] = (run_row){bt_col_int(row, 0), bt_col_int(row, 1)};
+    return 0;
+}
+
 /* runs_of reads the runs of task key in time order into runs; returns how many. */
 static size_t runs_of(const lib_fixture *f, const char *key, run_row *runs)
 {
-    sqlite3 *db = db_open(f);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT run_at, COALESCE(job_id, 0) FROM baton_recurring_executions"
-                                            " WHERE task_key = ? ORDER BY run_at", -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    size_t n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW && n < MAX_RUNS)
-        runs[n++] = (run_row){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)};
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
+    bt_store *db = test_db_open(f->url);
+    run_list l = {runs, 0};
+    bt_val k[] = {BV_TEXT(key)};
+    if (bt_exec_dynamic(db, "SELECT run_at, COALESCE(job_id, 0) FROM baton_recurring_executions"
+                            " WHERE task_key = ? ORDER BY run_at", k, 1, collect_run, &l, NULL) != BATON_OK)
+        fail_msg("runs of %s: %s", key, baton_error_last());
+    bt_store_close(db);
+    return l.len;
 }
 
 typedef struct runs_wait {
