@@ -330,6 +330,33 @@ BATON_API int baton_enqueue_many(baton_client *client, int64_t *ids_out,
 BATON_API int baton_enqueue_detailed(baton_client *client, baton_enqueued *out,
                                      const baton_job_spec *specs, size_t n);
 
+/* libsqlite3's and libpq's handle types, declared so this header needs neither library. */
+struct sqlite3;
+struct pg_conn;
+
+/**
+ * Transactional enqueue: as baton_enqueue_detailed(), but the jobs are written through a
+ * connection the application already holds (to the client's own database), so they exist
+ * if and only if the application's transaction commits.
+ *
+ * When the connection has a transaction open, the jobs join it inside a savepoint: on an
+ * error the savepoint is rolled back and the application's transaction stays usable (the
+ * jobs of this call are then absent). When it has none, the call runs in a transaction of
+ * its own. Idle workers on PostgreSQL are woken when the application's transaction commits.
+ * The connection stays the application's: it is neither closed nor reconfigured, and no
+ * prepared statements are left on it.
+ *
+ * @param db / conn an open `sqlite3 *` or `PGconn *`; it must match the client's driver.
+ * @return as baton_enqueue(); BATON_EINVALID when the connection is NULL or of the other
+ *         driver; BATON_ESTATE when the application's PostgreSQL transaction has already
+ *         failed. Thread-safety: as the client; the connection must not be used by another
+ *         thread during the call.
+ */
+BATON_API int baton_enqueue_on_sqlite(baton_client *client, struct sqlite3 *db, baton_enqueued *out,
+                                      const baton_job_spec *specs, size_t n);
+BATON_API int baton_enqueue_on_postgres(baton_client *client, struct pg_conn *conn, baton_enqueued *out,
+                                        const baton_job_spec *specs, size_t n);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Inside a perform callback                                                                   */
 /* ------------------------------------------------------------------------------------------ */

@@ -327,7 +327,9 @@ void bt_new_job_clear(bt_new_job *job)
     job->concurrency_key = NULL;
 }
 
-int baton_enqueue_detailed(baton_client *c, baton_enqueued *out, const baton_job_spec *specs, size_t n)
+/* enqueue_on stores the jobs in one transaction of store (a savepoint inside the
+ * application's transaction when store is borrowed). */
+static int enqueue_on(baton_client *c, bt_store *store, baton_enqueued *out, const baton_job_spec *specs, size_t n)
 {
     int64_t now = bt_now_ms();
     bt_new_job *jobs = calloc(n ? n : 1, sizeof *jobs);
@@ -340,16 +342,16 @@ int baton_enqueue_detailed(baton_client *c, baton_enqueued *out, const baton_job
         if ((rc = bt_prepare_job(c, &specs[i], now, &jobs[i])) != BATON_OK && n > 1)
             bt_err_prefix(rc, "job %zu", i);
     if (rc == BATON_OK)
-        rc = bt_begin(c->store, BT_TXN_WRITE);
+        rc = bt_begin(store, BT_TXN_WRITE);
     if (rc == BATON_OK) {
         for (size_t i = 0; i < n && rc == BATON_OK; i++) {
             bt_landing landing;
             int64_t id = 0;
-            rc = bt_enqueue_row(c->store, &jobs[i], now, 0, &id, &landing);
+            rc = bt_enqueue_row(store, &jobs[i], now, 0, &id, &landing);
             if (out)
                 out[i] = (baton_enqueued){id, landing.state, landing.coalesced_into};
         }
-        rc = bt_end(c->store, rc);
+        rc = bt_end(store, rc);
     }
     for (size_t i = 0; i < n; i++)
         bt_new_job_clear(&jobs[i]);
@@ -357,6 +359,42 @@ int baton_enqueue_detailed(baton_client *c, baton_enqueued *out, const baton_job
     if (rc == BATON_OK)
         bt_log(c, BATON_LOG_DEBUG, "event=job.enqueued count=%zu", n);
     return rc;
+}
+
+int baton_enqueue_detailed(baton_client *c, baton_enqueued *out, const baton_job_spec *specs, size_t n)
+{
+    return enqueue_on(c, c->store, out, specs, n);
+}
+
+/* enqueue_borrowed runs enqueue_on over the application's connection. Its log lines are
+ * not noted: the application's transaction may still roll the jobs back. */
+static int enqueue_borrowed(baton_client *c, const bt_store_ops *driver, void *native, baton_enqueued *out,
+                            const baton_job_spec *specs, size_t n)
+{
+    if (c->store->ops != driver)
+        return bt_err_set(BATON_EINVALID, "%s: the application's connection is not of this client's database driver",
+                          c->url);
+    if (!native)
+        return bt_err_set(BATON_EINVALID, "no application connection given");
+    bt_store *store;
+    int rc = bt_store_borrow(&store, driver, native, c->url);
+    if (rc != BATON_OK)
+        return rc;
+    rc = enqueue_on(c, store, out, specs, n);
+    bt_store_close(store);
+    return rc;
+}
+
+int baton_enqueue_on_sqlite(baton_client *c, struct sqlite3 *db, baton_enqueued *out, const baton_job_spec *specs,
+                            size_t n)
+{
+    return enqueue_borrowed(c, &bt_sqlite_ops, db, out, specs, n);
+}
+
+int baton_enqueue_on_postgres(baton_client *c, struct pg_conn *conn, baton_enqueued *out,
+                              const baton_job_spec *specs, size_t n)
+{
+    return enqueue_borrowed(c, &bt_postgres_ops, conn, out, specs, n);
 }
 
 int baton_enqueue_many(baton_client *c, int64_t *ids_out, const baton_job_spec *specs, size_t n)

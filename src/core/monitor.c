@@ -31,10 +31,13 @@ typedef struct blocked_query {
     json_t *list;
 } blocked_query;
 
+/* Optional filters read CAST(?N AS TEXT) IS NULL OR ...: PostgreSQL infers no type for a
+ * parameter from IS NULL alone, and a NULL is bound without one. */
 static const char sql_blocked[] =
     "SELECT j.id, j.class_name, b.concurrency_key, b.created_at, j.arguments, b.expires_at"
     " FROM baton_blocked_executions b JOIN baton_jobs j ON j.id = b.job_id"
-    " WHERE (?1 IS NULL OR j.class_name = ?1) AND (?2 IS NULL OR b.concurrency_key = ?2)"
+    " WHERE (CAST(?1 AS TEXT) IS NULL OR j.class_name = ?1)"
+    " AND (CAST(?2 AS TEXT) IS NULL OR b.concurrency_key = ?2)"
     " ORDER BY b.created_at, j.id";
 
 static int append_blocked(bt_row *row, void *payload)
@@ -89,7 +92,7 @@ static const char sql_running[] =
     " j.attempts, j.fencing_token, p.kind"
     " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id"
     " LEFT JOIN baton_processes p ON p.id = c.process_id"
-    " WHERE (?1 IS NULL OR j.class_name = ?1) AND c.claimed_at <= ?2"
+    " WHERE (CAST(?1 AS TEXT) IS NULL OR j.class_name = ?1) AND c.claimed_at <= ?2"
     " ORDER BY c.claimed_at, j.id";
 
 static int append_running(bt_row *row, void *payload)
@@ -275,7 +278,8 @@ static int status_index(const char *status)
 }
 
 static const char sql_stat_counts[] =
-    "SELECT class_name, queue_name, status, COUNT(*) FROM baton_jobs WHERE ?1 IS NULL OR class_name = ?1"
+    "SELECT class_name, queue_name, status, COUNT(*) FROM baton_jobs"
+    " WHERE CAST(?1 AS TEXT) IS NULL OR class_name = ?1"
     " GROUP BY class_name, queue_name, status";
 
 static int on_stat_count(bt_row *row, void *payload)
@@ -294,7 +298,7 @@ static int on_stat_count(bt_row *row, void *payload)
 
 static const char sql_stat_blocked_keys[] =
     "SELECT j.class_name, b.concurrency_key, COUNT(*) FROM baton_blocked_executions b"
-    " JOIN baton_jobs j ON j.id = b.job_id WHERE ?1 IS NULL OR j.class_name = ?1"
+    " JOIN baton_jobs j ON j.id = b.job_id WHERE CAST(?1 AS TEXT) IS NULL OR j.class_name = ?1"
     " GROUP BY j.class_name, b.concurrency_key";
 
 static int on_stat_key(bt_row *row, void *payload)
@@ -310,7 +314,7 @@ static int on_stat_key(bt_row *row, void *payload)
 /* Jobs touched within the window: when they started, how they ended, what freed them. */
 static const char sql_stat_window[] =
     "SELECT class_name, queue_name, status, created_at, scheduled_at, started_at, finished_at, admitted_by, error"
-    " FROM baton_jobs WHERE updated_at >= ?2 AND (?1 IS NULL OR class_name = ?1)";
+    " FROM baton_jobs WHERE updated_at >= ?2 AND (CAST(?1 AS TEXT) IS NULL OR class_name = ?1)";
 
 static int on_stat_window(bt_row *row, void *payload)
 {

@@ -53,6 +53,8 @@ typedef struct pg_store {
     bt_stmt_cache cache;    /* literal SQL -> malloc'ed statement name */
     unsigned next_stmt;
     int in_txn;
+    int borrowed;           /* conn is the application's: never reset or closed here, no prepared statements */
+    int in_savepoint;       /* the open "transaction" is a savepoint in the application's */
     int lock_timeout_ms;    /* set by set_lock_timeout, kept across reconnects; 0: the default */
     int64_t reconnect_at_ns, reconnect_backoff_ns;
     PGconn *listener;
@@ -144,7 +146,8 @@ static void pg_close(bt_store *base)
 {
     pg_store *s = (pg_store *)base;
     bt_stmt_cache_clear(&s->cache, free_stmt_name);
-    PQfinish(s->conn);
+    if (!s->borrowed)
+        PQfinish(s->conn);
     close_listener(s);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
@@ -194,6 +197,39 @@ static PGconn *connect_quietly(const char *conninfo)
     return conn;
 }
 
+/* describe fills s->display from the connection; 0 when out of memory. */
+static int describe(pg_store *s)
+{
+    const char *host = PQhost(s->conn), *db = PQdb(s->conn);
+    return asprintf(&s->display, "//%s:%s/%s", host && *host ? host : "localhost", PQport(s->conn), db ? db : "") >= 0;
+}
+
+/* The application's connection keeps its own session settings. */
+static int pg_borrow(bt_store **out, void *native)
+{
+    pg_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    s->base.ops = &bt_postgres_ops;
+    s->conn = native;
+    s->borrowed = 1;
+    s->listen_fd = -1;
+    s->listener_sock = -1;
+    s->pending_fd = -1;
+    if (!describe(s)) {
+        free(s);
+        return bt_err_set(BATON_ERROR, "out of memory");
+    }
+    if (PQtransactionStatus(s->conn) == PQTRANS_INERROR) {
+        int code = bt_err_set(BATON_ESTATE, "postgres:%s: the application's transaction has failed; roll it back first",
+                              s->display);
+        pg_close(&s->base);
+        return code;
+    }
+    *out = &s->base;
+    return BATON_OK;
+}
+
 /* URLs go to libpq whole; "postgres:KEY=VALUE ..." hands libpq a keyword string, and an
  * empty one leaves everything to its defaults and PG* environment variables. */
 static int pg_open(bt_store **out, const char *target, const char *url)
@@ -208,12 +244,8 @@ static int pg_open(bt_store **out, const char *target, const char *url)
     int is_url = strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
     s->conninfo = strdup(is_url ? url : target);
     s->conn = connect_quietly(s->conninfo);
-    if (s->conn) {
-        const char *host = PQhost(s->conn), *db = PQdb(s->conn);
-        if (asprintf(&s->display, "//%s:%s/%s", host && *host ? host : "localhost", PQport(s->conn),
-                     db ? db : "") < 0)
-            s->display = NULL;
-    }
+    if (s->conn && !describe(s))
+        s->display = NULL;
     if (!s->conninfo || !s->conn || !s->display) {
         pg_close(&s->base);
         return bt_err_set(BATON_ERROR, "out of memory");
@@ -282,6 +314,8 @@ static int run_statement(pg_store *s, const char *sql, int cached, const params 
                          PGresult **res)
 {
     *res = NULL;
+    /* Named statements would outlive a borrowed wrapper on the application's connection. */
+    cached = cached && !s->borrowed;
     bt_stmt_slot *slot = cached ? bt_stmt_cache_find(&s->cache, sql) : NULL;
     if (slot && slot->sql) {
         *res = PQexecPrepared(s->conn, slot->stmt, nargs, p->values, NULL, NULL, 0);
@@ -318,6 +352,8 @@ static int ensure_connected(pg_store *s)
 {
     if (PQstatus(s->conn) == CONNECTION_OK || s->in_txn)
         return BATON_OK;
+    if (s->borrowed)
+        return set_error(s, BATON_ESTORE, PQerrorMessage(s->conn), "application connection");
     int64_t now = bt_mono_ns();
     if (now < s->reconnect_at_ns)
         return set_error(s, BATON_ESTORE, "connection lost, reconnecting", "reconnect");
@@ -409,7 +445,9 @@ static int pg_begin(bt_store *base, bt_txn_mode mode)
     int code = ensure_connected(s);
     if (code != BATON_OK)
         return code;
-    code = run_simple(s, mode == BT_TXN_WRITE ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    s->in_savepoint = s->borrowed && PQtransactionStatus(s->conn) != PQTRANS_IDLE;
+    code = run_simple(s, s->in_savepoint ? "SAVEPOINT baton"
+                         : mode == BT_TXN_WRITE ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     s->in_txn = code == BATON_OK;
     return code;
 }
@@ -420,7 +458,10 @@ static int pg_commit(bt_store *base)
     int notify = base->jobs_made_ready;
     base->jobs_made_ready = 0;
     s->in_txn = 0;
-    /* Notifications are delivered at commit, so one round trip carries both. */
+    /* Notifications are delivered at commit, so one round trip carries both; inside the
+     * application's transaction they wait for its commit, as its jobs do. */
+    if (s->in_savepoint)
+        return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; RELEASE SAVEPOINT baton" : "RELEASE SAVEPOINT baton");
     return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; COMMIT" : "COMMIT");
 }
 
@@ -429,7 +470,9 @@ static void pg_rollback(bt_store *base)
     pg_store *s = (pg_store *)base;
     base->jobs_made_ready = 0;
     s->in_txn = 0;
-    if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+    if (s->in_savepoint)
+        PQclear(PQexec(s->conn, "ROLLBACK TO SAVEPOINT baton; RELEASE SAVEPOINT baton"));
+    else if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
         PQclear(PQexec(s->conn, "ROLLBACK"));
 }
 
@@ -539,6 +582,7 @@ const bt_store_ops bt_postgres_ops = {
     .change_fd = pg_change_fd,
     .change_drain = pg_change_drain,
     .set_lock_timeout = pg_set_lock_timeout,
+    .borrow = pg_borrow,
     /* Identity values only grow: the fencing token relies on it. */
     .ddl_serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     .ddl_real = "DOUBLE PRECISION",

@@ -33,6 +33,8 @@ typedef struct sqlite_store {
     int64_t busy_started_ns;
     int busy_timeout_ms;
     int inotify_fd;
+    int borrowed;     /* db is the application's: never closed here */
+    int in_savepoint; /* the open "transaction" is a savepoint in the application's */
 } sqlite_store;
 
 typedef struct sqlite_row {
@@ -127,7 +129,8 @@ static void sqlite_close(bt_store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
     bt_stmt_cache_clear(&s->cache, finalize_stmt);
-    sqlite3_close(s->db);
+    if (!s->borrowed)
+        sqlite3_close(s->db);
     if (s->inotify_fd >= 0)
         close(s->inotify_fd);
     free(s->path);
@@ -254,22 +257,48 @@ static int sqlite_exec(bt_store *base, const char *sql, int cached, const bt_val
 
 static int sqlite_begin(bt_store *base, bt_txn_mode mode)
 {
-    static const char begin_write[] = "BEGIN IMMEDIATE", begin_read[] = "BEGIN";
-    return sqlite_exec(base, mode == BT_TXN_WRITE ? begin_write : begin_read, 1, NULL, 0, NULL,
-                       NULL, NULL);
+    static const char begin_write[] = "BEGIN IMMEDIATE", begin_read[] = "BEGIN", savepoint[] = "SAVEPOINT baton";
+    sqlite_store *s = (sqlite_store *)base;
+    s->in_savepoint = s->borrowed && !sqlite3_get_autocommit(s->db);
+    return sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read, 1,
+                       NULL, 0, NULL, NULL, NULL);
 }
 
 static int sqlite_commit(bt_store *base)
 {
-    static const char commit[] = "COMMIT";
-    return sqlite_exec(base, commit, 1, NULL, 0, NULL, NULL, NULL);
+    static const char commit[] = "COMMIT", release[] = "RELEASE baton";
+    sqlite_store *s = (sqlite_store *)base;
+    return sqlite_exec(base, s->in_savepoint ? release : commit, 1, NULL, 0, NULL, NULL, NULL);
 }
 
 static void sqlite_rollback(bt_store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
-    if (!sqlite3_get_autocommit(s->db))
+    if (s->in_savepoint)
+        sqlite3_exec(s->db, "ROLLBACK TO baton; RELEASE baton", NULL, NULL, NULL);
+    else if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* The application's handle keeps its own settings (busy handler, pragmas). */
+static int sqlite_borrow(bt_store **out, void *native)
+{
+    sqlite_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    s->base.ops = &bt_sqlite_ops;
+    s->db = native;
+    s->borrowed = 1;
+    s->inotify_fd = -1;
+    s->busy_timeout_ms = BUSY_TIMEOUT_MS;
+    const char *file = sqlite3_db_filename(s->db, "main");
+    s->path = strdup(file && *file ? file : "(application connection)");
+    if (!s->path) {
+        free(s);
+        return bt_err_set(BATON_ERROR, "out of memory");
+    }
+    *out = &s->base;
+    return BATON_OK;
 }
 
 static int sqlite_exec_script(bt_store *base, const char *sql)
@@ -336,5 +365,6 @@ const bt_store_ops bt_sqlite_ops = {
     .ddl_serial = "INTEGER PRIMARY KEY AUTOINCREMENT",
     .ddl_real = "REAL",
     .set_lock_timeout = sqlite_set_lock_timeout,
+    .borrow = sqlite_borrow,
     .sql_table_exists = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
 };

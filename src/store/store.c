@@ -38,6 +38,17 @@ int bt_store_open(bt_store **out, const char *url)
                       url, (int)scheme_len, url);
 }
 
+int bt_store_borrow(bt_store **out, const bt_store_ops *ops, void *native, const char *url)
+{
+    int rc = ops->borrow(out, native);
+    if (rc == BATON_OK && !((*out)->url = strdup(url))) {
+        bt_store_close(*out);
+        *out = NULL;
+        rc = bt_err_set(BATON_ERROR, "out of memory");
+    }
+    return rc;
+}
+
 struct bt_note_line {
     baton_log_level level;
     char *line;

@@ -70,6 +70,10 @@ typedef struct bt_store_ops {
     /* How long a statement of this connection may wait for another's lock before it fails
      * with BATON_EBUSY. */
     void (*set_lock_timeout)(bt_store *store, int ms);
+    /* Wraps a connection the application owns (sqlite3 *, PGconn *): transactions become
+     * savepoints inside the application's open transaction, or transactions of their own
+     * when it has none; close frees the wrapper only. */
+    int (*borrow)(bt_store **out, void *native);
     /* Dialect. row_locks is 1 when writers run side by side and serialise on row locks
      * (PostgreSQL): core/ then locks a key's semaphore row before deciding about its slots
      * and picks rows to work on with FOR UPDATE SKIP LOCKED (see BT_SKIP_LOCKED). It is 0
@@ -123,6 +127,9 @@ static inline void bt_note_ready(bt_store *s) { s->jobs_made_ready = 1; }
  * "postgresql://..."). */
 int bt_store_open(bt_store **out, const char *url);
 void bt_store_close(bt_store *store);
+/* bt_store_borrow wraps a connection the application owns (see bt_store_ops.borrow); url
+ * names the database in messages. bt_store_close frees the wrapper, not the connection. */
+int bt_store_borrow(bt_store **out, const bt_store_ops *ops, void *native, const char *url);
 
 static inline int bt_begin(bt_store *s, bt_txn_mode m) { return s->ops->begin(s, m); }
 static inline void bt_set_lock_timeout(bt_store *s, int ms) { s->ops->set_lock_timeout(s, ms); }

@@ -32,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,6 +70,7 @@ typedef struct fixture {
     int64_t *ids;
     size_t nids;
     int passed; /* set by a test that got to its end; a failed one keeps its directory */
+    char pg_ctl[9200]; /* "[runuser -u USER --] BIN/pg_ctl -D DIR": a private server, or "" */
 } fixture;
 
 static int64_t mono_ns(void)
@@ -112,12 +115,20 @@ static int teardown(void **state)
             waitpid(f->workers[i], NULL, 0);
         }
     baton_close(f->client);
+    if (f->pg_ctl[0]) {
+        char cmd[9300];
+        snprintf(cmd, sizeof cmd, "%s -m immediate stop >/dev/null 2>&1", f->pg_ctl);
+        if (system(cmd) != 0)
+            print_error("could not stop the private server: %s\n", cmd);
+        f->url[0] = '\0'; /* its database goes with its directory */
+    }
     const char *keep = getenv("BATON_KEEP_TMP");
     if (!f->passed || (keep && *keep && strcmp(keep, "0") != 0)) {
         print_message("kept %s (%s)\n", f->dir, f->url);
         free(f->dir);
     } else {
-        test_db_drop(f->url);
+        if (f->url[0])
+            test_db_drop(f->url);
         tmpdir_remove(f->dir);
     }
     free(f->kills);
@@ -307,8 +318,11 @@ static json_t *cli_json(fixture *f, const char *command, const char *extra1, con
 static int64_t jobs_in_flight_claimed(baton_client *c, int64_t *claimed_out)
 {
     char *text = NULL;
-    int rc = baton_queues_json(c, &text);
-    json_t *queues = lib_json(rc, text, "baton_queues_json");
+    /* -1 while the database cannot be read (the restart test's server is away). */
+    if (baton_queues_json(c, &text) != BATON_OK)
+        return -1;
+    json_t *queues = parse_json(text, "baton_queues_json");
+    baton_free(text);
     int64_t n = 0, claimed = 0;
     size_t i;
     json_t *q;
@@ -687,7 +701,7 @@ static int wait_drained(fixture *f, int timeout_s, int64_t *left_out)
 {
     int64_t deadline = mono_ns() + (int64_t)timeout_s * 1000000000LL;
     int64_t left;
-    while ((left = jobs_in_flight(f->client)) > 0 && mono_ns() < deadline)
+    while ((left = jobs_in_flight(f->client)) != 0 && mono_ns() < deadline)
         sleep_ms(100);
     *left_out = left;
     return left == 0;
@@ -725,7 +739,7 @@ static void run_load(void **state, int limit)
     int held = 0;
     /* Generous: 5 jobs per second would be a machine ten times slower than expected. */
     int64_t deadline = t0 + (int64_t)(30 + njobs / 5) * 1000000000LL;
-    while ((left = jobs_in_flight_claimed(f->client, &claimed)) > 0 && mono_ns() < deadline) {
+    while ((left = jobs_in_flight_claimed(f->client, &claimed)) != 0 && mono_ns() < deadline) {
         most_claimed = claimed > most_claimed ? claimed : most_claimed;
         int h = sample_holders(f->client);
         held = h > held ? h : held;
@@ -1177,6 +1191,109 @@ static void test_worker_resumed_after_prune_leaves_no_orphan_claim(void **state)
     f->passed = 1;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* 4. PostgreSQL restarted under load                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* free_port asks the kernel for a port on 127.0.0.1 that nothing listens on. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void shell(const char *cmd)
+{
+    int st = system(cmd);
+    if (st != 0)
+        fail_msg("'%s' failed with status %d", cmd, st);
+}
+
+/* start_private_server runs a PostgreSQL server of this test's own in its directory, from
+ * the binaries in $BATON_TEST_PG_BIN (as $BATON_TEST_PG_USER when set: initdb refuses
+ * root), so restarting it disturbs no other test; f->url then names a database there. */
+static void start_private_server(fixture *f)
+{
+    const char *bin = getenv("BATON_TEST_PG_BIN"), *user = getenv("BATON_TEST_PG_USER");
+    SKIP_UNLESS(test_on_postgres() && bin && *bin, "a server restart needs PostgreSQL and $BATON_TEST_PG_BIN");
+    char as[128] = "", pgdir[4400], cmd[20000];
+    snprintf(pgdir, sizeof pgdir, "%s/pg", f->dir);
+    assert_int_equal(mkdir(pgdir, 0700), 0);
+    if (user && *user) {
+        /* The server's user must reach its directory inside this test's private one. */
+        assert_int_equal(chmod(f->dir, 0711), 0);
+        snprintf(as, sizeof as, "runuser -u %s --", user);
+        snprintf(cmd, sizeof cmd, "chown %s '%s'", user, pgdir);
+        shell(cmd);
+    }
+    snprintf(cmd, sizeof cmd, "%s '%s/initdb' -D '%s/data' -U postgres -A trust -E UTF8 --no-sync >/dev/null", as,
+             bin, pgdir);
+    shell(cmd);
+    snprintf(f->pg_ctl, sizeof f->pg_ctl, "%s '%s/pg_ctl' -D '%s/data'", as, bin, pgdir);
+    int port = free_port();
+    snprintf(cmd, sizeof cmd,
+             "%s -w -l '%s/server.log' -o \"-p %d -k '%s' -h 127.0.0.1 -c fsync=off\" start >/dev/null", f->pg_ctl,
+             pgdir, port, pgdir);
+    shell(cmd);
+    test_db_drop(f->url); /* the shared server's database of setup is not used */
+    char admin[128];
+    snprintf(admin, sizeof admin, "postgres://postgres@127.0.0.1:%d/postgres", port);
+    bt_store *s = test_db_open(admin);
+    test_db_exec(s, "CREATE DATABASE baton");
+    bt_store_close(s);
+    snprintf(f->url, sizeof f->url, "postgres://postgres@127.0.0.1:%d/baton", port);
+}
+
+static int finished_at_least(void *p)
+{
+    fixture *f = p;
+    int64_t claimed = 0, left = jobs_in_flight_claimed(f->client, &claimed);
+    return left >= 0 && (int64_t)f->nids - left >= (int64_t)f->nids / 3 && claimed > 0;
+}
+
+/* The server restarts (pg_ctl restart: every connection dropped, in-flight transactions
+ * rolled back) while workers run jobs of limit 1: nothing is lost, no job that ran to its
+ * end runs again because of the outage, no key goes over its limit, and the work resumes
+ * by itself. */
+static void test_postgres_restart_under_load(void **state)
+{
+    fixture *f = *state;
+    start_private_server(f);
+    enum { KEYS = 20, PER_KEY = 10, WORKERS = 2, THREADS = 4 };
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
+    open_queue(f, CALM_LIVENESS, classes);
+    enqueue_probes(f, "Probe", KEYS, PER_KEY);
+    for (int i = 0; i < WORKERS; i++)
+        spawn_worker(f, i, THREADS, NULL);
+    /* A third done and jobs running: the restart catches some mid-run. */
+    assert_true(poll_until(finished_at_least, f, 120000));
+    char cmd[9300];
+    snprintf(cmd, sizeof cmd, "%s -w -m fast restart >/dev/null", f->pg_ctl);
+    shell(cmd);
+    int64_t left;
+    if (!wait_drained(f, 120, &left))
+        fail_msg("%lld jobs still in flight 120 s after the restart (logs in %s)", (long long)left, f->dir);
+    for (int i = 0; i < WORKERS; i++)
+        if (kill(f->workers[i], 0) != 0)
+            fail_msg("worker %d did not survive the restart (logs in %s)", (int)f->workers[i], f->dir);
+    stop_workers(f);
+    check_opts o = {.limit = 1, .nkeys = KEYS};
+    check_stats st = check_log_and_queue(f, &o);
+    print_message("restart: %zu runs of %d jobs, %zu interrupted, max runs of a key at once %d\n", st.runs,
+                  KEYS * PER_KEY, st.interrupted, st.max_key_overlap);
+    if (st.redone_after_end)
+        CHECK(&st, "%zu jobs ran to their end twice across the restart\n", st.redone_after_end);
+    if (st.errors)
+        fail_msg("restart: %d check failures (see above; logs in %s)", st.errors, f->dir);
+    f->passed = 1;
+}
+
 int main(void)
 {
     const char *filter = getenv("BATON_STRESS_FILTER");
@@ -1190,6 +1307,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_limit_5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chaos_limit_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chaos_limit_2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_postgres_restart_under_load, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

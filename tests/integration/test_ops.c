@@ -1,6 +1,6 @@
 // ctest-labels: sqlite
 /* test_ops.c: the monitoring commands (blocked, running, processes) against states built
- * by a real `baton work` process running real command jobs. */
+ * by a real `baton work` process running real command jobs, on either driver. */
 #include <jansson.h>
 #include <poll.h>
 #include <pty.h>
@@ -25,7 +25,7 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     f->dir = tmpdir_make();
-    snprintf(f->url, sizeof f->url, "sqlite:%s", path_join(f->dir, "baton.db"));
+    test_db_create(f->url, sizeof f->url, f->dir, "baton");
     snprintf(f->config, sizeof f->config, "%s", path_join(f->dir, "baton.yml"));
     write_file(f->config, "jobs:\n"
                           "  Sync:\n"
@@ -52,6 +52,7 @@ static int teardown(void **state)
         kill(f->worker, SIGQUIT);
         wait_exit(f->worker, 10000);
     }
+    test_db_drop(f->url);
     tmpdir_remove(f->dir);
     free(f);
     return 0;

@@ -1,11 +1,10 @@
 // ctest-labels: sqlite
-/* test_scheduler.c: `baton schedule` and `baton recurring` as real processes on one SQLite
- * file. Two schedulers running an every-second task side by side enqueue each run exactly
- * once; `baton recurring add/remove` refuse bad input with one line and the right exit
- * code; a bad schedule in baton.yml names the file and line. */
+/* test_scheduler.c: `baton schedule` and `baton recurring` as real processes on one
+ * database, SQLite or PostgreSQL. Two schedulers running an every-second task side by side
+ * enqueue each run exactly once; `baton recurring add/remove` refuse bad input with one
+ * line and the right exit code; a bad schedule in baton.yml names the file and line. */
 #include <jansson.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +20,9 @@ enum { MAX_ARGS = 32, MAX_SCHEDULERS = 2, PATH_LEN = 4200 };
 
 typedef struct fx {
     char *dir;
-    char db[PATH_LEN + 16]; /* sqlite:DIR/baton.db */
-    char file[PATH_LEN];    /* DIR/baton.db */
+    char db[PATH_LEN + 16]; /* sqlite:DIR/baton.db, or a PostgreSQL URL */
     char cfg[PATH_LEN];     /* DIR/baton.yml */
+    bt_store *sql;          /* direct access, once init_with made the schema */
     pid_t schedulers[MAX_SCHEDULERS];
     char logs[MAX_SCHEDULERS][PATH_LEN];
 } fx;
@@ -33,8 +32,7 @@ static int setup(void **state)
     fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
     f->dir = tmpdir_make();
-    snprintf(f->file, sizeof f->file, "%s/baton.db", f->dir);
-    snprintf(f->db, sizeof f->db, "sqlite:%s", f->file);
+    test_db_create(f->db, sizeof f->db, f->dir, "baton");
     snprintf(f->cfg, sizeof f->cfg, "%s/baton.yml", f->dir);
     *state = f;
     return 0;
@@ -48,6 +46,8 @@ static int teardown(void **state)
             kill(f->schedulers[i], SIGKILL);
             waitpid(f->schedulers[i], NULL, 0);
         }
+    bt_store_close(f->sql);
+    test_db_drop(f->db);
     tmpdir_remove(f->dir);
     free(f);
     return 0;
@@ -114,6 +114,7 @@ static void init_with(fx *f, const char *config)
 {
     write_file(f->cfg, config);
     OK(f, "init");
+    f->sql = test_db_open(f->db);
 }
 
 static pid_t start_scheduler(fx *f, int slot)
@@ -136,21 +137,7 @@ static void stop_scheduler(fx *f, int slot)
     }
 }
 
-/* ---- direct SQLite access --------------------------------------------------------------- */
-
-static int64_t sql_int(fx *f, const char *sql)
-{
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_open(f->file, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
+/* ---- direct database access ------------------------------------------------------------ */
 
 typedef struct sql_wait {
     fx *f;
@@ -161,7 +148,7 @@ typedef struct sql_wait {
 static int sql_reached(void *p)
 {
     sql_wait *w = p;
-    return sql_int(w->f, w->sql) >= w->at_least;
+    return test_db_int(w->f->sql, w->sql) >= w->at_least;
 }
 
 /* wait_sql fails the test unless the query's integer reaches at_least within timeout_ms. */
@@ -170,7 +157,7 @@ static void wait_sql(fx *f, const char *sql, int64_t at_least, int timeout_ms)
     sql_wait w = {f, sql, at_least};
     if (!poll_until(sql_reached, &w, timeout_ms))
         fail_msg("%s stayed below %lld for %d ms (is %lld)", sql, (long long)at_least, timeout_ms,
-                 (long long)sql_int(f, sql));
+                 (long long)test_db_int(f->sql, sql));
 }
 
 static int count_in_file(const char *path, const char *needle)
@@ -208,26 +195,33 @@ static void test_two_schedulers_enqueue_each_run_once(void **state)
     stop_scheduler(f, 0);
     stop_scheduler(f, 1);
 
-    int64_t runs = sql_int(f, "SELECT COUNT(*) FROM baton_recurring_executions");
+    int64_t runs = test_db_int(f->sql, "SELECT COUNT(*) FROM baton_recurring_executions");
     assert_true(runs >= 8);
-    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM (SELECT task_key, run_at FROM baton_recurring_executions"
-                                " GROUP BY task_key, run_at HAVING COUNT(*) > 1) AS doubled"), 0);
+    assert_int_equal(test_db_int(f->sql, "SELECT COUNT(*) FROM (SELECT task_key, run_at"
+                                         " FROM baton_recurring_executions"
+                                         " GROUP BY task_key, run_at HAVING COUNT(*) > 1) AS doubled"),
+                     0);
     /* One job per run, each recorded with its run, and no other job. */
-    assert_int_equal(sql_int(f, "SELECT COUNT(DISTINCT job_id) FROM baton_recurring_executions"), runs);
-    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_jobs"), runs);
-    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_recurring_executions e JOIN baton_jobs j"
-                                " ON j.id = e.job_id AND j.class_name = 'Tick' AND j.queue_name = 'ticks'"
-                                " AND j.arguments = CASE e.task_key WHEN 'tick' THEN '{\"n\":1}' ELSE '[2]' END"),
+    assert_int_equal(test_db_int(f->sql, "SELECT COUNT(DISTINCT job_id) FROM baton_recurring_executions"), runs);
+    assert_int_equal(test_db_int(f->sql, "SELECT COUNT(*) FROM baton_jobs"), runs);
+    assert_int_equal(test_db_int(f->sql, "SELECT COUNT(*) FROM baton_recurring_executions e JOIN baton_jobs j"
+                                         " ON j.id = e.job_id AND j.class_name = 'Tick' AND j.queue_name = 'ticks'"
+                                         " AND j.arguments = CASE e.task_key WHEN 'tick' THEN '{\"n\":1}'"
+                                         " ELSE '[2]' END"),
                      runs);
     /* Every second ran, once, for both tasks. */
-    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_recurring_executions WHERE run_at % 1000 != 0"), 0);
-    assert_int_equal(sql_int(f, "SELECT SUM(n) FROM (SELECT (MAX(run_at) - MIN(run_at)) / 1000 + 1 - COUNT(*) AS n"
-                                " FROM baton_recurring_executions GROUP BY task_key) AS gaps"), 0);
+    assert_int_equal(test_db_int(f->sql, "SELECT COUNT(*) FROM baton_recurring_executions"
+                                         " WHERE run_at % 1000 != 0"),
+                     0);
+    assert_int_equal(test_db_int(f->sql, "SELECT SUM(n) FROM (SELECT (MAX(run_at) - MIN(run_at)) / 1000 + 1"
+                                         " - COUNT(*) AS n FROM baton_recurring_executions GROUP BY task_key)"
+                                         " AS gaps"),
+                     0);
     /* Each run was logged as enqueued by exactly one of the two. */
     int logged = count_in_file(f->logs[0], "event=recurring.enqueued ") +
                  count_in_file(f->logs[1], "event=recurring.enqueued ");
     assert_int_equal(logged, runs);
-    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
+    assert_int_equal(test_db_int(f->sql, "SELECT COUNT(*) FROM baton_processes"), 0);
 }
 
 static void test_recurring_add_and_remove_errors(void **state)

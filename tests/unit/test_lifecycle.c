@@ -3,7 +3,9 @@
  * state, queue order, wildcards, pauses, priorities, scheduling, retries and backoff,
  * operator actions, bulk enqueue and bad input that must leave stored jobs intact. */
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -434,6 +436,111 @@ static void test_idle_worker_wakes_when_a_job_becomes_ready(void **state)
     worker_stop(&w);
 }
 
+/* The application's own connection, as it would hold one: a plain libsqlite3 handle or
+ * libpq connection to the database under test. */
+typedef struct app_conn {
+    sqlite3 *db;
+    PGconn *pg;
+} app_conn;
+
+static app_conn app_connect(const char *url)
+{
+    app_conn a = {0};
+    if (test_on_postgres()) {
+        a.pg = PQconnectdb(url);
+        assert_int_equal(PQstatus(a.pg), CONNECTION_OK);
+    } else {
+        assert_int_equal(sqlite3_open(strchr(url, ':') + 1, &a.db), SQLITE_OK);
+        sqlite3_busy_timeout(a.db, 10000);
+    }
+    return a;
+}
+
+static void app_exec(app_conn *a, const char *sql)
+{
+    if (a->pg) {
+        PGresult *res = PQexec(a->pg, sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            fail_msg("%s: %s", sql, PQerrorMessage(a->pg));
+        PQclear(res);
+    } else if (sqlite3_exec(a->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        fail_msg("%s: %s", sql, sqlite3_errmsg(a->db));
+    }
+}
+
+static int app_enqueue(baton_client *c, app_conn *a, const char *args, int64_t *id)
+{
+    baton_job_spec spec = {"Rec", args, NULL};
+    baton_enqueued out = {0};
+    int rc = a->pg ? baton_enqueue_on_postgres(c, a->pg, &out, &spec, 1) : baton_enqueue_on_sqlite(c, a->db, &out, &spec, 1);
+    *id = out.id;
+    return rc;
+}
+
+static void app_close(app_conn *a)
+{
+    if (a->pg)
+        PQfinish(a->pg);
+    else
+        sqlite3_close(a->db);
+}
+
+static int64_t jobs_with_args(const char *url, const char *args)
+{
+    bt_store *db = test_db_open(url);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM baton_jobs WHERE arguments = '%s'", args);
+    int64_t n = test_db_int(db, sql);
+    bt_store_close(db);
+    return n;
+}
+
+/* A job enqueued through the application's connection exists if and only if the
+ * application's transaction commits, and a failed enqueue leaves that transaction usable. */
+static void test_enqueue_joins_the_applications_transaction(void **state)
+{
+    lib_fixture *f = *state;
+    recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
+    app_conn a = app_connect(f->url);
+    app_exec(&a, "CREATE TABLE orders (id INTEGER PRIMARY KEY)");
+    int64_t id;
+
+    app_exec(&a, "BEGIN");
+    app_exec(&a, "INSERT INTO orders VALUES (1)");
+    assert_int_equal(app_enqueue(f->client, &a, "[1]", &id), BATON_OK);
+    assert_true(id > 0);
+    app_exec(&a, "ROLLBACK");
+    assert_int_equal(jobs_with_args(f->url, "[1]"), 0);
+
+    app_exec(&a, "BEGIN");
+    app_exec(&a, "INSERT INTO orders VALUES (2)");
+    assert_int_equal(app_enqueue(f->client, &a, "[2]", &id), BATON_OK);
+    /* A bad job fails alone; the transaction and the job before it go on. */
+    assert_int_equal(app_enqueue(f->client, &a, "{not json", &id), BATON_EINVALID);
+    app_exec(&a, "INSERT INTO orders VALUES (3)");
+    if (a.pg) /* on SQLite the open write transaction would keep the other connection waiting */
+        assert_int_equal(jobs_with_args(f->url, "[2]"), 0);
+    app_exec(&a, "COMMIT");
+    assert_int_equal(jobs_with_args(f->url, "[2]"), 1);
+
+    /* Outside a transaction the call commits on its own. */
+    int64_t alone;
+    assert_int_equal(app_enqueue(f->client, &a, "[3]", &alone), BATON_OK);
+    assert_int_equal(jobs_with_args(f->url, "[3]"), 1);
+
+    running_worker w = worker_start(f->client, "*", 1);
+    wait_status(f->client, alone, "finished");
+    worker_stop(&w);
+
+    /* The other driver's connection is refused. */
+    baton_job_spec spec = {"Rec", "[4]", NULL};
+    assert_int_equal(a.pg ? baton_enqueue_on_sqlite(f->client, (struct sqlite3 *)a.pg, NULL, &spec, 1)
+                          : baton_enqueue_on_postgres(f->client, (struct pg_conn *)a.db, NULL, &spec, 1),
+                     BATON_EINVALID);
+    app_close(&a);
+}
+
 static int process_registered(void *store)
 {
     return test_db_int(store, "SELECT COUNT(*) FROM baton_processes") > 0;
@@ -533,6 +640,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_older_schema_is_upgraded_in_place, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_idle_worker_wakes_when_a_job_becomes_ready, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_lost_connections_are_replaced, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_joins_the_applications_transaction, lib_setup, lib_teardown),
         cmocka_unit_test(test_bad_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
