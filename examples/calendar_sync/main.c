@@ -3,11 +3,12 @@
  * and five code paths trigger it, often for the same user at the same moment. Two syncs
  * of one user that overlap both see an empty calendar and both insert every event.
  *
- * The same workload runs three times, each on a fresh database and a fresh calendar
- * service, with 2 worker processes x 5 threads: without a concurrency limit, with
- * "to: 1, key: google_calendar_sync_user_{user_id}", and with on_conflict: coalesce.
- * --paused-host instead freezes a worker mid-write until its claims are handed on, then
- * lets it resume: the fencing token makes the calendar service refuse its stale write.
+ * The same workload runs three times, each with a fresh calendar service and a fresh SQLite
+ * file (with --db, one after another in that database), with 2 worker processes x 5
+ * threads: without a concurrency limit, with "to: 1, key: google_calendar_sync_user_{user_id}",
+ * and with on_conflict: coalesce. --paused-host instead stops a worker's process group
+ * mid-write until its claims are handed on, then lets it resume: the fencing token makes
+ * the calendar service refuse its stale writes.
  *
  *   calendar_sync_demo [--users N] [--latency MS|MIN-MAX] [--db URL] [--seed N]
  *                      [--paused-host] [--json]
@@ -16,13 +17,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +54,10 @@ typedef struct sync_context {
     int port;
     uint32_t seed;
     int log_fd; /* one line per sync: user, start and end (monotonic ns), outcome */
+    /* --paused-host: the worker to freeze says on freeze_fd that a sync is about to write,
+     * then waits for a byte on resume_fd, which the demo sends once it has stopped that
+     * worker, seen its claims handed on and let it go on. */
+    int freeze_fd, resume_fd;
 } sync_context;
 
 typedef struct run_report {
@@ -69,6 +75,12 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static int64_t deadline_after(int timeout_ms) { return now_ns() + (int64_t)timeout_ms * 1000000; }
+
+/* The demo's own process, and whether it was asked to stop (SIGINT, SIGTERM). */
+static pid_t demo_pid;
+static volatile sig_atomic_t interrupted;
+
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -80,9 +92,9 @@ static void sleep_ms(int ms)
 /* The sync job                                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Set in a worker process by SIGUSR1: the next sync about to write freezes the whole
- * process group right there, the worst moment for a host to stall. */
-static atomic_int freeze_requested;
+/* Set in the worker chosen to freeze: its next sync about to write stops there, the worst
+ * moment for a host to stall. */
+static atomic_int freeze_armed;
 
 enum sync_outcome { SYNC_OK = 'o', SYNC_FAILED = 'f', SYNC_STALE = 's', SYNC_STOPPED = 'x' };
 
@@ -97,6 +109,17 @@ static int contains_uid(json_t *items, const char *uid)
             return 1;
     }
     return 0;
+}
+
+/* wait_for_freeze tells the demo this sync is about to write and blocks until the demo has
+ * frozen this process and thawed it again; the write that follows carries the old token. */
+static void wait_for_freeze(const sync_context *ctx)
+{
+    char byte = 'w';
+    if (write(ctx->freeze_fd, &byte, 1) != 1)
+        return;
+    while (read(ctx->resume_fd, &byte, 1) < 0 && errno == EINTR)
+        ;
 }
 
 /* sync_user is user.sync_course_schedule(force:): read the calendar, then insert what the
@@ -128,12 +151,8 @@ static enum sync_outcome sync_user(baton_job *job, const sync_context *ctx, int 
                 outcome = SYNC_STOPPED;
                 break;
             }
-            if (atomic_exchange(&freeze_requested, 0)) {
-                /* Another thread may take the stop signal; the nap lets the whole process
-                 * stop before this thread gets to its write. */
-                kill(0, SIGSTOP);
-                sleep_ms(100);
-            }
+            if (atomic_exchange(&freeze_armed, 0))
+                wait_for_freeze(ctx);
             http_response inserted = http_request(ctx->port, "POST", path, token, expected[i].json);
             if (inserted.status == 409) {
                 baton_job_set_error(job, "calendar %d refused fencing token %lld: a newer sync owns it",
@@ -248,7 +267,7 @@ static int fire_bursts(baton_client *client, int users, int *triggers)
 /* fire_manual_syncs runs the inline trigger for some users while the workers are busy. */
 static int fire_manual_syncs(baton_client *client, int users, int *triggers)
 {
-    for (int user = 1; user <= users; user++) {
+    for (int user = 1; user <= users && !interrupted; user++) {
         if (!wants_manual_sync(user))
             continue;
         ++*triggers;
@@ -275,10 +294,24 @@ static void on_term(int sig)
         baton_worker_stop(process_worker, 0);
 }
 
-static void on_freeze_request(int sig)
+static void on_interrupt(int sig)
 {
     (void)sig;
-    atomic_store(&freeze_requested, 1);
+    interrupted = 1;
+}
+
+/* child_setup puts a forked child in its own process group (a stop or kill of the group
+ * reaches it alone) and has it killed when the demo dies, so nothing outlives it: SIGKILL,
+ * since a worker may be stopped then. */
+static void child_setup(void)
+{
+    setpgid(0, 0);
+    /* Ctrl-C is the demo's to handle: it stops its children in order. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != demo_pid)
+        _exit(1);
 }
 
 static void set_liveness(baton_client *client, const demo_config *cfg)
@@ -288,15 +321,14 @@ static void set_liveness(baton_client *client, const demo_config *cfg)
         baton_set_liveness(client, 0.5, 2.0);
 }
 
-/* worker_process runs one worker with 5 threads in a forked child, in its own process
- * group, until SIGTERM. */
+/* worker_process runs one worker with 5 threads in a forked child until SIGTERM; with
+ * freeze set, its first sync about to write waits for the demo to freeze it. */
 static _Noreturn void worker_process(const demo_config *cfg, const char *url, sync_mode mode,
-                                     sync_context *ctx)
+                                     sync_context *ctx, int freeze)
 {
-    setpgid(0, 0);
+    child_setup();
     signal(SIGTERM, on_term);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGUSR1, on_freeze_request);
+    atomic_store(&freeze_armed, freeze);
     baton_client *client = NULL;
     baton_worker_options opts = BATON_WORKER_OPTIONS_INIT;
     opts.threads = WORKER_THREADS;
@@ -344,8 +376,7 @@ static pid_t start_calendar_service(const demo_config *cfg, int *port)
     }
     pid_t pid = fork_or_die();
     if (pid == 0) {
-        setpgid(0, 0);
-        signal(SIGINT, SIG_IGN);
+        child_setup();
         calendar_service_options opts = {cfg->users, cfg->latency_min_ms, cfg->latency_max_ms};
         calendar_service_serve(fd, &opts);
         _exit(0);
@@ -357,7 +388,8 @@ static pid_t start_calendar_service(const demo_config *cfg, int *port)
 /* wait_exit waits up to timeout_ms for pid to exit, then kills its group. */
 static void wait_exit(pid_t pid, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 20) {
+    int64_t deadline = deadline_after(timeout_ms);
+    while (now_ns() < deadline) {
         if (waitpid(pid, NULL, WNOHANG) == pid)
             return;
         sleep_ms(20);
@@ -397,22 +429,27 @@ static int unfinished_jobs(baton_client *client)
     return count;
 }
 
+/* wait_until_idle polls until no job is left to run; -1 after timeout_ms or an interrupt. */
 static int wait_until_idle(baton_client *client, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 20) {
-        int left = unfinished_jobs(client);
-        if (left == 0)
+    int64_t deadline = deadline_after(timeout_ms);
+    while (!interrupted && now_ns() < deadline) {
+        if (unfinished_jobs(client) == 0)
             return 0;
         sleep_ms(20);
     }
-    fprintf(stderr, "calendar_sync_demo: jobs still unfinished after %d s\n", timeout_ms / 1000);
+    if (!interrupted)
+        fprintf(stderr, "calendar_sync_demo: jobs still unfinished after %d s\n", timeout_ms / 1000);
     return -1;
 }
 
-/* process_registered says whether a worker with this pid is still a live process. */
-static int process_registered(baton_client *client, pid_t pid)
+/* process_heartbeat writes to beat (cap bytes) the last heartbeat of the process with this
+ * pid, an ISO 8601 time (so a later one sorts later). Returns 0 when no such process is
+ * registered any more, 1 when it is (or when the list cannot be read). */
+static int process_heartbeat(baton_client *client, pid_t pid, char *beat, size_t cap)
 {
     char *text = NULL;
+    snprintf(beat, cap, "%s", "");
     if (baton_processes_json(client, &text) != BATON_OK)
         return 1;
     json_t *list = json_loads(text, 0, NULL);
@@ -422,51 +459,80 @@ static int process_registered(baton_client *client, pid_t pid)
     json_t *p;
     json_array_foreach(list, i, p)
     {
-        if (json_integer_value(json_object_get(p, "pid")) == pid)
+        if (json_integer_value(json_object_get(p, "pid")) == pid) {
             found = 1;
+            const char *at = json_string_value(json_object_get(p, "last_heartbeat_at"));
+            snprintf(beat, cap, "%s", at ? at : "");
+        }
     }
     json_decref(list);
     return found;
 }
 
-/* pause_worker freezes victim mid-write (it stops its own process group once it is about
- * to insert an event), keeps it stopped until the other processes have declared it dead
- * and finished its jobs, then lets it go on. Returns how long it was stopped, in seconds. */
-static double pause_worker(baton_client *client, pid_t victim)
+/* wait_pruned polls until the other processes have declared victim dead; 0 on timeout. */
+static int wait_pruned(baton_client *client, pid_t victim, int timeout_ms)
 {
-    for (int attempt = 0; attempt < 5; attempt++) {
-        kill(victim, SIGUSR1);
-        int status = 0, stopped = 0;
-        for (int waited = 0; waited < 20000 && !stopped; waited += 5) {
-            if (waitpid(victim, &status, WNOHANG | WUNTRACED) == victim && WIFSTOPPED(status))
-                stopped = 1;
-            else
-                sleep_ms(5);
-        }
-        if (!stopped) {
-            fprintf(stderr, "calendar_sync_demo: the worker to pause never wrote\n");
-            return 0;
-        }
-        int64_t since = now_ns();
-        int pruned = 0;
-        for (int waited = 0; waited < 8000 && !pruned; waited += 50) {
-            pruned = !process_registered(client, victim);
-            if (!pruned)
-                sleep_ms(50);
-        }
-        if (pruned) {
-            wait_until_idle(client, 60000);
-
-            kill(-victim, SIGCONT);
-            return (double)(now_ns() - since) / 1e9;
-        }
-        /* It froze inside a database transaction: the lock it holds keeps everyone from
-         * declaring it dead. Let it finish that transaction and freeze it again. */
-        kill(-victim, SIGCONT);
-        sleep_ms(500);
+    char beat[64];
+    int64_t deadline = deadline_after(timeout_ms);
+    while (!interrupted && now_ns() < deadline) {
+        if (!process_heartbeat(client, victim, beat, sizeof beat))
+            return 1;
+        sleep_ms(50);
     }
-    fprintf(stderr, "calendar_sync_demo: the paused worker was never declared dead\n");
     return 0;
+}
+
+/* wait_heartbeat_after polls until victim has written a heartbeat later than beat. */
+static void wait_heartbeat_after(baton_client *client, pid_t victim, const char *beat, int timeout_ms)
+{
+    char now[64];
+    int64_t deadline = deadline_after(timeout_ms);
+    while (!interrupted && now_ns() < deadline) {
+        if (process_heartbeat(client, victim, now, sizeof now) && strcmp(now, beat) > 0)
+            return;
+        sleep_ms(50);
+    }
+}
+
+/* pause_worker waits until victim's sync is about to write, stops victim's process group
+ * (SIGSTOP) and keeps it stopped until the other processes have declared it dead and
+ * finished its jobs, then resumes it (SIGCONT) and lets the sync write. Returns how long
+ * it was stopped, in seconds; 0 when it could not be paused. */
+static double pause_worker(baton_client *client, pid_t victim, int freeze_fd, int resume_fd)
+{
+    double paused = 0;
+    struct pollfd about_to_write = {freeze_fd, POLLIN, 0};
+    char byte;
+    if (poll(&about_to_write, 1, 20000) != 1 || read(freeze_fd, &byte, 1) != 1) {
+        if (!interrupted)
+            fprintf(stderr, "calendar_sync_demo: the worker to pause never wrote\n");
+    } else {
+        int pruned = 0;
+        for (int attempt = 0; attempt < 5 && !pruned && !interrupted; attempt++) {
+            char beat[64];
+            int status;
+            process_heartbeat(client, victim, beat, sizeof beat);
+            kill(-victim, SIGSTOP);
+            if (waitpid(victim, &status, WUNTRACED) != victim || !WIFSTOPPED(status))
+                break;
+            int64_t since = now_ns();
+            /* Declared dead 2 s after its last heartbeat, by a process that heartbeats every 0.5 s. */
+            pruned = wait_pruned(client, victim, 5000);
+            if (pruned && wait_until_idle(client, 60000) == 0)
+                paused = (double)(now_ns() - since) / 1e9;
+            kill(-victim, SIGCONT);
+            /* Not declared dead: it froze inside a database transaction, and the lock it
+             * holds keeps everyone from doing so. Let it get past that and freeze it again. */
+            if (!pruned)
+                wait_heartbeat_after(client, victim, beat, 5000);
+        }
+        if (!pruned && !interrupted)
+            fprintf(stderr, "calendar_sync_demo: the paused worker was never declared dead\n");
+    }
+    /* The sync goes on in any case, so the run can finish. */
+    if (write(resume_fd, "g", 1) != 1)
+        perror("calendar_sync_demo: resuming the paused sync");
+    return paused;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -610,6 +676,23 @@ static int fail(const char *what)
     return -1;
 }
 
+/* drive_run fires the triggers (pausing victim on the way with --paused-host) and waits
+ * until every sync has run; 0 when it got there. */
+static int drive_run(const demo_config *cfg, baton_client *client, pid_t victim, int freeze_fd, int resume_fd,
+                     run_report *r)
+{
+    if (fire_bursts(client, cfg->users, &r->triggers) != BATON_OK)
+        return fail("enqueue");
+    if (cfg->paused_host) {
+        r->paused_seconds = pause_worker(client, victim, freeze_fd, resume_fd);
+        if (r->paused_seconds == 0)
+            return -1; /* pause_worker said why */
+    }
+    if (fire_manual_syncs(client, cfg->users, &r->triggers) != BATON_OK)
+        return fail("perform");
+    return wait_until_idle(client, 300000);
+}
+
 static int run_workload(const demo_config *cfg, sync_mode mode, run_report *r)
 {
     *r = (run_report){.mode = mode, .paused_host = cfg->paused_host, .users = cfg->users};
@@ -634,14 +717,21 @@ static int run_workload(const demo_config *cfg, sync_mode mode, run_report *r)
     baton_close(client);
     client = NULL;
 
-    sync_context ctx = {0, cfg->seed, -1};
+    sync_context ctx = {0, cfg->seed, -1, -1, -1};
+    int freeze_pipe[2] = {-1, -1}, resume_pipe[2] = {-1, -1};
     ctx.log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (ctx.log_fd < 0 || (cfg->paused_host && (pipe(freeze_pipe) != 0 || pipe(resume_pipe) != 0))) {
+        perror("calendar_sync_demo: job log");
+        exit(1);
+    }
+    ctx.freeze_fd = freeze_pipe[1];
+    ctx.resume_fd = resume_pipe[0];
     pid_t service = start_calendar_service(cfg, &ctx.port);
     pid_t workers[WORKER_PROCESSES];
     for (int i = 0; i < WORKER_PROCESSES; i++) {
         workers[i] = fork_or_die();
         if (workers[i] == 0)
-            worker_process(cfg, db, mode, &ctx);
+            worker_process(cfg, db, mode, &ctx, cfg->paused_host && i == 0);
         setpgid(workers[i], workers[i]);
     }
 
@@ -660,18 +750,7 @@ static int run_workload(const demo_config *cfg, sync_mode mode, run_report *r)
     }
     if (dispatcher && pthread_create(&dispatcher_thread, NULL, run_dispatcher, dispatcher) == 0) {
         int64_t started = now_ns();
-        if (fire_bursts(client, cfg->users, &r->triggers) != BATON_OK)
-            fail("enqueue");
-        else {
-            if (cfg->paused_host) {
-                sleep_ms(200);
-                r->paused_seconds = pause_worker(client, workers[0]);
-            }
-            if (fire_manual_syncs(client, cfg->users, &r->triggers) != BATON_OK)
-                fail("perform");
-            else if (wait_until_idle(client, 300000) == 0)
-                rc = 0;
-        }
+        rc = drive_run(cfg, client, workers[0], freeze_pipe[0], resume_pipe[1], r);
         r->seconds = (double)(now_ns() - started) / 1e9;
         for (int i = 0; i < WORKER_PROCESSES; i++)
             kill(workers[i], SIGTERM);
@@ -695,6 +774,12 @@ static int run_workload(const demo_config *cfg, sync_mode mode, run_report *r)
     kill(-service, SIGKILL);
     waitpid(service, NULL, 0);
     close(ctx.log_fd);
+    for (int i = 0; i < 2; i++) {
+        if (freeze_pipe[i] >= 0)
+            close(freeze_pipe[i]);
+        if (resume_pipe[i] >= 0)
+            close(resume_pipe[i]);
+    }
     if (rc == 0)
         measure_job_log(log_path, cfg->users, r);
     remove_run_dir(dir);
@@ -767,10 +852,12 @@ static void print_paused_summary(const run_report *r)
 {
     printf("\npaused host: a worker's process group was stopped (SIGSTOP) just before an insert and\n"
            "kept stopped %.1f s, until the other processes declared it dead (2 s without a heartbeat)\n"
-           "and ran its syncs again with newer fencing tokens. Resumed (SIGCONT), it sent its\n"
-           "insert with its old token: the calendar service rejected %d stale write(s) with 409;\n"
+           "and ran its syncs again with newer fencing tokens. Resumed (SIGCONT), its syncs went on\n"
+           "beside the ones that took them over (up to %d of one user at once) and sent their inserts\n"
+           "with the old tokens: the calendar service rejected %d stale write(s) with 409;\n"
            "%d duplicates, %d calendars differ from the schedule.\n",
-           r->paused_seconds, r->rejected_writes, r->duplicates, r->mismatched_calendars);
+           r->paused_seconds, r->max_concurrent_per_user, r->rejected_writes, r->duplicates,
+           r->mismatched_calendars);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -827,6 +914,10 @@ int main(int argc, char **argv)
             usage();
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Interrupted, a run still stops its processes and removes its files. */
+    demo_pid = getpid();
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
 
     static const sync_mode all_modes[] = {MODE_UNLIMITED, MODE_LIMIT, MODE_COALESCE};
     static const sync_mode paused_modes[] = {MODE_LIMIT};
@@ -836,8 +927,11 @@ int main(int argc, char **argv)
     if (!cfg.json)
         print_header(&cfg);
     for (int i = 0; i < nmodes; i++) {
-        if (run_workload(&cfg, modes[i], &runs[i]) != 0)
+        if (run_workload(&cfg, modes[i], &runs[i]) != 0) {
+            if (interrupted)
+                fprintf(stderr, "calendar_sync_demo: interrupted\n");
             return 1;
+        }
         if (!cfg.json)
             print_row(&runs[i]);
     }
