@@ -1,8 +1,9 @@
 // ctest-labels: sqlite
-/* test_calendar_demo.c: the calendar-sync demo (examples/calendar_sync) at a small size. The
- * race must be real without a limit, and gone with it: no duplicates, one sync per user at
- * a time, every calendar exactly its schedule, users still synced in parallel. A worker
- * frozen mid-write and declared dead must have its stale write refused. */
+/* test_calendar_demo.c: the calendar-sync demo (examples/calendar_sync) at a small size, on
+ * a fresh database of the driver under test. The race must be real without a limit, and
+ * gone with it: no duplicates, one sync per user at a time, every calendar exactly its
+ * schedule, users still synced in parallel. A worker stopped mid-write and declared dead
+ * must have its stale writes refused. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,13 +11,16 @@
 
 #include "support.h"
 
-/* run_demo runs the demo binary with --json and the given flags and returns its runs. */
+/* run_demo runs the demo binary with --json and the given flags on a fresh database and
+ * returns its runs. */
 static json_t *run_demo(const char *flags)
 {
     const char *demo = getenv("BATON_CALENDAR_DEMO");
     assert_non_null(demo);
-    char command[4400];
-    snprintf(command, sizeof command, "'%s' --json %s", demo, flags);
+    char *dir = tmpdir_make();
+    char url[4200], command[9000];
+    test_db_create(url, sizeof url, dir, "calendar");
+    snprintf(command, sizeof command, "'%s' --json --db '%s' %s", demo, url, flags);
     FILE *out = popen(command, "r");
     assert_non_null(out);
     size_t cap = 1 << 16, len = 0;
@@ -28,7 +32,10 @@ static json_t *run_demo(const char *flags)
             text = realloc(text, cap *= 2);
     }
     text[len] = '\0';
-    assert_int_equal(pclose(out), 0);
+    int status = pclose(out);
+    test_db_drop(url);
+    tmpdir_remove(dir);
+    assert_int_equal(status, 0);
     json_error_t error;
     json_t *doc = json_loads(text, 0, &error);
     if (!doc)
@@ -82,6 +89,7 @@ static void test_the_limit_removes_the_duplicates_the_race_creates(void **state)
     assert_int_equal(field(coalesce, "duplicates"), 0);
     assert_int_equal(field(coalesce, "mismatched_calendars"), 0);
     assert_true(field(coalesce, "max_concurrent_per_user") <= 1);
+    assert_true(field(coalesce, "max_parallel_users") >= 2);
     assert_true(field(coalesce, "jobs_run") < field(coalesce, "triggers"));
     assert_true(field(coalesce, "api_calls") < field(limit, "api_calls"));
     json_decref(runs);
