@@ -7,8 +7,8 @@
  * file (with --db, one after another in that database), with 2 worker processes x 5
  * threads: without a concurrency limit, with "to: 1, key: google_calendar_sync_user_{user_id}",
  * and with on_conflict: coalesce. --paused-host instead stops a worker's process group
- * mid-write until its claims are handed on, then lets it resume: the fencing token makes
- * the calendar service refuse its stale writes.
+ * mid-write until another worker has run that sync again, then lets it resume: the fencing
+ * token makes the calendar service refuse its stale writes.
  *
  *   calendar_sync_demo [--users N] [--latency MS|MIN-MAX] [--db URL] [--seed N]
  *                      [--paused-host] [--json]
@@ -54,9 +54,9 @@ typedef struct sync_context {
     int port;
     uint32_t seed;
     int log_fd; /* one line per sync: user, start and end (monotonic ns), outcome */
-    /* --paused-host: the worker to freeze says on freeze_fd that a sync is about to write,
-     * then waits for a byte on resume_fd, which the demo sends once it has stopped that
-     * worker, seen its claims handed on and let it go on. */
+    /* --paused-host: the worker to freeze sends on freeze_fd the id of a job whose sync is
+     * about to write, then waits for a byte on resume_fd, which the demo sends once it has
+     * stopped that worker, seen the job run again elsewhere and let the worker go on. */
     int freeze_fd, resume_fd;
 } sync_context;
 
@@ -113,10 +113,11 @@ static int contains_uid(json_t *items, const char *uid)
 
 /* wait_for_freeze tells the demo this sync is about to write and blocks until the demo has
  * frozen this process and thawed it again; the write that follows carries the old token. */
-static void wait_for_freeze(const sync_context *ctx)
+static void wait_for_freeze(const sync_context *ctx, const baton_job *job)
 {
-    char byte = 'w';
-    if (write(ctx->freeze_fd, &byte, 1) != 1)
+    int64_t id = baton_job_id(job);
+    char byte;
+    if (write(ctx->freeze_fd, &id, sizeof id) != (ssize_t)sizeof id)
         return;
     while (read(ctx->resume_fd, &byte, 1) < 0 && errno == EINTR)
         ;
@@ -152,7 +153,7 @@ static enum sync_outcome sync_user(baton_job *job, const sync_context *ctx, int 
                 break;
             }
             if (atomic_exchange(&freeze_armed, 0))
-                wait_for_freeze(ctx);
+                wait_for_freeze(ctx, job);
             http_response inserted = http_request(ctx->port, "POST", path, token, expected[i].json);
             if (inserted.status == 409) {
                 baton_job_set_error(job, "calendar %d refused fencing token %lld: a newer sync owns it",
@@ -469,6 +470,27 @@ static int process_heartbeat(baton_client *client, pid_t pid, char *beat, size_t
     return found;
 }
 
+/* wait_job_done polls until job id has ended (finished, failed or discarded); 0 on timeout. */
+static int wait_job_done(baton_client *client, int64_t id, int timeout_ms)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+    while (!interrupted && now_ns() < deadline) {
+        char *text = NULL;
+        json_t *job = NULL;
+        if (baton_job_json(client, id, &text) == BATON_OK)
+            job = json_loads(text, 0, NULL);
+        baton_free(text);
+        const char *status = json_string_value(json_object_get(job, "status"));
+        int done = status && (strcmp(status, "finished") == 0 || strcmp(status, "failed") == 0 ||
+                              strcmp(status, "discarded") == 0);
+        json_decref(job);
+        if (done)
+            return 1;
+        sleep_ms(20);
+    }
+    return 0;
+}
+
 /* wait_pruned polls until the other processes have declared victim dead; 0 on timeout. */
 static int wait_pruned(baton_client *client, pid_t victim, int timeout_ms)
 {
@@ -495,15 +517,15 @@ static void wait_heartbeat_after(baton_client *client, pid_t victim, const char 
 }
 
 /* pause_worker waits until victim's sync is about to write, stops victim's process group
- * (SIGSTOP) and keeps it stopped until the other processes have declared it dead and
- * finished its jobs, then resumes it (SIGCONT) and lets the sync write. Returns how long
- * it was stopped, in seconds; 0 when it could not be paused. */
+ * (SIGSTOP) and keeps it stopped until the other processes have declared it dead and run
+ * that sync's job again, then resumes it (SIGCONT) and lets the sync write. Returns how
+ * long it was stopped, in seconds; 0 when it could not be paused. */
 static double pause_worker(baton_client *client, pid_t victim, int freeze_fd, int resume_fd)
 {
     double paused = 0;
     struct pollfd about_to_write = {freeze_fd, POLLIN, 0};
-    char byte;
-    if (poll(&about_to_write, 1, 20000) != 1 || read(freeze_fd, &byte, 1) != 1) {
+    int64_t job_id;
+    if (poll(&about_to_write, 1, 20000) != 1 || read(freeze_fd, &job_id, sizeof job_id) != (ssize_t)sizeof job_id) {
         if (!interrupted)
             fprintf(stderr, "calendar_sync_demo: the worker to pause never wrote\n");
     } else {
@@ -518,7 +540,7 @@ static double pause_worker(baton_client *client, pid_t victim, int freeze_fd, in
             int64_t since = now_ns();
             /* Declared dead 2 s after its last heartbeat, by a process that heartbeats every 0.5 s. */
             pruned = wait_pruned(client, victim, 5000);
-            if (pruned && wait_until_idle(client, 60000) == 0)
+            if (pruned && wait_job_done(client, job_id, 60000))
                 paused = (double)(now_ns() - since) / 1e9;
             kill(-victim, SIGCONT);
             /* Not declared dead: it froze inside a database transaction, and the lock it
@@ -850,12 +872,12 @@ static void print_summary(const run_report *runs, int n)
 
 static void print_paused_summary(const run_report *r)
 {
-    printf("\npaused host: a worker's process group was stopped (SIGSTOP) just before an insert and\n"
-           "kept stopped %.1f s, until the other processes declared it dead (2 s without a heartbeat)\n"
-           "and ran its syncs again with newer fencing tokens. Resumed (SIGCONT), its syncs went on\n"
-           "beside the ones that took them over (up to %d of one user at once) and sent their inserts\n"
-           "with the old tokens: the calendar service rejected %d stale write(s) with 409;\n"
-           "%d duplicates, %d calendars differ from the schedule.\n",
+    printf("\npaused host: a worker's process group was stopped (SIGSTOP) just before one of its syncs\n"
+           "inserted an event, and kept stopped %.1f s: the other processes declared it dead (2 s\n"
+           "without a heartbeat) and ran that sync again with a newer fencing token. Resumed\n"
+           "(SIGCONT), its syncs went on beside the ones that took them over (up to %d syncs of one\n"
+           "user at once) and sent their inserts with their old tokens: the calendar service\n"
+           "refused %d stale write(s) with 409; %d duplicates, %d calendars differ from the schedule.\n",
            r->paused_seconds, r->max_concurrent_per_user, r->rejected_writes, r->duplicates,
            r->mismatched_calendars);
 }
