@@ -736,7 +736,8 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
 static const char *const sql_dead_processes[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESSES);
 static const char sql_claims_of[] =
     "SELECT c.job_id, j.attempts, j.max_attempts, j.backoff, j.backoff_base"
-    " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?";
+    " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?"
+    " ORDER BY j.concurrency_key, c.job_id"; /* keys locked in the workers' order: no deadlock */
 static const char sql_forget_process[] = "DELETE FROM baton_processes WHERE id = ?";
 
 typedef struct claim_list {

@@ -596,13 +596,19 @@ static const char sql_history_attempts[] =
     "SELECT attempt, process_id, process_name, started_at, ended_at, outcome, error, admitted_by, admitted_at"
     " FROM baton_job_attempts WHERE job_id = ? ORDER BY id";
 
-static void event(json_t *list, int64_t at, const char *what, json_t *details)
+/* set_at puts an event at a time. */
+static void set_at(json_t *e, int64_t at)
 {
     char iso[BT_ISO_LEN];
     bt_iso8601(at, iso);
-    json_t *e = details ? details : json_object();
     json_object_set_new(e, "at", json_string(iso));
     json_object_set_new(e, "at_ms", json_integer(at));
+}
+
+static void event(json_t *list, int64_t at, const char *what, json_t *details)
+{
+    json_t *e = details ? details : json_object();
+    set_at(e, at);
     json_object_set_new(e, "event", json_string(what));
     json_array_append_new(list, e);
 }
@@ -624,9 +630,19 @@ static int waited(bt_row *row, int by_col, int at_col)
     return strcmp(by, "enqueue") != 0 && strcmp(by, "retry") != 0;
 }
 
+typedef struct history {
+    json_t *list;
+    json_t *latest;       /* events of the latest attempt, added after the recorded ones */
+    json_t *waited;       /* the latest attempt's "blocked" event, when it waited; borrowed */
+    int64_t last_end;     /* when the last recorded attempt ended */
+} history;
+
 static int on_history_attempt(bt_row *row, void *payload)
 {
-    json_t *list = payload;
+    history *h = payload;
+    json_t *list = h->list;
+    if (bt_col_int(row, 4) > h->last_end)
+        h->last_end = bt_col_int(row, 4);
     if (waited(row, 7, 8))
         event(list, bt_col_int(row, 8), "unblocked",
               json_pack("{s:I, s:o}", "attempt", (json_int_t)bt_col_int(row, 0), "by", bt_json_text(row, 7)));
@@ -643,18 +659,26 @@ static int on_history_attempt(bt_row *row, void *payload)
 
 static int on_history_job(bt_row *row, void *payload)
 {
-    json_t *list = payload;
+    history *h = payload;
+    json_t *list = h->list;
     int64_t created = bt_col_int(row, 0), scheduled = bt_col_int(row, 1);
     const char *status = bt_col_text(row, 2);
     event(list, created, "enqueued", NULL);
     if (scheduled > created)
         event(list, created, "scheduled", json_pack("{s:o}", "run_at", bt_json_time(row, 1)));
+    /* Events of one instant keep the order they are added in (see bt_job_history): the
+     * latest attempt's come after the recorded attempts'. */
+    list = h->latest;
     /* The slot of the latest attempt (failed attempts carry theirs in their rows). */
     int latest_ran = strcmp(status, "claimed") == 0 || strcmp(status, "finished") == 0 || strcmp(status, "ready") == 0;
-    if (latest_ran && waited(row, 7, 8))
+    if (latest_ran && waited(row, 7, 8)) {
+        /* It waited from the time it fell due (or its previous attempt ended, see below). */
+        h->waited = json_pack("{s:o}", "key", bt_json_text(row, 9));
+        event(list, scheduled, "blocked", h->waited);
         event(list, bt_col_int(row, 8), "unblocked",
               json_pack("{s:o, s:o, s:o}", "key", bt_json_text(row, 9), "by", bt_json_text(row, 7), "fencing_token",
                         bt_col_null(row, 14) ? json_null() : json_integer(bt_col_int(row, 14))));
+    }
     if (!bt_col_null(row, 10))
         event(list, bt_col_int(row, 10), "blocked", json_pack("{s:o}", "key", bt_json_text(row, 9)));
     /* The latest attempt, when it is running or succeeded (failed ones have their rows). */
@@ -680,14 +704,20 @@ static int cmp_event(const void *a, const void *b)
 int bt_job_history(bt_store *s, int64_t id, json_t **out)
 {
     json_t *list = json_array();
+    history h = {list, json_array(), NULL, 0};
     bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(s, sql_history_job, a, 1, on_history_job, list, NULL);
+    int rc = bt_exec(s, sql_history_job, a, 1, on_history_job, &h, NULL);
     if (rc == BATON_OK)
-        rc = bt_exec(s, sql_history_attempts, a, 1, on_history_attempt, list, NULL);
+        rc = bt_exec(s, sql_history_attempts, a, 1, on_history_attempt, &h, NULL);
+    json_array_extend(list, h.latest);
+    json_decref(h.latest);
     if (rc != BATON_OK) {
         json_decref(list);
         return rc;
     }
+    /* A retry with no backoff keeps its old due time: it waited from its last attempt's end. */
+    if (h.waited && h.last_end > json_integer_value(json_object_get(h.waited, "at_ms")))
+        set_at(h.waited, h.last_end);
     /* In time order; events of one instant keep the order they were added in. */
     size_t n = json_array_size(list);
     json_t **items = calloc(n ? n : 1, sizeof *items);

@@ -181,17 +181,38 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
 
 /* round_trip runs one transaction: record outcomes in done (taking ownership), claim up to
  * want jobs. Returns how many were claimed, or a negative code (done is then kept). */
+static int by_key(const void *a, const void *b)
+{
+    const char *ka = (*(struct baton_job *const *)a)->claimed.concurrency_key;
+    const char *kb = (*(struct baton_job *const *)b)->claimed.concurrency_key;
+    return strcmp(ka ? ka : "", kb ? kb : "");
+}
+
 static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_claimed_job *claimed)
 {
     int64_t now = bt_now_ms();
     int count = 0;
+    /* Each outcome locks its key's semaphore row (with row locks); taking them in one order
+     * in every process keeps two rounds from waiting on each other in a deadlock. */
+    size_t n = 0;
+    for (struct baton_job *j = *done; j; j = j->next)
+        n++;
+    struct baton_job **order = malloc((n ? n : 1) * sizeof *order);
+    if (!order)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    n = 0;
+    for (struct baton_job *j = *done; j; j = j->next)
+        order[n++] = j;
+    qsort(order, n, sizeof *order, by_key);
     int rc = bt_begin(w->store, BT_TXN_WRITE);
-    for (struct baton_job *j = *done; j && rc == BATON_OK; j = j->next) {
+    for (size_t k = 0; k < n && rc == BATON_OK; k++) {
+        struct baton_job *j = order[k];
         const bt_claimed_job *c = &j->claimed;
         bt_outcome o = {c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
                         c->backoff_base};
         rc = bt_complete(w->store, w->process_id, &o, now, &j->owned, &j->retry_at);
     }
+    free(order);
     if (rc == BATON_OK && want > 0)
         rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, want, now, claimed, &count);
     rc = bt_end(w->store, rc);

@@ -46,6 +46,8 @@
 #define CHAOS_DRAIN_SECONDS 120 /* after the kills, the survivors must finish within this */
 #define KILL_GRACE_NS (3LL * 1000000000LL) /* a run that ended this long before its worker
                                               was killed must have been recorded */
+#define SHEPHERD_NOTICE_NS (1000000000LL) /* a command may end this long after its worker's
+                                             death, before its process group is killed */
 
 enum { MAX_WORKERS = 8 };
 
@@ -647,7 +649,10 @@ static check_stats check_log_and_queue(fixture *f, const check_opts *o)
             } else if (r->ended) {
                 /* A run that ended but was not the recorded one: only a worker killed before it
                  * could record the outcome explains it. */
-                const kill_rec *kr = killed_after(o, r->worker, r->last);
+                /* A run may also end just after its worker died: the command lives until
+                 * the shepherd learns of the death and kills its group, which on a loaded
+                 * machine takes a moment; its outcome can no more be recorded either. */
+                const kill_rec *kr = killed_after(o, r->worker, r->last - SHEPHERD_NOTICE_NS);
                 if (kr && kr->at - r->last <= KILL_GRACE_NS) {
                     st.redone_after_end++;
                     if (kr->at - r->last > st.max_redo_gap)

@@ -498,6 +498,10 @@ static void test_job_history_tells_waits_attempts_and_ends(void **state)
      * key, or not: then it was admitted at once), and finished on its second attempt. */
     if (strncmp(names, "enqueued unblocked claimed retried ", 35) != 0 || !strstr(names, "claimed finished "))
         fail_msg("unexpected history: %s", names);
+    /* When the last attempt waited, its wait shows: blocked, then unblocked. */
+    const char *last_wait = strstr(names + 35, "unblocked");
+    if (last_wait && (last_wait < names + 8 || strncmp(last_wait - 8, "blocked ", 8) != 0))
+        fail_msg("the last attempt's wait has no blocked event: %s", names);
     json_t *unblocked = json_array_get(history, 1);
     assert_string_equal(json_string_value(json_object_get(unblocked, "by")), "release of job 1");
     json_t *retried = json_array_get(history, 3);
