@@ -260,7 +260,8 @@ static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
 static int stop_running(baton_worker *w, int kill_now)
 {
     pthread_mutex_lock(&w->lock);
-    for (int i = 0; i < w->threads; i++) {
+    /* No executors yet when the first liveness tick finds this worker already pruned. */
+    for (int i = 0; w->running && i < w->threads; i++) {
         struct baton_job *j = w->running[i];
         if (!j)
             continue;
