@@ -56,6 +56,7 @@ typedef struct candidate {
     int on_conflict;
     int64_t claim_for;      /* nonzero: admitted straight into a claim of this process */
     const char *admitted_by; /* how it gets its slot (NULL: "enqueue"), see schema.c */
+    int64_t blocked_at;      /* when it began to wait for the slot, or 0 */
 } candidate;
 
 static const char sql_upsert_semaphore[] =
@@ -69,8 +70,8 @@ static const char sql_insert_holder[] =
     "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
     " RETURNING token";
 static const char sql_set_token[] =
-    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4, admitted_by = ?5, admitted_at = ?4"
-    " WHERE id = ?1";
+    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4, admitted_by = ?5, admitted_at = ?4,"
+    " blocked_at = ?6 WHERE id = ?1";
 static const char sql_first_blocked[] =
     "SELECT job_id FROM baton_blocked_executions WHERE concurrency_key = ?"
     " ORDER BY priority, job_id LIMIT 1";
@@ -102,8 +103,9 @@ static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt
     }
     if (rc == BATON_OK && token) {
         bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now),
-                      BV_TEXT(c->admitted_by ? c->admitted_by : "enqueue")};
-        rc = bt_exec(s, sql_set_token, t, 5, NULL, NULL, NULL);
+                      BV_TEXT(c->admitted_by ? c->admitted_by : "enqueue"),
+                      c->blocked_at ? BV_INT(c->blocked_at) : BV_NULL};
+        rc = bt_exec(s, sql_set_token, t, 6, NULL, NULL, NULL);
     }
     if (landing) {
         landing->state = c->claim_for ? BATON_JOB_CLAIMED : BATON_JOB_READY;
@@ -209,7 +211,7 @@ typedef struct blocked_row {
 /* Only the blocked row is locked: the job's row is not what promotions compete for. */
 static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
                                                SQL_NEXT_BLOCKED(" FOR UPDATE OF b SKIP LOCKED")};
-static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ?";
+static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ? RETURNING created_at";
 
 static int read_blocked(bt_row *row, void *payload)
 {
@@ -237,7 +239,7 @@ static int promote(bt_store *s, const char *key, const char *how, int64_t now, i
         if (go) {
             b.c.admitted_by = how;
             bt_val u[] = {BV_INT(b.c.id)};
-            rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
+            rc = bt_query_int(s, sql_unblock, u, 1, &b.c.blocked_at, 0);
             if (rc == BATON_OK)
                 rc = take_slot(s, &b.c, now, NULL);
             bt_note(s, BATON_LOG_INFO, "event=job.unblocked job_id=%lld key=%s",
@@ -340,7 +342,7 @@ int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_
         return bt_exec(s, sql_insert_scheduled, b, 5, NULL, NULL, NULL);
     }
     candidate c = {id, j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
-                   j->concurrency_duration, j->on_conflict, claim_for, "enqueue"};
+                   j->concurrency_duration, j->on_conflict, claim_for, "enqueue", 0};
     return admit(s, &c, now, landing);
 }
 
@@ -510,9 +512,9 @@ static const char sql_insert_failed[] =
     "INSERT INTO baton_failed_executions (job_id, error, created_at) VALUES (?, ?, ?)";
 static const char sql_record_attempt[] =
     "INSERT INTO baton_job_attempts (job_id, attempt, process_id, process_name, started_at, ended_at, outcome, error,"
-    " admitted_by, admitted_at)"
+    " admitted_by, admitted_at, blocked_at)"
     " SELECT j.id, j.attempts, ?2, (SELECT p.name FROM baton_processes p WHERE p.id = ?2), j.started_at, ?3, ?4, ?5,"
-    " j.admitted_by, j.admitted_at FROM baton_jobs j WHERE j.id = ?1";
+    " j.admitted_by, j.admitted_at, j.blocked_at FROM baton_jobs j WHERE j.id = ?1";
 
 typedef struct queue_priority {
     char *queue;
@@ -1062,7 +1064,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
                         b.key, (long long)holders, b.c.limit, (long long)id);
     if (rc == BATON_OK) {
         *over_limit = holders >= b.c.limit;
-        rc = bt_exec(s, sql_unblock, a, 1, NULL, NULL, NULL);
+        rc = bt_query_int(s, sql_unblock, a, 1, &b.c.blocked_at, 0);
     }
     b.c.admitted_by = "operator";
     if (rc == BATON_OK)

@@ -591,24 +591,18 @@ static const char sql_history_job[] =
     "SELECT j.created_at, j.scheduled_at, j.status, j.started_at, j.finished_at, j.claimed_by,"
     " (SELECT p.name FROM baton_processes p WHERE p.id = j.claimed_by), j.admitted_by, j.admitted_at,"
     " j.concurrency_key, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = j.id),"
-    " j.error, j.attempts, j.updated_at, j.fencing_token FROM baton_jobs j WHERE j.id = ?";
+    " j.error, j.attempts, j.updated_at, j.fencing_token, j.blocked_at FROM baton_jobs j WHERE j.id = ?";
 static const char sql_history_attempts[] =
-    "SELECT attempt, process_id, process_name, started_at, ended_at, outcome, error, admitted_by, admitted_at"
-    " FROM baton_job_attempts WHERE job_id = ? ORDER BY id";
-
-/* set_at puts an event at a time. */
-static void set_at(json_t *e, int64_t at)
-{
-    char iso[BT_ISO_LEN];
-    bt_iso8601(at, iso);
-    json_object_set_new(e, "at", json_string(iso));
-    json_object_set_new(e, "at_ms", json_integer(at));
-}
+    "SELECT attempt, process_id, process_name, started_at, ended_at, outcome, error, admitted_by, admitted_at,"
+    " blocked_at FROM baton_job_attempts WHERE job_id = ? ORDER BY id";
 
 static void event(json_t *list, int64_t at, const char *what, json_t *details)
 {
+    char iso[BT_ISO_LEN];
+    bt_iso8601(at, iso);
     json_t *e = details ? details : json_object();
-    set_at(e, at);
+    json_object_set_new(e, "at", json_string(iso));
+    json_object_set_new(e, "at_ms", json_integer(at));
     json_object_set_new(e, "event", json_string(what));
     json_array_append_new(list, e);
 }
@@ -632,17 +626,15 @@ static int waited(bt_row *row, int by_col, int at_col)
 
 typedef struct history {
     json_t *list;
-    json_t *latest;       /* events of the latest attempt, added after the recorded ones */
-    json_t *waited;       /* the latest attempt's "blocked" event, when it waited; borrowed */
-    int64_t last_end;     /* when the last recorded attempt ended */
+    json_t *latest; /* events of the latest attempt, added after the recorded ones */
 } history;
 
 static int on_history_attempt(bt_row *row, void *payload)
 {
     history *h = payload;
     json_t *list = h->list;
-    if (bt_col_int(row, 4) > h->last_end)
-        h->last_end = bt_col_int(row, 4);
+    if (waited(row, 7, 8) && !bt_col_null(row, 9))
+        event(list, bt_col_int(row, 9), "blocked", json_pack("{s:I}", "attempt", (json_int_t)bt_col_int(row, 0)));
     if (waited(row, 7, 8))
         event(list, bt_col_int(row, 8), "unblocked",
               json_pack("{s:I, s:o}", "attempt", (json_int_t)bt_col_int(row, 0), "by", bt_json_text(row, 7)));
@@ -672,9 +664,8 @@ static int on_history_job(bt_row *row, void *payload)
     /* The slot of the latest attempt (failed attempts carry theirs in their rows). */
     int latest_ran = strcmp(status, "claimed") == 0 || strcmp(status, "finished") == 0 || strcmp(status, "ready") == 0;
     if (latest_ran && waited(row, 7, 8)) {
-        /* It waited from the time it fell due (or its previous attempt ended, see below). */
-        h->waited = json_pack("{s:o}", "key", bt_json_text(row, 9));
-        event(list, scheduled, "blocked", h->waited);
+        if (!bt_col_null(row, 15))
+            event(list, bt_col_int(row, 15), "blocked", json_pack("{s:o}", "key", bt_json_text(row, 9)));
         event(list, bt_col_int(row, 8), "unblocked",
               json_pack("{s:o, s:o, s:o}", "key", bt_json_text(row, 9), "by", bt_json_text(row, 7), "fencing_token",
                         bt_col_null(row, 14) ? json_null() : json_integer(bt_col_int(row, 14))));
@@ -704,7 +695,7 @@ static int cmp_event(const void *a, const void *b)
 int bt_job_history(bt_store *s, int64_t id, json_t **out)
 {
     json_t *list = json_array();
-    history h = {list, json_array(), NULL, 0};
+    history h = {list, json_array()};
     bt_val a[] = {BV_INT(id)};
     int rc = bt_exec(s, sql_history_job, a, 1, on_history_job, &h, NULL);
     if (rc == BATON_OK)
@@ -715,9 +706,6 @@ int bt_job_history(bt_store *s, int64_t id, json_t **out)
         json_decref(list);
         return rc;
     }
-    /* A retry with no backoff keeps its old due time: it waited from its last attempt's end. */
-    if (h.waited && h.last_end > json_integer_value(json_object_get(h.waited, "at_ms")))
-        set_at(h.waited, h.last_end);
     /* In time order; events of one instant keep the order they were added in. */
     size_t n = json_array_size(list);
     json_t **items = calloc(n ? n : 1, sizeof *items);

@@ -148,7 +148,13 @@ static const char migration_3[] =
     "  admitted_at BIGINT);"
     "CREATE INDEX baton_job_attempts_by_job ON baton_job_attempts (job_id, attempt);";
 
-static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3};
+/* When a limited job began to wait for the slot it was given (its latest attempt's, and
+ * each failed attempt's), written by the statements that admit and record it anyway. */
+static const char migration_4[] =
+    "ALTER TABLE baton_jobs ADD COLUMN blocked_at BIGINT;"
+    "ALTER TABLE baton_job_attempts ADD COLUMN blocked_at BIGINT;";
+
+static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3, migration_4};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("

@@ -494,17 +494,22 @@ static void test_job_history_tells_waits_attempts_and_ends(void **state)
         strcat(names, json_string_value(json_object_get(e, "event")));
         strcat(names, " ");
     }
-    /* Job 2 waited for job 1's slot, failed once, waited again (job 1's retry held the
-     * key, or not: then it was admitted at once), and finished on its second attempt. */
-    if (strncmp(names, "enqueued unblocked claimed retried ", 35) != 0 || !strstr(names, "claimed finished "))
+    /* Job 2 waited for job 1's slot from its enqueue, failed once, waited again (job 1's
+     * retry held the key, or not: then it was admitted at once), and finished on its
+     * second attempt. */
+    const char *first = "enqueued blocked unblocked claimed retried ";
+    if (strncmp(names, first, strlen(first)) != 0 || !strstr(names, "claimed finished "))
         fail_msg("unexpected history: %s", names);
-    /* When the last attempt waited, its wait shows: blocked, then unblocked. */
-    const char *last_wait = strstr(names + 35, "unblocked");
-    if (last_wait && (last_wait < names + 8 || strncmp(last_wait - 8, "blocked ", 8) != 0))
+    /* When the last attempt waited, its wait shows too: blocked, then unblocked. */
+    const char *last_wait = strstr(names + strlen(first), "unblocked");
+    if (last_wait && strncmp(last_wait - 8, "blocked ", 8) != 0)
         fail_msg("the last attempt's wait has no blocked event: %s", names);
-    json_t *unblocked = json_array_get(history, 1);
+    json_t *enqueued = json_array_get(history, 0), *blocked = json_array_get(history, 1);
+    assert_int_equal(json_integer_value(json_object_get(blocked, "at_ms")),
+                     json_integer_value(json_object_get(enqueued, "at_ms")));
+    json_t *unblocked = json_array_get(history, 2);
     assert_string_equal(json_string_value(json_object_get(unblocked, "by")), "release of job 1");
-    json_t *retried = json_array_get(history, 3);
+    json_t *retried = json_array_get(history, 4);
     assert_string_equal(json_string_value(json_object_get(retried, "error")), "exit status 1");
     assert_int_equal(json_integer_value(json_object_get(retried, "attempt")), 1);
     char name[300];

@@ -592,6 +592,7 @@ static void test_older_schema_is_upgraded_in_place(void **state)
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
                      "ALTER TABLE baton_jobs DROP COLUMN claimed_by;"
+                     "ALTER TABLE baton_jobs DROP COLUMN blocked_at;"
                      "DROP TABLE baton_job_attempts;"
                      "DELETE FROM baton_schema_migrations WHERE version > 1");
     assert_int_equal(baton_check_schema(f->client), BATON_ESCHEMA);
@@ -600,8 +601,8 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
     /* Each statement fails the test if a column or table is still missing. */
     test_db_exec(db, "SELECT timezone FROM baton_recurring_tasks;"
-                     "SELECT admitted_by, admitted_at, claimed_by FROM baton_jobs;"
-                     "SELECT outcome FROM baton_job_attempts");
+                     "SELECT admitted_by, admitted_at, claimed_by, blocked_at FROM baton_jobs;"
+                     "SELECT outcome, blocked_at FROM baton_job_attempts");
     bt_store_close(db);
     assert_string_equal(job_status(f->client, id), "ready");
 }
