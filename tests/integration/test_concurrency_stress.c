@@ -228,6 +228,31 @@ static int outcome_dropped(fixture *f, int64_t id)
     return found;
 }
 
+/* pruned_while_running tells whether another process declared the worker of job id's
+ * attempt dead (it failed the attempt as "process pruned"): a worker starved of the CPU or
+ * of the write lock may be, after its job ended and before it recorded that, and then be
+ * killed before it could log the dropped outcome. The job running again is then the
+ * at-least-once contract. */
+static int pruned_while_running(fixture *f, int64_t id, int attempt)
+{
+    char *text = NULL;
+    if (baton_job_json(f->client, id, &text) != BATON_OK)
+        return 0;
+    json_t *job = json_loads(text, 0, NULL);
+    baton_free(text);
+    int pruned = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(job, "history"), i, e)
+    {
+        const char *error = json_string_value(json_object_get(e, "error"));
+        pruned |= json_integer_value(json_object_get(e, "attempt")) == attempt && error &&
+                  strcmp(error, "process pruned") == 0;
+    }
+    json_decref(job);
+    return pruned;
+}
+
 static void kill_worker(fixture *f, int slot)
 {
     pid_t pid = f->workers[slot];
@@ -472,7 +497,8 @@ typedef struct check_stats {
     size_t runs, interrupted, redone_after_end, max_attempts;
     size_t unexplained; /* interrupted runs whose worker the test did not kill (fenced) */
     size_t dropped_outcomes; /* redone because a busy worker was declared dead and its
-                                outcome could no longer be recorded (it logs so) */
+                                outcome could no longer be recorded (it logs so, or the
+                                attempt shows it was failed as "process pruned") */
     int64_t max_redo_gap; /* longest time from such an end to its worker's kill */
     int errors;
 } check_stats;
@@ -657,7 +683,7 @@ static check_stats check_log_and_queue(fixture *f, const check_opts *o)
                     st.redone_after_end++;
                     if (kr->at - r->last > st.max_redo_gap)
                         st.max_redo_gap = kr->at - r->last;
-                } else if (outcome_dropped(f, id)) {
+                } else if (outcome_dropped(f, id) || pruned_while_running(f, id, r->attempt)) {
                     st.redone_after_end++;
                     st.dropped_outcomes++;
                 }
