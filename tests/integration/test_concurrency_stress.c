@@ -228,31 +228,6 @@ static int outcome_dropped(fixture *f, int64_t id)
     return found;
 }
 
-/* pruned_while_running tells whether another process declared the worker of job id's
- * attempt dead (it failed the attempt as "process pruned"): a worker starved of the CPU or
- * of the write lock may be, after its job ended and before it recorded that, and then be
- * killed before it could log the dropped outcome. The job running again is then the
- * at-least-once contract. */
-static int pruned_while_running(fixture *f, int64_t id, int attempt)
-{
-    char *text = NULL;
-    if (baton_job_json(f->client, id, &text) != BATON_OK)
-        return 0;
-    json_t *job = json_loads(text, 0, NULL);
-    baton_free(text);
-    int pruned = 0;
-    size_t i;
-    json_t *e;
-    json_array_foreach(json_object_get(job, "history"), i, e)
-    {
-        const char *error = json_string_value(json_object_get(e, "error"));
-        pruned |= json_integer_value(json_object_get(e, "attempt")) == attempt && error &&
-                  strcmp(error, "process pruned") == 0;
-    }
-    json_decref(job);
-    return pruned;
-}
-
 static void kill_worker(fixture *f, int slot)
 {
     pid_t pid = f->workers[slot];
@@ -315,6 +290,27 @@ static json_t *job_now(baton_client *c, int64_t id)
     char *text = NULL;
     int rc = baton_job_json(c, id, &text);
     return lib_json(rc, text, "baton_job_json");
+}
+
+/* pruned_while_running tells whether another process declared the worker of job id's
+ * attempt dead (it failed the attempt as "process pruned"): a worker starved of the CPU or
+ * of the write lock may be, after its job ended and before it recorded that, and then be
+ * killed before it could log the dropped outcome. The job running again is then the
+ * at-least-once contract. */
+static int pruned_while_running(fixture *f, int64_t id, int attempt)
+{
+    json_t *job = job_now(f->client, id);
+    int pruned = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(job, "history"), i, e)
+    {
+        const char *error = json_string_value(json_object_get(e, "error"));
+        pruned |= json_integer_value(json_object_get(e, "attempt")) == attempt && error &&
+                  strcmp(error, "process pruned") == 0;
+    }
+    json_decref(job);
+    return pruned;
 }
 
 static const char *jstr(json_t *o, const char *field)
