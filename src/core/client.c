@@ -333,9 +333,9 @@ static int enqueue_on(baton_client *c, bt_store *store, baton_enqueued *out, con
 {
     int64_t now = bt_now_ms();
     bt_new_job *jobs = calloc(n ? n : 1, sizeof *jobs);
-    if (!jobs)
-        return bt_err_set(BATON_ERROR, "out of memory");
-    int rc = BATON_OK;
+    int64_t *ids = calloc(n ? n : 1, sizeof *ids);
+    bt_landing *landings = calloc(n ? n : 1, sizeof *landings);
+    int rc = jobs && ids && landings ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
     /* Validate everything before taking the write lock: parsing JSON under the lock would
      * stall every other writer. */
     for (size_t i = 0; i < n && rc == BATON_OK; i++)
@@ -344,18 +344,15 @@ static int enqueue_on(baton_client *c, bt_store *store, baton_enqueued *out, con
     if (rc == BATON_OK)
         rc = bt_begin(store, BT_TXN_WRITE);
     if (rc == BATON_OK) {
-        for (size_t i = 0; i < n && rc == BATON_OK; i++) {
-            bt_landing landing;
-            int64_t id = 0;
-            rc = bt_enqueue_row(store, &jobs[i], now, 0, &id, &landing);
-            if (out)
-                out[i] = (baton_enqueued){id, landing.state, landing.coalesced_into};
-        }
-        rc = bt_end(store, rc);
+        rc = bt_end(store, bt_enqueue_rows(store, jobs, n, now, 0, ids, landings));
+        for (size_t i = 0; out && rc == BATON_OK && i < n; i++)
+            out[i] = (baton_enqueued){ids[i], landings[i].state, landings[i].coalesced_into};
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; jobs && i < n; i++)
         bt_new_job_clear(&jobs[i]);
     free(jobs);
+    free(ids);
+    free(landings);
     if (rc == BATON_OK)
         bt_log(c, BATON_LOG_DEBUG, "event=job.enqueued count=%zu", n);
     return rc;

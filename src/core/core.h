@@ -168,11 +168,12 @@ typedef struct bt_landing {
     int64_t fencing_token;
 } bt_landing;
 
-/* bt_enqueue_row stores one job: scheduled when run_at is later than now, else admitted
- * (ready, or blocked/discarded by its concurrency key). claim_for, when nonzero, makes an
- * admitted job claimed by that process instead of ready (inline performs). */
-int bt_enqueue_row(bt_store *s, const bt_new_job *job, int64_t now, int64_t claim_for,
-                   int64_t *id_out, bt_landing *landing);
+/* bt_enqueue_rows stores n jobs, writing their ids and landings to the n-element arrays:
+ * each scheduled when its run_at is later than now, else admitted (ready, or
+ * blocked/discarded by its concurrency key). claim_for, when nonzero, makes admitted jobs
+ * claimed by that process instead of ready (inline performs). */
+int bt_enqueue_rows(bt_store *s, const bt_new_job *jobs, size_t n, int64_t now, int64_t claim_for,
+                    int64_t *ids, bt_landing *landings);
 
 /* bt_prepare_job validates one spec against c's classes (class known, arguments valid JSON
  * within the size limit, concurrency key computable) and fills *job; strings stay borrowed
@@ -201,14 +202,15 @@ typedef struct bt_outcome {
     int max_attempts;
     int backoff;
     double backoff_base;
+    const char *concurrency_key; /* the job's key as claimed, NULL when it has none */
 } bt_outcome;
 
-/* bt_complete records an outcome for a job claimed by process_id: finished, retried
- * (scheduled at the backoff) or failed. When the claim no longer belongs to process_id
- * (handed back at shutdown, pruned) nothing is written and *owned is 0. *retry_at_out is
- * the retry time when retried, else 0. */
-int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now, int *owned,
-                int64_t *retry_at_out);
+/* bt_complete records the outcomes of n jobs claimed by process_id: each finished, retried
+ * (scheduled at the backoff) or failed. owned[i] says whether outcome i was recorded: when
+ * its claim no longer belongs to process_id (handed back at shutdown, pruned) nothing is
+ * written for it. retry_at (may be NULL) receives each retry time, else 0. */
+int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *outcomes, size_t n, int64_t now,
+                int *owned, int64_t *retry_at);
 
 /* bt_release_claims hands every job claimed by process_id back to ready (all of them when
  * job_ids is NULL, else the n listed). */

@@ -5,6 +5,7 @@
  * reports never have to join five tables. Claims belong to a process: completing a job is
  * a delete of its claim row by (job, process), and a process that lost its claim (handed
  * back at shutdown, pruned as dead) finds nothing to delete and writes nothing. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,23 +17,48 @@
 #include "util/grow.h"
 #include "util/utf8.h"
 
-static const char sql_insert_job[] =
-    "INSERT INTO baton_jobs (queue_name, class_name, arguments, priority, status, scheduled_at,"
-    " created_at, updated_at, max_attempts, backoff, backoff_base, timeout, concurrency_key,"
-    " concurrency_limit, concurrency_duration, on_conflict)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id";
-static const char sql_insert_ready[] =
-    "INSERT INTO baton_ready_executions (job_id, queue_name, priority, created_at) VALUES (?, ?, ?, ?)";
-static const char sql_insert_scheduled[] =
-    "INSERT INTO baton_scheduled_executions (job_id, queue_name, priority, scheduled_at, created_at)"
-    " VALUES (?, ?, ?, ?, ?)";
-static const char sql_insert_claimed[] =
-    "INSERT INTO baton_claimed_executions (job_id, process_id, claimed_at) VALUES (?, ?, ?)";
+/* Rows of several jobs go in one statement each (see bt_sql_list); run_list runs one. */
+static bt_sql_list sql_insert_jobs = {
+    .head = "INSERT INTO baton_jobs (queue_name, class_name, arguments, priority, status, scheduled_at,"
+            " created_at, updated_at, max_attempts, backoff, backoff_base, timeout, concurrency_key,"
+            " concurrency_limit, concurrency_duration, on_conflict) VALUES ",
+    .item = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    .tail = " RETURNING id"};
+enum { JOB_VALUES = 16 };
+static bt_sql_list sql_insert_ready = {
+    .head = "INSERT INTO baton_ready_executions (job_id, queue_name, priority, created_at) VALUES ",
+    .item = "(?, ?, ?, ?)",
+    .tail = ""};
+static bt_sql_list sql_insert_scheduled = {
+    .head = "INSERT INTO baton_scheduled_executions (job_id, queue_name, priority, scheduled_at, created_at)"
+            " VALUES ",
+    .item = "(?, ?, ?, ?, ?)",
+    .tail = ""};
+#define CLAIMED_COLUMNS                                                                     \
+    "class_name, queue_name, arguments, concurrency_key, attempts, max_attempts, backoff," \
+    " backoff_base, timeout, fencing_token"
+/* ?1: now, ?2: the claiming process; then the job ids. */
+static bt_sql_list sql_mark_claimed = {
+    .head = "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?1,"
+            " updated_at = ?1, claimed_by = ?2 WHERE id IN (",
+    .item = "?",
+    .tail = ") RETURNING id, " CLAIMED_COLUMNS};
+static bt_sql_list sql_insert_claimed = {
+    .head = "INSERT INTO baton_claimed_executions (job_id, process_id, claimed_at)"
+            " SELECT id, ?2, ?1 FROM baton_jobs WHERE id IN (",
+    .item = "?",
+    .tail = ")"};
 static const char sql_set_status[] =
     "UPDATE baton_jobs SET status = ?2, updated_at = ?3 WHERE id = ?1";
-static const char sql_mark_inline_claimed[] =
-    "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
-    " updated_at = ?2, claimed_by = ?3 WHERE id = ?1";
+
+static int run_list(bt_store *s, bt_sql_list *l, int n, const bt_val *args, int nargs, bt_row_fn fn,
+                    void *payload, int64_t *changes)
+{
+    const char *sql = bt_sql_list_text(l, n);
+    if (!sql)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    return bt_exec(s, sql, args, nargs, fn, payload, changes);
+}
 
 /* ---- admission: the only place a job gets a slot of its concurrency key ----
  *
@@ -84,21 +110,30 @@ static const char sql_mark_discarded_reason[] =
 
 static int64_t lease_end(int64_t now, double duration) { return now + (int64_t)(duration * 1000.0); }
 
+/* claim_rows makes the n jobs ids claimed by process_id (their ready rows, if any, already
+ * gone), reading each claimed row through on_row. */
+static int claim_rows(bt_store *s, int64_t process_id, const int64_t *ids, int n, int64_t now,
+                      bt_row_fn on_row, void *payload)
+{
+    bt_val a[2 + BT_LIST_MAX];
+    a[0] = BV_INT(now);
+    a[1] = BV_INT(process_id);
+    for (int i = 0; i < n; i++)
+        a[2 + i] = BV_INT(ids[i]);
+    int rc = run_list(s, &sql_mark_claimed, n, a, 2 + n, on_row, payload, NULL);
+    return rc == BATON_OK ? run_list(s, &sql_insert_claimed, n, a, 2 + n, NULL, NULL, NULL) : rc;
+}
+
 /* place puts an admitted (or unlimited) job where it runs: ready, or claimed by the inline
  * process waiting for it. */
 static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt_landing *landing)
 {
     int rc;
     if (c->claim_for) {
-        bt_val a[] = {BV_INT(c->id), BV_INT(now), BV_INT(c->claim_for)};
-        rc = bt_exec(s, sql_mark_inline_claimed, a, 3, NULL, NULL, NULL);
-        if (rc == BATON_OK) {
-            bt_val b[] = {BV_INT(c->id), BV_INT(c->claim_for), BV_INT(now)};
-            rc = bt_exec(s, sql_insert_claimed, b, 3, NULL, NULL, NULL);
-        }
+        rc = claim_rows(s, c->claim_for, &c->id, 1, now, NULL, NULL);
     } else {
         bt_val a[] = {BV_INT(c->id), BV_TEXT(c->queue), BV_INT(c->priority), BV_INT(now)};
-        rc = bt_exec(s, sql_insert_ready, a, 4, NULL, NULL, NULL);
+        rc = run_list(s, &sql_insert_ready, 1, a, 4, NULL, NULL, NULL);
         bt_note_ready(s);
     }
     if (rc == BATON_OK && token) {
@@ -224,15 +259,15 @@ static int read_blocked(bt_row *row, void *payload)
     return 1;
 }
 
-/* promote fills the free slots of key with its blocked jobs, best first. Each job is
- * admitted under its own stored limit, so the holders are counted once and then tracked.
- * how says what freed the slots, for the admitted jobs' records. */
-static int promote(bt_store *s, const char *key, const char *how, int64_t now, int *promoted)
+/* promote fills the free slots of key with its blocked jobs, best first, at most max of
+ * them. Each job is admitted under its own stored limit, so the holders are counted once
+ * and then tracked. how says what freed the slots, for the admitted jobs' records. */
+static int promote(bt_store *s, const char *key, const char *how, int64_t now, int max, int *promoted)
 {
     bt_val k[] = {BV_TEXT(key)};
     int64_t holders = 0;
     int rc = count_holders(s, key, &holders);
-    while (rc == BATON_OK) {
+    for (int done = 0; rc == BATON_OK && done < max; done++) {
         blocked_row b = {0};
         rc = bt_exec(s, sql_next_blocked[s->ops->row_locks], k, 1, read_blocked, &b, NULL);
         int go = rc == BATON_OK && b.key && holders < b.c.limit;
@@ -256,21 +291,25 @@ static int promote(bt_store *s, const char *key, const char *how, int64_t now, i
     return rc;
 }
 
-static const char sql_release_holder[] =
-    "DELETE FROM baton_semaphore_holders WHERE job_id = ? RETURNING key";
+static bt_sql_list sql_release_holders = {
+    .head = "DELETE FROM baton_semaphore_holders WHERE job_id IN (", .item = "?", .tail = ") RETURNING job_id, key"};
 
-static int read_text_col0(bt_row *row, void *payload);
+static int read_released_key(bt_row *row, void *payload)
+{
+    *(char **)payload = strdup(bt_col_text(row, 1));
+    return 1;
+}
 
 /* release_slot frees the slot job id holds, if any, and promotes the next of its key. */
 static int release_slot(bt_store *s, int64_t id, int64_t now)
 {
     char *key = NULL;
     bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(s, sql_release_holder, a, 1, read_text_col0, &key, NULL);
+    int rc = run_list(s, &sql_release_holders, 1, a, 1, read_released_key, &key, NULL);
     char how[48];
     snprintf(how, sizeof how, "release of job %lld", (long long)id);
     if (rc == BATON_OK && key)
-        rc = promote(s, key, how, now, NULL);
+        rc = promote(s, key, how, now, INT_MAX, NULL);
     free(key);
     return rc;
 }
@@ -319,31 +358,88 @@ static int readmit(bt_store *s, int64_t id, int64_t now)
     return rc;
 }
 
-int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_for,
-                   int64_t *id_out, bt_landing *landing)
+static int cmp_id(const void *a, const void *b)
 {
-    int due = j->run_at <= now;
-    bt_val a[] = {BV_TEXT(j->queue), BV_TEXT(j->class_name),
-                  BV_TEXTN(j->arguments, j->arguments_len), BV_INT(j->priority),
-                  BV_TEXT(due ? "ready" : "scheduled"), BV_INT(j->run_at), BV_INT(now),
-                  BV_INT(j->max_attempts), BV_INT(j->backoff), BV_REAL(j->backoff_base),
-                  BV_REAL(j->timeout), BV_TEXT(j->concurrency_key), BV_INT(j->concurrency_limit),
-                  BV_REAL(j->concurrency_duration), BV_INT(j->on_conflict)};
-    int64_t id = 0;
-    int rc = bt_query_int(s, sql_insert_job, a, 15, &id, 0);
-    if (rc != BATON_OK)
-        return rc;
-    if (id_out)
-        *id_out = id;
-    if (!due) {
-        if (landing)
-            *landing = (bt_landing){.state = BATON_JOB_SCHEDULED};
-        bt_val b[] = {BV_INT(id), BV_TEXT(j->queue), BV_INT(j->priority), BV_INT(j->run_at), BV_INT(now)};
-        return bt_exec(s, sql_insert_scheduled, b, 5, NULL, NULL, NULL);
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* insert_jobs stores the rows of n jobs (n <= BT_LIST_MAX) in one statement and writes
+ * their ids to ids, in the jobs' order. */
+static int insert_jobs(bt_store *s, const bt_new_job *jobs, int n, int64_t now, int64_t *ids)
+{
+    bt_val *a = malloc((size_t)n * JOB_VALUES * sizeof *a);
+    if (!a)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const bt_new_job *j = &jobs[i];
+        bt_val row[JOB_VALUES] = {BV_TEXT(j->queue), BV_TEXT(j->class_name),
+                                  BV_TEXTN(j->arguments, j->arguments_len), BV_INT(j->priority),
+                                  BV_TEXT(j->run_at <= now ? "ready" : "scheduled"), BV_INT(j->run_at),
+                                  BV_INT(now), BV_INT(now), BV_INT(j->max_attempts), BV_INT(j->backoff),
+                                  BV_REAL(j->backoff_base), BV_REAL(j->timeout), BV_TEXT(j->concurrency_key),
+                                  BV_INT(j->concurrency_limit), BV_REAL(j->concurrency_duration),
+                                  BV_INT(j->on_conflict)};
+        memcpy(&a[i * JOB_VALUES], row, sizeof row);
     }
-    candidate c = {id, j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
-                   j->concurrency_duration, j->on_conflict, claim_for, "enqueue", 0};
-    return admit(s, &c, now, landing);
+    bt_id_list made = {0};
+    int rc = run_list(s, &sql_insert_jobs, n, a, n * JOB_VALUES, bt_row_collect_id, &made, NULL);
+    free(a);
+    if (rc == BATON_OK && made.len != (size_t)n)
+        rc = bt_err_set(BATON_ERROR, "inserting %d jobs returned %zu ids", n, made.len);
+    if (rc == BATON_OK) {
+        /* Both databases draw ids row by row in the order of the VALUES list, so the
+         * ascending ids are the jobs' ids in order, whatever order RETURNING used. */
+        qsort(made.ids, made.len, sizeof *made.ids, cmp_id);
+        memcpy(ids, made.ids, (size_t)n * sizeof *ids);
+    }
+    free(made.ids);
+    return rc;
+}
+
+/* place_new puts n just-inserted jobs where they start: scheduled, ready (one statement for
+ * each kind), or through admission one by one when they have a key or a claiming process. */
+static int place_new(bt_store *s, const bt_new_job *jobs, const int64_t *ids, int n, int64_t now,
+                     int64_t claim_for, bt_landing *landings)
+{
+    bt_val ready[4 * BT_LIST_MAX], scheduled[5 * BT_LIST_MAX];
+    int nready = 0, nscheduled = 0, rc = BATON_OK;
+    for (int i = 0; i < n && rc == BATON_OK; i++) {
+        const bt_new_job *j = &jobs[i];
+        landings[i] = (bt_landing){.state = BATON_JOB_READY};
+        if (j->run_at > now) {
+            landings[i].state = BATON_JOB_SCHEDULED;
+            bt_val row[] = {BV_INT(ids[i]), BV_TEXT(j->queue), BV_INT(j->priority), BV_INT(j->run_at), BV_INT(now)};
+            memcpy(&scheduled[5 * nscheduled++], row, sizeof row);
+        } else if (!j->concurrency_key && !claim_for) {
+            bt_val row[] = {BV_INT(ids[i]), BV_TEXT(j->queue), BV_INT(j->priority), BV_INT(now)};
+            memcpy(&ready[4 * nready++], row, sizeof row);
+        } else {
+            candidate c = {ids[i], j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
+                           j->concurrency_duration, j->on_conflict, claim_for, "enqueue", 0};
+            rc = admit(s, &c, now, &landings[i]);
+        }
+    }
+    if (rc == BATON_OK && nscheduled)
+        rc = run_list(s, &sql_insert_scheduled, nscheduled, scheduled, 5 * nscheduled, NULL, NULL, NULL);
+    if (rc == BATON_OK && nready) {
+        rc = run_list(s, &sql_insert_ready, nready, ready, 4 * nready, NULL, NULL, NULL);
+        bt_note_ready(s);
+    }
+    return rc;
+}
+
+int bt_enqueue_rows(bt_store *s, const bt_new_job *jobs, size_t n, int64_t now, int64_t claim_for,
+                    int64_t *ids, bt_landing *landings)
+{
+    int rc = BATON_OK;
+    for (size_t at = 0; at < n && rc == BATON_OK; at += BT_LIST_MAX) {
+        int chunk = n - at < BT_LIST_MAX ? (int)(n - at) : BT_LIST_MAX;
+        rc = insert_jobs(s, jobs + at, chunk, now, ids + at);
+        if (rc == BATON_OK)
+            rc = place_new(s, jobs + at, ids + at, chunk, now, claim_for, landings + at);
+    }
+    return rc;
 }
 
 /* ---- claiming ---- */
@@ -366,14 +462,8 @@ int bt_enqueue_row(bt_store *s, const bt_new_job *j, int64_t now, int64_t claim_
 static const char *const sql_claim_queue[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_QUEUE);
 static const char *const sql_claim_prefix[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_PREFIX);
 static const char *const sql_claim_all[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_ALL);
-#define CLAIMED_COLUMNS                                                                     \
-    "class_name, queue_name, arguments, concurrency_key, attempts, max_attempts, backoff," \
-    " backoff_base, timeout, fencing_token"
-static const char sql_mark_claimed[] =
-    "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?2,"
-    " updated_at = ?2, claimed_by = ?3 WHERE id = ?1 RETURNING " CLAIMED_COLUMNS;
 static const char sql_read_claim[] =
-    "SELECT " CLAIMED_COLUMNS " FROM baton_jobs j JOIN baton_claimed_executions c ON c.job_id = j.id"
+    "SELECT j.id, " CLAIMED_COLUMNS " FROM baton_jobs j JOIN baton_claimed_executions c ON c.job_id = j.id"
     " WHERE j.id = ?1 AND c.process_id = ?2";
 
 typedef struct picked {
@@ -413,20 +503,42 @@ static int read_text_col0(bt_row *row, void *payload)
     return 1;
 }
 
+/* read_claimed reads a claimed job's row: its id, then CLAIMED_COLUMNS. */
+static void read_claimed(bt_row *row, bt_claimed_job *j)
+{
+    j->id = bt_col_int(row, 0);
+    j->class_name = dup_col(row, 1);
+    j->queue = dup_col(row, 2);
+    j->arguments = dup_col(row, 3);
+    j->concurrency_key = dup_col(row, 4);
+    j->attempt = (int)bt_col_int(row, 5);
+    j->max_attempts = (int)bt_col_int(row, 6);
+    j->backoff = (int)bt_col_int(row, 7);
+    j->backoff_base = bt_col_real(row, 8);
+    j->timeout = bt_col_real(row, 9);
+    j->fencing_token = bt_col_int(row, 10);
+}
+
 static int fill_claimed(bt_row *row, void *payload)
 {
-    bt_claimed_job *j = payload;
-    j->class_name = dup_col(row, 0);
-    j->queue = dup_col(row, 1);
-    j->arguments = dup_col(row, 2);
-    j->concurrency_key = dup_col(row, 3);
-    j->attempt = (int)bt_col_int(row, 4);
-    j->max_attempts = (int)bt_col_int(row, 5);
-    j->backoff = (int)bt_col_int(row, 6);
-    j->backoff_base = bt_col_real(row, 7);
-    j->timeout = bt_col_real(row, 8);
-    j->fencing_token = bt_col_int(row, 9);
+    read_claimed(row, payload);
     return 1;
+}
+
+/* The jobs of one claim statement, filled as their rows come back in any order. */
+typedef struct claim_batch {
+    bt_claimed_job *jobs;
+    int len;
+} claim_batch;
+
+static int fill_claimed_in(bt_row *row, void *payload)
+{
+    claim_batch *b = payload;
+    int64_t id = bt_col_int(row, 0);
+    for (int i = 0; i < b->len; i++)
+        if (b->jobs[i].id == id)
+            read_claimed(row, &b->jobs[i]);
+    return 0;
 }
 
 void bt_claimed_job_free(bt_claimed_job *j)
@@ -445,20 +557,6 @@ int bt_read_claim(bt_store *s, int64_t process_id, int64_t id, bt_claimed_job *j
     bt_val a[] = {BV_INT(id), BV_INT(process_id)};
     int rc = bt_exec(s, sql_read_claim, a, 2, fill_claimed, job, NULL);
     *found = job->class_name != NULL;
-    return rc;
-}
-
-/* claim_picked turns a job just deleted from the ready table into a claim of process_id. */
-static int claim_picked(bt_store *s, int64_t process_id, int64_t id, int64_t now, bt_claimed_job *j)
-{
-    memset(j, 0, sizeof *j);
-    j->id = id;
-    bt_val m[] = {BV_INT(id), BV_INT(now), BV_INT(process_id)};
-    int rc = bt_exec(s, sql_mark_claimed, m, 3, fill_claimed, j, NULL);
-    if (rc == BATON_OK) {
-        bt_val c[] = {BV_INT(id), BV_INT(process_id), BV_INT(now)};
-        rc = bt_exec(s, sql_insert_claimed, c, 3, NULL, NULL, NULL);
-    }
     return rc;
 }
 
@@ -487,8 +585,16 @@ int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueue
         rc = bt_exec(s, sql, a, 2, collect_pick, &picks, NULL);
         free(prefix);
         qsort(picks.items, (size_t)picks.len, sizeof *picks.items, cmp_picked);
-        for (int i = 0; i < picks.len && rc == BATON_OK; i++)
-            rc = claim_picked(s, process_id, picks.items[i].id, now, &jobs[(*count)++]);
+        for (int at = 0; at < picks.len && rc == BATON_OK; at += BT_LIST_MAX) {
+            claim_batch batch = {&jobs[*count], picks.len - at < BT_LIST_MAX ? picks.len - at : BT_LIST_MAX};
+            int64_t ids[BT_LIST_MAX];
+            for (int i = 0; i < batch.len; i++) {
+                memset(&batch.jobs[i], 0, sizeof batch.jobs[i]);
+                batch.jobs[i].id = ids[i] = picks.items[at + i].id;
+            }
+            *count += batch.len;
+            rc = claim_rows(s, process_id, ids, batch.len, now, fill_claimed_in, &batch);
+        }
     }
     free(buf);
     return rc;
@@ -496,11 +602,17 @@ int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueue
 
 /* ---- completing ---- */
 
-static const char sql_delete_claim[] =
-    "DELETE FROM baton_claimed_executions WHERE job_id = ? AND process_id = ?";
-static const char sql_mark_finished[] =
-    "UPDATE baton_jobs SET status = 'finished', finished_at = ?2, updated_at = ?2, error = NULL"
-    " WHERE id = ?1";
+/* ?1: the process whose claims end; then the job ids. */
+static bt_sql_list sql_delete_claims = {
+    .head = "DELETE FROM baton_claimed_executions WHERE process_id = ?1 AND job_id IN (",
+    .item = "?",
+    .tail = ") RETURNING job_id"};
+/* ?1: now; then the job ids. */
+static bt_sql_list sql_mark_finished = {
+    .head = "UPDATE baton_jobs SET status = 'finished', finished_at = ?1, updated_at = ?1, error = NULL"
+            " WHERE id IN (",
+    .item = "?",
+    .tail = ")"};
 static const char sql_mark_retry[] =
     "UPDATE baton_jobs SET status = 'scheduled', scheduled_at = ?2, updated_at = ?3, error = ?4"
     " WHERE id = ?1 RETURNING queue_name, priority";
@@ -573,7 +685,7 @@ static int schedule_retry(bt_store *s, const bt_outcome *o, int64_t now, int64_t
     int rc = bt_exec(s, sql_mark_retry, a, 4, read_queue_priority, &qp, NULL);
     if (rc == BATON_OK && qp.queue) {
         bt_val b[] = {BV_INT(o->job_id), BV_TEXT(qp.queue), BV_INT(qp.priority), BV_INT(run_at), BV_INT(now)};
-        rc = bt_exec(s, sql_insert_scheduled, b, 5, NULL, NULL, NULL);
+        rc = run_list(s, &sql_insert_scheduled, 1, b, 5, NULL, NULL, NULL);
     }
     free(qp.queue);
     return rc;
@@ -601,33 +713,127 @@ static int record_failure(bt_store *s, int64_t process_id, const bt_outcome *o, 
     return rc;
 }
 
-int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now, int *owned,
-                int64_t *retry_at_out)
+/* One owned outcome of a bt_complete call, in the order its key locks are taken. */
+typedef struct settle {
+    const bt_outcome *o;
+    int index;     /* in the caller's arrays */
+    char *released; /* key of the slot this run gave back, or NULL */
+} settle;
+
+static int cmp_settle(const void *a, const void *b)
 {
-    int64_t changes = 0;
-    *owned = 0;
-    if (retry_at_out)
-        *retry_at_out = 0;
-    bt_val d[] = {BV_INT(o->job_id), BV_INT(process_id)};
-    int rc = bt_exec(s, sql_delete_claim, d, 2, NULL, NULL, &changes);
-    if (rc != BATON_OK || changes == 0)
-        return rc;
-    *owned = 1;
-    /* Whatever the outcome, this run is over: its slot goes to the next job of the key. */
-    rc = release_slot(s, o->job_id, now);
-    if (rc != BATON_OK)
-        return rc;
-    if (o->succeeded) {
-        bt_val a[] = {BV_INT(o->job_id), BV_INT(now)};
-        return bt_exec(s, sql_mark_finished, a, 2, NULL, NULL, NULL);
+    const settle *x = a, *y = b;
+    const char *kx = x->released ? x->released : x->o->concurrency_key;
+    const char *ky = y->released ? y->released : y->o->concurrency_key;
+    int c = strcmp(kx ? kx : "", ky ? ky : "");
+    return c ? c : cmp_id(&x->o->job_id, &y->o->job_id);
+}
+
+typedef struct settle_list {
+    settle *items;
+    int len;
+} settle_list;
+
+static int read_released(bt_row *row, void *payload)
+{
+    settle_list *l = payload;
+    int64_t id = bt_col_int(row, 0);
+    for (int i = 0; i < l->len; i++)
+        if (l->items[i].o->job_id == id && !(l->items[i].released = strdup(bt_col_text(row, 1))))
+            return -1;
+    return 0;
+}
+
+/* release_slots frees the slots the n runs in l held. Rows of keyless jobs are not looked
+ * for: they never hold one. */
+static int release_slots(bt_store *s, settle_list *l)
+{
+    bt_val a[BT_LIST_MAX];
+    int n = 0;
+    for (int i = 0; i < l->len; i++)
+        if (l->items[i].o->concurrency_key)
+            a[n++] = BV_INT(l->items[i].o->job_id);
+    return n ? run_list(s, &sql_release_holders, n, a, n, read_released, l, NULL) : BATON_OK;
+}
+
+/* settle_one hands a finished run's slot to the next blocked job of its key (one job
+ * when another run of the batch releases the same key next, so each promotion names the
+ * release that made room) and records a failure. */
+static int settle_one(bt_store *s, int64_t process_id, const settle *t, const settle *next, int64_t now,
+                      int64_t *retry_at_out)
+{
+    int rc = BATON_OK;
+    if (t->released) {
+        char how[48];
+        snprintf(how, sizeof how, "release of job %lld", (long long)t->o->job_id);
+        int more = next && next->released && strcmp(next->released, t->released) == 0;
+        rc = promote(s, t->released, how, now, more ? 1 : INT_MAX, NULL);
     }
-    bt_outcome failed = *o;
-    char *error = bt_utf8_repaired(o->error ? o->error : "");
+    if (rc != BATON_OK || t->o->succeeded)
+        return rc;
+    bt_outcome failed = *t->o;
+    char *error = bt_utf8_repaired(t->o->error ? t->o->error : "");
     if (!error)
         return bt_err_set(BATON_ERROR, "out of memory");
     failed.error = error;
     rc = record_failure(s, process_id, &failed, now, retry_at_out);
     free(error);
+    return rc;
+}
+
+/* complete_chunk records n <= BT_LIST_MAX outcomes: one statement ends the claims, one
+ * frees the slots, one marks the successes finished; promotions and failures follow key by
+ * key. */
+static int complete_chunk(bt_store *s, int64_t process_id, const bt_outcome *os, int n, int64_t now,
+                          int *owned, int64_t *retry_at)
+{
+    bt_val a[1 + BT_LIST_MAX];
+    a[0] = BV_INT(process_id);
+    for (int i = 0; i < n; i++)
+        a[1 + i] = BV_INT(os[i].job_id);
+    bt_id_list mine = {0};
+    int rc = run_list(s, &sql_delete_claims, n, a, 1 + n, bt_row_collect_id, &mine, NULL);
+    settle items[BT_LIST_MAX];
+    settle_list l = {items, 0};
+    for (int i = 0; i < n; i++) {
+        owned[i] = 0;
+        for (size_t k = 0; k < mine.len && !owned[i]; k++)
+            owned[i] = mine.ids[k] == os[i].job_id;
+        if (owned[i])
+            items[l.len++] = (settle){&os[i], i, NULL};
+    }
+    free(mine.ids);
+    if (rc == BATON_OK)
+        rc = release_slots(s, &l);
+    /* Every key is locked in one order in every process, so two workers' rounds never wait
+     * on each other in a deadlock. */
+    qsort(items, (size_t)l.len, sizeof *items, cmp_settle);
+    int finished = 0;
+    a[0] = BV_INT(now);
+    for (int i = 0; i < l.len && rc == BATON_OK; i++) {
+        const settle *t = &items[i];
+        rc = settle_one(s, process_id, t, i + 1 < l.len ? &items[i + 1] : NULL, now,
+                        retry_at ? &retry_at[t->index] : NULL);
+        if (t->o->succeeded)
+            a[1 + finished++] = BV_INT(t->o->job_id);
+    }
+    if (rc == BATON_OK && finished)
+        rc = run_list(s, &sql_mark_finished, finished, a, 1 + finished, NULL, NULL, NULL);
+    for (int i = 0; i < l.len; i++)
+        free(items[i].released);
+    return rc;
+}
+
+int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *outcomes, size_t n, int64_t now,
+                int *owned, int64_t *retry_at)
+{
+    if (retry_at)
+        memset(retry_at, 0, n * sizeof *retry_at);
+    int rc = BATON_OK;
+    for (size_t at = 0; at < n && rc == BATON_OK; at += BT_LIST_MAX) {
+        int chunk = n - at < BT_LIST_MAX ? (int)(n - at) : BT_LIST_MAX;
+        rc = complete_chunk(s, process_id, outcomes + at, chunk, now, owned + at, retry_at ? retry_at + at : NULL);
+    }
     return rc;
 }
 
@@ -646,7 +852,7 @@ static int back_to_ready(bt_store *s, int64_t id, int64_t now)
     int rc = bt_exec(s, sql_back_to_ready, a, 2, read_queue_priority, &qp, NULL);
     if (rc == BATON_OK && qp.queue) {
         bt_val r[] = {BV_INT(id), BV_TEXT(qp.queue), BV_INT(qp.priority), BV_INT(now)};
-        rc = bt_exec(s, sql_insert_ready, r, 4, NULL, NULL, NULL);
+        rc = run_list(s, &sql_insert_ready, 1, r, 4, NULL, NULL, NULL);
         bt_note_ready(s);
     }
     free(qp.queue);
@@ -691,12 +897,6 @@ int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, s
     " ORDER BY scheduled_at, priority, job_id LIMIT ?2" close " RETURNING job_id"
 static const char *const sql_take_due[] = BT_PICK_SKIP_LOCKED(SQL_TAKE_DUE);
 
-static int cmp_id(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out)
 {
     bt_id_list l = {0};
@@ -737,9 +937,8 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
 #define SQL_DEAD_PROCESSES(lock) "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2" lock
 static const char *const sql_dead_processes[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESSES);
 static const char sql_claims_of[] =
-    "SELECT c.job_id, j.attempts, j.max_attempts, j.backoff, j.backoff_base"
-    " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?"
-    " ORDER BY j.concurrency_key, c.job_id"; /* keys locked in the workers' order: no deadlock */
+    "SELECT c.job_id, j.attempts, j.max_attempts, j.backoff, j.backoff_base, j.concurrency_key"
+    " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?";
 static const char sql_forget_process[] = "DELETE FROM baton_processes WHERE id = ?";
 
 typedef struct claim_list {
@@ -752,11 +951,15 @@ static int collect_claim(bt_row *row, void *payload)
     claim_list *l = payload;
     if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
         return -1;
+    const char *key = bt_col_null(row, 5) ? NULL : bt_col_text(row, 5);
+    char *owned_key = key ? strdup(key) : NULL;
+    if (key && !owned_key)
+        return -1;
     l->items[l->len++] = (bt_outcome){.job_id = bt_col_int(row, 0), .succeeded = 0,
                                       .error = "process pruned", .attempt = (int)bt_col_int(row, 1),
                                       .max_attempts = (int)bt_col_int(row, 2),
                                       .backoff = (int)bt_col_int(row, 3),
-                                      .backoff_base = bt_col_real(row, 4)};
+                                      .backoff_base = bt_col_real(row, 4), .concurrency_key = owned_key};
     return 0;
 }
 
@@ -765,22 +968,30 @@ int bt_prune_process(bt_store *s, int64_t id, int64_t now)
     claim_list claims = {0};
     bt_val p[] = {BV_INT(id)};
     int rc = bt_exec(s, sql_claims_of, p, 1, collect_claim, &claims, NULL);
-    for (size_t k = 0; k < claims.len && rc == BATON_OK; k++) {
+    size_t n = claims.len;
+    int *owned = calloc(n ? n : 1, sizeof *owned);
+    int64_t *retry_at = calloc(n ? n : 1, sizeof *retry_at);
+    if (rc == BATON_OK && (!owned || !retry_at))
+        rc = bt_err_set(BATON_ERROR, "out of memory");
+    if (rc == BATON_OK)
+        rc = bt_complete(s, id, claims.items, n, now, owned, retry_at);
+    for (size_t k = 0; k < n && rc == BATON_OK; k++) {
         const bt_outcome *o = &claims.items[k];
-        int owned;
-        int64_t retry_at = 0;
-        rc = bt_complete(s, id, o, now, &owned, &retry_at);
         /* The dead process can no longer say what became of its jobs. */
-        if (retry_at)
+        if (retry_at[k])
             bt_note(s, BATON_LOG_WARN, "event=job.retried job_id=%lld attempt=%d retry_in_ms=%lld error=%s",
-                    (long long)o->job_id, o->attempt, (long long)(retry_at - now), BT_LOG_VALUE(o->error));
+                    (long long)o->job_id, o->attempt, (long long)(retry_at[k] - now), BT_LOG_VALUE(o->error));
         else
             bt_note(s, BATON_LOG_ERROR, "event=job.failed job_id=%lld attempt=%d error=%s", (long long)o->job_id,
                     o->attempt, BT_LOG_VALUE(o->error));
     }
     if (rc == BATON_OK)
         rc = bt_exec(s, sql_forget_process, p, 1, NULL, NULL, NULL);
+    for (size_t k = 0; k < n; k++)
+        free((char *)claims.items[k].concurrency_key);
     free(claims.items);
+    free(owned);
+    free(retry_at);
     return rc;
 }
 
@@ -850,7 +1061,7 @@ static int visit_keys(bt_store *s, key_list *keys, int64_t now, int extend, int 
         int freed = 0, before = *promoted;
         for (; i < keys->len && strcmp(keys->items[i].key, key) == 0; i++)
             freed += keys->items[i].freed;
-        rc = promote(s, key, extend ? "expiry" : "repair", now, promoted);
+        rc = promote(s, key, extend ? "expiry" : "repair", now, INT_MAX, promoted);
         bt_val e[] = {BV_TEXT(key), BV_INT(now)};
         if (rc == BATON_OK && extend)
             rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
@@ -1077,7 +1288,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
 int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted)
 {
     *promoted = 0;
-    return promote(s, key, "operator", now, promoted);
+    return promote(s, key, "operator", now, INT_MAX, promoted);
 }
 
 int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
@@ -1099,7 +1310,7 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
         (*cleared)++;
     }
     if (rc == BATON_OK)
-        rc = promote(s, key, "operator", now, promoted);
+        rc = promote(s, key, "operator", now, INT_MAX, promoted);
     if (rc == BATON_OK) /* a key nobody holds or waits for leaves no row behind */
         rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
     free(l.items);

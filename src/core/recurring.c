@@ -230,7 +230,8 @@ int bt_recurring_enqueue(bt_store *s, const char *key, int64_t run_at, const bt_
     int rc = bt_exec(s, sql_insert_run, a, 3, NULL, NULL, &taken);
     if (rc != BATON_OK || taken == 0)
         return rc;
-    rc = bt_enqueue_row(s, job, now, 0, job_id_out, NULL);
+    bt_landing landing;
+    rc = bt_enqueue_rows(s, job, 1, now, 0, job_id_out, &landing);
     if (rc == BATON_OK) {
         bt_val b[] = {BV_TEXT(key), BV_INT(run_at), BV_INT(*job_id_out)};
         rc = bt_exec(s, sql_set_run_job, b, 3, NULL, NULL, NULL);

@@ -15,7 +15,7 @@ static int store_job(baton_client *c, int64_t process_id, const bt_new_job *nj, 
 {
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
-        rc = bt_enqueue_row(c->store, nj, bt_now_ms(), process_id, id, landing);
+        rc = bt_enqueue_rows(c->store, nj, 1, bt_now_ms(), process_id, id, landing);
     return bt_end(c->store, rc);
 }
 
@@ -36,11 +36,11 @@ static int record(baton_client *c, int64_t process_id, const struct baton_job *j
 {
     const bt_claimed_job *cj = &job->claimed;
     bt_outcome o = {cj->id, job->succeeded, job->error, cj->attempt, cj->max_attempts, cj->backoff,
-                    cj->backoff_base};
+                    cj->backoff_base, cj->concurrency_key};
     int owned = 0;
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
-        rc = bt_complete(c->store, process_id, &o, bt_now_ms(), &owned, NULL);
+        rc = bt_complete(c->store, process_id, &o, 1, bt_now_ms(), &owned, NULL);
     rc = bt_end(c->store, rc);
     if (rc == BATON_OK && !owned) /* declared dead meanwhile: the pruner settled the job */
         rc = bt_err_set(BATON_ESTATE, "job %lld: this run lost its claim (its process was declared dead);"

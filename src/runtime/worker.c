@@ -181,53 +181,49 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
 
 /* round_trip runs one transaction: record outcomes in done (taking ownership), claim up to
  * want jobs. Returns how many were claimed, or a negative code (done is then kept). */
-static int by_key(const void *a, const void *b)
-{
-    const char *ka = (*(struct baton_job *const *)a)->claimed.concurrency_key;
-    const char *kb = (*(struct baton_job *const *)b)->claimed.concurrency_key;
-    return strcmp(ka ? ka : "", kb ? kb : "");
-}
-
 static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_claimed_job *claimed)
 {
     int64_t now = bt_now_ms();
     int count = 0;
-    /* Each outcome locks its key's semaphore row (with row locks); taking them in one order
-     * in every process keeps two rounds from waiting on each other in a deadlock. */
     size_t n = 0;
     for (struct baton_job *j = *done; j; j = j->next)
         n++;
-    struct baton_job **order = malloc((n ? n : 1) * sizeof *order);
-    if (!order)
-        return bt_err_set(BATON_ERROR, "out of memory");
+    bt_outcome *outcomes = malloc((n ? n : 1) * sizeof *outcomes);
+    int *owned = malloc((n ? n : 1) * sizeof *owned);
+    int64_t *retry_at = malloc((n ? n : 1) * sizeof *retry_at);
+    int rc = outcomes && owned && retry_at ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
     n = 0;
-    for (struct baton_job *j = *done; j; j = j->next)
-        order[n++] = j;
-    qsort(order, n, sizeof *order, by_key);
-    int rc = bt_begin(w->store, BT_TXN_WRITE);
-    for (size_t k = 0; k < n && rc == BATON_OK; k++) {
-        struct baton_job *j = order[k];
+    for (struct baton_job *j = *done; j && rc == BATON_OK; j = j->next) {
         const bt_claimed_job *c = &j->claimed;
-        bt_outcome o = {c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
-                        c->backoff_base};
-        rc = bt_complete(w->store, w->process_id, &o, now, &j->owned, &j->retry_at);
+        outcomes[n++] = (bt_outcome){c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
+                                     c->backoff_base, c->concurrency_key};
     }
-    free(order);
-    if (rc == BATON_OK && want > 0)
-        rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, want, now, claimed, &count);
-    rc = bt_end(w->store, rc);
+    if (rc == BATON_OK && (rc = bt_begin(w->store, BT_TXN_WRITE)) == BATON_OK) {
+        if (n)
+            rc = bt_complete(w->store, w->process_id, outcomes, n, now, owned, retry_at);
+        if (rc == BATON_OK && want > 0)
+            rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, want, now, claimed, &count);
+        rc = bt_end(w->store, rc);
+    }
+    free(outcomes);
     if (rc != BATON_OK) {
         for (int k = 0; k < count; k++)
             bt_claimed_job_free(&claimed[k]);
+        free(owned);
+        free(retry_at);
         return rc;
     }
-    while (*done) {
+    for (size_t k = 0; *done; k++) {
         struct baton_job *j = *done;
         *done = j->next;
+        j->owned = owned[k];
+        j->retry_at = retry_at[k];
         log_outcome(w, j);
         bt_job_free(j);
         w->in_flight--;
     }
+    free(owned);
+    free(retry_at);
     return count;
 }
 

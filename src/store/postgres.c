@@ -40,8 +40,8 @@ enum { INT8OID = 20, TEXTOID = 25, FLOAT8OID = 701 };
 enum { LISTEN_RETRY_NS = 1000000000 };
 /* Reconnect attempts of the main connection back off from 50 ms to 5 s between tries. */
 static const int64_t RECONNECT_FIRST_NS = 50000000, RECONNECT_MAX_NS = 5000000000;
-/* Parameters of one statement, and the text of one integer or float parameter. */
-enum { MAX_PARAMS = 32, NUM_TEXT = 32 };
+/* Bytes of the text of one integer or float parameter. */
+enum { NUM_TEXT = 32 };
 
 #define READY_CHANNEL "baton_ready"
 
@@ -259,19 +259,25 @@ static int pg_open(bt_store **out, const char *target, const char *url)
     return BATON_OK;
 }
 
-/* params holds one statement's values as libpq wants them: text, with declared types. */
+/* params holds one statement's values as libpq wants them: text, with declared types. A
+ * statement over a list of rows has up to a thousand, so they live in one allocation. */
 typedef struct params {
-    Oid types[MAX_PARAMS];
-    const char *values[MAX_PARAMS];
-    char numbers[MAX_PARAMS][NUM_TEXT];
-    char *copies[MAX_PARAMS];
+    const char **values;
+    char **copies;
+    Oid *types;
+    char (*numbers)[NUM_TEXT];
 } params;
 
-static int fill_params(pg_store *s, params *p, const bt_val *args, int nargs)
+static int fill_params(params *p, const bt_val *args, int nargs)
 {
-    memset(p->copies, 0, sizeof p->copies);
-    if (nargs > MAX_PARAMS)
-        return bt_err_set(BATON_ERROR, "postgres:%s: %d parameters, at most %d", s->display, nargs, MAX_PARAMS);
+    size_t n = (size_t)(nargs > 0 ? nargs : 1);
+    char *block = calloc(n, 2 * sizeof(char *) + sizeof(Oid) + NUM_TEXT);
+    if (!block)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    p->values = (const char **)(void *)block;
+    p->copies = (char **)(void *)(block + n * sizeof(char *));
+    p->types = (Oid *)(void *)(block + 2 * n * sizeof(char *));
+    p->numbers = (char(*)[NUM_TEXT])(block + n * (2 * sizeof(char *) + sizeof(Oid)));
     for (int i = 0; i < nargs; i++) {
         const bt_val *v = &args[i];
         switch (v->type) {
@@ -305,8 +311,9 @@ static int fill_params(pg_store *s, params *p, const bt_val *args, int nargs)
 
 static void free_params(params *p, int nargs)
 {
-    for (int i = 0; i < nargs && i < MAX_PARAMS; i++)
+    for (int i = 0; p->copies && i < nargs; i++)
         free(p->copies[i]);
+    free(p->values);
 }
 
 /* run_statement sends one statement and returns its result (NULL only when out of memory). */
@@ -375,11 +382,11 @@ static int pg_exec(bt_store *base, const char *sql, int cached, const bt_val *ar
                    bt_row_fn on_row, void *payload, int64_t *changes_out)
 {
     pg_store *s = (pg_store *)base;
-    params p;
+    params p = {0};
     int code = ensure_connected(s);
     if (code != BATON_OK)
         return code;
-    code = fill_params(s, &p, args, nargs);
+    code = fill_params(&p, args, nargs);
     PGresult *res = NULL;
     if (code == BATON_OK)
         code = run_statement(s, sql, cached, &p, nargs, &res);

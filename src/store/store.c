@@ -1,6 +1,8 @@
 /* store.c: choosing a driver by URL, and row helpers every driver shares. */
 #include "store/store.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,4 +197,37 @@ int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, in
 {
     *out = fallback;
     return bt_exec(s, sql, args, nargs, bt_row_first_int, out, NULL);
+}
+
+static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
+
+const char *bt_sql_list_text(bt_sql_list *l, int n)
+{
+    _Atomic(char *) *slot = &l->texts[n - 1];
+    char *text = atomic_load_explicit(slot, memory_order_acquire);
+    if (text)
+        return text;
+    pthread_mutex_lock(&list_lock);
+    text = atomic_load_explicit(slot, memory_order_relaxed);
+    if (!text) {
+        size_t head = strlen(l->head), item = strlen(l->item), tail = strlen(l->tail);
+        text = malloc(head + (size_t)n * (item + 2) + tail + 1);
+        if (text) {
+            char *p = text;
+            memcpy(p, l->head, head);
+            p += head;
+            for (int i = 0; i < n; i++) {
+                if (i > 0) {
+                    memcpy(p, ", ", 2);
+                    p += 2;
+                }
+                memcpy(p, l->item, item);
+                p += item;
+            }
+            memcpy(p, l->tail, tail + 1);
+            atomic_store_explicit(slot, text, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&list_lock);
+    return text;
 }

@@ -201,6 +201,22 @@ void bt_url_with_database(char *out, size_t cap, const char *url, const char *db
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,
                  int64_t fallback);
 
+/* A statement over a list of up to BT_LIST_MAX items: head, then item n times separated by
+ * ", ", then tail, e.g. {"UPDATE ... WHERE id IN (", "?", ")"}. Batching the rows of one
+ * transition into one statement saves a round trip per row where the database is a server.
+ * The text for each n is built once per process and kept, so its address names a cached
+ * prepared statement the way a literal's does. Placeholders: the head may number shared
+ * parameters (?1, ?2) and the items use bare ?, which continue after them. */
+enum { BT_LIST_MAX = 64 };
+typedef struct bt_sql_list {
+    const char *head, *item, *tail;
+    _Atomic(char *) texts[BT_LIST_MAX];
+} bt_sql_list;
+
+/* bt_sql_list_text returns l's text for n items (1 <= n <= BT_LIST_MAX), or NULL when out
+ * of memory. Thread-safe. */
+const char *bt_sql_list_text(bt_sql_list *l, int n);
+
 /* A pointer-keyed cache of prepared statements: core/ writes its SQL as string literals,
  * so the address of the text names the statement for the connection's life. */
 typedef struct bt_stmt_slot {

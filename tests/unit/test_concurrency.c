@@ -405,6 +405,19 @@ static void exec_sql(bt_store *s, const char *sql)
     assert_int_equal(s->ops->exec_script(s, sql), BATON_OK);
 }
 
+/* claim_as registers a worker process on s and claims up to max jobs for it in one
+ * transaction, as a worker's round does; returns how many it claimed. */
+static int claim_as(bt_store *s, int64_t *process_id, int max, bt_claimed_job *claimed)
+{
+    assert_int_equal(bt_process_register(s, "worker", NULL, process_id), BATON_OK);
+    char *queues[] = {"*", NULL};
+    int count = 0;
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_claim(s, *process_id, queues, 1, max, bt_now_ms(), claimed, &count), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    return count;
+}
+
 static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **state)
 {
     lib_fixture *f = *state;
@@ -415,14 +428,8 @@ static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **s
     baton_enqueued c = enqueue(f->client, "Sync", "[]");
     bt_store *s = raw_store(f);
     int64_t zombie;
-    assert_int_equal(bt_process_register(s, "worker", NULL, &zombie), BATON_OK);
-    char *queues[] = {"*", NULL};
     bt_claimed_job claimed[1];
-    int count = 0;
-    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    assert_int_equal(bt_claim(s, zombie, queues, 1, 1, bt_now_ms(), claimed, &count), BATON_OK);
-    assert_int_equal(bt_commit(s), BATON_OK);
-    assert_int_equal(count, 1);
+    assert_int_equal(claim_as(s, &zombie, 1, claimed), 1);
     assert_int_equal(claimed[0].id, a.id);
     bt_claimed_job_free(&claimed[0]);
     exec_sql(s, "UPDATE baton_processes SET last_heartbeat_at = 0");
@@ -443,13 +450,78 @@ static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **s
     bt_outcome done = {.job_id = a.id, .succeeded = 1, .attempt = 1, .max_attempts = 3};
     int owned = 1;
     assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    assert_int_equal(bt_complete(s, zombie, &done, bt_now_ms(), &owned, NULL), BATON_OK);
+    assert_int_equal(bt_complete(s, zombie, &done, 1, bt_now_ms(), &owned, NULL), BATON_OK);
     assert_int_equal(bt_commit(s), BATON_OK);
     assert_int_equal(owned, 0);
     assert_string_equal(job_status(f->client, c.id), "blocked");
     int64_t holders = 0;
     assert_int_equal(bt_query_int(s, "SELECT COUNT(*) FROM baton_semaphore_holders", NULL, 0, &holders, 0), BATON_OK);
     assert_int_equal(holders, 1);
+    bt_store_close(s);
+}
+
+static const char *admitted_by(baton_client *c, int64_t id)
+{
+    static char buf[64];
+    json_t *j = job_json(c, id);
+    const char *how = json_string_value(json_object_get(j, "admitted_by"));
+    snprintf(buf, sizeof buf, "%s", how ? how : "");
+    json_decref(j);
+    return buf;
+}
+
+/* A worker records a round's outcomes together: each run's slot still goes to the next
+ * blocked job, named after the run that made room, and an outcome whose claim is not the
+ * process's own changes nothing. */
+static void test_one_round_of_outcomes_releases_each_slot_once(void **state)
+{
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 2, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued a = enqueue(f->client, "Sync", "[]");
+    baton_enqueued b = enqueue(f->client, "Sync", "[]");
+    baton_enqueued c = enqueue(f->client, "Sync", "[]");
+    baton_enqueued d = enqueue(f->client, "Sync", "[]");
+    baton_enqueued e = enqueue(f->client, "Sync", "[]");
+    bt_store *s = raw_store(f);
+    int64_t worker;
+    bt_claimed_job claimed[2];
+    assert_int_equal(claim_as(s, &worker, 2, claimed), 2);
+    assert_int_equal(claimed[0].id, a.id);
+    assert_int_equal(claimed[1].id, b.id);
+
+    /* b fails for good; c is blocked, claimed by nobody. */
+    bt_outcome outcomes[] = {
+        {.job_id = b.id, .error = "broken", .attempt = 3, .max_attempts = 3, .concurrency_key = claimed[1].concurrency_key},
+        {.job_id = c.id, .succeeded = 1, .attempt = 1, .max_attempts = 3, .concurrency_key = claimed[0].concurrency_key},
+        {.job_id = a.id, .succeeded = 1, .attempt = 1, .max_attempts = 3, .concurrency_key = claimed[0].concurrency_key},
+    };
+    int owned[3];
+    int64_t retry_at[3];
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_complete(s, worker, outcomes, 3, bt_now_ms(), owned, retry_at), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    assert_int_equal(owned[0], 1);
+    assert_int_equal(owned[1], 0);
+    assert_int_equal(owned[2], 1);
+    assert_int_equal(retry_at[0], 0);
+    assert_string_equal(job_status(f->client, a.id), "finished");
+    assert_string_equal(job_status(f->client, b.id), "failed");
+    assert_string_equal(error_of(f->client, b.id), "broken");
+    /* Releases are taken in job order, whatever order the outcomes came in. */
+    assert_string_equal(job_status(f->client, c.id), "ready");
+    assert_string_equal(job_status(f->client, d.id), "ready");
+    assert_string_equal(job_status(f->client, e.id), "blocked");
+    char want[48];
+    snprintf(want, sizeof want, "release of job %lld", (long long)a.id);
+    assert_string_equal(admitted_by(f->client, c.id), want);
+    snprintf(want, sizeof want, "release of job %lld", (long long)b.id);
+    assert_string_equal(admitted_by(f->client, d.id), want);
+    int64_t holders = 0;
+    assert_int_equal(bt_query_int(s, "SELECT COUNT(*) FROM baton_semaphore_holders", NULL, 0, &holders, 0), BATON_OK);
+    assert_int_equal(holders, 2);
+    bt_claimed_job_free(&claimed[0]);
+    bt_claimed_job_free(&claimed[1]);
     bt_store_close(s);
 }
 
@@ -661,6 +733,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_releases_and_retry_queues_again, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_one_round_of_outcomes_releases_each_slot_once, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, lib_setup, lib_teardown),

@@ -134,6 +134,45 @@ static void test_bulk_enqueue_is_all_or_nothing(void **state)
     free(ids);
 }
 
+/* One batch mixing every landing, longer than the rows the store writes per statement:
+ * each spec's id must name the job built from that spec, and each landing its state. */
+static void test_mixed_bulk_enqueue_maps_each_spec_to_its_job(void **state)
+{
+    lib_fixture *f = *state;
+    assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.concurrency_key = "{user}";
+    o.concurrency_limit = 1;
+    assert_int_equal(baton_class_register(f->client, "Sync", &o), BATON_OK);
+    enum { N = 150 };
+    baton_job_spec specs[N];
+    baton_enqueue_options later = BATON_ENQUEUE_OPTIONS_INIT;
+    later.delay = 3600;
+    char args[N][32];
+    for (int i = 0; i < N; i++) {
+        int keyed = i % 3 == 0;
+        snprintf(args[i], sizeof args[i], keyed ? "{\"user\":%d}" : "[%d]", keyed ? i % 2 : i);
+        specs[i] = (baton_job_spec){keyed ? "Sync" : "Mail", args[i], i % 5 == 1 ? &later : NULL};
+    }
+    baton_enqueued out[N];
+    assert_int_equal(baton_enqueue_detailed(f->client, out, specs, N), BATON_OK);
+    for (int i = 0; i < N; i++) {
+        json_t *j = job_json(f->client, out[i].id);
+        char *stored = json_dumps(json_object_get(j, "arguments"), JSON_COMPACT);
+        assert_string_equal(stored, args[i]);
+        free(stored);
+        /* Sync jobs of user 0 and of user 1 alternate: the first of each takes the slot. */
+        baton_job_state want = i % 5 == 1 ? BATON_JOB_SCHEDULED
+                             : i % 3 != 0 ? BATON_JOB_READY
+                             : i < 6      ? BATON_JOB_READY
+                                          : BATON_JOB_BLOCKED;
+        assert_int_equal(out[i].state, want);
+        assert_string_equal(json_string_value(json_object_get(j, "status")),
+                            want == BATON_JOB_SCHEDULED ? "scheduled" : want == BATON_JOB_READY ? "ready" : "blocked");
+        json_decref(j);
+    }
+}
+
 static void test_bad_input_is_refused_and_stored_jobs_stay(void **state)
 {
     lib_fixture *f = *state;
@@ -624,6 +663,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_enqueue_makes_ready_job_with_documented_fields, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_bulk_enqueue_is_all_or_nothing, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_mixed_bulk_enqueue_maps_each_spec_to_its_job, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_bad_input_is_refused_and_stored_jobs_stay, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_queue_list_order_wildcards_and_priority, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_paused_queue_is_skipped_until_resumed, lib_setup, lib_teardown),

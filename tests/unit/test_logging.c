@@ -440,7 +440,8 @@ static void test_lines_of_a_rolled_back_transaction_are_dropped(void **state)
     assert_int_equal(bt_prepare_job(f->client, &spec, bt_now_ms(), &nj), BATON_OK);
     assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
     bt_landing landing;
-    assert_int_equal(bt_enqueue_row(s, &nj, bt_now_ms(), 0, NULL, &landing), BATON_OK);
+    int64_t blocked_id;
+    assert_int_equal(bt_enqueue_rows(s, &nj, 1, bt_now_ms(), 0, &blocked_id, &landing), BATON_OK);
     assert_int_equal(landing.state, BATON_JOB_BLOCKED);
     assert_int_equal(bt_end(s, BATON_ESTORE), BATON_ESTORE); /* as if a statement failed */
     bt_new_job_clear(&nj);
