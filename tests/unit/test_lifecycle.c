@@ -580,15 +580,18 @@ static void test_migrate_is_idempotent(void **state)
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
 }
 
-/* A database left at version 1 is refused until `baton init` upgrades it in place. */
+/* A database left at version 1 is refused until `baton init` upgrades it in place; the
+ * processes registered then keep their identities. */
 static void test_older_schema_is_upgraded_in_place(void **state)
 {
     lib_fixture *f = *state;
-    int64_t id;
+    int64_t id, process_id;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[1]", NULL), BATON_OK);
     bt_store *db = test_db_open(f->url);
-    test_db_exec(db, "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
+    assert_int_equal(bt_process_register(db, "worker", NULL, &process_id), BATON_OK);
+    test_db_exec(db, "DROP TABLE baton_process_identities;"
+                     "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
                      "ALTER TABLE baton_jobs DROP COLUMN claimed_by;"
@@ -603,6 +606,13 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     test_db_exec(db, "SELECT timezone FROM baton_recurring_tasks;"
                      "SELECT admitted_by, admitted_at, claimed_by, blocked_at FROM baton_jobs;"
                      "SELECT outcome, blocked_at FROM baton_job_attempts");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM baton_process_identities i JOIN baton_processes p ON p.id = i.id"
+             " WHERE i.id = %lld AND i.name = p.name AND i.kind = 'worker' AND i.hostname = p.hostname AND i.pid = p.pid",
+             (long long)process_id);
+    assert_int_equal(test_db_int(db, sql), 1);
+    assert_int_equal(bt_process_deregister(db, process_id), BATON_OK);
     bt_store_close(db);
     assert_string_equal(job_status(f->client, id), "ready");
 }
