@@ -776,7 +776,8 @@ BATON_API int baton_retry_all_failed(baton_client *client, const char *class_nam
 BATON_API int baton_job_discard(baton_client *client, int64_t id);
 
 /**
- * Deletes finished jobs whose finished_at is older than older_than_seconds.
+ * Deletes finished jobs whose finished_at is older than older_than_seconds, then the
+ * identities of processes that are gone and that no remaining job names.
  * @param count_out receives how many were deleted (may be NULL).
  */
 BATON_API int baton_clear_finished(baton_client *client, double older_than_seconds,

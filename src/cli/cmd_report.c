@@ -132,7 +132,7 @@ static void render_job(json_t *job)
             char *text;
             if (json_is_object(value) && json_is_string(name))
                 text = strdup(json_string_value(name));
-            else if (json_is_object(value) && json_is_integer(id)) /* a process that has left */
+            else if (json_is_object(value) && json_is_integer(id)) /* ended before identities were kept */
                 text = json_dumps(id, JSON_ENCODE_ANY);
             else
                 text = cell(value, 200);

@@ -260,6 +260,48 @@ static int clear_batch(bt_store *s, void *p)
     return bt_exec(s, sql_clear_finished, a, 2, NULL, NULL, &arg->changes);
 }
 
+/* A process identity (schema.c) is dropped once its process is no longer registered and
+ * no job or attempt names it: for a process that ran jobs, only clearing them brings that
+ * about. A process that is no longer registered can claim nothing more, so identities found
+ * unreferenced in one read stay so, and the scan of the jobs holds no write lock. */
+static const char sql_unreferenced_identities[] =
+    "SELECT id FROM baton_process_identities EXCEPT SELECT id FROM baton_processes"
+    " EXCEPT SELECT claimed_by FROM baton_jobs EXCEPT SELECT process_id FROM baton_job_attempts";
+static const char sql_drop_identity[] = "DELETE FROM baton_process_identities WHERE id = ?";
+
+static int find_unreferenced_identities(bt_store *s, void *ids)
+{
+    return bt_exec(s, sql_unreferenced_identities, NULL, 0, bt_row_collect_id, ids, NULL);
+}
+
+typedef struct id_slice {
+    const int64_t *ids;
+    size_t len;
+} id_slice;
+
+static int drop_identities(bt_store *s, void *p)
+{
+    const id_slice *slice = p;
+    int rc = BATON_OK;
+    for (size_t i = 0; i < slice->len && rc == BATON_OK; i++) {
+        bt_val a[] = {BV_INT(slice->ids[i])};
+        rc = bt_exec(s, sql_drop_identity, a, 1, NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+static int prune_identities(baton_client *c)
+{
+    bt_id_list gone = {0};
+    int rc = bt_read_report(c, find_unreferenced_identities, &gone);
+    for (size_t i = 0; i < gone.len && rc == BATON_OK; i += CLEAR_BATCH) {
+        id_slice slice = {gone.ids + i, gone.len - i < CLEAR_BATCH ? gone.len - i : CLEAR_BATCH};
+        rc = in_write_txn(c, drop_identities, &slice);
+    }
+    free(gone.ids);
+    return rc;
+}
+
 int baton_clear_finished(baton_client *c, double older_than_seconds, int64_t *count_out)
 {
     clear_arg arg = {bt_now_ms() - (int64_t)(older_than_seconds * 1000.0), 0};
@@ -270,6 +312,8 @@ int baton_clear_finished(baton_client *c, double older_than_seconds, int64_t *co
         rc = in_write_txn(c, clear_batch, &arg);
         total += rc == BATON_OK ? arg.changes : 0;
     } while (rc == BATON_OK && arg.changes == CLEAR_BATCH);
+    if (rc == BATON_OK)
+        rc = prune_identities(c);
     if (count_out)
         *count_out = total;
     return rc;

@@ -587,14 +587,18 @@ int baton_metrics_text(baton_client *c, char **text_out)
 
 /* ---- a job's history ---- */
 
+/* Processes are named through their identities, which outlive their registrations: the
+ * process that ran a job's latest attempt is known after it exited (schema.c). */
 static const char sql_history_job[] =
     "SELECT j.created_at, j.scheduled_at, j.status, j.started_at, j.finished_at, j.claimed_by,"
-    " (SELECT p.name FROM baton_processes p WHERE p.id = j.claimed_by), j.admitted_by, j.admitted_at,"
+    " i.name, j.admitted_by, j.admitted_at,"
     " j.concurrency_key, (SELECT b.created_at FROM baton_blocked_executions b WHERE b.job_id = j.id),"
-    " j.error, j.attempts, j.updated_at, j.fencing_token, j.blocked_at FROM baton_jobs j WHERE j.id = ?";
+    " j.error, j.attempts, j.updated_at, j.fencing_token, j.blocked_at, i.kind, i.hostname, i.pid"
+    " FROM baton_jobs j LEFT JOIN baton_process_identities i ON i.id = j.claimed_by WHERE j.id = ?";
 static const char sql_history_attempts[] =
-    "SELECT attempt, process_id, process_name, started_at, ended_at, outcome, error, admitted_by, admitted_at,"
-    " blocked_at FROM baton_job_attempts WHERE job_id = ? ORDER BY id";
+    "SELECT a.attempt, a.process_id, a.process_name, a.started_at, a.ended_at, a.outcome, a.error,"
+    " a.admitted_by, a.admitted_at, a.blocked_at, i.kind, i.hostname, i.pid FROM baton_job_attempts a"
+    " LEFT JOIN baton_process_identities i ON i.id = a.process_id WHERE a.job_id = ? ORDER BY a.id";
 
 static void event(json_t *list, int64_t at, const char *what, json_t *details)
 {
@@ -607,12 +611,16 @@ static void event(json_t *list, int64_t at, const char *what, json_t *details)
     json_array_append_new(list, e);
 }
 
-static json_t *process_json(bt_row *row, int id_col, int name_col)
+/* A process by id and name, then kind, hostname and pid from the three columns from
+ * identity_col on (null for a process that ended before identities were kept). */
+static json_t *process_json(bt_row *row, int id_col, int name_col, int identity_col)
 {
     if (bt_col_null(row, id_col))
         return json_null();
-    return json_pack("{s:I, s:o}", "id", (json_int_t)bt_col_int(row, id_col), "name",
-                     bt_col_null(row, name_col) ? json_null() : json_string(bt_col_text(row, name_col)));
+    return json_pack("{s:I, s:o, s:o, s:o, s:o}", "id", (json_int_t)bt_col_int(row, id_col), "name",
+                     bt_json_text(row, name_col), "kind", bt_json_text(row, identity_col), "hostname",
+                     bt_json_text(row, identity_col + 1), "pid",
+                     bt_col_null(row, identity_col + 2) ? json_null() : json_integer(bt_col_int(row, identity_col + 2)));
 }
 
 /* A slot given by something else than the job's own enqueue or retry means it waited. */
@@ -638,7 +646,7 @@ static int on_history_attempt(bt_row *row, void *payload)
     if (waited(row, 7, 8))
         event(list, bt_col_int(row, 8), "unblocked",
               json_pack("{s:I, s:o}", "attempt", (json_int_t)bt_col_int(row, 0), "by", bt_json_text(row, 7)));
-    json_t *process = process_json(row, 1, 2);
+    json_t *process = process_json(row, 1, 2, 10);
     if (!bt_col_null(row, 3))
         event(list, bt_col_int(row, 3), "claimed",
               json_pack("{s:I, s:O}", "attempt", (json_int_t)bt_col_int(row, 0), "process", process));
@@ -676,7 +684,7 @@ static int on_history_job(bt_row *row, void *payload)
     int running = strcmp(status, "claimed") == 0, finished = strcmp(status, "finished") == 0;
     if ((running || finished) && !bt_col_null(row, 3))
         event(list, bt_col_int(row, 3), "claimed",
-              json_pack("{s:I, s:o}", "attempt", (json_int_t)bt_col_int(row, 12), "process", process_json(row, 5, 6)));
+              json_pack("{s:I, s:o}", "attempt", (json_int_t)bt_col_int(row, 12), "process", process_json(row, 5, 6, 16)));
     if (finished && !bt_col_null(row, 4))
         event(list, bt_col_int(row, 4), "finished", json_pack("{s:I}", "attempt", (json_int_t)bt_col_int(row, 12)));
     if (strcmp(status, "discarded") == 0)

@@ -1,6 +1,7 @@
 /* process.c: registration and heartbeats of workers, dispatchers and inline performs in
  * baton_processes. Claims point at a process row, so deregistering a process is also the
- * moment its remaining claims go back to the queue. */
+ * moment its remaining claims go back to the queue. Each registration also records the
+ * process's identity in baton_process_identities, which outlives the row (schema.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 static const char sql_register[] =
     "INSERT INTO baton_processes (kind, name, pid, hostname, supervisor_id, metadata,"
     " last_heartbeat_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id";
+static const char sql_record_identity[] =
+    "INSERT INTO baton_process_identities (id, kind, name, pid, hostname) VALUES (?, ?, ?, ?, ?)";
 static const char sql_heartbeat[] = "UPDATE baton_processes SET last_heartbeat_at = ? WHERE id = ?";
 static const char sql_deregister[] = "DELETE FROM baton_processes WHERE id = ?";
 
@@ -33,6 +36,10 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_query_int(s, sql_register, a, 7, id_out, 0);
+    if (rc == BATON_OK) {
+        bt_val identity[] = {BV_INT(*id_out), a[0], a[1], a[2], a[3]};
+        rc = bt_exec(s, sql_record_identity, identity, 5, NULL, NULL, NULL);
+    }
     return bt_end(s, rc);
 }
 

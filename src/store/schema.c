@@ -154,7 +154,22 @@ static const char migration_4[] =
     "ALTER TABLE baton_jobs ADD COLUMN blocked_at BIGINT;"
     "ALTER TABLE baton_job_attempts ADD COLUMN blocked_at BIGINT;";
 
-static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3, migration_4};
+/* Who a process was (its id is the baton_processes id), kept after its registration row
+ * is deleted so a job's history still names the process and host that ran its latest
+ * attempt. Written once per registration, never on a job's path; the processes registered
+ * when this migration runs are copied. */
+static const char migration_5[] =
+    "CREATE TABLE baton_process_identities ("
+    "  id BIGINT PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  hostname TEXT NOT NULL);"
+    "INSERT INTO baton_process_identities (id, kind, name, pid, hostname)"
+    " SELECT id, kind, name, pid, hostname FROM baton_processes;";
+
+static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3, migration_4,
+                                                          migration_5};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("

@@ -218,6 +218,16 @@ static json_t *semaphore(fixture *f, const char *key)
     return s;
 }
 
+/* quick_liveness makes processes heartbeat every 0.2 s and count as dead after 2 s. */
+static void quick_liveness(fixture *f)
+{
+    char *yaml = read_file(f->config);
+    char text[1024];
+    snprintf(text, sizeof text, "process_heartbeat_interval: 0.2\nprocess_alive_threshold: 2\n%s", yaml);
+    write_file(f->config, text);
+    free(yaml);
+}
+
 static int heartbeat_older_than_threshold(void *p)
 {
     fixture *f = p;
@@ -233,11 +243,7 @@ static int heartbeat_older_than_threshold(void *p)
 static void test_semaphore_clear_frees_a_dead_workers_slot(void **state)
 {
     fixture *f = *state;
-    char *yaml = read_file(f->config);
-    char text[1024];
-    snprintf(text, sizeof text, "process_heartbeat_interval: 0.2\nprocess_alive_threshold: 2\n%s", yaml);
-    write_file(f->config, text);
-    free(yaml);
+    quick_liveness(f);
     start_three_syncs(f);
     expect_refusal(f, (const char *const[]){"semaphore", "clear", "Sync/user_123", NULL}, "job 1 runs in process");
     kill(f->worker, SIGKILL);
@@ -310,11 +316,7 @@ static int has_kind(json_t *list, const char *kind)
 static void test_doctor_repairs_a_dead_workers_claims_within_the_limit(void **state)
 {
     fixture *f = *state;
-    char *yaml = read_file(f->config);
-    char text[1024];
-    snprintf(text, sizeof text, "process_heartbeat_interval: 0.2\nprocess_alive_threshold: 2\n%s", yaml);
-    write_file(f->config, text);
-    free(yaml);
+    quick_liveness(f);
     json_t *doc = doctor(f, 0, 0);
     assert_int_equal(json_array_size(json_object_get(doc, "problems")), 0);
     json_decref(doc);
@@ -475,6 +477,58 @@ static int both_finished(void *p)
     return strcmp(job_status_cli(p, 1), "finished") == 0 && strcmp(job_status_cli(p, 2), "finished") == 0;
 }
 
+static int first_finished(void *p) { return strcmp(job_status_cli(p, 1), "finished") == 0; }
+
+/* expect_latest_claimer checks that job id's history names the worker with that pid, on
+ * this host, as the process that claimed its latest attempt, in JSON and in text. */
+static void expect_latest_claimer(fixture *f, int id, pid_t worker)
+{
+    char ids[16], host[256] = "", name[400];
+    snprintf(ids, sizeof ids, "%d", id);
+    gethostname(host, sizeof host - 1);
+    snprintf(name, sizeof name, "worker-%s-%d", host, (int)worker);
+    json_t *job = cli_json(f, (const char *const[]){"job", ids, NULL});
+    json_t *process = NULL, *e;
+    size_t i;
+    json_array_foreach(json_object_get(job, "history"), i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "event")), "claimed") == 0)
+            process = json_object_get(e, "process");
+    }
+    if (!json_is_string(json_object_get(process, "name")))
+        fail_msg("job %d: the latest claim names no process", id);
+    assert_string_equal(json_string_value(json_object_get(process, "name")), name);
+    assert_string_equal(json_string_value(json_object_get(process, "hostname")), host);
+    assert_string_equal(json_string_value(json_object_get(process, "kind")), "worker");
+    assert_int_equal(json_integer_value(json_object_get(process, "pid")), worker);
+    json_decref(job);
+    run_result r = run_cli(f, (const char *const[]){"job", ids, NULL});
+    assert_int_equal(r.status, 0);
+    char shown[420];
+    snprintf(shown, sizeof shown, "process=%s\n", name);
+    if (!strstr(r.out, shown))
+        fail_msg("baton job %d does not show %s: %s", id, shown, r.out);
+    run_result_free(&r);
+}
+
+static size_t registered_processes(fixture *f)
+{
+    json_t *list = cli_json(f, (const char *const[]){"processes", NULL});
+    size_t n = json_array_size(list);
+    json_decref(list);
+    return n;
+}
+
+static int only_the_worker(void *p)
+{
+    fixture *f = p;
+    json_t *list = cli_json(f, (const char *const[]){"processes", NULL});
+    int only = json_array_size(list) == 1 &&
+               json_integer_value(json_object_get(json_array_get(list, 0), "pid")) == f->worker;
+    json_decref(list);
+    return only;
+}
+
 /* A job's history tells how it waited, where each attempt ran and how it ended. */
 static void test_job_history_tells_waits_attempts_and_ends(void **state)
 {
@@ -484,6 +538,12 @@ static void test_job_history_tells_waits_attempts_and_ends(void **state)
     const char *args[] = {"--db", f->url, "--config", f->config, "work", "--threads", "2", NULL};
     f->worker = baton_spawn(NULL, args);
     assert_true(poll_until(both_finished, f, 30000));
+    /* The worker stops and deregisters: its history stays whole. */
+    pid_t worker = f->worker;
+    kill(worker, SIGTERM);
+    assert_int_equal(wait_exit(worker, 10000), 0);
+    f->worker = 0;
+    assert_int_equal(registered_processes(f), 0);
     json_t *job = cli_json(f, (const char *const[]){"job", "2", NULL});
     json_t *history = json_object_get(job, "history");
     char names[256] = "";
@@ -514,6 +574,24 @@ static void test_job_history_tells_waits_attempts_and_ends(void **state)
     assert_int_equal(json_integer_value(json_object_get(retried, "attempt")), 1);
     assert_non_null(strstr(json_string_value(json_object_get(json_object_get(retried, "process"), "name")), "worker-"));
     json_decref(job);
+    expect_latest_claimer(f, 2, worker);
+}
+
+/* A worker killed after it finished a job, and pruned by another worker, is still named as
+ * the process that ran the job. */
+static void test_job_history_names_a_killed_and_pruned_worker(void **state)
+{
+    fixture *f = *state;
+    quick_liveness(f);
+    enqueue(f, "Other", "[1]");
+    const char *args[] = {"--db", f->url, "--config", f->config, "work", NULL};
+    pid_t killed = baton_spawn(NULL, args);
+    assert_true(poll_until(first_finished, f, 30000));
+    kill(killed, SIGKILL);
+    assert_int_equal(wait_exit(killed, 10000), 128 + SIGKILL);
+    f->worker = baton_spawn(NULL, args);
+    assert_true(poll_until(only_the_worker, f, 20000));
+    expect_latest_claimer(f, 1, killed);
 }
 
 int main(void)
@@ -527,6 +605,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats_and_metrics_count_what_runs_and_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_top_renders_in_a_terminal_and_quits_on_q, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_history_tells_waits_attempts_and_ends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_history_names_a_killed_and_pruned_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_reports_a_key_over_its_limit_without_touching_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

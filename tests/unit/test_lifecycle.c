@@ -414,6 +414,57 @@ static void test_clear_finished_keeps_recent_and_unfinished(void **state)
     assert_string_equal(job_status(f->client, pending), "ready");
 }
 
+static int64_t identities_of(bt_store *db, int64_t process_id)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM baton_process_identities WHERE id = %lld", (long long)process_id);
+    return test_db_int(db, sql);
+}
+
+/* A process's identity outlives its registration while a job or an attempt names it, and
+ * clear-finished drops it once none does; a registered process keeps its own. */
+static void test_clear_finished_drops_identities_no_job_names(void **state)
+{
+    lib_fixture *f = *state;
+    recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail_until_attempt = 2};
+    register_recorder(f->client, "Rec", &r, 1, BATON_BACKOFF_FIXED, 0);
+    int64_t id = enqueue(f->client, "Rec", "1", NULL, 0);
+    running_worker w = worker_start(f->client, "*", 1);
+    wait_status(f->client, id, "failed");
+    worker_stop(&w);
+    assert_int_equal(baton_job_retry(f->client, id), BATON_OK);
+    w = worker_start(f->client, "*", 1);
+    wait_status(f->client, id, "finished");
+    worker_stop(&w);
+    bt_store *db = test_db_open(f->url);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT process_id FROM baton_job_attempts WHERE job_id = %lld", (long long)id);
+    int64_t failed_in = test_db_int(db, sql);
+    snprintf(sql, sizeof sql, "SELECT claimed_by FROM baton_jobs WHERE id = %lld", (long long)id);
+    int64_t finished_in = test_db_int(db, sql);
+    assert_true(failed_in != finished_in);
+    int64_t live, ended;
+    assert_int_equal(bt_process_register(db, "worker", NULL, &live), BATON_OK);
+    assert_int_equal(bt_process_register(db, "dispatcher", NULL, &ended), BATON_OK);
+    assert_int_equal(bt_process_deregister(db, ended), BATON_OK);
+
+    int64_t n = -1;
+    assert_int_equal(baton_clear_finished(f->client, 3600, &n), BATON_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(identities_of(db, failed_in), 1);   /* named by the failed attempt */
+    assert_int_equal(identities_of(db, finished_in), 1); /* named by the job */
+    assert_int_equal(identities_of(db, live), 1);
+    assert_int_equal(identities_of(db, ended), 0);
+
+    assert_int_equal(baton_clear_finished(f->client, 0, &n), BATON_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(identities_of(db, failed_in), 0);
+    assert_int_equal(identities_of(db, finished_in), 0);
+    assert_int_equal(identities_of(db, live), 1);
+    assert_int_equal(bt_process_deregister(db, live), BATON_OK);
+    bt_store_close(db);
+}
+
 static void test_perform_now_records_the_job(void **state)
 {
     lib_fixture *f = *state;
@@ -619,15 +670,18 @@ static void test_migrate_is_idempotent(void **state)
     assert_int_equal(baton_check_schema(f->client), BATON_OK);
 }
 
-/* A database left at version 1 is refused until `baton init` upgrades it in place. */
+/* A database left at version 1 is refused until `baton init` upgrades it in place; the
+ * processes registered then keep their identities. */
 static void test_older_schema_is_upgraded_in_place(void **state)
 {
     lib_fixture *f = *state;
-    int64_t id;
+    int64_t id, process_id;
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[1]", NULL), BATON_OK);
     bt_store *db = test_db_open(f->url);
-    test_db_exec(db, "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
+    assert_int_equal(bt_process_register(db, "worker", NULL, &process_id), BATON_OK);
+    test_db_exec(db, "DROP TABLE baton_process_identities;"
+                     "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
                      "ALTER TABLE baton_jobs DROP COLUMN claimed_by;"
@@ -642,6 +696,13 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     test_db_exec(db, "SELECT timezone FROM baton_recurring_tasks;"
                      "SELECT admitted_by, admitted_at, claimed_by, blocked_at FROM baton_jobs;"
                      "SELECT outcome, blocked_at FROM baton_job_attempts");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM baton_process_identities i JOIN baton_processes p ON p.id = i.id"
+             " WHERE i.id = %lld AND i.name = p.name AND i.kind = 'worker' AND i.hostname = p.hostname AND i.pid = p.pid",
+             (long long)process_id);
+    assert_int_equal(test_db_int(db, sql), 1);
+    assert_int_equal(bt_process_deregister(db, process_id), BATON_OK);
     bt_store_close(db);
     assert_string_equal(job_status(f->client, id), "ready");
 }
@@ -675,6 +736,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_discard_rules, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_running_job_cannot_be_discarded_and_returns_on_stop, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_clear_finished_keeps_recent_and_unfinished, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_clear_finished_drops_identities_no_job_names, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_perform_now_records_the_job, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_schema_newer_than_library_is_refused_untouched, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_is_idempotent, lib_setup, lib_teardown),
