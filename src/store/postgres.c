@@ -14,6 +14,12 @@
  * deadlocks and lock timeouts come back as BATON_EBUSY, which callers already retry.
  * Reports read at REPEATABLE READ, READ ONLY: one snapshot for the whole report.
  *
+ * Round trips: a transaction runs in libpq's pipeline mode. BEGIN and every statement
+ * whose result the caller does not read (no rows, no change count) are only queued; they
+ * travel with the next statement that returns something, or with COMMIT, and their results
+ * are checked then. A failed queued statement fails the statement it travelled with, and
+ * the caller rolls back as after any failure, so nothing commits past an error.
+ *
  * Wake-ups: a transaction that made a job ready sends NOTIFY with its COMMIT (same round
  * trip). Idle workers watch a second connection that LISTENs, through an epoll descriptor
  * that stays the same when that connection is replaced after a drop. Every transaction
@@ -53,6 +59,8 @@ typedef struct pg_store {
     bt_stmt_cache cache;    /* literal SQL -> malloc'ed statement name */
     unsigned next_stmt;
     int in_txn;
+    int pipelined;          /* the open transaction runs in pipeline mode */
+    int queued;             /* statements sent whose results are not read yet */
     int borrowed;           /* conn is the application's: never reset or closed here, no prepared statements */
     int in_savepoint;       /* the open "transaction" is a savepoint in the application's */
     int lock_timeout_ms;    /* set by set_lock_timeout, kept across reconnects; 0: the default */
@@ -365,6 +373,7 @@ static int ensure_connected(pg_store *s)
     if (now < s->reconnect_at_ns)
         return set_error(s, BATON_ESTORE, "connection lost, reconnecting", "reconnect");
     bt_stmt_cache_clear(&s->cache, free_stmt_name); /* prepared statements died with it */
+    s->pipelined = s->queued = 0;                     /* and the pipeline state */
     PQreset(s->conn);
     if (PQstatus(s->conn) == CONNECTION_OK) {
         configure(s->conn);
@@ -378,6 +387,100 @@ static int ensure_connected(pg_store *s)
     return set_error(s, BATON_ESTORE, PQerrorMessage(s->conn), "reconnect");
 }
 
+/* flush sends the queued statements' sync and reads their results in order. Returns the
+ * first failure; *last (may be NULL) receives the last statement's result when all
+ * succeeded (the caller clears it). */
+static int flush(pg_store *s, PGresult **last)
+{
+    if (last)
+        *last = NULL;
+    int n = s->queued;
+    s->queued = 0;
+    if (n == 0)
+        return BATON_OK;
+    if (!PQpipelineSync(s->conn))
+        return result_error(s, NULL, "pipeline sync");
+    int code = BATON_OK;
+    for (int i = 0; i < n; i++) {
+        /* After a failure the server skips the rest up to the sync: each of them still
+         * yields one result (aborted), read here so the sync comes next. */
+        PGresult *res = PQgetResult(s->conn);
+        if (!res) { /* the connection is gone */
+            code = code == BATON_OK ? result_error(s, NULL, "exec") : code;
+            break;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (code == BATON_OK && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            code = result_error(s, res, "exec");
+        if (code == BATON_OK && last && i == n - 1)
+            *last = res;
+        else
+            PQclear(res);
+        PQclear(PQgetResult(s->conn)); /* the NULL that ends each statement's results */
+    }
+    if (PQstatus(s->conn) == CONNECTION_OK)
+        PQclear(PQgetResult(s->conn)); /* the sync's own result */
+    return code;
+}
+
+/* queue sends one statement of the pipelined transaction without waiting for its result. */
+static int queue(pg_store *s, int sent)
+{
+    if (!sent)
+        return result_error(s, NULL, "send");
+    s->queued++;
+    return BATON_OK;
+}
+
+/* leave_pipeline reads what is queued and ends pipeline mode; the connection then takes
+ * simple queries again. */
+static int leave_pipeline(pg_store *s)
+{
+    if (!s->pipelined)
+        return BATON_OK;
+    int code = flush(s, NULL);
+    s->pipelined = 0;
+    if (PQstatus(s->conn) == CONNECTION_OK && !PQexitPipelineMode(s->conn) && code == BATON_OK)
+        code = result_error(s, NULL, "pipeline end");
+    return code;
+}
+
+/* pipelined_statement queues a statement of the pipelined transaction (a new literal one is
+ * prepared first, at the cost of one round trip for the connection's life) and, when the
+ * caller reads its result, sends everything queued and returns that result. */
+static int pipelined_statement(pg_store *s, const char *sql, int cached, const params *p, int nargs,
+                               int wanted, PGresult **res)
+{
+    *res = NULL;
+    bt_stmt_slot *slot = cached ? bt_stmt_cache_find(&s->cache, sql) : NULL;
+    if (cached && !slot)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    int code = BATON_OK;
+    if (!slot || !slot->sql) {
+        char *text = translate(sql), *name = NULL;
+        if (!text || (slot && asprintf(&name, "bt%u", s->next_stmt++) < 0)) {
+            free(text);
+            return bt_err_set(BATON_ERROR, "out of memory");
+        }
+        if (!slot) {
+            code = queue(s, PQsendQueryParams(s->conn, text, nargs, p->types, p->values, NULL, NULL, 0));
+            free(text);
+            return code != BATON_OK || !wanted ? code : flush(s, res);
+        }
+        code = queue(s, PQsendPrepare(s->conn, name, text, nargs, p->types));
+        free(text);
+        if (code == BATON_OK)
+            code = flush(s, NULL);
+        if (code != BATON_OK) {
+            free(name);
+            return code;
+        }
+        bt_stmt_cache_fill(&s->cache, slot, sql, name);
+    }
+    code = queue(s, PQsendQueryPrepared(s->conn, slot->stmt, nargs, p->values, NULL, NULL, 0));
+    return code != BATON_OK || !wanted ? code : flush(s, res);
+}
+
 static int pg_exec(bt_store *base, const char *sql, int cached, const bt_val *args, int nargs,
                    bt_row_fn on_row, void *payload, int64_t *changes_out)
 {
@@ -388,10 +491,13 @@ static int pg_exec(bt_store *base, const char *sql, int cached, const bt_val *ar
         return code;
     code = fill_params(&p, args, nargs);
     PGresult *res = NULL;
-    if (code == BATON_OK)
+    int wanted = on_row || changes_out;
+    if (code == BATON_OK && s->pipelined)
+        code = pipelined_statement(s, sql, cached, &p, nargs, wanted, &res);
+    else if (code == BATON_OK)
         code = run_statement(s, sql, cached, &p, nargs, &res);
     free_params(&p, nargs);
-    if (code != BATON_OK)
+    if (code != BATON_OK || (s->pipelined && !wanted))
         return code;
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
@@ -441,6 +547,8 @@ static int read_notifications(pg_store *s)
     return n;
 }
 
+static void pg_rollback(bt_store *base);
+
 static int pg_begin(bt_store *base, bt_txn_mode mode)
 {
     pg_store *s = (pg_store *)base;
@@ -453,8 +561,18 @@ static int pg_begin(bt_store *base, bt_txn_mode mode)
     if (code != BATON_OK)
         return code;
     s->in_savepoint = s->borrowed && PQtransactionStatus(s->conn) != PQTRANS_IDLE;
-    code = run_simple(s, s->in_savepoint ? "SAVEPOINT baton"
-                         : mode == BT_TXN_WRITE ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    const char *begin = s->in_savepoint ? "SAVEPOINT baton"
+                        : mode == BT_TXN_WRITE ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    /* The application's connection keeps the protocol the application uses. */
+    if (!s->borrowed && PQenterPipelineMode(s->conn)) {
+        s->pipelined = 1;
+        s->in_txn = 1;
+        code = queue(s, PQsendQueryParams(s->conn, begin, 0, NULL, NULL, NULL, NULL, 0));
+        if (code != BATON_OK)
+            pg_rollback(base);
+        return code;
+    }
+    code = run_simple(s, begin);
     s->in_txn = code == BATON_OK;
     return code;
 }
@@ -469,7 +587,14 @@ static int pg_commit(bt_store *base)
      * application's transaction they wait for its commit, as its jobs do. */
     if (s->in_savepoint)
         return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; RELEASE SAVEPOINT baton" : "RELEASE SAVEPOINT baton");
-    return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; COMMIT" : "COMMIT");
+    if (!s->pipelined)
+        return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; COMMIT" : "COMMIT");
+    int code = notify ? queue(s, PQsendQueryParams(s->conn, "NOTIFY " READY_CHANNEL, 0, NULL, NULL, NULL, NULL, 0))
+                      : BATON_OK;
+    if (code == BATON_OK)
+        code = queue(s, PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0));
+    int left = leave_pipeline(s);
+    return code == BATON_OK ? left : code;
 }
 
 static void pg_rollback(bt_store *base)
@@ -477,16 +602,21 @@ static void pg_rollback(bt_store *base)
     pg_store *s = (pg_store *)base;
     base->jobs_made_ready = 0;
     s->in_txn = 0;
+    leave_pipeline(s);
     if (s->in_savepoint)
         PQclear(PQexec(s->conn, "ROLLBACK TO SAVEPOINT baton; RELEASE SAVEPOINT baton"));
     else if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
         PQclear(PQexec(s->conn, "ROLLBACK"));
 }
 
+/* Scripts (schema DDL) take the simple protocol, which pipeline mode refuses: the rest of
+ * their transaction runs without it. */
 static int pg_exec_script(bt_store *base, const char *sql)
 {
     pg_store *s = (pg_store *)base;
     int code = ensure_connected(s);
+    if (code == BATON_OK)
+        code = leave_pipeline(s);
     return code == BATON_OK ? run_simple(s, sql) : code;
 }
 
