@@ -165,7 +165,6 @@ typedef struct bt_new_job {
 typedef struct bt_landing {
     baton_job_state state;
     int64_t coalesced_into;
-    int64_t fencing_token;
 } bt_landing;
 
 /* bt_enqueue_rows stores n jobs, writing their ids and landings to the n-element arrays:

@@ -93,11 +93,11 @@ static const char sql_lock_semaphore[] =
 static const char sql_count_holders[] =
     "SELECT COUNT(*) FROM baton_semaphore_holders WHERE key = ?";
 static const char sql_insert_holder[] =
-    "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
-    " RETURNING token";
+    "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)";
+/* The token is read in SQL, so no statement of a slot's admission waits for a result. */
 static const char sql_set_token[] =
-    "UPDATE baton_jobs SET status = ?2, fencing_token = ?3, updated_at = ?4, admitted_by = ?5, admitted_at = ?4,"
-    " blocked_at = ?6 WHERE id = ?1";
+    "UPDATE baton_jobs SET status = ?2, updated_at = ?3, admitted_by = ?4, admitted_at = ?3, blocked_at = ?5,"
+    " fencing_token = (SELECT token FROM baton_semaphore_holders h WHERE h.job_id = ?1) WHERE id = ?1";
 static const char sql_first_blocked[] =
     "SELECT job_id FROM baton_blocked_executions WHERE concurrency_key = ?"
     " ORDER BY priority, job_id LIMIT 1";
@@ -126,7 +126,7 @@ static int claim_rows(bt_store *s, int64_t process_id, const int64_t *ids, int n
 
 /* place puts an admitted (or unlimited) job where it runs: ready, or claimed by the inline
  * process waiting for it. */
-static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt_landing *landing)
+static int place(bt_store *s, const candidate *c, int holds_slot, int64_t now, bt_landing *landing)
 {
     int rc;
     if (c->claim_for) {
@@ -136,35 +136,38 @@ static int place(bt_store *s, const candidate *c, int64_t token, int64_t now, bt
         rc = run_list(s, &sql_insert_ready, 1, a, 4, NULL, NULL, NULL);
         bt_note_ready(s);
     }
-    if (rc == BATON_OK && token) {
-        bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(token), BV_INT(now),
+    if (rc == BATON_OK && holds_slot) {
+        bt_val t[] = {BV_INT(c->id), BV_TEXT(c->claim_for ? "claimed" : "ready"), BV_INT(now),
                       BV_TEXT(c->admitted_by ? c->admitted_by : "enqueue"),
                       c->blocked_at ? BV_INT(c->blocked_at) : BV_NULL};
-        rc = bt_exec(s, sql_set_token, t, 6, NULL, NULL, NULL);
+        rc = bt_exec(s, sql_set_token, t, 5, NULL, NULL, NULL);
     }
-    if (landing) {
+    if (landing)
         landing->state = c->claim_for ? BATON_JOB_CLAIMED : BATON_JOB_READY;
-        landing->fencing_token = token;
-    }
     return rc;
 }
 
 /* take_slot makes c a holder of its key and places it. */
 static int take_slot(bt_store *s, const candidate *c, int64_t now, bt_landing *landing)
 {
-    int64_t token = 0;
     bt_val h[] = {BV_TEXT(c->key), BV_INT(c->id), BV_INT(now), BV_INT(lease_end(now, c->duration))};
-    int rc = bt_query_int(s, sql_insert_holder, h, 4, &token, 0);
-    return rc == BATON_OK ? place(s, c, token, now, landing) : rc;
+    int rc = bt_exec(s, sql_insert_holder, h, 4, NULL, NULL, NULL);
+    return rc == BATON_OK ? place(s, c, 1, now, landing) : rc;
 }
 
 /* count_holders counts key's holders; where writers run side by side it first locks the
  * key's semaphore row, which every decision about the key's slots takes, so the count
  * stays true until commit. */
+static int lock_semaphore(bt_store *s, const char *key)
+{
+    bt_val k[] = {BV_TEXT(key)};
+    return s->ops->row_locks ? bt_exec(s, sql_lock_semaphore, k, 1, NULL, NULL, NULL) : BATON_OK;
+}
+
 static int count_holders(bt_store *s, const char *key, int64_t *holders)
 {
     bt_val k[] = {BV_TEXT(key)};
-    int rc = s->ops->row_locks ? bt_exec(s, sql_lock_semaphore, k, 1, NULL, NULL, NULL) : BATON_OK;
+    int rc = lock_semaphore(s, key);
     return rc == BATON_OK ? bt_query_int(s, sql_count_holders, k, 1, holders, 0) : rc;
 }
 
@@ -236,27 +239,40 @@ typedef struct blocked_row {
     candidate c;
     char *queue;
     char *key;
+    int rows;       /* rows read: the best blocked job, and whether another follows */
+    int next_limit; /* the stored limit of the one after it */
+    int64_t holders;
 } blocked_row;
 
+/* The best two, with the key's holders counted: the second tells whether a slot left free
+ * after the first could go to another job, without asking again. Run with the key's
+ * semaphore row locked, so the count stays true. */
 #define SQL_NEXT_BLOCKED(lock)                                                           \
     "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"           \
-    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"          \
-    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.concurrency_key = ?"                     \
-    " ORDER BY b.priority, b.job_id LIMIT 1" lock
-/* Only the blocked row is locked: the job's row is not what promotions compete for. */
+    " j.concurrency_limit, j.concurrency_duration, b.created_at,"                           \
+    " (SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = b.concurrency_key)"     \
+    " FROM baton_blocked_executions b JOIN baton_jobs j ON j.id = b.job_id"                 \
+    " WHERE b.concurrency_key = ? ORDER BY b.priority, b.job_id LIMIT 2" lock
+/* Only the blocked rows are locked: the job's row is not what promotions compete for. */
 static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
                                                SQL_NEXT_BLOCKED(" FOR UPDATE OF b SKIP LOCKED")};
-static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ? RETURNING created_at";
+static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ?";
 
 static int read_blocked(bt_row *row, void *payload)
 {
     blocked_row *b = payload;
+    if (b->rows++ == 1) {
+        b->next_limit = (int)bt_col_int(row, 5);
+        return 1;
+    }
     b->queue = strdup(bt_col_text(row, 1));
     b->key = strdup(bt_col_text(row, 3));
     b->c = (candidate){.id = bt_col_int(row, 0), .queue = b->queue, .priority = (int)bt_col_int(row, 2),
                        .key = b->key, .claim_for = bt_col_int(row, 4),
-                       .limit = (int)bt_col_int(row, 5), .duration = bt_col_real(row, 6)};
-    return 1;
+                       .limit = (int)bt_col_int(row, 5), .duration = bt_col_real(row, 6),
+                       .blocked_at = bt_col_int(row, 7)};
+    b->holders = bt_col_int(row, 8);
+    return b->queue && b->key ? 0 : -1;
 }
 
 /* promote fills the free slots of key with its blocked jobs, best first, at most max of
@@ -266,15 +282,16 @@ static int promote(bt_store *s, const char *key, const char *how, int64_t now, i
 {
     bt_val k[] = {BV_TEXT(key)};
     int64_t holders = 0;
-    int rc = count_holders(s, key, &holders);
-    for (int done = 0; rc == BATON_OK && done < max; done++) {
+    int rc = lock_semaphore(s, key);
+    for (int done = 0, more = 1; rc == BATON_OK && more && done < max; done++) {
         blocked_row b = {0};
         rc = bt_exec(s, sql_next_blocked[s->ops->row_locks], k, 1, read_blocked, &b, NULL);
-        int go = rc == BATON_OK && b.key && holders < b.c.limit;
-        if (go) {
+        holders = done == 0 ? b.holders : holders; /* later, the count includes this loop's own */
+        more = rc == BATON_OK && b.key && holders < b.c.limit;
+        if (more) {
             b.c.admitted_by = how;
             bt_val u[] = {BV_INT(b.c.id)};
-            rc = bt_query_int(s, sql_unblock, u, 1, &b.c.blocked_at, 0);
+            rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
             if (rc == BATON_OK)
                 rc = take_slot(s, &b.c, now, NULL);
             bt_note(s, BATON_LOG_INFO, "event=job.unblocked job_id=%lld key=%s",
@@ -282,11 +299,10 @@ static int promote(bt_store *s, const char *key, const char *how, int64_t now, i
             holders++;
             if (rc == BATON_OK && promoted)
                 (*promoted)++;
+            more = b.rows > 1 && holders < b.next_limit;
         }
         free(b.queue);
         free(b.key);
-        if (!go)
-            break;
     }
     return rc;
 }
