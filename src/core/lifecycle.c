@@ -1215,10 +1215,12 @@ int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
     return rc == BATON_OK ? discard_with_reason(s, id, reason, now) : rc;
 }
 
+/* The columns of SQL_NEXT_BLOCKED, for read_blocked. */
 static const char sql_blocked_job[] =
     "SELECT b.job_id, b.queue_name, b.priority, b.concurrency_key, b.claim_for,"
-    " j.concurrency_limit, j.concurrency_duration FROM baton_blocked_executions b"
-    " JOIN baton_jobs j ON j.id = b.job_id WHERE b.job_id = ?";
+    " j.concurrency_limit, j.concurrency_duration, b.created_at,"
+    " (SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = b.concurrency_key)"
+    " FROM baton_blocked_executions b JOIN baton_jobs j ON j.id = b.job_id WHERE b.job_id = ?";
 static const char sql_holders_of_key[] =
     "SELECT h.job_id, j.status, c.process_id, p.pid, p.hostname, p.last_heartbeat_at FROM baton_semaphore_holders h"
     " JOIN baton_jobs j ON j.id = h.job_id LEFT JOIN baton_claimed_executions c ON c.job_id = h.job_id"
@@ -1291,7 +1293,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
                         b.key, (long long)holders, b.c.limit, (long long)id);
     if (rc == BATON_OK) {
         *over_limit = holders >= b.c.limit;
-        rc = bt_query_int(s, sql_unblock, a, 1, &b.c.blocked_at, 0);
+        rc = bt_exec(s, sql_unblock, a, 1, NULL, NULL, NULL);
     }
     b.c.admitted_by = "operator";
     if (rc == BATON_OK)
