@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,18 +62,27 @@ static void fresh_database(const char *name, char *url, size_t cap)
     bt_url_with_database(url, cap, pg_server, db);
 }
 
-static baton_client *fresh_client(const char *name, baton_perform_fn perform, void *payload)
+/* open_client opens a client on url with the class Noop performed by perform. */
+static baton_client *open_client(const char *url, baton_perform_fn perform, void *payload)
 {
-    char url[4200];
-    fresh_database(name, url, sizeof url);
     baton_client *c;
-    if (baton_open(&c, url) != BATON_OK || baton_migrate(c) != BATON_OK)
+    if (baton_open(&c, url) != BATON_OK)
         die("open");
     baton_class_options o = BATON_CLASS_OPTIONS_INIT;
     o.perform = perform;
     o.payload = payload;
     if (baton_class_register(c, "Noop", &o) != BATON_OK)
         die("register");
+    return c;
+}
+
+static baton_client *fresh_client(const char *name, baton_perform_fn perform, void *payload)
+{
+    char url[4200];
+    fresh_database(name, url, sizeof url);
+    baton_client *c = open_client(url, perform, payload);
+    if (baton_migrate(c) != BATON_OK)
+        die("migrate");
     return c;
 }
 
@@ -198,6 +208,93 @@ static void bench_processing(int threads)
     row(metric, bench_jobs / seconds_since(t), "jobs/s", ">= 10,000");
     baton_worker_free(k.worker);
     baton_close(c);
+}
+
+/* ---- several worker processes on one database, as `baton start` runs them ---- */
+
+static int count_shared(baton_job *job, void *payload)
+{
+    (void)job;
+    atomic_fetch_add((atomic_int *)payload, 1);
+    return 0;
+}
+
+/* work_until_done is one worker process: a client of its own on url and a worker of
+ * threads threads, stopped once the processes together performed target jobs (the last
+ * may run in another process, so each watches the shared count). Never returns. */
+static void work_until_done(const char *url, atomic_int *done, int target, int threads)
+{
+    baton_client *c = open_client(url, count_shared, done);
+    baton_worker *w;
+    baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
+    o.threads = threads;
+    if (baton_worker_new(&w, c, &o) != BATON_OK)
+        die("worker_new");
+    pthread_t th;
+    pthread_create(&th, NULL, run_worker, w);
+    while (atomic_load(done) < target)
+        bt_sleep(0.0005);
+    baton_worker_stop(w, 0);
+    pthread_join(th, NULL); /* returns once this process's last outcome is committed */
+    baton_worker_free(w);
+    baton_close(c);
+    _exit(0);
+}
+
+static const char sql_unfinished[] = "SELECT COUNT(*) FROM baton_jobs WHERE status <> 'finished'";
+
+/* bench_worker_processes times PROCESSES worker processes of THREADS threads each, from
+ * their fork until every job is finished and they have exited. */
+static void bench_worker_processes(void)
+{
+    enum { PROCESSES = 2, THREADS = 10 };
+    char url[4200];
+    baton_client *c = fresh_client("worker_processes", NULL, NULL);
+    enqueue_bulk(c, bench_jobs);
+    snprintf(url, sizeof url, "%s", baton_client_url(c));
+    baton_close(c); /* each child opens its own connection: none is shared across the fork */
+    atomic_int *done = mmap(NULL, sizeof *done, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (done == MAP_FAILED) {
+        perror("bench: mmap");
+        exit(1);
+    }
+    atomic_init(done, 0);
+    pid_t pids[PROCESSES];
+    int64_t t = bt_mono_ns();
+    for (int i = 0; i < PROCESSES; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0) {
+            perror("bench: fork");
+            exit(1);
+        }
+        if (pids[i] == 0)
+            work_until_done(url, done, bench_jobs, THREADS);
+    }
+    int failed = 0;
+    for (int i = 0; i < PROCESSES; i++) {
+        int status;
+        waitpid(pids[i], &status, 0);
+        failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
+    double secs = seconds_since(t);
+    munmap(done, sizeof *done);
+    if (failed) {
+        fprintf(stderr, "bench: a worker process failed\n");
+        exit(1);
+    }
+    /* A figure counts only jobs recorded as finished. */
+    bt_store *s;
+    int64_t unfinished = -1;
+    if (bt_store_open(&s, url) != BATON_OK || bt_query_int(s, sql_unfinished, NULL, 0, &unfinished, -1) != BATON_OK)
+        die("count unfinished jobs");
+    bt_store_close(s);
+    if (unfinished != 0) {
+        fprintf(stderr, "bench: %lld jobs left unfinished by the worker processes\n", (long long)unfinished);
+        exit(1);
+    }
+    char metric[96];
+    snprintf(metric, sizeof metric, "no-op jobs processed, %d worker processes x %d threads", PROCESSES, THREADS);
+    row(metric, bench_jobs / secs, "jobs/s", ">= 5,000");
 }
 
 enum { PROBES = 200 };
@@ -506,6 +603,7 @@ int main(int argc, char **argv)
     if (selected("processing")) {
         bench_processing(3);
         bench_processing(10);
+        bench_worker_processes();
     }
     if (selected("latency"))
         bench_latency();
