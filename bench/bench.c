@@ -1,11 +1,14 @@
 /* bench.c: Baton's throughput and latency on this machine, printed as a table.
  *
- *   ./run bench [--jobs N] [--runs N] [--only NAME] [--db postgres://USER@HOST:PORT/DB]
+ *   ./run bench [--jobs N] [--runs N] [--only NAME] [--growth N] [--db postgres://USER@HOST:PORT/DB]
  *
  * Every figure comes from a fresh SQLite file in a temporary directory, default settings
  * (WAL, synchronous=NORMAL), the public C API, and a no-op C callback unless said. With
  * --db, each comes from a fresh database baton_bench_NAME created (and replaced) on that
- * PostgreSQL server instead; DB is the one the benchmark connects to for creating them. */
+ * PostgreSQL server instead; DB is the one the benchmark connects to for creating them.
+ * --only growth, run only when selected (filling its queues takes minutes), times single
+ * worker rounds through the lifecycle calls against N ready jobs (default 1,000,000) and
+ * against N / 10 limited jobs, most of them blocked. */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,8 +21,10 @@
 #include <unistd.h>
 
 #include "baton.h"
+#include "core/core.h"
 #include "store/store.h"
 #include "util/clock.h"
+#include "util/err.h"
 
 static char dir[4096];
 static int bench_jobs = 20000;
@@ -89,7 +94,7 @@ static baton_client *fresh_client(const char *name, baton_perform_fn perform, vo
 static double seconds_since(int64_t start_ns) { return (double)(bt_mono_ns() - start_ns) / 1e9; }
 
 /* Every figure is measured once per run; the table shows the median and the spread. */
-enum { MAX_METRICS = 32, MAX_RUNS = 9 };
+enum { MAX_METRICS = 64, MAX_RUNS = 9 };
 
 typedef struct figure {
     char name[96];
@@ -125,6 +130,9 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* A figure below 10 gets two decimals: sub-millisecond latencies and ratios need them. */
+static int decimals(double v) { return v < 10 && v > -10 ? 2 : 1; }
+
 static void print_table(void)
 {
     printf("| %-56s | %10s | %-21s | %-7s | %-16s |\n", "metric", "median", "spread", "unit", "target");
@@ -133,9 +141,10 @@ static void print_table(void)
     for (int i = 0; i < nmetrics; i++) {
         figure *m = &metrics[i];
         qsort(m->values, (size_t)m->n, sizeof *m->values, cmp_double);
+        double lo = m->values[0], hi = m->values[m->n - 1], median = m->values[m->n / 2];
         char spread[64];
-        snprintf(spread, sizeof spread, "%.1f - %.1f", m->values[0], m->values[m->n - 1]);
-        printf("| %-56s | %10.1f | %-21s | %-7s | %-16s |\n", m->name, m->values[m->n / 2], spread,
+        snprintf(spread, sizeof spread, "%.*f - %.*f", decimals(lo), lo, decimals(hi), hi);
+        printf("| %-56s | %10.*f | %-21s | %-7s | %-16s |\n", m->name, decimals(median), median, spread,
                m->unit, m->target);
     }
 }
@@ -384,21 +393,24 @@ static void register_keyed(baton_client *c, keyed *k)
 
 /* enqueue_keyed stores every key's jobs either round by round (one job of each key, then
  * the next of each: triggers arriving for many users) or key by key (all of one key's
- * jobs, then the next key's: a backfill per user). */
+ * jobs, then the next key's: a backfill per user), 1,000 per transaction. */
 static void enqueue_keyed(baton_client *c, const char *cls, int keys, int per_key, int by_key)
 {
-    static char args[MAX_KEYS * MAX_PER_KEY][24];
-    static baton_job_spec specs[MAX_KEYS * MAX_PER_KEY];
-    int n = 0;
-    for (int outer = 0; outer < (by_key ? keys : per_key); outer++)
-        for (int inner = 0; inner < (by_key ? per_key : keys); inner++, n++) {
-            int key = by_key ? outer : inner, seq = by_key ? inner : outer;
-            snprintf(args[n], sizeof args[n], "[%d,%d]", key, seq);
-            specs[n] = (baton_job_spec){cls, args[n], NULL};
+    enum { BATCH = 1000 };
+    char args[BATCH][32];
+    baton_job_spec specs[BATCH];
+    int total = keys * per_key, inners = by_key ? per_key : keys, n = 0;
+    for (int i = 0; i < total; i++) {
+        int outer = i / inners, inner = i % inners;
+        int key = by_key ? outer : inner, seq = by_key ? inner : outer;
+        snprintf(args[n], sizeof args[n], "[%d,%d]", key, seq);
+        specs[n] = (baton_job_spec){cls, args[n], NULL};
+        if (++n == BATCH || i == total - 1) {
+            if (baton_enqueue_many(c, NULL, specs, (size_t)n) != BATON_OK)
+                die("enqueue keyed");
+            n = 0;
         }
-    for (int done = 0; done < n; done += 1000)
-        if (baton_enqueue_many(c, NULL, specs + done, (size_t)(n - done < 1000 ? n - done : 1000)) != BATON_OK)
-            die("enqueue keyed");
+    }
 }
 
 /* bench_keyed runs keys x per_key jobs and reports throughput and the delay from the end
@@ -469,6 +481,198 @@ static void bench_keyed_enqueue(void)
 {
     row("enqueue, bulk, unlimited class", keyed_enqueue_rate("Noop"), "jobs/s", "");
     row("enqueue, bulk, limited class, 500 keys", keyed_enqueue_rate("Keyed"), "jobs/s", ">= half of above");
+}
+
+/* ---- cost growth: a worker's round of work against a full queue ----
+ * A round is one transaction as a busy worker runs it, on a connection of its own: record
+ * outcomes, claim jobs. Rounds here are run one at a time through the lifecycle calls the
+ * worker uses (bt_claim, bt_complete), so each is timed alone, without executors around it.
+ * The queue is filled through the public bulk API, so its rows are those real use makes. */
+
+enum { GROWTH_PROBES = 500, GROWTH_PER_KEY = 10 };
+static int growth_jobs = 1000000; /* --growth: ready jobs of the full queue */
+
+typedef struct prober {
+    baton_client *c;    /* enqueues, as an application does */
+    bt_store *s;        /* runs the rounds, as a worker's connection does */
+    int64_t process_id; /* the registered process the claims belong to */
+} prober;
+
+static prober open_prober(const char *name)
+{
+    prober p = {fresh_client(name, NULL, NULL), NULL, 0};
+    register_keyed(p.c, NULL); /* its jobs are recorded finished, never performed */
+    if (bt_client_open_store(p.c, &p.s) != BATON_OK || bt_process_register(p.s, "worker", NULL, &p.process_id) != BATON_OK)
+        die("register the probing process");
+    return p;
+}
+
+static void close_prober(prober *p)
+{
+    bt_store_close(p->s);
+    baton_close(p->c);
+}
+
+static int record_finished(prober *p, int64_t id, int64_t now)
+{
+    bt_outcome o = {.job_id = id, .succeeded = 1};
+    int owned = 0;
+    int rc = bt_complete(p->s, p->process_id, &o, now, &owned, NULL);
+    return rc == BATON_OK && !owned ? bt_err_set(BATON_ESTATE, "job %lld was not claimed", (long long)id) : rc;
+}
+
+/* round_ms times one round: record job finish (0: none) finished, claim want jobs into
+ * claimed, and with finish_claimed record those finished too. Dies unless it claimed
+ * exactly want jobs. */
+static double round_ms(prober *p, int64_t finish, int want, int finish_claimed, bt_claimed_job *claimed)
+{
+    static char every_queue[] = "*";
+    char *queues[] = {every_queue};
+    int count = 0;
+    int64_t t = bt_mono_ns(), now = bt_now_ms();
+    int rc = bt_begin(p->s, BT_TXN_WRITE);
+    if (rc == BATON_OK && finish)
+        rc = record_finished(p, finish, now);
+    if (rc == BATON_OK && want)
+        rc = bt_claim(p->s, p->process_id, queues, 1, want, now, claimed, &count);
+    for (int i = 0; i < count && finish_claimed && rc == BATON_OK; i++)
+        rc = record_finished(p, claimed[i].id, now);
+    rc = bt_end(p->s, rc);
+    double ms = (double)(bt_mono_ns() - t) / 1e6;
+    if (rc != BATON_OK)
+        die("round");
+    if (count != want) {
+        fprintf(stderr, "bench: a round claimed %d jobs, not %d\n", count, want);
+        exit(1);
+    }
+    return ms;
+}
+
+/* claim_probes times GROWTH_PROBES claim rounds into ms: each claims the next ready job and
+ * records it finished. A no-op job is enqueued before each, so the queue keeps its size. */
+static void claim_probes(prober *p, double *ms)
+{
+    for (int i = 0; i < GROWTH_PROBES; i++) {
+        bt_claimed_job j = {0};
+        if (baton_enqueue(p->c, NULL, "Noop", "[]", NULL) != BATON_OK)
+            die("enqueue");
+        ms[i] = round_ms(p, 0, 1, 1, &j);
+        bt_claimed_job_free(&j);
+    }
+}
+
+/* release_probe times one release round: record *holder, the running job of key with jobs
+ * blocked behind it, finished (the next of the key is promoted into its slot) and claim the
+ * promoted job, which becomes *holder. */
+static double release_probe(prober *p, int64_t *holder, int key)
+{
+    bt_claimed_job j = {0};
+    double ms = round_ms(p, *holder, 1, 0, &j);
+    int claimed_key = -1;
+    sscanf(j.arguments, "[%d", &claimed_key);
+    if (claimed_key != key) {
+        fprintf(stderr, "bench: finishing a job of key %d promoted one of key %d\n", key, claimed_key);
+        exit(1);
+    }
+    *holder = j.id;
+    bt_claimed_job_free(&j);
+    return ms;
+}
+
+/* growth_rows adds the p50 and p99 of ms, the rounds of kind round in a queue in state, as
+ * figures and, given the empty queue's (base), their ratios to it. Sorts ms. */
+static void growth_rows(const char *round, const char *state, double *ms, double *base)
+{
+    qsort(ms, GROWTH_PROBES, sizeof *ms, cmp_double);
+    const char *at[] = {"p50", "p99"};
+    int index[] = {GROWTH_PROBES / 2, GROWTH_PROBES * 99 / 100};
+    char name[96];
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "%s round, %s: %s", round, state, at[i]);
+        row(name, ms[index[i]], "ms", "");
+    }
+    for (int i = 0; i < 2 && base; i++) {
+        snprintf(name, sizeof name, "  %s, %s: %s / empty", round, state, at[i]);
+        row(name, ms[index[i]] / base[index[i]], "x", "<= 2");
+    }
+}
+
+/* with_commas writes n (>= 0) with thousands separators into buf. */
+static const char *with_commas(char *buf, size_t cap, int n)
+{
+    char digits[16];
+    int len = snprintf(digits, sizeof digits, "%d", n);
+    size_t o = 0;
+    for (int i = 0; i < len && o + 2 < cap; i++) {
+        if (i > 0 && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* bench_growth probes the empty queue, growth_jobs ready jobs, and growth_jobs / 10 limited
+ * jobs, most of them blocked behind running ones. Every state is filled before any is probed, so the probes of each
+ * run in a process with the same past: a young process's heap gives memory back to the
+ * kernel after each transaction (glibc trims it until a larger block was once freed), and
+ * that costs more than a round on this machine. */
+static void bench_growth(void)
+{
+    static double empty_claim[GROWTH_PROBES], empty_release[GROWTH_PROBES], ms[GROWTH_PROBES];
+    prober empty = open_prober("growth_empty"), ready = open_prober("growth_ready"),
+           blocked = open_prober("growth_blocked");
+    enqueue_bulk(ready.c, growth_jobs);
+    /* Limited jobs, GROWTH_PER_KEY per key, limit 1: the first of each key holds its slot
+     * and runs (claimed), the others are blocked behind it. */
+    int keys = growth_jobs / 100;
+    enqueue_keyed(blocked.c, "Keyed", keys, GROWTH_PER_KEY, 0);
+    int64_t *holder = calloc((size_t)keys, sizeof *holder);
+    bt_claimed_job *batch = calloc(1000, sizeof *batch);
+    for (int got = 0; got < keys;) {
+        int want = keys - got < 1000 ? keys - got : 1000;
+        round_ms(&blocked, 0, want, 0, batch);
+        for (int i = 0; i < want; i++) {
+            int key = -1;
+            sscanf(batch[i].arguments, "[%d", &key);
+            holder[key] = batch[i].id;
+            bt_claimed_job_free(&batch[i]);
+        }
+        got += want;
+    }
+    free(batch);
+
+    /* Empty: the probes' own jobs only. A release probe's key gets a running job with one
+     * job blocked behind it, and the promoted job is recorded finished after the probe. */
+    claim_probes(&empty, empty_claim);
+    for (int i = 0; i < GROWTH_PROBES; i++) {
+        bt_claimed_job j = {0};
+        enqueue_keyed(empty.c, "Keyed", 1, 2, 1);
+        round_ms(&empty, 0, 1, 0, &j);
+        int64_t running = j.id;
+        bt_claimed_job_free(&j);
+        empty_release[i] = release_probe(&empty, &running, 0);
+        round_ms(&empty, running, 0, 0, NULL);
+    }
+    close_prober(&empty);
+    growth_rows("claim", "empty queue", empty_claim, NULL);
+
+    char state[96], count[16], keys_text[16];
+    claim_probes(&ready, ms);
+    close_prober(&ready);
+    snprintf(state, sizeof state, "%s ready", with_commas(count, sizeof count, growth_jobs));
+    growth_rows("claim", state, ms, empty_claim);
+
+    snprintf(state, sizeof state, "%s blocked on %s keys", with_commas(count, sizeof count, keys * (GROWTH_PER_KEY - 1)),
+             with_commas(keys_text, sizeof keys_text, keys));
+    claim_probes(&blocked, ms);
+    growth_rows("claim", state, ms, empty_claim);
+    growth_rows("release", "empty queue", empty_release, NULL);
+    for (int i = 0; i < GROWTH_PROBES; i++)
+        ms[i] = release_probe(&blocked, &holder[i % keys], i % keys);
+    free(holder);
+    close_prober(&blocked);
+    growth_rows("release", state, ms, empty_release);
 }
 
 /* ---- the CLI's processes: `baton work` and the supervisor of `baton start` ----
@@ -577,16 +781,23 @@ int main(int argc, char **argv)
             runs = runs < 1 ? 1 : runs > MAX_RUNS ? MAX_RUNS : runs;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
+        } else if (strcmp(argv[i], "--growth") == 0 && i + 1 < argc) {
+            growth_jobs = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
             pg_server = argv[++i];
         } else {
-            fprintf(stderr, "usage: baton_bench [--jobs N] [--runs N] [--only enqueue|processing|latency|keyed|processes]"
+            fprintf(stderr, "usage: baton_bench [--jobs N] [--runs N]"
+                            " [--only enqueue|processing|latency|keyed|processes|growth] [--growth N]"
                             " [--db postgres://USER@HOST:PORT/DB]\n");
             return 2;
         }
     }
     if (bench_jobs < 1000)
         bench_jobs = 1000;
+    /* Release probes go round the growth_jobs / 100 keys, each with GROWTH_PER_KEY - 1 jobs to
+     * promote: 100 keys are enough for GROWTH_PROBES. */
+    if (growth_jobs < 10000)
+        growth_jobs = 10000;
     const char *tmp = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/baton-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir)) {
@@ -619,6 +830,8 @@ int main(int argc, char **argv)
         bench_cli_processes("work");
         bench_cli_processes("start");
     }
+    if (only && selected("growth")) /* minutes: only when asked for */
+        bench_growth();
     }
     print_table();
     char cmd[4200];
