@@ -4,8 +4,9 @@
  *
  * Every figure comes from a fresh SQLite file in a temporary directory, default settings
  * (WAL, synchronous=NORMAL), the public C API, and a no-op C callback unless said. With
- * --db, each comes from a fresh database baton_bench_NAME created (and replaced) on that
- * PostgreSQL server instead; DB is the one the benchmark connects to for creating them.
+ * --db, each benchmark runs on SQLite and then on a fresh database baton_bench_NAME created
+ * (and replaced) on that PostgreSQL server, and the table shows both side by side; DB is
+ * the one the benchmark connects to for creating them.
  * --only growth, run only when selected (filling its queues takes minutes), times single
  * worker rounds through the lifecycle calls against N ready jobs (default 1,000,000) and
  * against N / 10 limited jobs, most of them blocked. */
@@ -30,7 +31,11 @@ static char dir[4096];
 static int bench_jobs = 20000;
 static const char *only; /* run just the benchmarks whose name contains this */
 static int runs = 3;
-static const char *pg_server; /* --db: benchmark PostgreSQL databases on this server */
+static const char *pg_server; /* --db: benchmark PostgreSQL databases on this server too */
+
+enum { SQLITE, POSTGRES, DRIVERS };
+static const char *const driver_names[DRIVERS] = {"SQLite", "PostgreSQL"};
+static int driver; /* the driver of the databases being measured */
 
 static int selected(const char *name) { return !only || strstr(name, only); }
 
@@ -43,7 +48,7 @@ static void die(const char *what)
 /* fresh_database writes the URL of an empty database called name to url. */
 static void fresh_database(const char *name, char *url, size_t cap)
 {
-    if (!pg_server) {
+    if (driver == SQLITE) {
         char path[4200];
         static const char *const suffixes[] = {"", "-wal", "-shm"};
         for (int i = 0; i < 3; i++) {
@@ -93,14 +98,15 @@ static baton_client *fresh_client(const char *name, baton_perform_fn perform, vo
 
 static double seconds_since(int64_t start_ns) { return (double)(bt_mono_ns() - start_ns) / 1e9; }
 
-/* Every figure is measured once per run; the table shows the median and the spread. */
+/* Every figure is measured once per run and driver; the table shows the median and the
+ * spread of each driver's. */
 enum { MAX_METRICS = 64, MAX_RUNS = 9 };
 
 typedef struct figure {
     char name[96];
     const char *unit, *target;
-    double values[MAX_RUNS];
-    int n;
+    double values[DRIVERS][MAX_RUNS];
+    int n[DRIVERS];
 } figure;
 
 static figure metrics[MAX_METRICS];
@@ -120,8 +126,8 @@ static void row(const char *name, double value, const char *unit, const char *ta
         m->unit = unit;
         m->target = target;
     }
-    if (m->n < MAX_RUNS)
-        m->values[m->n++] = value;
+    if (m->n[driver] < MAX_RUNS)
+        m->values[driver][m->n[driver]++] = value;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -133,19 +139,61 @@ static int cmp_double(const void *a, const void *b)
 /* A figure below 10 gets two decimals: sub-millisecond latencies and ratios need them. */
 static int decimals(double v) { return v < 10 && v > -10 ? 2 : 1; }
 
+static void print_column(int width, int left, const char *text)
+{
+    printf(" %*s |", left ? -width : width, text);
+}
+
+static void print_dashes(int width)
+{
+    printf("%.*s|", width + 2, "------------------------------------------------------------");
+}
+
+/* print_table shows, for each driver measured, the median and the spread of every figure;
+ * side by side, a single run's spread says nothing and is left out. */
 static void print_table(void)
 {
-    printf("| %-56s | %10s | %-21s | %-7s | %-16s |\n", "metric", "median", "spread", "unit", "target");
-    printf("|%s|%s|%s|%s|%s|\n", "----------------------------------------------------------",
-           "------------", "-----------------------", "---------", "------------------");
+    enum { NAME = 56, MEDIAN = 10, SPREAD = 21, UNIT = 7, TARGET = 16 };
+    int drivers = pg_server ? DRIVERS : 1, spreads = drivers == 1 || runs > 1;
+    printf("|");
+    print_column(NAME, 1, "metric");
+    for (int d = 0; d < drivers; d++) {
+        print_column(MEDIAN, 0, drivers == 1 ? "median" : driver_names[d]);
+        if (spreads)
+            print_column(SPREAD, 1, "spread");
+    }
+    print_column(UNIT, 1, "unit");
+    print_column(TARGET, 1, "target");
+    printf("\n|");
+    print_dashes(NAME);
+    for (int d = 0; d < drivers; d++) {
+        print_dashes(MEDIAN);
+        if (spreads)
+            print_dashes(SPREAD);
+    }
+    print_dashes(UNIT);
+    print_dashes(TARGET);
+    printf("\n");
     for (int i = 0; i < nmetrics; i++) {
         figure *m = &metrics[i];
-        qsort(m->values, (size_t)m->n, sizeof *m->values, cmp_double);
-        double lo = m->values[0], hi = m->values[m->n - 1], median = m->values[m->n / 2];
-        char spread[64];
-        snprintf(spread, sizeof spread, "%.*f - %.*f", decimals(lo), lo, decimals(hi), hi);
-        printf("| %-56s | %10.*f | %-21s | %-7s | %-16s |\n", m->name, decimals(median), median, spread,
-               m->unit, m->target);
+        printf("|");
+        print_column(NAME, 1, m->name);
+        for (int d = 0; d < drivers; d++) {
+            char median[32] = "-", spread[64] = "-";
+            double *v = m->values[d];
+            int n = m->n[d];
+            qsort(v, (size_t)n, sizeof *v, cmp_double);
+            if (n > 0) {
+                snprintf(median, sizeof median, "%.*f", decimals(v[n / 2]), v[n / 2]);
+                snprintf(spread, sizeof spread, "%.*f - %.*f", decimals(v[0]), v[0], decimals(v[n - 1]), v[n - 1]);
+            }
+            print_column(MEDIAN, 0, median);
+            if (spreads)
+                print_column(SPREAD, 1, spread);
+        }
+        print_column(UNIT, 1, m->unit);
+        print_column(TARGET, 1, m->target);
+        printf("\n");
     }
 }
 
@@ -771,6 +819,39 @@ static void bench_cli_processes(const char *mode)
     baton_close(c);
 }
 
+static void bench_processing_all(void)
+{
+    bench_processing(3);
+    bench_processing(10);
+    bench_worker_processes();
+}
+
+static void bench_keyed_all(void)
+{
+    bench_keyed_enqueue();
+    /* Limit 1 per key, one worker of 10 threads. With 10 keys nothing queues, and the
+     * delay is the promotion path itself. */
+    bench_keyed(500, 20, 1);
+    bench_keyed(500, 20, 0);
+    bench_keyed(10, 200, 0);
+}
+
+static void bench_cli_all(void)
+{
+    bench_cli_processes("work");
+    bench_cli_processes("start");
+}
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+    int when_asked; /* runs only when --only selects it */
+} benchmarks[] = {
+    {"enqueue", bench_enqueue, 0},     {"processing", bench_processing_all, 0}, {"latency", bench_latency, 0},
+    {"keyed", bench_keyed_all, 0},     {"processes", bench_cli_all, 0},
+    {"growth", bench_growth, 1}, /* minutes */
+};
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -805,34 +886,15 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("Baton benchmark, %s, %ld cores, %d jobs per measurement, %d runs\n\n",
-           pg_server ? "PostgreSQL" : "SQLite (WAL, synchronous=NORMAL)", sysconf(_SC_NPROCESSORS_ONLN),
-           bench_jobs, runs);
+           pg_server ? "SQLite (WAL, synchronous=NORMAL) and PostgreSQL" : "SQLite (WAL, synchronous=NORMAL)",
+           sysconf(_SC_NPROCESSORS_ONLN), bench_jobs, runs);
     fflush(stdout); /* before any fork, or children print it again when stdout is a file */
-    for (int run = 0; run < runs; run++) {
-    if (selected("enqueue"))
-        bench_enqueue();
-    if (selected("processing")) {
-        bench_processing(3);
-        bench_processing(10);
-        bench_worker_processes();
-    }
-    if (selected("latency"))
-        bench_latency();
-    if (selected("keyed")) {
-        bench_keyed_enqueue();
-        /* Limit 1 per key, one worker of 10 threads. With 10 keys nothing queues, and the
-         * delay is the promotion path itself. */
-        bench_keyed(500, 20, 1);
-        bench_keyed(500, 20, 0);
-        bench_keyed(10, 200, 0);
-    }
-    if (selected("processes")) {
-        bench_cli_processes("work");
-        bench_cli_processes("start");
-    }
-    if (only && selected("growth")) /* minutes: only when asked for */
-        bench_growth();
-    }
+    int drivers = pg_server ? DRIVERS : 1;
+    for (int run = 0; run < runs; run++)
+        for (size_t b = 0; b < sizeof benchmarks / sizeof *benchmarks; b++)
+            if (selected(benchmarks[b].name) && (only || !benchmarks[b].when_asked))
+                for (driver = 0; driver < drivers; driver++)
+                    benchmarks[b].run();
     print_table();
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
