@@ -561,18 +561,19 @@ static void close_prober(prober *p)
     baton_close(p->c);
 }
 
-static int record_finished(prober *p, int64_t id, int64_t now)
+static int record_finished(prober *p, int64_t id, const char *key, int64_t now)
 {
-    bt_outcome o = {.job_id = id, .succeeded = 1};
+    bt_outcome o = {.job_id = id, .succeeded = 1, .concurrency_key = key};
     int owned = 0;
-    int rc = bt_complete(p->s, p->process_id, &o, now, &owned, NULL);
+    int rc = bt_complete(p->s, p->process_id, &o, 1, now, &owned, NULL);
     return rc == BATON_OK && !owned ? bt_err_set(BATON_ESTATE, "job %lld was not claimed", (long long)id) : rc;
 }
 
-/* round_ms times one round: record job finish (0: none) finished, claim want jobs into
- * claimed, and with finish_claimed record those finished too. Dies unless it claimed
- * exactly want jobs. */
-static double round_ms(prober *p, int64_t finish, int want, int finish_claimed, bt_claimed_job *claimed)
+/* round_ms times one round: record job finish (0: none; of key finish_key) finished, claim
+ * want jobs into claimed, and with finish_claimed record those finished too. Dies unless it
+ * claimed exactly want jobs. */
+static double round_ms(prober *p, int64_t finish, const char *finish_key, int want, int finish_claimed,
+                       bt_claimed_job *claimed)
 {
     static char every_queue[] = "*";
     char *queues[] = {every_queue};
@@ -580,11 +581,11 @@ static double round_ms(prober *p, int64_t finish, int want, int finish_claimed, 
     int64_t t = bt_mono_ns(), now = bt_now_ms();
     int rc = bt_begin(p->s, BT_TXN_WRITE);
     if (rc == BATON_OK && finish)
-        rc = record_finished(p, finish, now);
+        rc = record_finished(p, finish, finish_key, now);
     if (rc == BATON_OK && want)
         rc = bt_claim(p->s, p->process_id, queues, 1, want, now, claimed, &count);
     for (int i = 0; i < count && finish_claimed && rc == BATON_OK; i++)
-        rc = record_finished(p, claimed[i].id, now);
+        rc = record_finished(p, claimed[i].id, claimed[i].concurrency_key, now);
     rc = bt_end(p->s, rc);
     double ms = (double)(bt_mono_ns() - t) / 1e6;
     if (rc != BATON_OK)
@@ -604,7 +605,7 @@ static void claim_probes(prober *p, double *ms)
         bt_claimed_job j = {0};
         if (baton_enqueue(p->c, NULL, "Noop", "[]", NULL) != BATON_OK)
             die("enqueue");
-        ms[i] = round_ms(p, 0, 1, 1, &j);
+        ms[i] = round_ms(p, 0, NULL, 1, 1, &j);
         bt_claimed_job_free(&j);
     }
 }
@@ -615,7 +616,9 @@ static void claim_probes(prober *p, double *ms)
 static double release_probe(prober *p, int64_t *holder, int key)
 {
     bt_claimed_job j = {0};
-    double ms = round_ms(p, *holder, 1, 0, &j);
+    char key_text[32];
+    snprintf(key_text, sizeof key_text, "Keyed/%d", key);
+    double ms = round_ms(p, *holder, key_text, 1, 0, &j);
     int claimed_key = -1;
     sscanf(j.arguments, "[%d", &claimed_key);
     if (claimed_key != key) {
@@ -709,7 +712,7 @@ static void bench_growth(void)
     bt_claimed_job *batch = calloc(1000, sizeof *batch);
     for (int got = 0; got < keys;) {
         int want = keys - got < 1000 ? keys - got : 1000;
-        round_ms(&blocked, 0, want, 0, batch);
+        round_ms(&blocked, 0, NULL, want, 0, batch);
         for (int i = 0; i < want; i++) {
             int key = -1;
             sscanf(batch[i].arguments, "[%d", &key);
@@ -729,11 +732,11 @@ static void bench_growth(void)
     for (int i = 0; i < GROWTH_PROBES; i++) {
         bt_claimed_job j = {0};
         enqueue_keyed(empty.c, "Keyed", 1, 2, 1);
-        round_ms(&empty, 0, 1, 0, &j);
+        round_ms(&empty, 0, NULL, 1, 0, &j);
         int64_t running = j.id;
         bt_claimed_job_free(&j);
         empty_release[i] = release_probe(&empty, &running, 0);
-        round_ms(&empty, running, 0, 0, NULL);
+        round_ms(&empty, running, "Keyed/0", 0, 0, NULL);
     }
     close_prober(&empty);
     growth_rows("claim", "empty queue", empty_claim, NULL, "");
