@@ -416,7 +416,8 @@ typedef struct baton_worker_options {
 /**
  * Creates a worker that performs jobs with client's classes. It opens its own database
  * connection; client must outlive it.
- * @return BATON_OK; BATON_EINVALID for bad options (threads < 1, empty queue list).
+ * @return BATON_OK; BATON_EINVALID for bad options (threads < 1, empty queue list);
+ *         BATON_ERROR when out of memory or file descriptors.
  */
 BATON_API int baton_worker_new(baton_worker **out, baton_client *client,
                                const baton_worker_options *opts);
@@ -454,7 +455,9 @@ typedef struct baton_dispatcher_options {
 #define BATON_DISPATCHER_OPTIONS_VERSION 1
 #define BATON_DISPATCHER_OPTIONS_INIT { BATON_DISPATCHER_OPTIONS_VERSION, 1.0, 500, 30.0 }
 
-/** Creates a dispatcher with its own connection; client must outlive it. */
+/** Creates a dispatcher with its own connection; client must outlive it.
+ *  @return BATON_OK; BATON_EINVALID for bad options; BATON_ERROR when out of memory or
+ *          file descriptors. */
 BATON_API int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
                                    const baton_dispatcher_options *opts);
 /** Moves due scheduled jobs to ready until stopped. Blocks the calling thread. */
@@ -485,7 +488,7 @@ typedef struct baton_scheduler_options {
  * Creates a scheduler with its own connection; client must outlive it. opts may be NULL
  * for the defaults.
  * @return BATON_OK; BATON_EINVALID for a negative polling interval or an unknown options
- *         version.
+ *         version; BATON_ERROR when out of memory or file descriptors.
  */
 BATON_API int baton_scheduler_new(baton_scheduler **out, baton_client *client,
                                   const baton_scheduler_options *opts);

@@ -40,18 +40,28 @@ int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
     d->heartbeat_interval = client->heartbeat_interval;
     d->alive_threshold = client->alive_threshold;
     d->maintenance_interval = o->concurrency_maintenance_interval;
-    d->waker.fd = -1;
+    /* Lives as long as the dispatcher: a stop from any thread always finds it open. */
+    int rc = bt_waker_init(&d->waker);
+    if (rc != BATON_OK) {
+        free(d);
+        return rc;
+    }
     *out = d;
     return BATON_OK;
 }
 
-void baton_dispatcher_free(baton_dispatcher *d) { free(d); }
+void baton_dispatcher_free(baton_dispatcher *d)
+{
+    if (!d)
+        return;
+    bt_waker_close(&d->waker);
+    free(d);
+}
 
 void baton_dispatcher_stop(baton_dispatcher *d)
 {
     atomic_store(&d->stopping, 1);
-    if (d->waker.fd >= 0)
-        bt_waker_signal(&d->waker);
+    bt_waker_signal(&d->waker);
 }
 
 /* dispatch_once runs one batch in its own transaction. */
@@ -110,8 +120,6 @@ int baton_dispatcher_run(baton_dispatcher *d)
     int64_t process_id = 0;
     int rc = bt_client_open_store(d->client, &d->store);
     if (rc == BATON_OK)
-        rc = bt_waker_init(&d->waker);
-    if (rc == BATON_OK)
         rc = bt_process_register(d->store, "dispatcher", NULL, &process_id);
     if (rc != BATON_OK)
         goto out;
@@ -158,7 +166,6 @@ int baton_dispatcher_run(baton_dispatcher *d)
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.stopped process_id=%lld", (long long)process_id);
     bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_EXIT, process_id);
 out:
-    bt_waker_close(&d->waker);
     bt_store_close(d->store);
     d->store = NULL;
     return rc;

@@ -60,7 +60,12 @@ int baton_scheduler_new(baton_scheduler **out, baton_client *client,
                                                  : 5.0;
     s->heartbeat_interval = client->heartbeat_interval;
     s->alive_threshold = client->alive_threshold;
-    s->waker.fd = -1;
+    /* Lives as long as the scheduler: a stop from any thread always finds it open. */
+    int rc = bt_waker_init(&s->waker);
+    if (rc != BATON_OK) {
+        free(s);
+        return rc;
+    }
     *out = s;
     return BATON_OK;
 }
@@ -79,14 +84,14 @@ void baton_scheduler_free(baton_scheduler *s)
     for (size_t i = 0; i < s->nplans; i++)
         plan_clear(&s->plans[i]);
     free(s->plans);
+    bt_waker_close(&s->waker);
     free(s);
 }
 
 void baton_scheduler_stop(baton_scheduler *s)
 {
     atomic_store(&s->stopping, 1);
-    if (s->waker.fd >= 0)
-        bt_waker_signal(&s->waker);
+    bt_waker_signal(&s->waker);
 }
 
 static int same_text(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
@@ -262,8 +267,6 @@ int baton_scheduler_run(baton_scheduler *s)
     char *meta = metadata(s);
     int rc = meta ? bt_client_open_store(s->client, &s->store) : bt_err_set(BATON_ERROR, "out of memory");
     if (rc == BATON_OK)
-        rc = bt_waker_init(&s->waker);
-    if (rc == BATON_OK)
         rc = bt_process_register(s->store, "scheduler", meta, &process_id);
     if (rc == BATON_OK)
         rc = sync_static(s);
@@ -303,7 +306,6 @@ out:
         rc = rc == BATON_OK ? dereg : rc;
     }
     free(meta);
-    bt_waker_close(&s->waker);
     bt_store_close(s->store);
     s->store = NULL;
     return rc;

@@ -70,6 +70,7 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
     baton_worker *w = calloc(1, sizeof *w);
     if (!w)
         return bt_err_set(BATON_ERROR, "out of memory");
+    w->waker.fd = -1;
     w->queues = bt_split_queues(o->queues ? o->queues : "*", &w->nqueues);
     if (w->nqueues == 0) {
         baton_worker_free(w);
@@ -81,10 +82,16 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
     w->shutdown_timeout = o->shutdown_timeout;
     w->heartbeat_interval = client->heartbeat_interval;
     w->alive_threshold = client->alive_threshold;
-    w->waker.fd = -1;
     w->shown_busy = -1;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work_ready, NULL);
+    /* The waker lives as long as the worker, so a stop from any thread or signal handler
+     * always has a valid descriptor to write to, even while run() starts or returns. */
+    int rc = bt_waker_init(&w->waker);
+    if (rc != BATON_OK) {
+        baton_worker_free(w);
+        return rc;
+    }
     *out = w;
     return BATON_OK;
 }
@@ -95,6 +102,7 @@ void baton_worker_free(baton_worker *w)
         return;
     free(w->unstarted);
     bt_strv_free(w->queues);
+    bt_waker_close(&w->waker);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->work_ready);
     free(w);
@@ -106,8 +114,7 @@ void baton_worker_stop(baton_worker *w, int immediate)
     int cur = atomic_load(&w->state);
     while (cur < want && !atomic_compare_exchange_weak(&w->state, &cur, want))
         ;
-    if (w->waker.fd >= 0)
-        bt_waker_signal(&w->waker);
+    bt_waker_signal(&w->waker);
 }
 
 typedef struct executor_arg {
@@ -511,8 +518,6 @@ int baton_worker_run(baton_worker *w)
 {
     show_title(w);
     int rc = bt_client_open_store(w->client, &w->store);
-    if (rc == BATON_OK)
-        rc = bt_waker_init(&w->waker);
     char *meta = rc == BATON_OK ? metadata_json(w) : NULL;
     if (rc == BATON_OK)
         rc = bt_process_register(w->store, "worker", meta, &w->process_id);
@@ -539,7 +544,6 @@ int baton_worker_run(baton_worker *w)
         bt_log(w->client, BATON_LOG_INFO, "event=worker.stopped process_id=%lld", (long long)w->process_id);
         bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_EXIT, w->process_id);
     }
-    bt_waker_close(&w->waker);
     bt_store_close(w->store);
     w->store = NULL;
     return rc;
