@@ -256,6 +256,11 @@ typedef struct blocked_row {
 /* Only the blocked rows are locked: the job's row is not what promotions compete for. */
 static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
                                                SQL_NEXT_BLOCKED(" FOR UPDATE OF b SKIP LOCKED")};
+/* The same for several keys in one statement, one arm per key. */
+#define SQL_NEXT_BLOCKED_ARM(lock) "SELECT * FROM (" SQL_NEXT_BLOCKED(lock) ") AS next_blocked"
+static bt_sql_list sql_next_blocked_of_keys[] = {
+    {.head = "", .item = SQL_NEXT_BLOCKED_ARM(""), .tail = "", .sep = " UNION ALL "},
+    {.head = "", .item = SQL_NEXT_BLOCKED_ARM(" FOR UPDATE OF b SKIP LOCKED"), .tail = "", .sep = " UNION ALL "}};
 static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ?";
 
 static int read_blocked(bt_row *row, void *payload)
@@ -275,34 +280,79 @@ static int read_blocked(bt_row *row, void *payload)
     return b->queue && b->key ? 0 : -1;
 }
 
+static void blocked_row_clear(blocked_row *b)
+{
+    free(b->queue);
+    free(b->key);
+    *b = (blocked_row){0};
+}
+
+/* The best blocked jobs of several keys, read by one statement. */
+typedef struct blocked_of_keys {
+    char **keys;
+    blocked_row *rows; /* by the index of the key */
+    int n;
+} blocked_of_keys;
+
+static int read_blocked_of_keys(bt_row *row, void *payload)
+{
+    blocked_of_keys *l = payload;
+    const char *key = bt_col_text(row, 3);
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->keys[i], key) == 0)
+            return read_blocked(row, &l->rows[i]) < 0 ? -1 : 0;
+    return 0;
+}
+
+/* lock_and_read_blocked locks the semaphore rows of n distinct keys in the order given and
+ * reads each key's best two blocked jobs with its holders counted, as promote's first
+ * step does for one key; on a server the locks travel with the one read. */
+static int lock_and_read_blocked(bt_store *s, char **keys, int n, blocked_row *rows)
+{
+    bt_val a[BT_LIST_MAX];
+    int rc = BATON_OK;
+    for (int i = 0; i < n && rc == BATON_OK; i++) {
+        rc = lock_semaphore(s, keys[i]);
+        a[i] = BV_TEXT(keys[i]);
+    }
+    blocked_of_keys l = {keys, rows, n};
+    return rc == BATON_OK ? run_list(s, &sql_next_blocked_of_keys[s->ops->row_locks], n, a, n,
+                                     read_blocked_of_keys, &l, NULL)
+                          : rc;
+}
+
 /* promote fills the free slots of key with its blocked jobs, best first, at most max of
  * them. Each job is admitted under its own stored limit, so the holders are counted once
- * and then tracked. how says what freed the slots, for the admitted jobs' records. */
-static int promote(bt_store *s, const char *key, const char *how, int64_t now, int max, int *promoted)
+ * and then tracked. how says what freed the slots, for the admitted jobs' records. first,
+ * when not NULL, is the key's first read, already made by lock_and_read_blocked. */
+static int promote(bt_store *s, const char *key, const char *how, int64_t now, int max,
+                   const blocked_row *first, int *promoted)
 {
     bt_val k[] = {BV_TEXT(key)};
     int64_t holders = 0;
-    int rc = lock_semaphore(s, key);
+    int rc = first ? BATON_OK : lock_semaphore(s, key);
     for (int done = 0, more = 1; rc == BATON_OK && more && done < max; done++) {
-        blocked_row b = {0};
-        rc = bt_exec(s, sql_next_blocked[s->ops->row_locks], k, 1, read_blocked, &b, NULL);
-        holders = done == 0 ? b.holders : holders; /* later, the count includes this loop's own */
-        more = rc == BATON_OK && b.key && holders < b.c.limit;
+        blocked_row fetched = {0};
+        const blocked_row *b = done == 0 && first ? first : &fetched;
+        if (b == &fetched)
+            rc = bt_exec(s, sql_next_blocked[s->ops->row_locks], k, 1, read_blocked, &fetched, NULL);
+        holders = done == 0 ? b->holders : holders; /* later, the count includes this loop's own */
+        more = rc == BATON_OK && b->key && holders < b->c.limit;
         if (more) {
-            b.c.admitted_by = how;
-            bt_val u[] = {BV_INT(b.c.id)};
+            candidate c = b->c;
+            c.admitted_by = how;
+            bt_val u[] = {BV_INT(c.id)};
             rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
             if (rc == BATON_OK)
-                rc = take_slot(s, &b.c, now, NULL);
+                rc = take_slot(s, &c, now, NULL);
             bt_note(s, BATON_LOG_INFO, "event=job.unblocked job_id=%lld key=%s",
-                    (long long)b.c.id, BT_LOG_VALUE(key));
+                    (long long)c.id, BT_LOG_VALUE(key));
             holders++;
             if (rc == BATON_OK && promoted)
                 (*promoted)++;
-            more = b.rows > 1 && holders < b.next_limit;
+            more = b->rows > 1 && holders < b->next_limit;
         }
-        free(b.queue);
-        free(b.key);
+        blocked_row_clear(&fetched);
     }
     return rc;
 }
@@ -325,7 +375,7 @@ static int release_slot(bt_store *s, int64_t id, int64_t now)
     char how[48];
     snprintf(how, sizeof how, "release of job %lld", (long long)id);
     if (rc == BATON_OK && key)
-        rc = promote(s, key, how, now, INT_MAX, NULL);
+        rc = promote(s, key, how, now, INT_MAX, NULL, NULL);
     free(key);
     return rc;
 }
@@ -774,16 +824,17 @@ static int release_slots(bt_store *s, settle_list *l)
 
 /* settle_one hands a finished run's slot to the next blocked job of its key (one job
  * when another run of the batch releases the same key next, so each promotion names the
- * release that made room) and records a failure. */
+ * release that made room) and records a failure. first is the key's first read, for the
+ * first run of the batch that released the key. */
 static int settle_one(bt_store *s, int64_t process_id, const settle *t, const settle *next, int64_t now,
-                      int64_t *retry_at_out)
+                      const blocked_row *first, int64_t *retry_at_out)
 {
     int rc = BATON_OK;
     if (t->released) {
         char how[48];
         snprintf(how, sizeof how, "release of job %lld", (long long)t->o->job_id);
         int more = next && next->released && strcmp(next->released, t->released) == 0;
-        rc = promote(s, t->released, how, now, more ? 1 : INT_MAX, NULL);
+        rc = promote(s, t->released, how, now, more ? 1 : INT_MAX, first, NULL);
     }
     if (rc != BATON_OK || t->o->succeeded)
         return rc;
@@ -824,17 +875,29 @@ static int complete_chunk(bt_store *s, int64_t process_id, const bt_outcome *os,
     /* Every key is locked in one order in every process, so two workers' rounds never wait
      * on each other in a deadlock. */
     qsort(items, (size_t)l.len, sizeof *items, cmp_settle);
+    char *keys[BT_LIST_MAX];
+    blocked_row firsts[BT_LIST_MAX] = {0};
+    int nkeys = 0;
+    for (int i = 0; i < l.len; i++)
+        if (items[i].released && (nkeys == 0 || strcmp(keys[nkeys - 1], items[i].released) != 0))
+            keys[nkeys++] = items[i].released;
+    if (rc == BATON_OK && nkeys)
+        rc = lock_and_read_blocked(s, keys, nkeys, firsts);
     int finished = 0;
     a[0] = BV_INT(now);
-    for (int i = 0; i < l.len && rc == BATON_OK; i++) {
+    for (int i = 0, k = -1; i < l.len && rc == BATON_OK; i++) {
         const settle *t = &items[i];
+        int first_of_key = t->released && k + 1 < nkeys && t->released == keys[k + 1];
+        k += first_of_key;
         rc = settle_one(s, process_id, t, i + 1 < l.len ? &items[i + 1] : NULL, now,
-                        retry_at ? &retry_at[t->index] : NULL);
+                        first_of_key ? &firsts[k] : NULL, retry_at ? &retry_at[t->index] : NULL);
         if (t->o->succeeded)
             a[1 + finished++] = BV_INT(t->o->job_id);
     }
     if (rc == BATON_OK && finished)
         rc = run_list(s, &sql_mark_finished, finished, a, 1 + finished, NULL, NULL, NULL);
+    for (int i = 0; i < nkeys; i++)
+        blocked_row_clear(&firsts[i]);
     for (int i = 0; i < l.len; i++)
         free(items[i].released);
     return rc;
@@ -1077,7 +1140,7 @@ static int visit_keys(bt_store *s, key_list *keys, int64_t now, int extend, int 
         int freed = 0, before = *promoted;
         for (; i < keys->len && strcmp(keys->items[i].key, key) == 0; i++)
             freed += keys->items[i].freed;
-        rc = promote(s, key, extend ? "expiry" : "repair", now, INT_MAX, promoted);
+        rc = promote(s, key, extend ? "expiry" : "repair", now, INT_MAX, NULL, promoted);
         bt_val e[] = {BV_TEXT(key), BV_INT(now)};
         if (rc == BATON_OK && extend)
             rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
@@ -1306,7 +1369,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
 int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted)
 {
     *promoted = 0;
-    return promote(s, key, "operator", now, INT_MAX, promoted);
+    return promote(s, key, "operator", now, INT_MAX, NULL, promoted);
 }
 
 int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
@@ -1328,7 +1391,7 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
         (*cleared)++;
     }
     if (rc == BATON_OK)
-        rc = promote(s, key, "operator", now, INT_MAX, promoted);
+        rc = promote(s, key, "operator", now, INT_MAX, NULL, promoted);
     if (rc == BATON_OK) /* a key nobody holds or waits for leaves no row behind */
         rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
     free(l.items);

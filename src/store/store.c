@@ -210,16 +210,18 @@ const char *bt_sql_list_text(bt_sql_list *l, int n)
     pthread_mutex_lock(&list_lock);
     text = atomic_load_explicit(slot, memory_order_relaxed);
     if (!text) {
+        const char *sep_text = l->sep ? l->sep : ", ";
         size_t head = strlen(l->head), item = strlen(l->item), tail = strlen(l->tail);
-        text = malloc(head + (size_t)n * (item + 2) + tail + 1);
+        size_t sep = strlen(sep_text);
+        text = malloc(head + (size_t)n * (item + sep) + tail + 1);
         if (text) {
             char *p = text;
             memcpy(p, l->head, head);
             p += head;
             for (int i = 0; i < n; i++) {
                 if (i > 0) {
-                    memcpy(p, ", ", 2);
-                    p += 2;
+                    memcpy(p, sep_text, sep);
+                    p += sep;
                 }
                 memcpy(p, l->item, item);
                 p += item;

@@ -202,14 +202,14 @@ int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, in
                  int64_t fallback);
 
 /* A statement over a list of up to BT_LIST_MAX items: head, then item n times separated by
- * ", ", then tail, e.g. {"UPDATE ... WHERE id IN (", "?", ")"}. Batching the rows of one
+ * sep (", " when NULL), then tail, e.g. {"UPDATE ... WHERE id IN (", "?", ")"}. Batching the rows of one
  * transition into one statement saves a round trip per row where the database is a server.
  * The text for each n is built once per process and kept, so its address names a cached
  * prepared statement the way a literal's does. Placeholders: the head may number shared
  * parameters (?1, ?2) and the items use bare ?, which continue after them. */
 enum { BT_LIST_MAX = 64 };
 typedef struct bt_sql_list {
-    const char *head, *item, *tail;
+    const char *head, *item, *tail, *sep;
     _Atomic(char *) texts[BT_LIST_MAX];
 } bt_sql_list;
 
