@@ -1,6 +1,7 @@
 /* client.c: the baton_client handle: its connection, job classes, configuration and
  * logger, and the public enqueue entry points. */
 #include <jansson.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,12 @@ int baton_set_liveness(baton_client *c, double heartbeat_interval, double alive_
     c->heartbeat_interval = heartbeat_interval;
     c->alive_threshold = alive_threshold;
     return BATON_OK;
+}
+
+void bt_client_wait_stops(baton_client *c)
+{
+    while (atomic_load(&c->stops_under_way) > 0)
+        sched_yield();
 }
 
 int bt_client_open_store(baton_client *c, bt_store **out)

@@ -72,6 +72,7 @@ struct baton_client {
     double alive_threshold;      /* heartbeat age after which a process is pruned */
     _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
     _Atomic(bt_supervisor *) supervisor; /* set while baton_supervise() runs */
+    atomic_int stops_under_way;  /* baton_start_stop/baton_supervisor_stop calls reading those */
 };
 
 /* bt_class_find returns the class named name, or NULL. */
@@ -119,6 +120,11 @@ void bt_log_attach(baton_client *c, bt_store *s);
  * deregistered, just before its run function returns; EXIT only follows a START. */
 void bt_process_hook(baton_client *c, baton_process_kind kind, baton_process_event event,
                      int64_t process_id);
+
+/* bt_client_wait_stops waits until no stop call can still use a run the caller has just
+ * unpublished (set running or supervisor to NULL), so the run can be freed. A stop called
+ * from a signal handler on the waiting thread finds NULL and returns at once. */
+void bt_client_wait_stops(baton_client *c);
 
 /* bt_client_open_store opens another connection to the client's database (workers and
  * dispatchers each have their own) and checks its schema. */

@@ -107,19 +107,20 @@ int baton_start(baton_client *c, double shutdown_timeout)
     }
     free(threads);
     atomic_store(&c->running, NULL);
+    bt_client_wait_stops(c);
     free_start(st);
     return rc;
 }
 
 void baton_start_stop(baton_client *c, int immediate)
 {
+    atomic_fetch_add(&c->stops_under_way, 1);
     bt_start *st = atomic_load(&c->running);
-    if (!st)
-        return;
-    for (size_t i = 0; i < st->nworkers; i++)
+    for (size_t i = 0; st && i < st->nworkers; i++)
         baton_worker_stop(st->workers[i], immediate);
-    for (size_t i = 0; i < st->ndispatchers; i++)
+    for (size_t i = 0; st && i < st->ndispatchers; i++)
         baton_dispatcher_stop(st->dispatchers[i]);
-    if (st->scheduler)
+    if (st && st->scheduler)
         baton_scheduler_stop(st->scheduler);
+    atomic_fetch_sub(&c->stops_under_way, 1);
 }

@@ -728,6 +728,7 @@ int baton_supervise(baton_client *c, const baton_supervisor_options *opts)
         shut_down(sv);
         deregister_self(sv);
         atomic_store(&c->supervisor, NULL);
+        bt_client_wait_stops(c);
         rc = bt_store_open(&c->store, c->url);
         bt_log(c, BATON_LOG_INFO, "event=supervisor.stopped process_id=%lld", (long long)sv->process_id);
         bt_process_hook(c, BATON_PROCESS_SUPERVISOR, BATON_PROCESS_EXIT, sv->process_id);
@@ -741,12 +742,14 @@ int baton_supervise(baton_client *c, const baton_supervisor_options *opts)
 
 void baton_supervisor_stop(baton_client *c, int immediate)
 {
+    atomic_fetch_add(&c->stops_under_way, 1);
     bt_supervisor *sv = atomic_load(&c->supervisor);
-    if (!sv)
-        return;
-    int want = immediate ? 2 : 1;
-    int cur = atomic_load(&sv->stop);
-    while (cur < want && !atomic_compare_exchange_weak(&sv->stop, &cur, want))
-        ;
-    bt_waker_signal(&sv->waker);
+    if (sv) {
+        int want = immediate ? 2 : 1;
+        int cur = atomic_load(&sv->stop);
+        while (cur < want && !atomic_compare_exchange_weak(&sv->stop, &cur, want))
+            ;
+        bt_waker_signal(&sv->waker);
+    }
+    atomic_fetch_sub(&c->stops_under_way, 1);
 }
