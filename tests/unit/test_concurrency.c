@@ -418,6 +418,23 @@ static int claim_as(bt_store *s, int64_t *process_id, int max, bt_claimed_job *c
     return count;
 }
 
+/* complete_as records n outcomes for process_id in one transaction, as a worker's round
+ * does. */
+static void complete_as(bt_store *s, int64_t process_id, const bt_outcome *outcomes, size_t n, int *owned,
+                        int64_t *retry_at)
+{
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_complete(s, process_id, outcomes, n, bt_now_ms(), owned, retry_at), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+}
+
+static int64_t holder_count(bt_store *s)
+{
+    int64_t holders = 0;
+    assert_int_equal(bt_query_int(s, "SELECT COUNT(*) FROM baton_semaphore_holders", NULL, 0, &holders, 0), BATON_OK);
+    return holders;
+}
+
 static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **state)
 {
     lib_fixture *f = *state;
@@ -449,14 +466,10 @@ static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **s
      * nothing is written and b's slot is not released a second time. */
     bt_outcome done = {.job_id = a.id, .succeeded = 1, .attempt = 1, .max_attempts = 3};
     int owned = 1;
-    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    assert_int_equal(bt_complete(s, zombie, &done, 1, bt_now_ms(), &owned, NULL), BATON_OK);
-    assert_int_equal(bt_commit(s), BATON_OK);
+    complete_as(s, zombie, &done, 1, &owned, NULL);
     assert_int_equal(owned, 0);
     assert_string_equal(job_status(f->client, c.id), "blocked");
-    int64_t holders = 0;
-    assert_int_equal(bt_query_int(s, "SELECT COUNT(*) FROM baton_semaphore_holders", NULL, 0, &holders, 0), BATON_OK);
-    assert_int_equal(holders, 1);
+    assert_int_equal(holder_count(s), 1);
     bt_store_close(s);
 }
 
@@ -498,9 +511,7 @@ static void test_one_round_of_outcomes_releases_each_slot_once(void **state)
     };
     int owned[3];
     int64_t retry_at[3];
-    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    assert_int_equal(bt_complete(s, worker, outcomes, 3, bt_now_ms(), owned, retry_at), BATON_OK);
-    assert_int_equal(bt_commit(s), BATON_OK);
+    complete_as(s, worker, outcomes, 3, owned, retry_at);
     assert_int_equal(owned[0], 1);
     assert_int_equal(owned[1], 0);
     assert_int_equal(owned[2], 1);
@@ -517,9 +528,7 @@ static void test_one_round_of_outcomes_releases_each_slot_once(void **state)
     assert_string_equal(admitted_by(f->client, c.id), want);
     snprintf(want, sizeof want, "release of job %lld", (long long)b.id);
     assert_string_equal(admitted_by(f->client, d.id), want);
-    int64_t holders = 0;
-    assert_int_equal(bt_query_int(s, "SELECT COUNT(*) FROM baton_semaphore_holders", NULL, 0, &holders, 0), BATON_OK);
-    assert_int_equal(holders, 2);
+    assert_int_equal(holder_count(s), 2);
     bt_claimed_job_free(&claimed[0]);
     bt_claimed_job_free(&claimed[1]);
     bt_store_close(s);
