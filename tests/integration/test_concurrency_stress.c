@@ -1001,8 +1001,25 @@ static int holds_write_lock(const fixture *f, pid_t pid)
     return held;
 }
 
-/* stop_outside_write_lock SIGSTOPs pid at a moment it does not hold SQLite's write lock:
- * stopped holding it, it would stall every process, which is not what these tests are
+/* holds_server_transaction tells, on PostgreSQL, whether a session of the test's database
+ * stays inside a transaction while nothing answers it: the process just stopped, holding
+ * the row locks it took (a running one finishes its transaction within milliseconds). */
+static int holds_server_transaction(const fixture *f)
+{
+    if (strncmp(f->url, "postgres", 8) != 0)
+        return 0;
+    sleep_ms(100);
+    bt_store *s = test_db_open(f->url);
+    int64_t stuck = test_db_int(s, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                   " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+                                   " AND state_change < clock_timestamp() - interval '80 milliseconds'");
+    bt_store_close(s);
+    return stuck > 0;
+}
+
+/* stop_outside_write_lock SIGSTOPs pid at a moment it holds no lock of the database:
+ * SQLite's write lock, or PostgreSQL row locks of an open transaction. Stopped holding
+ * one, it would stall the processes that need it, which is not what these tests are
  * about. Returns once the process is stopped. */
 static void stop_outside_write_lock(const fixture *f, pid_t pid)
 {
@@ -1019,7 +1036,7 @@ static void stop_outside_write_lock(const fixture *f, pid_t pid)
                 break;
             sleep_ms(1);
         }
-        if (!holds_write_lock(f, pid))
+        if (!holds_write_lock(f, pid) && !holds_server_transaction(f))
             return;
         assert_true(tries < 50);
         kill(pid, SIGCONT);
