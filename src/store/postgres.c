@@ -18,7 +18,10 @@
  * whose result the caller does not read (no rows, no change count) are only queued; they
  * travel with the next statement that returns something, or with COMMIT, and their results
  * are checked then. A failed queued statement fails the statement it travelled with, and
- * the caller rolls back as after any failure, so nothing commits past an error.
+ * the caller rolls back as after any failure, so nothing commits past an error. A deferred
+ * statement (BT_EXEC_DEFERRED) is queued the same way and its rows are handed to its reader
+ * when they arrive, so a transaction can send several statements that return rows in one
+ * round trip.
  *
  * Wake-ups: a transaction that made a job ready sends NOTIFY with its COMMIT (same round
  * trip). Idle workers watch a second connection that LISTENs, through an epoll descriptor
@@ -48,8 +51,17 @@ enum { LISTEN_RETRY_NS = 1000000000 };
 static const int64_t RECONNECT_FIRST_NS = 50000000, RECONNECT_MAX_NS = 5000000000;
 /* Bytes of the text of one integer or float parameter. */
 enum { NUM_TEXT = 32 };
+/* Deferred statements one pipeline flush carries at most; one more is read at once. */
+enum { MAX_DEFERRED = 8 };
 
 #define READY_CHANNEL "baton_ready"
+
+/* A queued statement whose rows go to on_row when the pipeline is read. */
+typedef struct deferred_read {
+    int index; /* among the queued statements */
+    bt_row_fn on_row;
+    void *payload;
+} deferred_read;
 
 typedef struct pg_store {
     bt_store base;
@@ -61,6 +73,8 @@ typedef struct pg_store {
     int in_txn;
     int pipelined;          /* the open transaction runs in pipeline mode */
     int queued;             /* statements sent whose results are not read yet */
+    deferred_read deferred[MAX_DEFERRED];
+    int ndeferred;
     int borrowed;           /* conn is the application's: never reset or closed here, no prepared statements */
     int in_savepoint;       /* the open "transaction" is a savepoint in the application's */
     int lock_timeout_ms;    /* set by set_lock_timeout, kept across reconnects; 0: the default */
@@ -373,7 +387,7 @@ static int ensure_connected(pg_store *s)
     if (now < s->reconnect_at_ns)
         return set_error(s, BATON_ESTORE, "connection lost, reconnecting", "reconnect");
     bt_stmt_cache_clear(&s->cache, free_stmt_name); /* prepared statements died with it */
-    s->pipelined = s->queued = 0;                     /* and the pipeline state */
+    s->pipelined = s->queued = s->ndeferred = 0;      /* and the pipeline state */
     PQreset(s->conn);
     if (PQstatus(s->conn) == CONNECTION_OK) {
         configure(s->conn);
@@ -387,15 +401,18 @@ static int ensure_connected(pg_store *s)
     return set_error(s, BATON_ESTORE, PQerrorMessage(s->conn), "reconnect");
 }
 
-/* flush sends the queued statements' sync and reads their results in order. Returns the
- * first failure; *last (may be NULL) receives the last statement's result when all
- * succeeded (the caller clears it). */
-static int flush(pg_store *s, PGresult **last)
+static int read_rows(pg_store *s, PGresult *res, bt_row_fn on_row, void *payload, int64_t *changes_out);
+
+/* flush sends the queued statements' sync and reads their results in order, handing the
+ * rows of deferred statements to their readers when deliver is set. Returns the first
+ * failure; *last (may be NULL) receives the last statement's result when all succeeded
+ * (the caller clears it). */
+static int flush(pg_store *s, PGresult **last, int deliver)
 {
     if (last)
         *last = NULL;
-    int n = s->queued;
-    s->queued = 0;
+    int n = s->queued, ndeferred = s->ndeferred;
+    s->queued = s->ndeferred = 0;
     if (n == 0)
         return BATON_OK;
     if (!PQpipelineSync(s->conn))
@@ -412,6 +429,9 @@ static int flush(pg_store *s, PGresult **last)
         ExecStatusType st = PQresultStatus(res);
         if (code == BATON_OK && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
             code = result_error(s, res, "exec");
+        for (int d = 0; d < ndeferred && code == BATON_OK && deliver; d++)
+            if (s->deferred[d].index == i)
+                code = read_rows(s, res, s->deferred[d].on_row, s->deferred[d].payload, NULL);
         if (code == BATON_OK && last && i == n - 1)
             *last = res;
         else
@@ -432,13 +452,13 @@ static int queue(pg_store *s, int sent)
     return BATON_OK;
 }
 
-/* leave_pipeline reads what is queued and ends pipeline mode; the connection then takes
- * simple queries again. */
-static int leave_pipeline(pg_store *s)
+/* leave_pipeline reads what is queued (delivering deferred rows when deliver is set) and
+ * ends pipeline mode; the connection then takes simple queries again. */
+static int leave_pipeline(pg_store *s, int deliver)
 {
     if (!s->pipelined)
         return BATON_OK;
-    int code = flush(s, NULL);
+    int code = flush(s, NULL, deliver);
     s->pipelined = 0;
     if (PQstatus(s->conn) == CONNECTION_OK && !PQexitPipelineMode(s->conn) && code == BATON_OK)
         code = result_error(s, NULL, "pipeline end");
@@ -465,12 +485,12 @@ static int pipelined_statement(pg_store *s, const char *sql, int cached, const p
         if (!slot) {
             code = queue(s, PQsendQueryParams(s->conn, text, nargs, p->types, p->values, NULL, NULL, 0));
             free(text);
-            return code != BATON_OK || !wanted ? code : flush(s, res);
+            return code != BATON_OK || !wanted ? code : flush(s, res, 1);
         }
         code = queue(s, PQsendPrepare(s->conn, name, text, nargs, p->types));
         free(text);
         if (code == BATON_OK)
-            code = flush(s, NULL);
+            code = flush(s, NULL, 1);
         if (code != BATON_OK) {
             free(name);
             return code;
@@ -478,33 +498,14 @@ static int pipelined_statement(pg_store *s, const char *sql, int cached, const p
         bt_stmt_cache_fill(&s->cache, slot, sql, name);
     }
     code = queue(s, PQsendQueryPrepared(s->conn, slot->stmt, nargs, p->values, NULL, NULL, 0));
-    return code != BATON_OK || !wanted ? code : flush(s, res);
+    return code != BATON_OK || !wanted ? code : flush(s, res, 1);
 }
 
-static int pg_exec(bt_store *base, const char *sql, int cached, const bt_val *args, int nargs,
-                   bt_row_fn on_row, void *payload, int64_t *changes_out)
+/* read_rows hands a successful result's rows to on_row (may be NULL) and its change count
+ * to changes_out (may be NULL). */
+static int read_rows(pg_store *s, PGresult *res, bt_row_fn on_row, void *payload, int64_t *changes_out)
 {
-    pg_store *s = (pg_store *)base;
-    params p = {0};
-    int code = ensure_connected(s);
-    if (code != BATON_OK)
-        return code;
-    code = fill_params(&p, args, nargs);
-    PGresult *res = NULL;
-    int wanted = on_row || changes_out;
-    if (code == BATON_OK && s->pipelined)
-        code = pipelined_statement(s, sql, cached, &p, nargs, wanted, &res);
-    else if (code == BATON_OK)
-        code = run_statement(s, sql, cached, &p, nargs, &res);
-    free_params(&p, nargs);
-    if (code != BATON_OK || (s->pipelined && !wanted))
-        return code;
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        code = result_error(s, res, "exec");
-        PQclear(res);
-        return code;
-    }
+    int code = BATON_OK;
     pg_row row = {{&bt_postgres_ops}, res, 0};
     int rows = PQntuples(res);
     for (; on_row && row.row < rows; row.row++) {
@@ -518,6 +519,35 @@ static int pg_exec(bt_store *base, const char *sql, int cached, const bt_val *ar
         const char *n = PQcmdTuples(res);
         *changes_out = *n ? strtoll(n, NULL, 10) : 0;
     }
+    return code;
+}
+
+static int pg_exec(bt_store *base, const char *sql, int flags, const bt_val *args, int nargs,
+                   bt_row_fn on_row, void *payload, int64_t *changes_out)
+{
+    pg_store *s = (pg_store *)base;
+    params p = {0};
+    int code = ensure_connected(s);
+    if (code != BATON_OK)
+        return code;
+    code = fill_params(&p, args, nargs);
+    PGresult *res = NULL;
+    int cached = flags & BT_EXEC_CACHED;
+    int deferred = (flags & BT_EXEC_DEFERRED) && s->pipelined && on_row && !changes_out &&
+                   s->ndeferred < MAX_DEFERRED;
+    int wanted = (on_row || changes_out) && !deferred;
+    if (code == BATON_OK && s->pipelined)
+        code = pipelined_statement(s, sql, cached, &p, nargs, wanted, &res);
+    else if (code == BATON_OK)
+        code = run_statement(s, sql, cached, &p, nargs, &res);
+    free_params(&p, nargs);
+    if (code == BATON_OK && deferred)
+        s->deferred[s->ndeferred++] = (deferred_read){s->queued - 1, on_row, payload};
+    if (code != BATON_OK || (s->pipelined && !wanted))
+        return code;
+    ExecStatusType st = PQresultStatus(res);
+    code = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK ? read_rows(s, res, on_row, payload, changes_out)
+                                                           : result_error(s, res, "exec");
     PQclear(res);
     return code;
 }
@@ -593,7 +623,7 @@ static int pg_commit(bt_store *base)
                       : BATON_OK;
     if (code == BATON_OK)
         code = queue(s, PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0));
-    int left = leave_pipeline(s);
+    int left = leave_pipeline(s, 1);
     return code == BATON_OK ? left : code;
 }
 
@@ -602,7 +632,7 @@ static void pg_rollback(bt_store *base)
     pg_store *s = (pg_store *)base;
     base->jobs_made_ready = 0;
     s->in_txn = 0;
-    leave_pipeline(s);
+    leave_pipeline(s, 0);
     if (s->in_savepoint)
         PQclear(PQexec(s->conn, "ROLLBACK TO SAVEPOINT baton; RELEASE SAVEPOINT baton"));
     else if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
@@ -616,7 +646,7 @@ static int pg_exec_script(bt_store *base, const char *sql)
     pg_store *s = (pg_store *)base;
     int code = ensure_connected(s);
     if (code == BATON_OK)
-        code = leave_pipeline(s);
+        code = leave_pipeline(s, 1);
     return code == BATON_OK ? run_simple(s, sql) : code;
 }
 
@@ -724,6 +754,7 @@ const bt_store_ops bt_postgres_ops = {
     .ddl_serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     .ddl_real = "DOUBLE PRECISION",
     .row_locks = 1,
+    .writable_cte = 1,
     .sql_table_exists = "SELECT COUNT(*) FROM information_schema.tables"
                         " WHERE table_schema = current_schema() AND table_name = ?",
     .sql_lock_schema = "SELECT pg_advisory_xact_lock(7355608)",

@@ -216,10 +216,11 @@ static int bind_all(sqlite_store *s, sqlite3_stmt *st, const bt_val *args, int n
     return BATON_OK;
 }
 
-static int sqlite_exec(bt_store *base, const char *sql, int cached, const bt_val *args, int nargs,
+static int sqlite_exec(bt_store *base, const char *sql, int flags, const bt_val *args, int nargs,
                        bt_row_fn on_row, void *payload, int64_t *changes_out)
 {
     sqlite_store *s = (sqlite_store *)base;
+    int cached = flags & BT_EXEC_CACHED;
     sqlite3_stmt *st;
     int code = prepare(s, sql, cached, &st);
     if (code != BATON_OK)
@@ -260,7 +261,7 @@ static int sqlite_begin(bt_store *base, bt_txn_mode mode)
     static const char begin_write[] = "BEGIN IMMEDIATE", begin_read[] = "BEGIN", savepoint[] = "SAVEPOINT baton";
     sqlite_store *s = (sqlite_store *)base;
     s->in_savepoint = s->borrowed && !sqlite3_get_autocommit(s->db);
-    return sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read, 1,
+    return sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read, BT_EXEC_CACHED,
                        NULL, 0, NULL, NULL, NULL);
 }
 
@@ -268,7 +269,7 @@ static int sqlite_commit(bt_store *base)
 {
     static const char commit[] = "COMMIT", release[] = "RELEASE baton";
     sqlite_store *s = (sqlite_store *)base;
-    return sqlite_exec(base, s->in_savepoint ? release : commit, 1, NULL, 0, NULL, NULL, NULL);
+    return sqlite_exec(base, s->in_savepoint ? release : commit, BT_EXEC_CACHED, NULL, 0, NULL, NULL, NULL);
 }
 
 static void sqlite_rollback(bt_store *base)

@@ -43,15 +43,23 @@ typedef int (*bt_row_fn)(bt_row *row, void *payload);
 
 typedef enum { BT_TXN_READ, BT_TXN_WRITE } bt_txn_mode;
 
+/* How a statement runs. CACHED: sql is a string literal whose prepared form may be kept for
+ * the connection's life. DEFERRED: inside a transaction, the rows may reach on_row later:
+ * with the result of the next statement whose rows are read at once, or at commit, in
+ * statement order; a failure then fails that statement (or the commit). The payload must
+ * stay valid until then; on rollback the rows are dropped unread. Drivers that run each
+ * statement at once (SQLite) deliver them at once. */
+enum { BT_EXEC_CACHED = 1, BT_EXEC_DEFERRED = 2 };
+
 typedef struct bt_store_ops {
     int (*open)(bt_store **out, const char *target, const char *url);
     void (*close)(bt_store *store);
     int (*begin)(bt_store *store, bt_txn_mode mode);
     int (*commit)(bt_store *store);
     void (*rollback)(bt_store *store);
-    /* Runs one statement. cached: sql is a string literal whose prepared form may be kept
-     * for the connection's life. changes_out (may be NULL) receives rows changed. */
-    int (*exec)(bt_store *store, const char *sql, int cached, const bt_val *args, int nargs,
+    /* Runs one statement (flags: BT_EXEC_*). changes_out (may be NULL) receives rows
+     * changed. */
+    int (*exec)(bt_store *store, const char *sql, int flags, const bt_val *args, int nargs,
                 bt_row_fn on_row, void *payload, int64_t *changes_out);
     /* Runs several ';'-separated statements without parameters (schema DDL). */
     int (*exec_script)(bt_store *store, const char *sql);
@@ -80,6 +88,9 @@ typedef struct bt_store_ops {
      * when one writer at a time holds the whole database (SQLite), which serialises every
      * transition already. */
     int row_locks;
+    /* 1 when a WITH clause may hold INSERT, UPDATE and DELETE (PostgreSQL): a claim then
+     * picks, marks and records its jobs in one statement. */
+    int writable_cte;
     /* One row, one integer: nonzero when the table named by the text parameter exists. */
     const char *sql_table_exists;
     /* Run first in the migration transaction so concurrent migrations queue, or NULL. */
@@ -117,7 +128,8 @@ void bt_notes_settle(bt_store *s, int committed);
  * statements that act on the rows a subquery picks. With row locks the subquery is
  * evaluated once, as an array: as an IN list the planner may run it again, and SKIP
  * LOCKED can then pick other rows the second time, beyond its LIMIT. */
-#define BT_PICK_SKIP_LOCKED(MAKE) {MAKE(" IN (", ")"), MAKE(" = ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))")}
+#define BT_PICK_SKIP_LOCKED(MAKE) {MAKE(" IN (", ")"), BT_PICK_LOCKED(MAKE)}
+#define BT_PICK_LOCKED(MAKE) MAKE(" = ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))")
 
 /* bt_note_ready tells the driver the open transaction made jobs ready, so it can wake idle
  * workers elsewhere when it commits (drivers whose change_fd sees every commit ignore it). */
@@ -150,16 +162,22 @@ static inline int bt_end(bt_store *s, int rc)
     return rc;
 }
 
-/* bt_exec runs a cached (literal) statement; bt_exec_dynamic one built at run time. */
+/* bt_exec runs a cached (literal) statement; bt_exec_dynamic one built at run time;
+ * bt_exec_deferred a cached one whose rows may arrive later (see BT_EXEC_DEFERRED). */
 static inline int bt_exec(bt_store *s, const char *sql, const bt_val *args, int nargs,
                           bt_row_fn fn, void *payload, int64_t *changes)
 {
-    return s->ops->exec(s, sql, 1, args, nargs, fn, payload, changes);
+    return s->ops->exec(s, sql, BT_EXEC_CACHED, args, nargs, fn, payload, changes);
 }
 static inline int bt_exec_dynamic(bt_store *s, const char *sql, const bt_val *args, int nargs,
                                   bt_row_fn fn, void *payload, int64_t *changes)
 {
     return s->ops->exec(s, sql, 0, args, nargs, fn, payload, changes);
+}
+static inline int bt_exec_deferred(bt_store *s, const char *sql, const bt_val *args, int nargs,
+                                   bt_row_fn fn, void *payload)
+{
+    return s->ops->exec(s, sql, BT_EXEC_CACHED | BT_EXEC_DEFERRED, args, nargs, fn, payload, NULL);
 }
 
 /* Row accessors reach the driver through the row's store. */
