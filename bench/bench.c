@@ -577,13 +577,14 @@ static double round_ms(prober *p, int64_t finish, const char *finish_key, int wa
 {
     static char every_queue[] = "*";
     char *queues[] = {every_queue};
-    int count = 0;
+    bt_claims claims = {.jobs = claimed, .max = want};
     int64_t t = bt_mono_ns(), now = bt_now_ms();
     int rc = bt_begin(p->s, BT_TXN_WRITE);
     if (rc == BATON_OK && finish)
         rc = record_finished(p, finish, finish_key, now);
     if (rc == BATON_OK && want)
-        rc = bt_claim(p->s, p->process_id, queues, 1, want, now, claimed, &count);
+        rc = bt_claim(p->s, p->process_id, queues, 1, now, &claims);
+    int count = claims.count;
     for (int i = 0; i < count && finish_claimed && rc == BATON_OK; i++)
         rc = record_finished(p, claimed[i].id, claimed[i].concurrency_key, now);
     rc = bt_end(p->s, rc);

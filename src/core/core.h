@@ -140,6 +140,7 @@ typedef struct bt_claimed_job {
     char *arguments;
     char *concurrency_key;
     int64_t fencing_token;
+    int priority;
     int attempt;
     int max_attempts;
     int backoff;
@@ -192,11 +193,22 @@ int bt_read_claim(bt_store *s, int64_t process_id, int64_t id, bt_claimed_job *j
 /* bt_job_state_of reads a job's status; BATON_ENOTFOUND when there is no such job. */
 int bt_job_state_of(bt_store *s, int64_t id, baton_job_state *state);
 
-/* bt_claim claims up to max ready jobs from the queue list (entries: name, "prefix*",
- * "*"), in list order, then priority, then id, skipping paused queues. Appends to jobs
- * (an array with room for max) and sets *count. */
-int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueues, int max,
-             int64_t now, bt_claimed_job *jobs, int *count);
+/* The jobs one bt_claim takes: jobs has room for max; count says how many are filled. */
+typedef struct bt_claims {
+    bt_claimed_job *jobs;
+    int max;
+    int after_end;  /* the caller reads the jobs only after bt_end: a server may send them
+                     * with the commit (claims must then stay valid until bt_end) */
+    int count;
+    int batch_from; /* where the jobs of the statement being read begin */
+} bt_claims;
+
+/* bt_claim claims up to claims->max ready jobs from the queue list (entries: name,
+ * "prefix*", "*"), in list order, then priority, then id, skipping paused queues, into
+ * claims (count set to 0 first). After a failure the count jobs filled so far are the
+ * caller's to free. */
+int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueues, int64_t now,
+             bt_claims *claims);
 
 /* Outcome of a performed job, as reported by the worker. */
 typedef struct bt_outcome {

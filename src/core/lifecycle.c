@@ -36,11 +36,14 @@ static bt_sql_list sql_insert_scheduled = {
     .tail = ""};
 #define CLAIMED_COLUMNS                                                                     \
     "class_name, queue_name, arguments, concurrency_key, attempts, max_attempts, backoff," \
-    " backoff_base, timeout, fencing_token"
+    " backoff_base, timeout, fencing_token, priority"
+/* The update that makes jobs claimed, given the placeholders of now and of the process. */
+#define MARK_CLAIMED(now, process)                                                          \
+    "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = " now \
+    ", updated_at = " now ", claimed_by = " process
 /* ?1: now, ?2: the claiming process; then the job ids. */
 static bt_sql_list sql_mark_claimed = {
-    .head = "UPDATE baton_jobs SET status = 'claimed', attempts = attempts + 1, started_at = ?1,"
-            " updated_at = ?1, claimed_by = ?2 WHERE id IN (",
+    .head = MARK_CLAIMED("?1", "?2") " WHERE id IN (",
     .item = "?",
     .tail = ") RETURNING id, " CLAIMED_COLUMNS};
 static bt_sql_list sql_insert_claimed = {
@@ -51,13 +54,19 @@ static bt_sql_list sql_insert_claimed = {
 static const char sql_set_status[] =
     "UPDATE baton_jobs SET status = ?2, updated_at = ?3 WHERE id = ?1";
 
-static int run_list(bt_store *s, bt_sql_list *l, int n, const bt_val *args, int nargs, bt_row_fn fn,
-                    void *payload, int64_t *changes)
+static int run_list_as(bt_store *s, int flags, bt_sql_list *l, int n, const bt_val *args, int nargs,
+                       bt_row_fn fn, void *payload, int64_t *changes)
 {
     const char *sql = bt_sql_list_text(l, n);
     if (!sql)
         return bt_err_set(BATON_ERROR, "out of memory");
-    return bt_exec(s, sql, args, nargs, fn, payload, changes);
+    return s->ops->exec(s, sql, flags, args, nargs, fn, payload, changes);
+}
+
+static int run_list(bt_store *s, bt_sql_list *l, int n, const bt_val *args, int nargs, bt_row_fn fn,
+                    void *payload, int64_t *changes)
+{
+    return run_list_as(s, BT_EXEC_CACHED, l, n, args, nargs, fn, payload, changes);
 }
 
 /* ---- admission: the only place a job gets a slot of its concurrency key ----
@@ -92,8 +101,10 @@ static const char sql_lock_semaphore[] =
     "SELECT limit_value FROM baton_semaphores WHERE key = ? FOR UPDATE";
 static const char sql_count_holders[] =
     "SELECT COUNT(*) FROM baton_semaphore_holders WHERE key = ?";
-static const char sql_insert_holder[] =
-    "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)";
+static bt_sql_list sql_insert_holders = {
+    .head = "INSERT INTO baton_semaphore_holders (key, job_id, acquired_at, expires_at) VALUES ",
+    .item = "(?, ?, ?, ?)",
+    .tail = ""};
 /* The token is read in SQL, so no statement of a slot's admission waits for a result. */
 static const char sql_set_token[] =
     "UPDATE baton_jobs SET status = ?2, updated_at = ?3, admitted_by = ?4, admitted_at = ?3, blocked_at = ?5,"
@@ -147,11 +158,23 @@ static int place(bt_store *s, const candidate *c, int holds_slot, int64_t now, b
     return rc;
 }
 
+/* insert_holders makes the n jobs cs holders of their keys. */
+static int insert_holders(bt_store *s, const candidate *cs, int n, int64_t now)
+{
+    bt_val h[4 * BT_LIST_MAX];
+    for (int i = 0; i < n; i++) {
+        h[4 * i] = BV_TEXT(cs[i].key);
+        h[4 * i + 1] = BV_INT(cs[i].id);
+        h[4 * i + 2] = BV_INT(now);
+        h[4 * i + 3] = BV_INT(lease_end(now, cs[i].duration));
+    }
+    return run_list(s, &sql_insert_holders, n, h, 4 * n, NULL, NULL, NULL);
+}
+
 /* take_slot makes c a holder of its key and places it. */
 static int take_slot(bt_store *s, const candidate *c, int64_t now, bt_landing *landing)
 {
-    bt_val h[] = {BV_TEXT(c->key), BV_INT(c->id), BV_INT(now), BV_INT(lease_end(now, c->duration))};
-    int rc = bt_exec(s, sql_insert_holder, h, 4, NULL, NULL, NULL);
+    int rc = insert_holders(s, c, 1, now);
     return rc == BATON_OK ? place(s, c, 1, now, landing) : rc;
 }
 
@@ -261,7 +284,15 @@ static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
 static bt_sql_list sql_next_blocked_of_keys[] = {
     {.head = "", .item = SQL_NEXT_BLOCKED_ARM(""), .tail = "", .sep = " UNION ALL "},
     {.head = "", .item = SQL_NEXT_BLOCKED_ARM(" FOR UPDATE OF b SKIP LOCKED"), .tail = "", .sep = " UNION ALL "}};
-static const char sql_unblock[] = "DELETE FROM baton_blocked_executions WHERE job_id = ?";
+static bt_sql_list sql_unblock = {.head = "DELETE FROM baton_blocked_executions WHERE job_id IN (", .item = "?", .tail = ")"};
+/* ?1: now; then each job's id, what admitted it and when it began to wait. */
+static bt_sql_list sql_admit_ready = {
+    .head = "UPDATE baton_jobs SET status = 'ready', updated_at = ?1, admitted_at = ?1, admitted_by = v.column2,"
+            " blocked_at = v.column3,"
+            " fencing_token = (SELECT token FROM baton_semaphore_holders h WHERE h.job_id = baton_jobs.id)"
+            " FROM (VALUES ",
+    .item = "(?, ?, ?)",
+    .tail = ") AS v WHERE baton_jobs.id = v.column1"};
 
 static int read_blocked(bt_row *row, void *payload)
 {
@@ -289,7 +320,7 @@ static void blocked_row_clear(blocked_row *b)
 
 /* The best blocked jobs of several keys, read by one statement. */
 typedef struct blocked_of_keys {
-    char **keys;
+    const char *const *keys;
     blocked_row *rows; /* by the index of the key */
     int n;
 } blocked_of_keys;
@@ -304,27 +335,68 @@ static int read_blocked_of_keys(bt_row *row, void *payload)
     return 0;
 }
 
-/* lock_and_read_blocked locks the semaphore rows of n distinct keys in the order given and
- * reads each key's best two blocked jobs with its holders counted, as promote's first
- * step does for one key; on a server the locks travel with the one read. */
-static int lock_and_read_blocked(bt_store *s, char **keys, int n, blocked_row *rows)
+/* lock_keys locks the semaphore rows of n keys in the order given. */
+static int lock_keys(bt_store *s, const char *const *keys, int n)
+{
+    int rc = BATON_OK;
+    for (int i = 0; i < n && rc == BATON_OK; i++)
+        rc = lock_semaphore(s, keys[i]);
+    return rc;
+}
+
+/* read_next_blocked reads the best two blocked jobs of each of n distinct keys, locked
+ * already, with its holders counted, as promote's first step does for one key. */
+static int read_next_blocked(bt_store *s, const char *const *keys, int n, blocked_row *rows)
 {
     bt_val a[BT_LIST_MAX];
-    int rc = BATON_OK;
-    for (int i = 0; i < n && rc == BATON_OK; i++) {
-        rc = lock_semaphore(s, keys[i]);
+    for (int i = 0; i < n; i++)
         a[i] = BV_TEXT(keys[i]);
-    }
     blocked_of_keys l = {keys, rows, n};
-    return rc == BATON_OK ? run_list(s, &sql_next_blocked_of_keys[s->ops->row_locks], n, a, n,
-                                     read_blocked_of_keys, &l, NULL)
-                          : rc;
+    return run_list(s, &sql_next_blocked_of_keys[s->ops->row_locks], n, a, n, read_blocked_of_keys, &l, NULL);
+}
+
+/* admit_blocked gives n <= BT_LIST_MAX blocked jobs slots of their keys, which the caller
+ * has locked and counted: the jobs that land ready take four statements for all of them,
+ * a job an inline perform waits for is claimed for it. */
+static int admit_blocked(bt_store *s, const candidate *cs, int n, int64_t now)
+{
+    bt_val a[1 + 3 * BT_LIST_MAX];
+    for (int i = 0; i < n; i++)
+        a[i] = BV_INT(cs[i].id);
+    int rc = run_list(s, &sql_unblock, n, a, n, NULL, NULL, NULL);
+    if (rc == BATON_OK)
+        rc = insert_holders(s, cs, n, now);
+    int ready = 0;
+    bt_val r[4 * BT_LIST_MAX];
+    a[0] = BV_INT(now);
+    for (int i = 0; i < n && rc == BATON_OK; i++) {
+        bt_note(s, BATON_LOG_INFO, "event=job.unblocked job_id=%lld key=%s", (long long)cs[i].id,
+                BT_LOG_VALUE(cs[i].key));
+        if (cs[i].claim_for) {
+            rc = place(s, &cs[i], 1, now, NULL);
+            continue;
+        }
+        r[4 * ready] = BV_INT(cs[i].id);
+        r[4 * ready + 1] = BV_TEXT(cs[i].queue);
+        r[4 * ready + 2] = BV_INT(cs[i].priority);
+        r[4 * ready + 3] = BV_INT(now);
+        a[1 + 3 * ready] = BV_INT(cs[i].id);
+        a[2 + 3 * ready] = BV_TEXT(cs[i].admitted_by);
+        a[3 + 3 * ready] = cs[i].blocked_at ? BV_INT(cs[i].blocked_at) : BV_NULL;
+        ready++;
+    }
+    if (rc == BATON_OK && ready) {
+        rc = run_list(s, &sql_insert_ready, ready, r, 4 * ready, NULL, NULL, NULL);
+        bt_note_ready(s);
+    }
+    return rc == BATON_OK && ready ? run_list(s, &sql_admit_ready, ready, a, 1 + 3 * ready, NULL, NULL, NULL) : rc;
 }
 
 /* promote fills the free slots of key with its blocked jobs, best first, at most max of
  * them. Each job is admitted under its own stored limit, so the holders are counted once
  * and then tracked. how says what freed the slots, for the admitted jobs' records. first,
- * when not NULL, is the key's first read, already made by lock_and_read_blocked. */
+ * when not NULL, is the key's first read, already made by read_next_blocked with the key
+ * locked. */
 static int promote(bt_store *s, const char *key, const char *how, int64_t now, int max,
                    const blocked_row *first, int *promoted)
 {
@@ -341,12 +413,7 @@ static int promote(bt_store *s, const char *key, const char *how, int64_t now, i
         if (more) {
             candidate c = b->c;
             c.admitted_by = how;
-            bt_val u[] = {BV_INT(c.id)};
-            rc = bt_exec(s, sql_unblock, u, 1, NULL, NULL, NULL);
-            if (rc == BATON_OK)
-                rc = take_slot(s, &c, now, NULL);
-            bt_note(s, BATON_LOG_INFO, "event=job.unblocked job_id=%lld key=%s",
-                    (long long)c.id, BT_LOG_VALUE(key));
+            rc = admit_blocked(s, &c, 1, now);
             holders++;
             if (rc == BATON_OK && promoted)
                 (*promoted)++;
@@ -510,52 +577,42 @@ int bt_enqueue_rows(bt_store *s, const bt_new_job *jobs, size_t n, int64_t now, 
 
 /* ---- claiming ---- */
 
+/* Each picks the ready rows of one queue entry (a name, "prefix*", "*"): ?1 the name or
+ * prefix, ?2 how many. */
 #define SQL_CLAIM_QUEUE(open, close)                                                        \
     "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
     " SELECT job_id FROM baton_ready_executions WHERE queue_name = ?1"                      \
     " AND NOT EXISTS (SELECT 1 FROM baton_pauses p WHERE p.queue_name = ?1)"                \
-    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id"
 #define SQL_CLAIM_PREFIX(open, close)                                                       \
     "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
     " SELECT job_id FROM baton_ready_executions WHERE substr(queue_name, 1, length(?1)) = ?1" \
     " AND queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                          \
-    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id"
 #define SQL_CLAIM_ALL(open, close)                                                          \
     "DELETE FROM baton_ready_executions WHERE job_id" open                                  \
     " SELECT job_id FROM baton_ready_executions"                                            \
     " WHERE queue_name NOT IN (SELECT queue_name FROM baton_pauses)"                        \
-    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id, priority"
+    " ORDER BY priority, job_id LIMIT ?2" close " RETURNING job_id"
+/* One set of statements for each kind of queue entry: for a queue, a prefix, all. */
+typedef struct entry_sql {
+    const char *queue, *prefix, *all;
+} entry_sql;
 static const char *const sql_claim_queue[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_QUEUE);
 static const char *const sql_claim_prefix[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_PREFIX);
 static const char *const sql_claim_all[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_ALL);
+/* Where a WITH clause may write, one statement picks the ready rows (as above), records the
+ * claims and marks the jobs, returning them as sql_mark_claimed does. ?3: now, ?4: the
+ * claiming process. */
+#define SQL_CLAIM_IN_ONE(PICK)                                                              \
+    "WITH picked AS (" BT_PICK_LOCKED(PICK) "), held AS (INSERT INTO baton_claimed_executions" \
+    " (job_id, process_id, claimed_at) SELECT job_id, ?4, ?3 FROM picked) "                  \
+    MARK_CLAIMED("?3", "?4") " WHERE id IN (SELECT job_id FROM picked) RETURNING id, " CLAIMED_COLUMNS
+static const entry_sql sql_claim_in_one = {SQL_CLAIM_IN_ONE(SQL_CLAIM_QUEUE), SQL_CLAIM_IN_ONE(SQL_CLAIM_PREFIX),
+                                           SQL_CLAIM_IN_ONE(SQL_CLAIM_ALL)};
 static const char sql_read_claim[] =
     "SELECT j.id, " CLAIMED_COLUMNS " FROM baton_jobs j JOIN baton_claimed_executions c ON c.job_id = j.id"
     " WHERE j.id = ?1 AND c.process_id = ?2";
-
-typedef struct picked {
-    int64_t id;
-    int64_t priority;
-} picked;
-
-typedef struct pick_list {
-    picked *items;
-    int len;
-} pick_list;
-
-static int collect_pick(bt_row *row, void *payload)
-{
-    pick_list *l = payload;
-    l->items[l->len++] = (picked){bt_col_int(row, 0), bt_col_int(row, 1)};
-    return 0;
-}
-
-static int cmp_picked(const void *a, const void *b)
-{
-    const picked *x = a, *y = b;
-    if (x->priority != y->priority)
-        return x->priority < y->priority ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
-}
 
 static char *dup_col(bt_row *row, int col)
 {
@@ -583,28 +640,13 @@ static void read_claimed(bt_row *row, bt_claimed_job *j)
     j->backoff_base = bt_col_real(row, 8);
     j->timeout = bt_col_real(row, 9);
     j->fencing_token = bt_col_int(row, 10);
+    j->priority = (int)bt_col_int(row, 11);
 }
 
 static int fill_claimed(bt_row *row, void *payload)
 {
     read_claimed(row, payload);
     return 1;
-}
-
-/* The jobs of one claim statement, filled as their rows come back in any order. */
-typedef struct claim_batch {
-    bt_claimed_job *jobs;
-    int len;
-} claim_batch;
-
-static int fill_claimed_in(bt_row *row, void *payload)
-{
-    claim_batch *b = payload;
-    int64_t id = bt_col_int(row, 0);
-    for (int i = 0; i < b->len; i++)
-        if (b->jobs[i].id == id)
-            read_claimed(row, &b->jobs[i]);
-    return 0;
 }
 
 void bt_claimed_job_free(bt_claimed_job *j)
@@ -626,43 +668,86 @@ int bt_read_claim(bt_store *s, int64_t process_id, int64_t id, bt_claimed_job *j
     return rc;
 }
 
-int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueues, int max,
-             int64_t now, bt_claimed_job *jobs, int *count)
+static int cmp_claimed(const bt_claimed_job *x, const bt_claimed_job *y)
 {
-    *count = 0;
-    picked *buf = calloc((size_t)max, sizeof *buf);
-    if (!buf)
+    if (x->priority != y->priority)
+        return x->priority < y->priority ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* fill_claimed_sorted adds a claimed job's row to claims. Rows come in any order; the jobs
+ * of one queue entry (from batch_from on) are kept in priority, then id order. */
+static int fill_claimed_sorted(bt_row *row, void *payload)
+{
+    bt_claims *c = payload;
+    if (c->count == c->max)
+        return 1;
+    bt_claimed_job job = {0};
+    read_claimed(row, &job);
+    int at = c->count++;
+    for (; at > c->batch_from && cmp_claimed(&job, &c->jobs[at - 1]) < 0; at--)
+        c->jobs[at] = c->jobs[at - 1];
+    c->jobs[at] = job;
+    return 0;
+}
+
+/* entry_statement picks the statement of one queue entry and the text it binds: the
+ * entry, or the prefix of a "prefix*" entry (malloc'ed into *prefix; NULL when out of
+ * memory). */
+static const char *entry_statement(const entry_sql *sql, const char *entry, char **prefix, const char **bound)
+{
+    size_t len = strlen(entry);
+    *prefix = NULL;
+    *bound = entry;
+    if (strcmp(entry, "*") == 0)
+        return sql->all;
+    if (len < 2 || entry[len - 1] != '*')
+        return sql->queue;
+    *bound = *prefix = strndup(entry, len - 1);
+    return *bound ? sql->prefix : NULL;
+}
+
+/* claim_entry claims up to claims->max - claims->count ready jobs of one queue entry. With
+ * a writable WITH clause it takes one statement, whose rows may arrive at commit when no
+ * entry comes after (last) and the caller reads them after bt_end; otherwise the picked
+ * rows are claimed in lists. */
+static int claim_entry(bt_store *s, int64_t process_id, const char *entry, int last, int64_t now,
+                       bt_claims *claims)
+{
+    int in_one = s->ops->writable_cte, locks = s->ops->row_locks;
+    entry_sql picks = {sql_claim_queue[locks], sql_claim_prefix[locks], sql_claim_all[locks]};
+    char *prefix;
+    const char *bound;
+    const char *sql = entry_statement(in_one ? &sql_claim_in_one : &picks, entry, &prefix, &bound);
+    if (!sql)
         return bt_err_set(BATON_ERROR, "out of memory");
-    int rc = BATON_OK;
-    for (size_t q = 0; q < nqueues && *count < max && rc == BATON_OK; q++) {
-        const char *entry = queues[q];
-        size_t len = strlen(entry);
-        const char *sql = sql_claim_queue[s->ops->row_locks];
-        bt_val a[] = {BV_TEXT(entry), BV_INT(max - *count)};
-        char *prefix = NULL;
-        if (strcmp(entry, "*") == 0) {
-            sql = sql_claim_all[s->ops->row_locks];
-        } else if (len > 1 && entry[len - 1] == '*') {
-            sql = sql_claim_prefix[s->ops->row_locks];
-            prefix = strndup(entry, len - 1);
-            a[0] = BV_TEXT(prefix);
-        }
-        pick_list picks = {buf, 0};
-        rc = bt_exec(s, sql, a, 2, collect_pick, &picks, NULL);
+    bt_val a[] = {BV_TEXT(bound), BV_INT(claims->max - claims->count), BV_INT(now), BV_INT(process_id)};
+    claims->batch_from = claims->count;
+    int rc;
+    if (in_one) {
+        rc = last && claims->after_end ? bt_exec_deferred(s, sql, a, 4, fill_claimed_sorted, claims)
+                  : bt_exec(s, sql, a, 4, fill_claimed_sorted, claims, NULL);
         free(prefix);
-        qsort(picks.items, (size_t)picks.len, sizeof *picks.items, cmp_picked);
-        for (int at = 0; at < picks.len && rc == BATON_OK; at += BT_LIST_MAX) {
-            claim_batch batch = {&jobs[*count], picks.len - at < BT_LIST_MAX ? picks.len - at : BT_LIST_MAX};
-            int64_t ids[BT_LIST_MAX];
-            for (int i = 0; i < batch.len; i++) {
-                memset(&batch.jobs[i], 0, sizeof batch.jobs[i]);
-                batch.jobs[i].id = ids[i] = picks.items[at + i].id;
-            }
-            *count += batch.len;
-            rc = claim_rows(s, process_id, ids, batch.len, now, fill_claimed_in, &batch);
-        }
+        return rc;
     }
-    free(buf);
+    bt_id_list picked = {0};
+    rc = bt_exec(s, sql, a, 2, bt_row_collect_id, &picked, NULL);
+    free(prefix);
+    for (size_t at = 0; at < picked.len && rc == BATON_OK; at += BT_LIST_MAX) {
+        int n = picked.len - at < BT_LIST_MAX ? (int)(picked.len - at) : BT_LIST_MAX;
+        rc = claim_rows(s, process_id, picked.ids + at, n, now, fill_claimed_sorted, claims);
+    }
+    free(picked.ids);
+    return rc;
+}
+
+int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueues, int64_t now,
+             bt_claims *claims)
+{
+    claims->count = 0;
+    int rc = BATON_OK;
+    for (size_t q = 0; q < nqueues && claims->count < claims->max && rc == BATON_OK; q++)
+        rc = claim_entry(s, process_id, queues[q], q + 1 == nqueues, now, claims);
     return rc;
 }
 
@@ -789,8 +874,7 @@ typedef struct settle {
 static int cmp_settle(const void *a, const void *b)
 {
     const settle *x = a, *y = b;
-    const char *kx = x->released ? x->released : x->o->concurrency_key;
-    const char *ky = y->released ? y->released : y->o->concurrency_key;
+    const char *kx = x->o->concurrency_key, *ky = y->o->concurrency_key;
     int c = strcmp(kx ? kx : "", ky ? ky : "");
     return c ? c : cmp_id(&x->o->job_id, &y->o->job_id);
 }
@@ -810,89 +894,146 @@ static int read_released(bt_row *row, void *payload)
     return 0;
 }
 
-/* release_slots frees the slots the n runs in l held. Rows of keyless jobs are not looked
- * for: they never hold one. */
-static int release_slots(bt_store *s, settle_list *l)
+/* ?1: the process whose claims end; then the job ids. It runs before those claims end, so a
+ * slot is freed only for a run whose claim is still the process's. */
+static bt_sql_list sql_release_claimed_holders = {
+    .head = "DELETE FROM baton_semaphore_holders WHERE EXISTS (SELECT 1 FROM baton_claimed_executions c"
+            " WHERE c.job_id = baton_semaphore_holders.job_id AND c.process_id = ?1) AND job_id IN (",
+    .item = "?",
+    .tail = ") RETURNING job_id, key"};
+
+/* release_slots frees the slots the runs in l held, if process_id still claims their jobs,
+ * noting each one's key in l (the rows may arrive with a later statement's). Rows of
+ * keyless jobs are not looked for: they never hold one. */
+static int release_slots(bt_store *s, int64_t process_id, settle_list *l)
 {
-    bt_val a[BT_LIST_MAX];
+    bt_val a[1 + BT_LIST_MAX];
     int n = 0;
+    a[0] = BV_INT(process_id);
     for (int i = 0; i < l->len; i++)
         if (l->items[i].o->concurrency_key)
-            a[n++] = BV_INT(l->items[i].o->job_id);
-    return n ? run_list(s, &sql_release_holders, n, a, n, read_released, l, NULL) : BATON_OK;
+            a[1 + n++] = BV_INT(l->items[i].o->job_id);
+    return n ? run_list_as(s, BT_EXEC_CACHED | BT_EXEC_DEFERRED, &sql_release_claimed_holders, n, a, 1 + n,
+                           read_released, l, NULL)
+             : BATON_OK;
 }
 
-/* settle_one hands a finished run's slot to the next blocked job of its key (one job
- * when another run of the batch releases the same key next, so each promotion names the
- * release that made room) and records a failure. first is the key's first read, for the
- * first run of the batch that released the key. */
-static int settle_one(bt_store *s, int64_t process_id, const settle *t, const settle *next, int64_t now,
-                      const blocked_row *first, int64_t *retry_at_out)
+/* record_failed_run records the failure of a run, its error made valid UTF-8 first. */
+static int record_failed_run(bt_store *s, int64_t process_id, const bt_outcome *o, int64_t now,
+                             int64_t *retry_at_out)
 {
-    int rc = BATON_OK;
-    if (t->released) {
-        char how[48];
-        snprintf(how, sizeof how, "release of job %lld", (long long)t->o->job_id);
-        int more = next && next->released && strcmp(next->released, t->released) == 0;
-        rc = promote(s, t->released, how, now, more ? 1 : INT_MAX, first, NULL);
-    }
-    if (rc != BATON_OK || t->o->succeeded)
-        return rc;
-    bt_outcome failed = *t->o;
-    char *error = bt_utf8_repaired(t->o->error ? t->o->error : "");
+    bt_outcome failed = *o;
+    char *error = bt_utf8_repaired(o->error ? o->error : "");
     if (!error)
         return bt_err_set(BATON_ERROR, "out of memory");
     failed.error = error;
-    rc = record_failure(s, process_id, &failed, now, retry_at_out);
+    int rc = record_failure(s, process_id, &failed, now, retry_at_out);
     free(error);
     return rc;
 }
 
-/* complete_chunk records n <= BT_LIST_MAX outcomes: one statement ends the claims, one
- * frees the slots, one marks the successes finished; promotions and failures follow key by
- * key. */
+/* The blocked jobs a batch of runs' releases admit together, each named by its release. */
+typedef struct admissions {
+    candidate items[BT_LIST_MAX];
+    char how[BT_LIST_MAX][48];
+    int len;
+} admissions;
+
+/* hand_over gives the slot the run t released to the next blocked job of its key: into
+ * admit when the key's first read (first) shows one job to admit and no other run of the
+ * batch releases the key next, else at once through promote (one job when the next run
+ * releases the same key, so each promotion names the release that made room). */
+static int hand_over(bt_store *s, const settle *t, const settle *next, const blocked_row *first, int64_t now,
+                     admissions *admit)
+{
+    char how[48];
+    snprintf(how, sizeof how, "release of job %lld", (long long)t->o->job_id);
+    int more = next && next->released && strcmp(next->released, t->released) == 0;
+    if (first && (!first->key || first->holders >= first->c.limit))
+        return BATON_OK; /* nobody waits, or no room */
+    int alone = first && !more && !(first->rows > 1 && first->holders + 1 < first->next_limit);
+    if (!alone)
+        return promote(s, t->released, how, now, more ? 1 : INT_MAX, first, NULL);
+    candidate *c = &admit->items[admit->len];
+    *c = first->c;
+    c->admitted_by = memcpy(admit->how[admit->len++], how, sizeof how);
+    return BATON_OK;
+}
+
+/* complete_chunk records n <= BT_LIST_MAX outcomes. The outcomes' keys are locked first,
+ * then one statement frees the slots, one ends the claims and one reads the next blocked
+ * jobs of every key (on a server, all in one round trip); the freed slots go to those
+ * jobs, admitted together, then the failures are recorded (a retry due at once is admitted
+ * again after the jobs that were waiting), and one statement marks the successes
+ * finished. */
 static int complete_chunk(bt_store *s, int64_t process_id, const bt_outcome *os, int n, int64_t now,
                           int *owned, int64_t *retry_at)
 {
+    settle items[BT_LIST_MAX];
+    for (int i = 0; i < n; i++)
+        items[i] = (settle){&os[i], i, NULL};
+    /* Every process locks keys in one order, before it touches any holder or claim row, so
+     * two rounds, or a round and the prune of its process, never wait on each other in a
+     * deadlock. */
+    qsort(items, (size_t)n, sizeof *items, cmp_settle);
+    const char *keys[BT_LIST_MAX];
+    int nkeys = 0;
+    for (int i = 0; i < n; i++) {
+        const char *key = items[i].o->concurrency_key;
+        if (key && (nkeys == 0 || strcmp(keys[nkeys - 1], key) != 0))
+            keys[nkeys++] = key;
+    }
+    settle_list l = {items, n};
+    bt_id_list mine = {0};
+    blocked_row firsts[BT_LIST_MAX] = {0};
     bt_val a[1 + BT_LIST_MAX];
     a[0] = BV_INT(process_id);
     for (int i = 0; i < n; i++)
         a[1 + i] = BV_INT(os[i].job_id);
-    bt_id_list mine = {0};
-    int rc = run_list(s, &sql_delete_claims, n, a, 1 + n, bt_row_collect_id, &mine, NULL);
-    settle items[BT_LIST_MAX];
-    settle_list l = {items, 0};
+    int rc = lock_keys(s, keys, nkeys);
+    if (rc == BATON_OK)
+        rc = release_slots(s, process_id, &l);
+    if (rc == BATON_OK)
+        rc = run_list_as(s, BT_EXEC_CACHED | (nkeys ? BT_EXEC_DEFERRED : 0), &sql_delete_claims, n, a, 1 + n,
+                         bt_row_collect_id, &mine, NULL);
+    if (rc == BATON_OK && nkeys)
+        rc = read_next_blocked(s, keys, nkeys, firsts);
     for (int i = 0; i < n; i++) {
-        owned[i] = 0;
-        for (size_t k = 0; k < mine.len && !owned[i]; k++)
-            owned[i] = mine.ids[k] == os[i].job_id;
-        if (owned[i])
-            items[l.len++] = (settle){&os[i], i, NULL};
+        owned[items[i].index] = 0;
+        for (size_t k = 0; k < mine.len && !owned[items[i].index]; k++)
+            owned[items[i].index] = mine.ids[k] == items[i].o->job_id;
     }
     free(mine.ids);
-    if (rc == BATON_OK)
-        rc = release_slots(s, &l);
-    /* Every key is locked in one order in every process, so two workers' rounds never wait
-     * on each other in a deadlock. */
-    qsort(items, (size_t)l.len, sizeof *items, cmp_settle);
-    char *keys[BT_LIST_MAX];
-    blocked_row firsts[BT_LIST_MAX] = {0};
-    int nkeys = 0;
-    for (int i = 0; i < l.len; i++)
-        if (items[i].released && (nkeys == 0 || strcmp(keys[nkeys - 1], items[i].released) != 0))
-            keys[nkeys++] = items[i].released;
-    if (rc == BATON_OK && nkeys)
-        rc = lock_and_read_blocked(s, keys, nkeys, firsts);
+    l.len = 0;
+    for (int i = 0; i < n; i++) {
+        if (owned[items[i].index])
+            items[l.len++] = items[i];
+        else
+            free(items[i].released);
+    }
+    admissions admit = {.len = 0};
+    for (int i = 0, k = 0, read = -1; i < l.len && rc == BATON_OK; i++) {
+        const settle *t = &items[i];
+        if (!t->released)
+            continue;
+        /* The key's first read serves the first run of the batch that released it. */
+        const blocked_row *first = NULL;
+        while (k < nkeys && strcmp(keys[k], t->released) < 0)
+            k++;
+        if (k < nkeys && k != read && strcmp(keys[k], t->released) == 0)
+            first = &firsts[read = k];
+        rc = hand_over(s, t, i + 1 < l.len ? &items[i + 1] : NULL, first, now, &admit);
+    }
+    if (rc == BATON_OK && admit.len)
+        rc = admit_blocked(s, admit.items, admit.len, now);
     int finished = 0;
     a[0] = BV_INT(now);
-    for (int i = 0, k = -1; i < l.len && rc == BATON_OK; i++) {
+    for (int i = 0; i < l.len && rc == BATON_OK; i++) {
         const settle *t = &items[i];
-        int first_of_key = t->released && k + 1 < nkeys && t->released == keys[k + 1];
-        k += first_of_key;
-        rc = settle_one(s, process_id, t, i + 1 < l.len ? &items[i + 1] : NULL, now,
-                        first_of_key ? &firsts[k] : NULL, retry_at ? &retry_at[t->index] : NULL);
         if (t->o->succeeded)
             a[1 + finished++] = BV_INT(t->o->job_id);
+        else
+            rc = record_failed_run(s, process_id, t->o, now, retry_at ? &retry_at[t->index] : NULL);
     }
     if (rc == BATON_OK && finished)
         rc = run_list(s, &sql_mark_finished, finished, a, 1 + finished, NULL, NULL, NULL);
@@ -1354,13 +1495,11 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
     if (rc == BATON_OK && holders >= b.c.limit && !force)
         rc = bt_err_set(BATON_ESTATE, "key %s is full (%lld of %d slots held); --force admits job %lld past the limit",
                         b.key, (long long)holders, b.c.limit, (long long)id);
+    b.c.admitted_by = "operator";
     if (rc == BATON_OK) {
         *over_limit = holders >= b.c.limit;
-        rc = bt_exec(s, sql_unblock, a, 1, NULL, NULL, NULL);
+        rc = admit_blocked(s, &b.c, 1, now);
     }
-    b.c.admitted_by = "operator";
-    if (rc == BATON_OK)
-        rc = take_slot(s, &b.c, now, NULL);
     free(b.queue);
     free(b.key);
     return rc;

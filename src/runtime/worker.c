@@ -191,7 +191,7 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
 static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_claimed_job *claimed)
 {
     int64_t now = bt_now_ms();
-    int count = 0;
+    bt_claims claims = {.jobs = claimed, .max = want, .after_end = 1};
     size_t n = 0;
     for (struct baton_job *j = *done; j; j = j->next)
         n++;
@@ -209,12 +209,12 @@ static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_cla
         if (n)
             rc = bt_complete(w->store, w->process_id, outcomes, n, now, owned, retry_at);
         if (rc == BATON_OK && want > 0)
-            rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, want, now, claimed, &count);
+            rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, now, &claims);
         rc = bt_end(w->store, rc);
     }
     free(outcomes);
     if (rc != BATON_OK) {
-        for (int k = 0; k < count; k++)
+        for (int k = 0; k < claims.count; k++)
             bt_claimed_job_free(&claimed[k]);
         free(owned);
         free(retry_at);
@@ -231,7 +231,7 @@ static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_cla
     }
     free(owned);
     free(retry_at);
-    return count;
+    return claims.count;
 }
 
 static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)

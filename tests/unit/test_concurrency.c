@@ -411,11 +411,11 @@ static int claim_as(bt_store *s, int64_t *process_id, int max, bt_claimed_job *c
 {
     assert_int_equal(bt_process_register(s, "worker", NULL, process_id), BATON_OK);
     char *queues[] = {"*", NULL};
-    int count = 0;
+    bt_claims claims = {.jobs = claimed, .max = max, .after_end = 1};
     assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    assert_int_equal(bt_claim(s, *process_id, queues, 1, max, bt_now_ms(), claimed, &count), BATON_OK);
-    assert_int_equal(bt_commit(s), BATON_OK);
-    return count;
+    assert_int_equal(bt_claim(s, *process_id, queues, 1, bt_now_ms(), &claims), BATON_OK);
+    assert_int_equal(bt_end(s, BATON_OK), BATON_OK);
+    return claims.count;
 }
 
 /* complete_as records n outcomes for process_id in one transaction, as a worker's round
