@@ -9,7 +9,7 @@
  * the one the benchmark connects to for creating them.
  * --only growth, run only when selected (filling its queues takes minutes), times single
  * worker rounds through the lifecycle calls against N ready jobs (default 1,000,000) and
- * against N / 10 limited jobs, most of them blocked. */
+ * against 11 limited jobs on each of N / 100 keys, all but one per key blocked. */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -537,7 +537,7 @@ static void bench_keyed_enqueue(void)
  * worker uses (bt_claim, bt_complete), so each is timed alone, without executors around it.
  * The queue is filled through the public bulk API, so its rows are those real use makes. */
 
-enum { GROWTH_PROBES = 500, GROWTH_PER_KEY = 10 };
+enum { GROWTH_PROBES = 500, GROWTH_PER_KEY = 11 };
 static int growth_jobs = 1000000; /* --growth: ready jobs of the full queue */
 
 typedef struct prober {
@@ -693,8 +693,8 @@ static const char *with_commas(char *buf, size_t cap, int n)
     return buf;
 }
 
-/* bench_growth probes the empty queue, growth_jobs ready jobs, and growth_jobs / 10 limited
- * jobs, most of them blocked behind running ones. Every state is filled before any is probed, so the probes of each
+/* bench_growth probes the empty queue, growth_jobs ready jobs, and GROWTH_PER_KEY limited
+ * jobs on each of growth_jobs / 100 keys, all but one per key blocked behind a running one. Every state is filled before any is probed, so the probes of each
  * run in a process with the same past: a young process's heap gives memory back to the
  * kernel after each transaction (glibc trims it until a larger block was once freed), and
  * that costs more than a round on this machine. */
