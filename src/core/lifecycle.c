@@ -284,7 +284,8 @@ static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
 static bt_sql_list sql_next_blocked_of_keys[] = {
     {.head = "", .item = SQL_NEXT_BLOCKED_ARM(""), .tail = "", .sep = " UNION ALL "},
     {.head = "", .item = SQL_NEXT_BLOCKED_ARM(" FOR UPDATE OF b SKIP LOCKED"), .tail = "", .sep = " UNION ALL "}};
-static bt_sql_list sql_unblock = {.head = "DELETE FROM baton_blocked_executions WHERE job_id IN (", .item = "?", .tail = ")"};
+static bt_sql_list sql_unblock = {
+    .head = "DELETE FROM baton_blocked_executions WHERE job_id IN (", .item = "?", .tail = ")"};
 /* ?1: now; then each job's id, what admitted it and when it began to wait. */
 static bt_sql_list sql_admit_ready = {
     .head = "UPDATE baton_jobs SET status = 'ready', updated_at = ?1, admitted_at = ?1, admitted_by = v.column2,"
@@ -392,13 +393,22 @@ static int admit_blocked(bt_store *s, const candidate *cs, int n, int64_t now)
     return rc == BATON_OK && ready ? run_list(s, &sql_admit_ready, ready, a, 1 + 3 * ready, NULL, NULL, NULL) : rc;
 }
 
+/* Blocked jobs to admit together later (admit_blocked), each with what admitted it. */
+typedef struct admissions {
+    candidate items[BT_LIST_MAX];
+    char how[BT_LIST_MAX][48];
+    int len;
+} admissions;
+
 /* promote fills the free slots of key with its blocked jobs, best first, at most max of
  * them. Each job is admitted under its own stored limit, so the holders are counted once
  * and then tracked. how says what freed the slots, for the admitted jobs' records. first,
  * when not NULL, is the key's first read, already made by read_next_blocked with the key
- * locked. */
+ * locked. later, when not NULL, takes the job of that first read instead of admitting it
+ * at once when no read of the key follows it here: the caller then must not read the key
+ * again before it admits later's jobs. */
 static int promote(bt_store *s, const char *key, const char *how, int64_t now, int max,
-                   const blocked_row *first, int *promoted)
+                   const blocked_row *first, int *promoted, admissions *later)
 {
     bt_val k[] = {BV_TEXT(key)};
     int64_t holders = 0;
@@ -411,13 +421,18 @@ static int promote(bt_store *s, const char *key, const char *how, int64_t now, i
         holders = done == 0 ? b->holders : holders; /* later, the count includes this loop's own */
         more = rc == BATON_OK && b->key && holders < b->c.limit;
         if (more) {
+            holders++;
+            more = b->rows > 1 && holders < b->next_limit;
             candidate c = b->c;
             c.admitted_by = how;
-            rc = admit_blocked(s, &c, 1, now);
-            holders++;
+            if (later && b == first && !(more && done + 1 < max)) {
+                c.admitted_by = strcpy(later->how[later->len], how);
+                later->items[later->len++] = c;
+            } else {
+                rc = admit_blocked(s, &c, 1, now);
+            }
             if (rc == BATON_OK && promoted)
                 (*promoted)++;
-            more = b->rows > 1 && holders < b->next_limit;
         }
         blocked_row_clear(&fetched);
     }
@@ -442,7 +457,7 @@ static int release_slot(bt_store *s, int64_t id, int64_t now)
     char how[48];
     snprintf(how, sizeof how, "release of job %lld", (long long)id);
     if (rc == BATON_OK && key)
-        rc = promote(s, key, how, now, INT_MAX, NULL, NULL);
+        rc = promote(s, key, how, now, INT_MAX, NULL, NULL, NULL);
     free(key);
     return rc;
 }
@@ -672,7 +687,7 @@ static int cmp_claimed(const bt_claimed_job *x, const bt_claimed_job *y)
 {
     if (x->priority != y->priority)
         return x->priority < y->priority ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
+    return cmp_id(&x->id, &y->id);
 }
 
 /* fill_claimed_sorted adds a claimed job's row to claims. Rows come in any order; the jobs
@@ -725,8 +740,8 @@ static int claim_entry(bt_store *s, int64_t process_id, const char *entry, int l
     claims->batch_from = claims->count;
     int rc;
     if (in_one) {
-        rc = last && claims->after_end ? bt_exec_deferred(s, sql, a, 4, fill_claimed_sorted, claims)
-                  : bt_exec(s, sql, a, 4, fill_claimed_sorted, claims, NULL);
+        int flags = BT_EXEC_CACHED | (last && claims->after_end ? BT_EXEC_DEFERRED : 0);
+        rc = s->ops->exec(s, sql, flags, a, 4, fill_claimed_sorted, claims, NULL);
         free(prefix);
         return rc;
     }
@@ -932,32 +947,18 @@ static int record_failed_run(bt_store *s, int64_t process_id, const bt_outcome *
     return rc;
 }
 
-/* The blocked jobs a batch of runs' releases admit together, each named by its release. */
-typedef struct admissions {
-    candidate items[BT_LIST_MAX];
-    char how[BT_LIST_MAX][48];
-    int len;
-} admissions;
-
-/* hand_over gives the slot the run t released to the next blocked job of its key: into
- * admit when the key's first read (first) shows one job to admit and no other run of the
- * batch releases the key next, else at once through promote (one job when the next run
- * releases the same key, so each promotion names the release that made room). */
+/* hand_over gives the slot the run t released to the next blocked job of its key, from
+ * the key's first read (first) when t is the first run of the batch to release the key.
+ * When the next run releases the same key, one job is admitted at once, so each promotion
+ * names the release that made room and the next run's read sees it; otherwise the job may
+ * join admit, admitted with the other keys' jobs. */
 static int hand_over(bt_store *s, const settle *t, const settle *next, const blocked_row *first, int64_t now,
                      admissions *admit)
 {
     char how[48];
     snprintf(how, sizeof how, "release of job %lld", (long long)t->o->job_id);
     int more = next && next->released && strcmp(next->released, t->released) == 0;
-    if (first && (!first->key || first->holders >= first->c.limit))
-        return BATON_OK; /* nobody waits, or no room */
-    int alone = first && !more && !(first->rows > 1 && first->holders + 1 < first->next_limit);
-    if (!alone)
-        return promote(s, t->released, how, now, more ? 1 : INT_MAX, first, NULL);
-    candidate *c = &admit->items[admit->len];
-    *c = first->c;
-    c->admitted_by = memcpy(admit->how[admit->len++], how, sizeof how);
-    return BATON_OK;
+    return promote(s, t->released, how, now, more ? 1 : INT_MAX, first, NULL, more ? NULL : admit);
 }
 
 /* complete_chunk records n <= BT_LIST_MAX outcomes. The outcomes' keys are locked first,
@@ -1011,7 +1012,8 @@ static int complete_chunk(bt_store *s, int64_t process_id, const bt_outcome *os,
         else
             free(items[i].released);
     }
-    admissions admit = {.len = 0};
+    admissions admit;
+    admit.len = 0;
     for (int i = 0, k = 0, read = -1; i < l.len && rc == BATON_OK; i++) {
         const settle *t = &items[i];
         if (!t->released)
@@ -1281,7 +1283,7 @@ static int visit_keys(bt_store *s, key_list *keys, int64_t now, int extend, int 
         int freed = 0, before = *promoted;
         for (; i < keys->len && strcmp(keys->items[i].key, key) == 0; i++)
             freed += keys->items[i].freed;
-        rc = promote(s, key, extend ? "expiry" : "repair", now, INT_MAX, NULL, promoted);
+        rc = promote(s, key, extend ? "expiry" : "repair", now, INT_MAX, NULL, promoted, NULL);
         bt_val e[] = {BV_TEXT(key), BV_INT(now)};
         if (rc == BATON_OK && extend)
             rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
@@ -1508,7 +1510,7 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
 int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted)
 {
     *promoted = 0;
-    return promote(s, key, "operator", now, INT_MAX, NULL, promoted);
+    return promote(s, key, "operator", now, INT_MAX, NULL, promoted, NULL);
 }
 
 int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
@@ -1530,7 +1532,7 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
         (*cleared)++;
     }
     if (rc == BATON_OK)
-        rc = promote(s, key, "operator", now, INT_MAX, NULL, promoted);
+        rc = promote(s, key, "operator", now, INT_MAX, NULL, promoted, NULL);
     if (rc == BATON_OK) /* a key nobody holds or waits for leaves no row behind */
         rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
     free(l.items);

@@ -401,7 +401,26 @@ static int ensure_connected(pg_store *s)
     return set_error(s, BATON_ESTORE, PQerrorMessage(s->conn), "reconnect");
 }
 
-static int read_rows(pg_store *s, PGresult *res, bt_row_fn on_row, void *payload, int64_t *changes_out);
+/* read_rows hands a successful result's rows to on_row (may be NULL) and its change count
+ * to changes_out (may be NULL). */
+static int read_rows(pg_store *s, PGresult *res, bt_row_fn on_row, void *payload, int64_t *changes_out)
+{
+    int code = BATON_OK;
+    pg_row row = {{&bt_postgres_ops}, res, 0};
+    int rows = PQntuples(res);
+    for (; on_row && row.row < rows; row.row++) {
+        int verdict = on_row(&row.base, payload);
+        if (verdict < 0)
+            code = bt_err_set(BATON_ERROR, "postgres:%s: out of memory reading rows", s->display);
+        if (verdict != 0)
+            break;
+    }
+    if (code == BATON_OK && changes_out) {
+        const char *n = PQcmdTuples(res);
+        *changes_out = *n ? strtoll(n, NULL, 10) : 0;
+    }
+    return code;
+}
 
 /* flush sends the queued statements' sync and reads their results in order, handing the
  * rows of deferred statements to their readers when deliver is set. Returns the first
@@ -499,27 +518,6 @@ static int pipelined_statement(pg_store *s, const char *sql, int cached, const p
     }
     code = queue(s, PQsendQueryPrepared(s->conn, slot->stmt, nargs, p->values, NULL, NULL, 0));
     return code != BATON_OK || !wanted ? code : flush(s, res, 1);
-}
-
-/* read_rows hands a successful result's rows to on_row (may be NULL) and its change count
- * to changes_out (may be NULL). */
-static int read_rows(pg_store *s, PGresult *res, bt_row_fn on_row, void *payload, int64_t *changes_out)
-{
-    int code = BATON_OK;
-    pg_row row = {{&bt_postgres_ops}, res, 0};
-    int rows = PQntuples(res);
-    for (; on_row && row.row < rows; row.row++) {
-        int verdict = on_row(&row.base, payload);
-        if (verdict < 0)
-            code = bt_err_set(BATON_ERROR, "postgres:%s: out of memory reading rows", s->display);
-        if (verdict != 0)
-            break;
-    }
-    if (code == BATON_OK && changes_out) {
-        const char *n = PQcmdTuples(res);
-        *changes_out = *n ? strtoll(n, NULL, 10) : 0;
-    }
-    return code;
 }
 
 static int pg_exec(bt_store *base, const char *sql, int flags, const bt_val *args, int nargs,

@@ -261,8 +261,8 @@ static int sqlite_begin(bt_store *base, bt_txn_mode mode)
     static const char begin_write[] = "BEGIN IMMEDIATE", begin_read[] = "BEGIN", savepoint[] = "SAVEPOINT baton";
     sqlite_store *s = (sqlite_store *)base;
     s->in_savepoint = s->borrowed && !sqlite3_get_autocommit(s->db);
-    return sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read, BT_EXEC_CACHED,
-                       NULL, 0, NULL, NULL, NULL);
+    return sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read,
+                       BT_EXEC_CACHED, NULL, 0, NULL, NULL, NULL);
 }
 
 static int sqlite_commit(bt_store *base)

@@ -162,8 +162,8 @@ static inline int bt_end(bt_store *s, int rc)
     return rc;
 }
 
-/* bt_exec runs a cached (literal) statement; bt_exec_dynamic one built at run time;
- * bt_exec_deferred a cached one whose rows may arrive later (see BT_EXEC_DEFERRED). */
+/* bt_exec runs a cached (literal) statement; bt_exec_dynamic one built at run time.
+ * Other flags (BT_EXEC_DEFERRED) go through ops->exec. */
 static inline int bt_exec(bt_store *s, const char *sql, const bt_val *args, int nargs,
                           bt_row_fn fn, void *payload, int64_t *changes)
 {
@@ -173,11 +173,6 @@ static inline int bt_exec_dynamic(bt_store *s, const char *sql, const bt_val *ar
                                   bt_row_fn fn, void *payload, int64_t *changes)
 {
     return s->ops->exec(s, sql, 0, args, nargs, fn, payload, changes);
-}
-static inline int bt_exec_deferred(bt_store *s, const char *sql, const bt_val *args, int nargs,
-                                   bt_row_fn fn, void *payload)
-{
-    return s->ops->exec(s, sql, BT_EXEC_CACHED | BT_EXEC_DEFERRED, args, nargs, fn, payload, NULL);
 }
 
 /* Row accessors reach the driver through the row's store. */
