@@ -7,13 +7,22 @@
  * there are idle threads. Outcomes and claims thus share commits (group commit), which is
  * what lets one worker process go far beyond one transaction per job. The coordinator
  * sleeps in poll() on an eventfd (executors report, stop requests) and on the store's
- * change notification, with the polling interval as the fallback. */
+ * change notification, with the polling interval as the fallback.
+ *
+ * Where the database's writers run side by side (PostgreSQL), a helper thread with a
+ * second connection runs a round whenever outcomes are waiting while the coordinator's
+ * round is in progress, so an executor that finishes waits for at most one round instead
+ * of the rest of the current one and then its own. Each round takes the outcomes reported
+ * so far and reserves the idle threads it claims for under the worker's lock, so two
+ * rounds never claim for the same thread. Both rounds lock their keys in the same order,
+ * as rounds of separate processes do. The coordinator alone heartbeats, fences and drains. */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/runtime.h"
@@ -33,8 +42,8 @@ struct baton_worker {
     double shutdown_timeout;
     double heartbeat_interval;
     double alive_threshold;
-    int64_t process_id;
-    int64_t last_alive_ns;            /* last liveness tick that found our row */
+    int64_t process_id;               /* changed under lock, read by the helper under it */
+    _Atomic int64_t last_alive_ns;    /* last liveness tick that found our row */
     bt_slot_checker checker;
     int64_t *unstarted;               /* claims dropped by a fence, to hand back */
     size_t nunstarted;
@@ -49,8 +58,16 @@ struct baton_worker {
     struct baton_job *done;           /* performed, waiting to be recorded */
     struct baton_job **running;       /* by executor index, for cancellation */
     int quit;
+    atomic_int in_flight;             /* claimed and not yet recorded; changed under lock */
+    int reserved;                     /* jobs the rounds in progress may claim */
+    int recording;                    /* outcomes the rounds in progress record */
 
-    int in_flight;                    /* claimed and not yet recorded (coordinator only) */
+    bt_store *helper_store;           /* NULL when no helper runs */
+    pthread_t helper;
+    pthread_cond_t helper_wake;       /* outcomes reported, or helper_quit set */
+    int helper_quit;
+    int coordinator_in_round;
+
     int shown_busy;                   /* in the process title; -1 before the first */
 };
 
@@ -85,6 +102,7 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
     w->shown_busy = -1;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work_ready, NULL);
+    pthread_cond_init(&w->helper_wake, NULL);
     /* The waker lives as long as the worker, so a stop from any thread or signal handler
      * always has a valid descriptor to write to, even while run() starts or returns. */
     int rc = bt_waker_init(&w->waker);
@@ -105,6 +123,7 @@ void baton_worker_free(baton_worker *w)
     bt_waker_close(&w->waker);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->work_ready);
+    pthread_cond_destroy(&w->helper_wake);
     free(w);
 }
 
@@ -146,6 +165,7 @@ static void *executor_main(void *p)
         job->next = w->done;
         w->done = job;
         bt_waker_signal(&w->waker);
+        pthread_cond_signal(&w->helper_wake);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -186,60 +206,49 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
                (long long)c->id, BT_LOG_VALUE(c->class_name), c->attempt, BT_LOG_VALUE(j->error));
 }
 
-/* round_trip runs one transaction: record outcomes in done (taking ownership), claim up to
- * want jobs. Returns how many were claimed, or a negative code (done is then kept). */
-static int round_trip(baton_worker *w, struct baton_job **done, int want, bt_claimed_job *claimed)
+/* One round's share of the worker's state, taken and settled under the lock. */
+typedef struct round {
+    struct baton_job *done; /* outcomes to record */
+    int ndone;
+    int want;               /* jobs to claim */
+    int64_t process_id;
+} round;
+
+/* take_round (lock held) takes every reported outcome and reserves the idle threads the
+ * round claims for, when it may claim. */
+static void take_round(baton_worker *w, int may_claim, round *r)
 {
-    int64_t now = bt_now_ms();
-    bt_claims claims = {.jobs = claimed, .max = want, .after_end = 1};
-    size_t n = 0;
-    for (struct baton_job *j = *done; j; j = j->next)
-        n++;
-    bt_outcome *outcomes = malloc((n ? n : 1) * sizeof *outcomes);
-    int *owned = malloc((n ? n : 1) * sizeof *owned);
-    int64_t *retry_at = malloc((n ? n : 1) * sizeof *retry_at);
-    int rc = outcomes && owned && retry_at ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
-    n = 0;
-    for (struct baton_job *j = *done; j && rc == BATON_OK; j = j->next) {
-        const bt_claimed_job *c = &j->claimed;
-        outcomes[n++] = (bt_outcome){c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
-                                     c->backoff_base, c->concurrency_key};
-    }
-    if (rc == BATON_OK && (rc = bt_begin(w->store, BT_TXN_WRITE)) == BATON_OK) {
-        if (n)
-            rc = bt_complete(w->store, w->process_id, outcomes, n, now, owned, retry_at);
-        if (rc == BATON_OK && want > 0)
-            rc = bt_claim(w->store, w->process_id, w->queues, w->nqueues, now, &claims);
-        rc = bt_end(w->store, rc);
-    }
-    free(outcomes);
-    if (rc != BATON_OK) {
-        for (int k = 0; k < claims.count; k++)
-            bt_claimed_job_free(&claimed[k]);
-        free(owned);
-        free(retry_at);
-        return rc;
-    }
-    for (size_t k = 0; *done; k++) {
-        struct baton_job *j = *done;
-        *done = j->next;
-        j->owned = owned[k];
-        j->retry_at = retry_at[k];
-        log_outcome(w, j);
-        bt_job_free(j);
-        w->in_flight--;
-    }
-    free(owned);
-    free(retry_at);
-    return claims.count;
+    r->done = w->done;
+    w->done = NULL;
+    r->ndone = 0;
+    for (struct baton_job *j = r->done; j; j = j->next)
+        r->ndone++;
+    w->recording += r->ndone;
+    /* Threads whose jobs are being recorded are idle already. */
+    int idle = w->threads - (atomic_load(&w->in_flight) - w->recording) - w->reserved;
+    r->want = may_claim && idle > 0 ? idle : 0;
+    w->reserved += r->want;
+    r->process_id = w->process_id;
 }
 
-static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
+/* settle_round (lock held) ends a round: got jobs claimed go to the executors, or, when
+ * the round failed (got < 0), its outcomes wait for the next round. */
+static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int got)
 {
-    if (count == 0)
+    w->reserved -= r->want;
+    w->recording -= r->ndone;
+    if (got < 0) {
+        struct baton_job *tail = r->done;
+        while (tail && tail->next)
+            tail = tail->next;
+        if (tail) {
+            tail->next = w->done;
+            w->done = r->done;
+        }
         return;
-    pthread_mutex_lock(&w->lock);
-    for (int i = count - 1; i >= 0; i--) {
+    }
+    atomic_fetch_sub(&w->in_flight, r->ndone);
+    for (int i = got - 1; i >= 0; i--) {
         struct baton_job *job = calloc(1, sizeof *job);
         job->claimed = claimed[i];
         job->klass = bt_class_find(w->client, claimed[i].class_name);
@@ -250,16 +259,62 @@ static void hand_out(baton_worker *w, bt_claimed_job *claimed, int count)
                (long long)job->claimed.id, BT_LOG_VALUE(job->claimed.class_name),
                BT_LOG_VALUE(job->claimed.queue));
     }
-    w->in_flight += count;
+    atomic_fetch_add(&w->in_flight, got);
     /* Wake one executor per job: a broadcast would wake idle threads only to sleep again. */
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < got; i++)
         pthread_cond_signal(&w->work_ready);
-    pthread_mutex_unlock(&w->lock);
+}
+
+/* round_trip runs one transaction on store: record the round's outcomes, claim up to its
+ * want. Returns how many were claimed, with the outcomes logged and freed, or a negative
+ * code (the outcomes are then kept). */
+static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job *claimed)
+{
+    int64_t now = bt_now_ms();
+    bt_claims claims = {.jobs = claimed, .max = r->want, .after_end = 1};
+    size_t n = (size_t)r->ndone;
+    bt_outcome *outcomes = malloc((n ? n : 1) * sizeof *outcomes);
+    int *owned = malloc((n ? n : 1) * sizeof *owned);
+    int64_t *retry_at = malloc((n ? n : 1) * sizeof *retry_at);
+    int rc = outcomes && owned && retry_at ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
+    n = 0;
+    for (struct baton_job *j = r->done; j && rc == BATON_OK; j = j->next) {
+        const bt_claimed_job *c = &j->claimed;
+        outcomes[n++] = (bt_outcome){c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
+                                     c->backoff_base, c->concurrency_key};
+    }
+    if (rc == BATON_OK && (rc = bt_begin(store, BT_TXN_WRITE)) == BATON_OK) {
+        if (n)
+            rc = bt_complete(store, r->process_id, outcomes, n, now, owned, retry_at);
+        if (rc == BATON_OK && r->want > 0)
+            rc = bt_claim(store, r->process_id, w->queues, w->nqueues, now, &claims);
+        rc = bt_end(store, rc);
+    }
+    free(outcomes);
+    if (rc != BATON_OK) {
+        for (int k = 0; k < claims.count; k++)
+            bt_claimed_job_free(&claimed[k]);
+        free(owned);
+        free(retry_at);
+        return rc;
+    }
+    for (size_t k = 0; r->done; k++) {
+        struct baton_job *j = r->done;
+        r->done = j->next;
+        j->owned = owned[k];
+        j->retry_at = retry_at[k];
+        log_outcome(w, j);
+        bt_job_free(j);
+    }
+    free(owned);
+    free(retry_at);
+    return claims.count;
 }
 
 /* stop_running cancels every job in progress (killing command jobs' groups at once when
  * kill_now) and drops the claimed jobs no executor has started. Their ids go to
- * w->unstarted, whose claims the caller settles. Returns how many were dropped. */
+ * w->unstarted, whose claims the caller settles, and leave in_flight. Returns how many
+ * were dropped. */
 static int stop_running(baton_worker *w, int kill_now)
 {
     pthread_mutex_lock(&w->lock);
@@ -275,15 +330,17 @@ static int stop_running(baton_worker *w, int kill_now)
     }
     struct baton_job *pending = w->pending;
     w->pending = NULL;
-    pthread_mutex_unlock(&w->lock);
     int dropped = 0;
+    for (struct baton_job *j = pending; j; j = j->next)
+        dropped++;
+    atomic_fetch_sub(&w->in_flight, dropped);
+    pthread_mutex_unlock(&w->lock);
     while (pending) {
         struct baton_job *next = pending->next;
         w->unstarted = realloc(w->unstarted, (w->nunstarted + 1) * sizeof *w->unstarted);
         w->unstarted[w->nunstarted++] = pending->claimed.id;
         bt_job_free(pending);
         pending = next;
-        dropped++;
     }
     return dropped;
 }
@@ -364,7 +421,7 @@ static int stalled(const baton_worker *w)
     double margin = 2 * w->heartbeat_interval;
     double limit = w->alive_threshold - margin > w->alive_threshold / 2 ? w->alive_threshold - margin
                                                                       : w->alive_threshold / 2;
-    return bt_mono_ns() - w->last_alive_ns >= (int64_t)(limit * 1e9);
+    return bt_mono_ns() - atomic_load(&w->last_alive_ns) >= (int64_t)(limit * 1e9);
 }
 
 static void liveness_tick(baton_worker *w);
@@ -376,12 +433,12 @@ static int fence_if_stalled(baton_worker *w)
 {
     if (!stalled(w))
         return 0;
-    if (w->in_flight > 0) {
-        int running = w->in_flight;
-        w->in_flight -= stop_running(w, 1);
+    int running = atomic_load(&w->in_flight);
+    if (running > 0) {
+        stop_running(w, 1);
         bt_log(w->client, BATON_LOG_ERROR,
                "event=worker.fenced process_id=%lld reason=\"no heartbeat for %.1fs\" stopped_jobs=%d",
-               (long long)w->process_id, (double)(bt_mono_ns() - w->last_alive_ns) / 1e9, running);
+               (long long)w->process_id, (double)(bt_mono_ns() - atomic_load(&w->last_alive_ns)) / 1e9, running);
     }
     liveness_tick(w);
     return stalled(w);
@@ -411,30 +468,34 @@ static void liveness_tick(baton_worker *w)
     if (!alive) {
         w->nunstarted = 0; /* the pruner settled those claims */
         int64_t old = w->process_id;
-        int dropped = stop_running(w, 1);
-        w->in_flight -= dropped;
+        stop_running(w, 1);
         char *meta = metadata_json(w);
-        if (bt_process_register(w->store, "worker", meta, &w->process_id) != BATON_OK)
-            w->process_id = old; /* try again at the next tick */
+        int64_t id = old;
+        if (bt_process_register(w->store, "worker", meta, &id) != BATON_OK)
+            id = old; /* try again at the next tick */
         free(meta);
+        pthread_mutex_lock(&w->lock);
+        w->process_id = id;
+        pthread_mutex_unlock(&w->lock);
         atomic_store(&w->checker.process_id, w->process_id);
         bt_log(w->client, BATON_LOG_ERROR, "event=worker.was_pruned old_process_id=%lld process_id=%lld",
                (long long)old, (long long)w->process_id);
         if (w->process_id == old)
             return;
     }
-    w->last_alive_ns = bt_mono_ns();
+    atomic_store(&w->last_alive_ns, bt_mono_ns());
 }
 
 /* show_title keeps the process title (when the supervisor enabled titles) in step with
  * the number of jobs in flight. */
 static void show_title(baton_worker *w)
 {
-    if (w->in_flight == w->shown_busy)
+    int busy = atomic_load(&w->in_flight);
+    if (busy == w->shown_busy)
         return;
-    w->shown_busy = w->in_flight;
+    w->shown_busy = busy;
     char *queues = bt_join_queues(w->queues, w->nqueues);
-    bt_title_set("baton-worker: queues=%s threads=%d busy=%d", queues ? queues : "?", w->threads, w->in_flight);
+    bt_title_set("baton-worker: queues=%s threads=%d busy=%d", queues ? queues : "?", w->threads, busy);
     free(queues);
 }
 
@@ -456,48 +517,40 @@ static int serve(baton_worker *w)
             break;
         if (state == STOP_GRACEFUL && drain_deadline == 0)
             drain_deadline = bt_mono_ns() + (int64_t)(w->shutdown_timeout * 1e9);
-        if (drain_deadline && (w->in_flight == 0 || bt_mono_ns() >= drain_deadline))
+        if (drain_deadline && (atomic_load(&w->in_flight) == 0 || bt_mono_ns() >= drain_deadline))
             break;
 
-        struct baton_job *done = take_done(w);
-        int ndone = 0;
-        for (struct baton_job *j = done; j; j = j->next)
-            ndone++;
-        /* Jobs in done are no longer running: their threads are idle already. */
-        int want = state == RUNNING ? w->threads - (w->in_flight - ndone) : 0;
-        if (fence_if_stalled(w))
-            want = 0;
+        int may_claim = state == RUNNING && !fence_if_stalled(w);
+        round r;
+        pthread_mutex_lock(&w->lock);
+        take_round(w, may_claim, &r);
+        w->coordinator_in_round = r.done || r.want > 0;
+        pthread_mutex_unlock(&w->lock);
         int got = 0;
-        if (done || want > 0) {
+        if (r.done || r.want > 0) {
             if (change_fd >= 0)
                 w->store->ops->change_drain(w->store);
-            got = round_trip(w, &done, want, claimed);
+            got = round_trip(w, w->store, &r, claimed);
+            pthread_mutex_lock(&w->lock);
+            w->coordinator_in_round = 0;
+            settle_round(w, &r, claimed, got);
+            pthread_mutex_unlock(&w->lock);
             if (got < 0) {
                 rc = got;
                 bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s",
                        BT_LOG_VALUE(baton_error_last()));
-                /* Keep the outcomes for the next round; the database may come back. */
-                pthread_mutex_lock(&w->lock);
-                struct baton_job *tail = done;
-                while (tail && tail->next)
-                    tail = tail->next;
-                if (tail) {
-                    tail->next = w->done;
-                    w->done = done;
-                }
-                pthread_mutex_unlock(&w->lock);
+                /* The outcomes wait for the next round; the database may come back. */
                 bt_wait_ready(&w->waker, -1, w->polling_interval);
                 continue;
             }
             rc = BATON_OK;
-            hand_out(w, claimed, got);
             show_title(w);
         }
         if (bt_mono_ns() >= next_heartbeat) {
             liveness_tick(w);
             next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
         }
-        if (got > 0 && got == want)
+        if (got > 0 && got == r.want)
             continue; /* a full batch: more may be waiting */
         /* Never sleep past a heartbeat: a silent worker looks dead to the supervisor. */
         double timeout = w->polling_interval, beat = (double)(next_heartbeat - bt_mono_ns()) / 1e9;
@@ -507,11 +560,77 @@ static int serve(baton_worker *w)
             timeout = left < timeout ? left : timeout;
         }
         /* Only an idle worker cares whether new jobs arrived. */
-        int idle = state == RUNNING && w->in_flight < w->threads;
+        int idle = state == RUNNING && atomic_load(&w->in_flight) < w->threads;
         bt_wait_ready(&w->waker, idle ? change_fd : -1, timeout);
     }
     free(claimed);
     return rc;
+}
+
+/* helper_main runs rounds on the helper's connection while the coordinator's round is in
+ * progress and outcomes wait. */
+static void *helper_main(void *p)
+{
+    baton_worker *w = p;
+    bt_claimed_job *claimed = calloc((size_t)w->threads, sizeof *claimed);
+    pthread_mutex_lock(&w->lock);
+    while (!w->helper_quit) {
+        if (!w->done || !w->coordinator_in_round) {
+            pthread_cond_wait(&w->helper_wake, &w->lock);
+            continue;
+        }
+        round r;
+        take_round(w, atomic_load(&w->state) == RUNNING && !stalled(w), &r);
+        pthread_mutex_unlock(&w->lock);
+        int got = round_trip(w, w->helper_store, &r, claimed);
+        if (got < 0)
+            bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s",
+                   BT_LOG_VALUE(baton_error_last()));
+        pthread_mutex_lock(&w->lock);
+        settle_round(w, &r, claimed, got);
+        /* Failed outcomes are the coordinator's again; a stall found meanwhile is its to fence. */
+        if (got < 0 || stalled(w))
+            bt_waker_signal(&w->waker);
+        if (got < 0) {
+            int64_t until_ms = bt_now_ms() + (int64_t)(w->polling_interval * 1000);
+            struct timespec until = {(time_t)(until_ms / 1000), (long)(until_ms % 1000) * 1000000};
+            pthread_cond_timedwait(&w->helper_wake, &w->lock, &until);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    free(claimed);
+    return NULL;
+}
+
+/* start_helper gives the worker a second round runner where writers run side by side and
+ * the worker has a thread for each connection (the coordinator's, the helper's and the
+ * listening one). Without it the worker only runs slower. */
+static void start_helper(baton_worker *w)
+{
+    if (!w->store->ops->row_locks || w->threads < 3)
+        return;
+    if (bt_client_open_store(w->client, &w->helper_store) != BATON_OK) {
+        bt_log(w->client, BATON_LOG_WARN, "event=worker.helper_unavailable error=%s",
+               BT_LOG_VALUE(baton_error_last()));
+        return;
+    }
+    if (pthread_create(&w->helper, NULL, helper_main, w) != 0) {
+        bt_store_close(w->helper_store);
+        w->helper_store = NULL;
+    }
+}
+
+static void stop_helper(baton_worker *w)
+{
+    if (!w->helper_store)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->helper_quit = 1;
+    pthread_cond_signal(&w->helper_wake);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->helper, NULL);
+    bt_store_close(w->helper_store);
+    w->helper_store = NULL;
 }
 
 int baton_worker_run(baton_worker *w)
@@ -525,20 +644,23 @@ int baton_worker_run(baton_worker *w)
     if (rc == BATON_OK) {
         /* Prune before the first claim: after a crash or a forced shutdown, the dead
          * predecessor's slots must be freed, never shared. */
-        w->last_alive_ns = bt_mono_ns();
+        atomic_store(&w->last_alive_ns, bt_mono_ns());
         bt_slot_checker_init(&w->checker, w->client, w->process_id);
         liveness_tick(w);
         bt_log(w->client, BATON_LOG_INFO, "event=worker.started process_id=%lld threads=%d pid=%d",
                (long long)w->process_id, w->threads, (int)getpid());
         bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_START, w->process_id);
         rc = start_executors(w);
-        if (rc == BATON_OK)
+        if (rc == BATON_OK) {
+            start_helper(w);
             rc = serve(w);
-        if (w->in_flight > 0 || atomic_load(&w->state) == STOP_IMMEDIATE)
+            stop_helper(w);
+        }
+        if (atomic_load(&w->in_flight) > 0 || atomic_load(&w->state) == STOP_IMMEDIATE)
             abandon_in_flight(w, atomic_load(&w->state) == STOP_IMMEDIATE);
         stop_executors(w);
         bt_slot_checker_close(&w->checker);
-        w->in_flight = 0;
+        atomic_store(&w->in_flight, 0);
         if (bt_process_deregister(w->store, w->process_id) != BATON_OK && rc == BATON_OK)
             rc = BATON_ESTORE;
         bt_log(w->client, BATON_LOG_INFO, "event=worker.stopped process_id=%lld", (long long)w->process_id);

@@ -727,6 +727,53 @@ static void test_enqueue_release_race_never_loses_a_wakeup(void **state)
     baton_free(sems);
 }
 
+/* ---- a worker's two rounds (PostgreSQL) ---- */
+
+static int gate_is_open(void *gate) { return atomic_load((atomic_int *)gate); }
+
+/* A job that ends when the test opens its gate. */
+static int wait_for_gate(baton_job *job, void *gate)
+{
+    (void)job;
+    return poll_until(gate_is_open, gate, 20000) ? 0 : 1;
+}
+
+static int a_session_waits_for_a_lock(void *store)
+{
+    return test_db_int(store, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND wait_event_type = 'Lock'") > 0;
+}
+
+static void test_outcomes_are_recorded_while_a_round_waits_for_its_key(void **state)
+{
+    SKIP_UNLESS(test_on_postgres(), "rounds run side by side only where writers do");
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k{0}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    atomic_int gate = 0;
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = wait_for_gate;
+    o.payload = &gate;
+    assert_int_equal(baton_class_register(f->client, "Gated", &o), BATON_OK);
+    baton_enqueued keyed = enqueue(f->client, "Sync", "[1]");
+    baton_enqueued gated = enqueue(f->client, "Gated", "[]");
+    /* Another host holds the key: the round that records the keyed job waits for it. */
+    bt_store *host = raw_store(f);
+    exec_sql(host, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/k1' FOR UPDATE");
+    running_worker w = worker_start(f->client, "*", 3);
+    bt_store *watch = raw_store(f);
+    assert_true(poll_until(a_session_waits_for_a_lock, watch, 10000));
+    atomic_store(&gate, 1);
+    /* The gated job's outcome goes out in the worker's other round meanwhile. */
+    wait_status(f->client, gated.id, "finished");
+    assert_string_equal(job_status(f->client, keyed.id), "claimed");
+    exec_sql(host, "COMMIT");
+    wait_status(f->client, keyed.id, "finished");
+    worker_stop(&w);
+    bt_store_close(watch);
+    bt_store_close(host);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +795,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_long_inline_run_keeps_its_slot, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_outcomes_are_recorded_while_a_round_waits_for_its_key, lib_setup,
+                                        lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
