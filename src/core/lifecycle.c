@@ -545,35 +545,76 @@ static int insert_jobs(bt_store *s, const bt_new_job *jobs, int n, int64_t now, 
     return rc;
 }
 
-/* place_new puts n just-inserted jobs where they start: scheduled, ready (one statement for
- * each kind), or through admission one by one when they have a key or a claiming process. */
+/* needs_admission: a job due now goes through admission when it has a key or a process
+ * waits to claim it. */
+static int needs_admission(const bt_new_job *j, int64_t now, int64_t claim_for)
+{
+    return j->run_at <= now && (j->concurrency_key || claim_for);
+}
+
+/* place_new puts n just-inserted jobs that need no admission where they start: scheduled
+ * or ready, one statement for each kind. */
 static int place_new(bt_store *s, const bt_new_job *jobs, const int64_t *ids, int n, int64_t now,
                      int64_t claim_for, bt_landing *landings)
 {
     bt_val ready[4 * BT_LIST_MAX], scheduled[5 * BT_LIST_MAX];
     int nready = 0, nscheduled = 0, rc = BATON_OK;
-    for (int i = 0; i < n && rc == BATON_OK; i++) {
+    for (int i = 0; i < n; i++) {
         const bt_new_job *j = &jobs[i];
         landings[i] = (bt_landing){.state = BATON_JOB_READY};
         if (j->run_at > now) {
             landings[i].state = BATON_JOB_SCHEDULED;
             bt_val row[] = {BV_INT(ids[i]), BV_TEXT(j->queue), BV_INT(j->priority), BV_INT(j->run_at), BV_INT(now)};
             memcpy(&scheduled[5 * nscheduled++], row, sizeof row);
-        } else if (!j->concurrency_key && !claim_for) {
+        } else if (!needs_admission(j, now, claim_for)) {
             bt_val row[] = {BV_INT(ids[i]), BV_TEXT(j->queue), BV_INT(j->priority), BV_INT(now)};
             memcpy(&ready[4 * nready++], row, sizeof row);
-        } else {
-            candidate c = {ids[i], j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
-                           j->concurrency_duration, j->on_conflict, claim_for, "enqueue", 0};
-            rc = admit(s, &c, now, &landings[i]);
         }
     }
-    if (rc == BATON_OK && nscheduled)
+    if (nscheduled)
         rc = run_list(s, &sql_insert_scheduled, nscheduled, scheduled, 5 * nscheduled, NULL, NULL, NULL);
     if (rc == BATON_OK && nready) {
         rc = run_list(s, &sql_insert_ready, nready, ready, 4 * nready, NULL, NULL, NULL);
         bt_note_ready(s);
     }
+    return rc;
+}
+
+typedef struct keyed_index {
+    const char *key;
+    size_t index;
+} keyed_index;
+
+static int cmp_keyed_index(const void *a, const void *b)
+{
+    const keyed_index *x = a, *y = b;
+    int c = strcmp(x->key ? x->key : "", y->key ? y->key : "");
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* admit_new admits the new jobs that need it. A worker's round locks its keys in sorted
+ * order; so does this, each key's jobs in their given order, so a bulk enqueue of several
+ * keys never deadlocks with a round on a database with row locks. */
+static int admit_new(bt_store *s, const bt_new_job *jobs, const int64_t *ids, size_t n, int64_t now,
+                     int64_t claim_for, bt_landing *landings)
+{
+    keyed_index *order = malloc((n ? n : 1) * sizeof *order);
+    if (!order)
+        return bt_err_set(BATON_ERROR, "out of memory");
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (needs_admission(&jobs[i], now, claim_for))
+            order[count++] = (keyed_index){jobs[i].concurrency_key, i};
+    qsort(order, count, sizeof *order, cmp_keyed_index);
+    int rc = BATON_OK;
+    for (size_t k = 0; k < count && rc == BATON_OK; k++) {
+        size_t i = order[k].index;
+        const bt_new_job *j = &jobs[i];
+        candidate c = {ids[i], j->queue, j->priority, j->concurrency_key, j->concurrency_limit,
+                       j->concurrency_duration, j->on_conflict, claim_for, "enqueue", 0};
+        rc = admit(s, &c, now, &landings[i]);
+    }
+    free(order);
     return rc;
 }
 
@@ -587,7 +628,7 @@ int bt_enqueue_rows(bt_store *s, const bt_new_job *jobs, size_t n, int64_t now, 
         if (rc == BATON_OK)
             rc = place_new(s, jobs + at, ids + at, chunk, now, claim_for, landings + at);
     }
-    return rc;
+    return rc == BATON_OK ? admit_new(s, jobs, ids, n, now, claim_for, landings) : rc;
 }
 
 /* ---- claiming ---- */

@@ -774,6 +774,47 @@ static void test_outcomes_are_recorded_while_a_round_waits_for_its_key(void **st
     bt_store_close(host);
 }
 
+typedef struct bulk_enqueue {
+    baton_client *client;
+    const baton_job_spec *specs;
+    int n;
+    int rc;
+} bulk_enqueue;
+
+static void *enqueue_in_bulk(void *p)
+{
+    bulk_enqueue *b = p;
+    baton_enqueued out[4];
+    b->rc = baton_enqueue_detailed(b->client, out, b->specs, (size_t)b->n);
+    return NULL;
+}
+
+static void test_bulk_enqueue_locks_keys_in_a_rounds_order(void **state)
+{
+    SKIP_UNLESS(test_on_postgres(), "only writers that run side by side can deadlock");
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k{0}", 5, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    enqueue(f->client, "Sync", "[\"a\"]");
+    enqueue(f->client, "Sync", "[\"b\"]");
+    /* A round holds the first key and is about to lock the second, in sorted order. */
+    bt_store *round = raw_store(f);
+    exec_sql(round, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/ka' FOR UPDATE");
+    baton_job_spec specs[] = {{"Sync", "[\"b\"]", NULL}, {"Sync", "[\"a\"]", NULL}};
+    bulk_enqueue b = {f->client, specs, 2, -1};
+    pthread_t enqueuer;
+    pthread_create(&enqueuer, NULL, enqueue_in_bulk, &b);
+    bt_store *watch = raw_store(f);
+    assert_true(poll_until(a_session_waits_for_a_lock, watch, 10000));
+    /* Had the enqueue taken Sync/kb first, this would wait for it while it waits for us. */
+    exec_sql(round, "SELECT key FROM baton_semaphores WHERE key = 'Sync/kb' FOR UPDATE; COMMIT");
+    pthread_join(enqueuer, NULL);
+    assert_int_equal(b.rc, BATON_OK);
+    assert_int_equal(test_db_int(watch, "SELECT COUNT(*) FROM baton_ready_executions"), 4);
+    bt_store_close(watch);
+    bt_store_close(round);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -797,6 +838,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_outcomes_are_recorded_while_a_round_waits_for_its_key, lib_setup,
                                         lib_teardown),
+        cmocka_unit_test_setup_teardown(test_bulk_enqueue_locks_keys_in_a_rounds_order, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
