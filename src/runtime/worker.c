@@ -313,9 +313,8 @@ static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job
 
 /* stop_running cancels every job in progress (killing command jobs' groups at once when
  * kill_now) and drops the claimed jobs no executor has started. Their ids go to
- * w->unstarted, whose claims the caller settles, and leave in_flight. Returns how many
- * were dropped. */
-static int stop_running(baton_worker *w, int kill_now)
+ * w->unstarted, whose claims the caller settles, and leave in_flight. */
+static void stop_running(baton_worker *w, int kill_now)
 {
     pthread_mutex_lock(&w->lock);
     /* No executors yet when the first liveness tick finds this worker already pruned. */
@@ -342,7 +341,6 @@ static int stop_running(baton_worker *w, int kill_now)
         bt_job_free(pending);
         pending = next;
     }
-    return dropped;
 }
 
 /* Past the shutdown timeout (or on an immediate stop): stop what still runs and hand
@@ -524,10 +522,11 @@ static int serve(baton_worker *w)
         round r;
         pthread_mutex_lock(&w->lock);
         take_round(w, may_claim, &r);
-        w->coordinator_in_round = r.done || r.want > 0;
+        int in_round = r.done || r.want > 0;
+        w->coordinator_in_round = in_round;
         pthread_mutex_unlock(&w->lock);
         int got = 0;
-        if (r.done || r.want > 0) {
+        if (in_round) {
             if (change_fd >= 0)
                 w->store->ops->change_drain(w->store);
             got = round_trip(w, w->store, &r, claimed);
