@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/grow.h"
 #include "util/utf8.h"
@@ -78,7 +79,9 @@ static int run_list(bt_store *s, bt_sql_list *l, int n, const bt_val *args, int 
  * Admission counts holders; release deletes the holder row of one job, so releasing twice
  * deletes nothing the second time and promotes nobody. Every release promotes the next
  * blocked job of the key (priority, then enqueue order) in the same transaction, so a slot
- * never sits free while a job of its key is blocked. */
+ * never sits free while a job of its key is blocked. A key's row, once made, is never
+ * deleted: an admission waiting for its lock would then lock nothing and count holders
+ * beside another admission that did the same. */
 
 /* A job that needs a place to wait or run. */
 typedef struct candidate {
@@ -872,7 +875,7 @@ int64_t bt_backoff_ms(int backoff, double base, int attempt)
         secs += secs * 0.15 * jitter_fraction();
     }
     }
-    return (int64_t)(secs * 1000.0);
+    return (int64_t)((secs < BATON_SECONDS_MAX ? secs : BATON_SECONDS_MAX) * 1000.0);
 }
 
 /* schedule_retry queues a failed attempt again: at the backoff time, or through admission
@@ -1473,9 +1476,6 @@ static const char sql_holders_of_key[] =
     " JOIN baton_jobs j ON j.id = h.job_id LEFT JOIN baton_claimed_executions c ON c.job_id = h.job_id"
     " LEFT JOIN baton_processes p ON p.id = c.process_id WHERE h.key = ? ORDER BY h.job_id";
 static const char sql_drop_holder[] = "DELETE FROM baton_semaphore_holders WHERE job_id = ?";
-static const char sql_drop_semaphore[] =
-    "DELETE FROM baton_semaphores WHERE key = ?1"
-    " AND NOT EXISTS (SELECT 1 FROM baton_semaphore_holders WHERE key = ?1)";
 
 /* A job holding a slot of a key, and where it runs (process_id 0: nowhere). */
 typedef struct holder {
@@ -1560,7 +1560,9 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
     *cleared = *promoted = 0;
     holder_list l = {0};
     bt_val k[] = {BV_TEXT(key)};
-    int rc = bt_exec(s, sql_holders_of_key, k, 1, collect_holder, &l, NULL);
+    int rc = lock_semaphore(s, key);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_holders_of_key, k, 1, collect_holder, &l, NULL);
     for (size_t i = 0; i < l.len && rc == BATON_OK && !force; i++)
         if (holder_is_live(&l.items[i], alive_since)) {
             char what[160];
@@ -1574,8 +1576,6 @@ int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_si
     }
     if (rc == BATON_OK)
         rc = promote(s, key, "operator", now, INT_MAX, NULL, promoted, NULL);
-    if (rc == BATON_OK) /* a key nobody holds or waits for leaves no row behind */
-        rc = bt_exec(s, sql_drop_semaphore, k, 1, NULL, NULL, NULL);
     free(l.items);
     return rc;
 }

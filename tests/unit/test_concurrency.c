@@ -815,6 +815,67 @@ static void test_bulk_enqueue_locks_keys_in_a_rounds_order(void **state)
     bt_store_close(round);
 }
 
+typedef struct racing_enqueue {
+    const char *url;
+    int rc;
+} racing_enqueue;
+
+static void *enqueue_on_own_client(void *p)
+{
+    racing_enqueue *r = p;
+    baton_client *c = NULL;
+    r->rc = baton_open(&c, r->url);
+    if (r->rc == BATON_OK) {
+        baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+        o.concurrency_key = "k{0}";
+        o.concurrency_limit = 1;
+        r->rc = baton_class_register(c, "Sync", &o);
+    }
+    if (r->rc == BATON_OK)
+        r->rc = baton_enqueue(c, NULL, "Sync", "[\"x\"]", NULL);
+    baton_close(c);
+    return NULL;
+}
+
+static int two_sessions_wait_for_a_lock(void *store)
+{
+    return test_db_int(store, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND wait_event_type = 'Lock'") >= 2;
+}
+
+/* An operator clears a key nobody holds while two enqueues of it wait for its row's lock:
+ * when the clear commits, each admission must still find a row to lock, or both count
+ * no holder and both take the one slot. */
+static void test_semaphore_clear_racing_enqueues_admits_one(void **state)
+{
+    SKIP_UNLESS(test_on_postgres(), "only writers that run side by side can race a clear");
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k{0}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    bt_store *op = raw_store(f);
+    bt_store *watch = raw_store(f);
+    exec_sql(watch, "INSERT INTO baton_semaphores (key, limit_value, created_at, updated_at)"
+                    " VALUES ('Sync/kx', 1, 0, 0)");
+    assert_int_equal(bt_begin(op, BT_TXN_WRITE), BATON_OK);
+    exec_sql(op, "SELECT key FROM baton_semaphores WHERE key = 'Sync/kx' FOR UPDATE");
+    racing_enqueue r[2] = {{f->url, -1}, {f->url, -1}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, enqueue_on_own_client, &r[i]);
+    assert_true(poll_until(two_sessions_wait_for_a_lock, watch, 10000));
+    int cleared = -1, promoted = -1;
+    assert_int_equal(bt_semaphore_clear(op, "Sync/kx", 0, 0, bt_now_ms(), &cleared, &promoted), BATON_OK);
+    assert_int_equal(bt_commit(op), BATON_OK);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].rc, BATON_OK);
+    }
+    assert_int_equal(test_db_int(watch, "SELECT COUNT(*) FROM baton_semaphore_holders WHERE key = 'Sync/kx'"), 1);
+    assert_int_equal(test_db_int(watch, "SELECT COUNT(*) FROM baton_blocked_executions"), 1);
+    bt_store_close(watch);
+    bt_store_close(op);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -839,6 +900,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outcomes_are_recorded_while_a_round_waits_for_its_key, lib_setup,
                                         lib_teardown),
         cmocka_unit_test_setup_teardown(test_bulk_enqueue_locks_keys_in_a_rounds_order, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_semaphore_clear_racing_enqueues_admits_one, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
