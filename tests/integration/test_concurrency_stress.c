@@ -66,6 +66,7 @@ typedef struct fixture {
     const char *jobprobe;
     baton_client *client;
     pid_t workers[MAX_WORKERS]; /* 0: free slot */
+    int logs[MAX_WORKERS];      /* the number of each slot's worker-NNN.log */
     int nspawned;
     kill_rec *kills;
     size_t nkills;
@@ -204,6 +205,7 @@ static pid_t spawn_worker(fixture *f, int slot, int threads, const char *queues)
     char name[64], nthreads[16];
     snprintf(name, sizeof name, "worker-%03d.log", f->nspawned++);
     snprintf(nthreads, sizeof nthreads, "%d", threads);
+    f->logs[slot] = f->nspawned - 1;
     const char *args[] = {"--db", f->url, "--config", f->config, "work", "--threads", nthreads,
                           "--polling-interval", "0.05", "--queues", queues ? queues : "*", NULL};
     f->workers[slot] = baton_spawn(path_join(f->dir, name), args);
@@ -240,12 +242,37 @@ static void kill_worker(fixture *f, int slot)
     f->kills[f->nkills++] = (kill_rec){pid, mono_ns()};
 }
 
-/* stop_workers stops every live worker with SIGTERM; each must exit 0. */
+typedef struct started_probe {
+    fixture *f;
+    int slot;
+} started_probe;
+
+/* worker_started tells whether the slot's worker has begun to run (its signal handlers are
+ * in place from then on), or has already exited. */
+static int worker_started(void *p)
+{
+    started_probe *sp = p;
+    char name[64];
+    snprintf(name, sizeof name, "worker-%03d.log", sp->f->logs[sp->slot]);
+    char *text = read_file(path_join(sp->f->dir, name));
+    int started = text && strstr(text, "event=worker.started");
+    free(text);
+    siginfo_t exited = {0};
+    return started || (waitid(P_PID, (id_t)sp->f->workers[sp->slot], &exited, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                       exited.si_pid != 0);
+}
+
+/* stop_workers stops every live worker with SIGTERM once it runs (a TERM before it set up
+ * its handlers would kill it where it stands); each must exit 0. */
 static void stop_workers(fixture *f)
 {
     for (int i = 0; i < MAX_WORKERS; i++)
-        if (f->workers[i] > 0)
+        if (f->workers[i] > 0) {
+            started_probe sp = {f, i};
+            if (!poll_until(worker_started, &sp, 30000))
+                fail_msg("worker %d never started (logs in %s)", (int)f->workers[i], f->dir);
             kill(f->workers[i], SIGTERM);
+        }
     for (int i = 0; i < MAX_WORKERS; i++)
         if (f->workers[i] > 0) {
             pid_t pid = f->workers[i];
