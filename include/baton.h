@@ -42,6 +42,12 @@ typedef enum baton_error_code {
 } baton_error_code;
 
 /**
+ * The longest span of seconds any option, setting or argument accepts (about 31 years).
+ * Longer spans, negative ones, NaN and infinities are refused with BATON_EINVALID.
+ */
+#define BATON_SECONDS_MAX 1e9
+
+/**
  * The message of the last error on the calling thread: one line naming what is wrong.
  * Never NULL (empty when there was none). Valid until the next failing call on this thread.
  */
@@ -107,7 +113,9 @@ BATON_API int baton_set_max_arguments_bytes(baton_client *client, size_t max_byt
  * heartbeat age after which any live process declares another dead (default 30 s),
  * failing its running jobs with "process pruned" and releasing their slots. baton.yml's
  * process_heartbeat_interval and process_alive_threshold set the same.
- * @return BATON_OK, or BATON_EINVALID unless 0 < heartbeat_interval < alive_threshold.
+ * @return BATON_OK, or BATON_EINVALID unless 0 < heartbeat_interval, both are at most 1e9 s,
+ *         and alive_threshold >= 3 * heartbeat_interval (a worker stops its jobs once half
+ *         the threshold passed without a heartbeat, so that half must outlast one).
  */
 BATON_API int baton_set_liveness(baton_client *client, double heartbeat_interval,
                                  double alive_threshold);

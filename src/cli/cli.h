@@ -4,6 +4,7 @@
 #define BT_CLI_H
 
 #include <jansson.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,10 +41,12 @@ typedef struct cli_command {
     int (*run)(cli *c);
 } cli_command;
 
-/* Option access. cli_int/cli_double print an error and return -1 for bad numbers. */
+/* Option access. cli_int/cli_double print an error and return -1 for bad numbers: an
+ * integer outside [min, max]; seconds below min, above 1e9 or not finite (every
+ * fractional option is a span of seconds). */
 const char *cli_value(const cli *c, const char *name);
 int cli_flag(const cli *c, const char *name);
-int cli_int(const cli *c, const char *name, long long min, long long *out);
+int cli_int(const cli *c, const char *name, long long min, long long max, long long *out);
 int cli_double(const cli *c, const char *name, double min, double *out);
 
 /* cli_reject_options fails (after printing) when an option given is not among allowed

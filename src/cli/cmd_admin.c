@@ -124,7 +124,7 @@ int cmd_recurring_add(cli *c)
     o.timezone = cli_value(c, "timezone");
     o.description = cli_value(c, "description");
     long long priority;
-    if (cli_int(c, "priority", -2147483647LL, &priority) != 0)
+    if (cli_int(c, "priority", -INT_MAX, INT_MAX, &priority) != 0)
         return EXIT_USAGE;
     if (cli_value(c, "priority")) {
         o.has_priority = 1;

@@ -62,7 +62,7 @@ int cmd_enqueue(cli *c)
     baton_enqueue_options o = BATON_ENQUEUE_OPTIONS_INIT;
     o.queue = cli_value(c, "queue");
     long long priority;
-    if (cli_int(c, "priority", -2147483647LL, &priority) != 0)
+    if (cli_int(c, "priority", -INT_MAX, INT_MAX, &priority) != 0)
         return EXIT_USAGE;
     if (cli_value(c, "priority")) {
         o.has_priority = 1;
@@ -78,7 +78,7 @@ int cmd_enqueue(cli *c)
     if (cli_double(c, "in", 0, &o.delay) != 0)
         return EXIT_USAGE;
     long long limit = 0;
-    if (cli_int(c, "limit", 1, &limit) || cli_double(c, "duration", 0.001, &o.concurrency_duration))
+    if (cli_int(c, "limit", 1, INT_MAX, &limit) || cli_double(c, "duration", 0.001, &o.concurrency_duration))
         return EXIT_USAGE;
     o.concurrency_limit = (int)limit;
     o.concurrency_key = cli_value(c, "concurrency-key");

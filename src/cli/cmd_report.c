@@ -97,7 +97,7 @@ int cmd_jobs(cli *c)
     if (c->nargs)
         return cli_fail(BATON_EINVALID, "baton jobs takes no arguments");
     long long limit = 100;
-    if (cli_int(c, "limit", 1, &limit))
+    if (cli_int(c, "limit", 1, INT_MAX, &limit))
         return EXIT_USAGE;
     baton_job_filter f = {cli_value(c, "status"), cli_value(c, "class"), cli_value(c, "queue"), (int)limit,
                           cli_value(c, "key")};

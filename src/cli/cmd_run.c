@@ -27,6 +27,9 @@ static void on_signal(int sig)
         baton_scheduler_stop(running_scheduler);
 }
 
+/* More threads than this would only wait on the database and each other. */
+enum { WORKER_THREADS_MAX = 1024 };
+
 static void install_handlers(void)
 {
     struct sigaction sa;
@@ -51,7 +54,7 @@ int cmd_work(cli *c)
         return cli_fail(BATON_EINVALID, "baton work takes no arguments");
     baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
     long long threads = o.threads;
-    if (cli_int(c, "threads", 1, &threads) || cli_double(c, "polling-interval", 0.001, &o.polling_interval) ||
+    if (cli_int(c, "threads", 1, WORKER_THREADS_MAX, &threads) || cli_double(c, "polling-interval", 0.001, &o.polling_interval) ||
         shutdown_timeout(c, &o.shutdown_timeout))
         return EXIT_USAGE;
     o.threads = (int)threads;
@@ -73,7 +76,7 @@ int cmd_dispatch(cli *c)
         return cli_fail(BATON_EINVALID, "baton dispatch takes no arguments");
     baton_dispatcher_options o = BATON_DISPATCHER_OPTIONS_INIT;
     long long batch = o.batch_size;
-    if (cli_double(c, "polling-interval", 0.001, &o.polling_interval) || cli_int(c, "batch-size", 1, &batch))
+    if (cli_double(c, "polling-interval", 0.001, &o.polling_interval) || cli_int(c, "batch-size", 1, INT_MAX, &batch))
         return EXIT_USAGE;
     o.batch_size = (int)batch;
     int rc = baton_dispatcher_new(&running_dispatcher, c->client, &o);

@@ -93,7 +93,7 @@ int cli_flag(const cli *c, const char *name)
     return 0;
 }
 
-int cli_int(const cli *c, const char *name, long long min, long long *out)
+int cli_int(const cli *c, const char *name, long long min, long long max, long long *out)
 {
     const char *v = cli_value(c, name);
     if (!v)
@@ -101,8 +101,8 @@ int cli_int(const cli *c, const char *name, long long min, long long *out)
     char *end;
     errno = 0;
     long long n = strtoll(v, &end, 10);
-    if (errno || end == v || *end || n < min) {
-        cli_fail(BATON_EINVALID, "--%s: expected an integer >= %lld, got '%s'", name, min, v);
+    if (errno || end == v || *end || n < min || n > max) {
+        cli_fail(BATON_EINVALID, "--%s: expected an integer from %lld to %lld, got '%s'", name, min, max, v);
         return -1;
     }
     *out = n;
@@ -117,8 +117,8 @@ int cli_double(const cli *c, const char *name, double min, double *out)
     char *end;
     errno = 0;
     double d = strtod(v, &end);
-    if (errno || end == v || *end || !(d >= min)) {
-        cli_fail(BATON_EINVALID, "--%s: expected a number >= %g, got '%s'", name, min, v);
+    if (errno || end == v || *end || !(d >= min) || !(d <= BATON_SECONDS_MAX)) {
+        cli_fail(BATON_EINVALID, "--%s: expected seconds from %g to %.0e, got '%s'", name, min, BATON_SECONDS_MAX, v);
         return -1;
     }
     *out = d;

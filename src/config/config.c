@@ -21,6 +21,7 @@
 
 #include "baton.h"
 #include "sched/cron.h"
+#include "util/clock.h"
 #include "util/err.h"
 
 enum { KEYPATH_MAX = 512 };
@@ -140,6 +141,8 @@ static int set_value(ctx *c, const char *path, const field *f, yaml_node_t *key,
             return bad(c, n, path, "a number");
         if (f->above ? !(v > f->min) : v < f->min)
             return out_of_range(c, n, path, f->above ? "greater than" : "at least", f->min);
+        if (v > BATON_SECONDS_MAX) /* every number of the file is a span of seconds */
+            return out_of_range(c, n, path, "at most", BATON_SECONDS_MAX);
         *(double *)dst = v;
         return 0;
     }

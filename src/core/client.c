@@ -80,11 +80,28 @@ int baton_set_max_arguments_bytes(baton_client *c, size_t max_bytes)
     return BATON_OK;
 }
 
+/* check_liveness is the one rule for liveness settings, wherever they come from. A worker fences its jobs once half the alive threshold passed
+ * without a heartbeat, so that half must leave room for a heartbeat and the time it takes:
+ * the threshold is at least three heartbeat intervals. */
+static int check_liveness(double heartbeat_interval, double alive_threshold)
+{
+    if (!(heartbeat_interval > 0) || !bt_seconds_valid(heartbeat_interval) || !bt_seconds_valid(alive_threshold))
+        return bt_err_set(BATON_EINVALID,
+                          "process_heartbeat_interval and process_alive_threshold must be above 0 and at most %.0e "
+                          "seconds", BATON_SECONDS_MAX);
+    if (alive_threshold < 3 * heartbeat_interval)
+        return bt_err_set(BATON_EINVALID,
+                          "process_alive_threshold (%g s) must be at least 3 times process_heartbeat_interval (%g s):"
+                          " a worker stops its jobs after half the threshold without a heartbeat",
+                          alive_threshold, heartbeat_interval);
+    return BATON_OK;
+}
+
 int baton_set_liveness(baton_client *c, double heartbeat_interval, double alive_threshold)
 {
-    if (heartbeat_interval <= 0 || alive_threshold <= heartbeat_interval)
-        return bt_err_set(BATON_EINVALID,
-                          "heartbeat interval must be positive and below the alive threshold");
+    int rc = check_liveness(heartbeat_interval, alive_threshold);
+    if (rc != BATON_OK)
+        return rc;
     c->heartbeat_interval = heartbeat_interval;
     c->alive_threshold = alive_threshold;
     return BATON_OK;
@@ -127,16 +144,18 @@ static int register_class(baton_client *c, const char *name, const baton_class_o
         return bt_err_set(BATON_EINVALID, "class %s: give a command or a perform callback, not both", name);
     if (o->max_attempts < 1)
         return bt_err_set(BATON_EINVALID, "class %s: max_attempts must be at least 1", name);
-    if (o->timeout < 0 || o->backoff_base < 0)
-        return bt_err_set(BATON_EINVALID, "class %s: timeout and backoff base must not be negative", name);
+    if (!bt_seconds_valid(o->timeout) || !bt_seconds_valid(o->backoff_base))
+        return bt_err_set(BATON_EINVALID, "class %s: timeout and backoff base must be from 0 to %.0e seconds", name,
+                          BATON_SECONDS_MAX);
     if (o->backoff < BATON_BACKOFF_EXPONENTIAL || o->backoff > BATON_BACKOFF_FIXED)
         return bt_err_set(BATON_EINVALID, "class %s: unknown backoff %d", name, (int)o->backoff);
     if (o->concurrency_key && o->concurrency_key_fn)
         return bt_err_set(BATON_EINVALID, "class %s: give a concurrency key template or a key function, not both", name);
     if (o->concurrency_limit < 1)
         return bt_err_set(BATON_EINVALID, "class %s: concurrency limit must be at least 1", name);
-    if (o->concurrency_duration <= 0)
-        return bt_err_set(BATON_EINVALID, "class %s: concurrency duration must be positive", name);
+    if (!(o->concurrency_duration > 0) || !bt_seconds_valid(o->concurrency_duration))
+        return bt_err_set(BATON_EINVALID, "class %s: concurrency duration must be above 0 and at most %.0e seconds",
+                          name, BATON_SECONDS_MAX);
     if (o->on_conflict < BATON_ON_CONFLICT_BLOCK || o->on_conflict > BATON_ON_CONFLICT_COALESCE)
         return bt_err_set(BATON_EINVALID, "class %s: unknown on_conflict %d", name, (int)o->on_conflict);
     bt_class *k = bt_class_find(c, name);
@@ -233,6 +252,8 @@ int baton_load_config(baton_client *c, const char *path)
             rc = bt_err_set(BATON_EINVALID, "%s:%d: recurring.%s: unknown class '%s'", path,
                             cfg->recurring[i].line, cfg->recurring[i].key,
                             cfg->recurring[i].class_name);
+    if (rc == BATON_OK && check_liveness(cfg->process_heartbeat_interval, cfg->process_alive_threshold) != BATON_OK)
+        rc = bt_err_prefix(BATON_EINVALID, "%s", path);
     if (rc != BATON_OK) {
         bt_config_free(cfg);
         return rc;
@@ -291,9 +312,11 @@ int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_
         return bt_err_set(BATON_EINVALID, "unknown enqueue options version %u", o->version);
     if (o && o->queue && !*o->queue)
         return bt_err_set(BATON_EINVALID, "queue name must not be empty");
-    if (o && (o->concurrency_limit < 0 || o->concurrency_duration < 0 || o->on_conflict < -1 ||
+    if (o && (o->concurrency_limit < 0 || !bt_seconds_valid(o->concurrency_duration) || o->on_conflict < -1 ||
               o->on_conflict > BATON_ON_CONFLICT_COALESCE))
         return bt_err_set(BATON_EINVALID, "concurrency limit, duration or on_conflict out of range");
+    if (o && !bt_seconds_valid(o->delay))
+        return bt_err_set(BATON_EINVALID, "delay must be from 0 to %.0e seconds", BATON_SECONDS_MAX);
     json_error_t jerr;
     json_t *parsed = json_loadb(args, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!parsed)

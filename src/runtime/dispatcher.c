@@ -28,9 +28,10 @@ int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
     const baton_dispatcher_options *o = opts ? opts : &defaults;
     if (o->version != BATON_DISPATCHER_OPTIONS_VERSION)
         return bt_err_set(BATON_EINVALID, "unknown dispatcher options version %u", o->version);
-    if (o->polling_interval <= 0 || o->batch_size < 1 || o->concurrency_maintenance_interval <= 0)
-        return bt_err_set(BATON_EINVALID,
-                          "dispatcher polling interval, batch size and maintenance interval must be positive");
+    if (!(o->polling_interval > 0) || o->batch_size < 1 || !(o->concurrency_maintenance_interval > 0) ||
+        !bt_seconds_valid(o->polling_interval) || !bt_seconds_valid(o->concurrency_maintenance_interval))
+        return bt_err_set(BATON_EINVALID, "dispatcher polling interval, batch size and maintenance interval must be"
+                                          " positive (intervals at most %.0e seconds)", BATON_SECONDS_MAX);
     baton_dispatcher *d = calloc(1, sizeof *d);
     if (!d)
         return bt_err_set(BATON_ERROR, "out of memory");

@@ -113,6 +113,8 @@ static void keepalive_stop(keepalive *k)
 int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
                        const char *args_json, double wait_timeout)
 {
+    if (!bt_seconds_valid(wait_timeout))
+        return bt_err_set(BATON_EINVALID, "wait timeout must be from 0 to %.0e seconds", BATON_SECONDS_MAX);
     baton_job_spec spec = {class_name, args_json, NULL};
     bt_new_job nj;
     int rc = bt_prepare_job(c, &spec, bt_now_ms(), &nj);

@@ -49,8 +49,8 @@ int baton_scheduler_new(baton_scheduler **out, baton_client *client,
     const baton_scheduler_options *o = opts ? opts : &defaults;
     if (o->version != BATON_SCHEDULER_OPTIONS_VERSION)
         return bt_err_set(BATON_EINVALID, "unknown scheduler options version %u", o->version);
-    if (!(o->polling_interval >= 0))
-        return bt_err_set(BATON_EINVALID, "scheduler polling interval must not be negative");
+    if (!bt_seconds_valid(o->polling_interval))
+        return bt_err_set(BATON_EINVALID, "scheduler polling interval must be from 0 to %.0e seconds", BATON_SECONDS_MAX);
     baton_scheduler *s = calloc(1, sizeof *s);
     if (!s)
         return bt_err_set(BATON_ERROR, "out of memory");

@@ -16,6 +16,7 @@
  * process has to wait for the alive threshold. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <dirent.h>
 #include <jansson.h>
 #include <poll.h>
@@ -688,6 +689,9 @@ int baton_supervise(baton_client *c, const baton_supervisor_options *opts)
     const baton_supervisor_options *o = opts ? opts : &defaults;
     if (o->version != BATON_SUPERVISOR_OPTIONS_VERSION)
         return bt_err_set(BATON_EINVALID, "unknown supervisor options version %u", o->version);
+    if (o->shutdown_timeout > BATON_SECONDS_MAX || isnan(o->shutdown_timeout))
+        return bt_err_set(BATON_EINVALID, "shutdown timeout must be at most %.0e seconds (negative: baton.yml's)",
+                          BATON_SECONDS_MAX);
     int rc = check_only(o->only);
     if (rc != BATON_OK)
         return rc;

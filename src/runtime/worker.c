@@ -80,10 +80,10 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
         return bt_err_set(BATON_EINVALID, "unknown worker options version %u", o->version);
     if (o->threads < 1)
         return bt_err_set(BATON_EINVALID, "worker threads must be at least 1, got %d", o->threads);
-    if (o->polling_interval <= 0)
-        return bt_err_set(BATON_EINVALID, "polling interval must be positive");
-    if (o->shutdown_timeout < 0)
-        return bt_err_set(BATON_EINVALID, "shutdown timeout must not be negative");
+    if (!(o->polling_interval > 0) || !bt_seconds_valid(o->polling_interval))
+        return bt_err_set(BATON_EINVALID, "polling interval must be above 0 and at most %.0e seconds", BATON_SECONDS_MAX);
+    if (!bt_seconds_valid(o->shutdown_timeout))
+        return bt_err_set(BATON_EINVALID, "shutdown timeout must be from 0 to %.0e seconds", BATON_SECONDS_MAX);
     baton_worker *w = calloc(1, sizeof *w);
     if (!w)
         return bt_err_set(BATON_ERROR, "out of memory");

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "baton.h"
+
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME): what the database stores. */
 int64_t bt_now_ms(void);
 
@@ -18,6 +20,12 @@ void bt_iso8601(int64_t ms, char *buf);
 /* Parses an ISO 8601 UTC time or a time with a numeric offset ("2026-11-24T09:02:41Z",
  * "2026-11-24 09:02:41.5+01:00", "2026-11-24"). Returns 0 and sets *ms, or -1. */
 int bt_parse_iso8601(const char *text, int64_t *ms);
+
+/* bt_seconds_valid tells whether s is a span of seconds Baton accepts: from 0 to
+ * BATON_SECONDS_MAX (NaN and infinities are not). That bound is beyond any real schedule,
+ * and as milliseconds or nanoseconds far inside int64_t, so no deadline made from it
+ * overflows. */
+static inline int bt_seconds_valid(double s) { return s >= 0 && s <= BATON_SECONDS_MAX; }
 
 /* Sleeps for the given seconds (fractions allowed), restarting after signals. */
 void bt_sleep(double seconds);

@@ -473,6 +473,15 @@ static void test_bad_input(void **state)
                         "    command: 'true'\n"
                         "    colour: red\n");
     snprintf(bad_cfg_line, sizeof bad_cfg_line, "%s:4", bad_cfg);
+    /* Liveness a worker cannot keep (it would stop its own jobs between heartbeats), and a
+     * backoff too long to compute. */
+    char beat_at_threshold[PATH_LEN], beat_near_threshold[PATH_LEN], huge_base[PATH_LEN];
+    snprintf(beat_at_threshold, sizeof beat_at_threshold, "%s", in_dir(f, "beat-at-threshold.yml"));
+    write_file(beat_at_threshold, "process_heartbeat_interval: 30\nprocess_alive_threshold: 30\n");
+    snprintf(beat_near_threshold, sizeof beat_near_threshold, "%s", in_dir(f, "beat-near-threshold.yml"));
+    write_file(beat_near_threshold, "process_heartbeat_interval: 2\nprocess_alive_threshold: 3.5\n");
+    snprintf(huge_base, sizeof huge_base, "%s", in_dir(f, "huge-base.yml"));
+    write_file(huge_base, "jobs:\n  Echo:\n    command: 'true'\n    retry: {base: 1e300}\n");
     snprintf(args_file, sizeof args_file, "%s", in_dir(f, "no-such-args.json"));
     char args_at[PATH_LEN + 2];
     snprintf(args_at, sizeof args_at, "@%s", args_file);
@@ -513,6 +522,26 @@ static void test_bad_input(void **state)
         {"retry a job that did not fail", NULL, NULL, {"retry", ready_id}, 1, {"failed"}},
         {"retry of a missing job", NULL, NULL, {"retry", "999999"}, 3, {"999999"}},
         {"retry with an id and --all-failed", NULL, NULL, {"retry", ready_id, "--all-failed"}, 2, {"all-failed"}},
+        /* Numbers out of range: refused, never wrapped, clamped to something else or overflowed. */
+        {"--in 1e300", NULL, NULL, {"enqueue", "Echo", "--in", "1e300"}, 2, {"--in", "1e300"}},
+        {"--in inf", NULL, NULL, {"enqueue", "Echo", "--in", "inf"}, 2, {"--in", "inf"}},
+        {"--in nan", NULL, NULL, {"enqueue", "Echo", "--in", "nan"}, 2, {"--in", "nan"}},
+        {"--duration 1e300", NULL, NULL, {"enqueue", "Echo", "--duration", "1e300"}, 2, {"--duration"}},
+        {"--limit 2^32 + 1", NULL, NULL, {"enqueue", "Echo", "--limit", "4294967297"}, 2, {"--limit", "4294967297"}},
+        {"--priority 2^31", NULL, NULL, {"enqueue", "Echo", "--priority", "2147483648"}, 2, {"--priority"}},
+        {"--priority -2^31", NULL, NULL, {"enqueue", "Echo", "--priority", "-2147483648"}, 2, {"--priority"}},
+        {"--priority 2^63", NULL, NULL, {"enqueue", "Echo", "--priority", "9223372036854775808"}, 2, {"--priority"}},
+        {"perform --wait-timeout inf", NULL, NULL, {"perform", "Echo", "--wait-timeout", "inf"}, 2, {"--wait-timeout"}},
+        {"work --shutdown-timeout inf", NULL, NULL, {"work", "--shutdown-timeout", "inf"}, 2, {"--shutdown-timeout"}},
+        {"start --shutdown-timeout inf", NULL, NULL, {"start", "--shutdown-timeout", "inf"}, 2, {"--shutdown-timeout"}},
+        {"work --threads 2^32 + 1", NULL, NULL, {"work", "--threads", "4294967297"}, 2, {"--threads"}},
+        {"work --polling-interval 1e300", NULL, NULL, {"work", "--polling-interval", "1e300"}, 2, {"--polling-interval"}},
+        {"jobs --limit 2^32 + 1", NULL, NULL, {"jobs", "--limit", "4294967297"}, 2, {"--limit"}},
+        {"heartbeat as long as the threshold", NULL, beat_at_threshold, {"jobs"}, 2,
+         {beat_at_threshold, "process_alive_threshold"}},
+        {"threshold under 3 heartbeats", NULL, beat_near_threshold, {"work"}, 2,
+         {beat_near_threshold, "process_alive_threshold", "3.5"}},
+        {"retry base 1e300", NULL, huge_base, {"enqueue", "Echo"}, 2, {"huge-base.yml", "base", "at most"}},
     };
     /* Every case runs, so one report lists every breach. */
     char *breaches = NULL;

@@ -240,7 +240,7 @@ static void test_recurring_add_and_remove_errors(void **state)
     EXPECT_ERROR(2, "unknown class 'Tock'", f, "recurring", "add", "t", "--class", "Tock", "--schedule", "@daily");
     EXPECT_ERROR(2, "unknown time zone \"Nowhere/Town\"",
                  f, "recurring", "add", "t", "--class", "Tick", "--schedule", "@daily", "--timezone", "Nowhere/Town");
-    EXPECT_ERROR(2, "--priority: expected an integer >= -2147483647, got 'high'",
+    EXPECT_ERROR(2, "--priority: expected an integer from -2147483647 to 2147483647, got 'high'",
                  f, "recurring", "add", "t", "--class", "Tick", "--schedule", "@daily", "--priority", "high");
     EXPECT_ERROR(2, "usage: baton recurring add KEY --class C --schedule CRON [--args JSON] [--queue Q]"
                     " [--priority N] [--timezone TZ] [--description TEXT]",

@@ -4,6 +4,7 @@
  * operator actions, bulk enqueue and bad input that must leave stored jobs intact. */
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -189,6 +190,27 @@ static void test_bad_input_is_refused_and_stored_jobs_stay(void **state)
     baton_enqueue_options empty_queue = BATON_ENQUEUE_OPTIONS_INIT;
     empty_queue.queue = "";
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[]", &empty_queue), BATON_EINVALID);
+    /* Spans of seconds past BATON_SECONDS_MAX, infinite or NaN overflow deadlines: refused. */
+    const double bad_spans[] = {1e300, INFINITY, NAN, -1};
+    for (size_t i = 0; i < sizeof bad_spans / sizeof bad_spans[0]; i++) {
+        baton_enqueue_options later = BATON_ENQUEUE_OPTIONS_INIT;
+        later.delay = bad_spans[i];
+        assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[]", &later), BATON_EINVALID);
+        baton_enqueue_options held = BATON_ENQUEUE_OPTIONS_INIT;
+        held.concurrency_key = "k";
+        held.concurrency_duration = bad_spans[i];
+        assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[]", &held), BATON_EINVALID);
+        baton_class_options k = BATON_CLASS_OPTIONS_INIT;
+        k.backoff_base = bad_spans[i];
+        assert_int_equal(baton_class_register(f->client, "Slow", &k), BATON_EINVALID);
+        assert_int_equal(baton_set_liveness(f->client, 1, bad_spans[i]), BATON_EINVALID);
+        assert_int_equal(baton_perform_wait(f->client, &id, "Mail", "[]", bad_spans[i]), BATON_EINVALID);
+    }
+    /* A worker stops its jobs after half the threshold without a heartbeat: a threshold
+     * under three heartbeats would make it stop healthy jobs between two of them. */
+    assert_int_equal(baton_set_liveness(f->client, 2, 3.5), BATON_EINVALID);
+    assert_non_null(strstr(baton_error_last(), "at least 3 times"));
+    assert_int_equal(baton_set_liveness(f->client, 2, 6), BATON_OK);
     assert_int_equal(count_jobs(f->client, NULL), 1);
     assert_string_equal(job_status(f->client, kept), "ready");
 }
@@ -334,6 +356,9 @@ static void test_backoff_formulas(void **state)
         int64_t base = 1000LL << (attempt - 1);
         assert_true(ms >= base && ms <= base + base * 15 / 100);
     }
+    /* However long the base and however many the attempts, the delay stays a real time. */
+    assert_int_equal(bt_backoff_ms(BATON_BACKOFF_LINEAR, 1e9, 1000000), (int64_t)(BATON_SECONDS_MAX * 1000));
+    assert_int_equal(bt_backoff_ms(BATON_BACKOFF_EXPONENTIAL, 1e9, 60), (int64_t)(BATON_SECONDS_MAX * 1000));
 }
 
 static void test_discard_rules(void **state)
