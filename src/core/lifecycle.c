@@ -1106,16 +1106,54 @@ int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *outcomes, siz
 /* ---- handing claims back ---- */
 
 static const char sql_back_to_ready[] =
-    "UPDATE baton_jobs SET status = 'ready', updated_at = ?2 WHERE id = ?1"
+    "UPDATE baton_jobs SET status = 'ready', updated_at = ?2,"
+    " fencing_token = (SELECT token FROM baton_semaphore_holders h WHERE h.job_id = ?1) WHERE id = ?1"
     " RETURNING queue_name, priority";
+static const char sql_take_holder[] =
+    "DELETE FROM baton_semaphore_holders WHERE job_id = ? RETURNING key, acquired_at, expires_at";
+static const char sql_put_holder[] =
+    "INSERT INTO baton_semaphore_holders (job_id, key, acquired_at, expires_at) VALUES (?, ?, ?, ?)";
 
-/* back_to_ready returns a job whose run was stopped before it ended to the ready table.
- * It keeps its slot (and token): the run it held the slot for is over, nothing else ran. */
+typedef struct held_slot {
+    char *key;
+    int64_t acquired_at, expires_at;
+} held_slot;
+
+static int read_held_slot(bt_row *row, void *payload)
+{
+    held_slot *h = payload;
+    h->key = strdup(bt_col_text(row, 0));
+    h->acquired_at = bt_col_int(row, 1);
+    h->expires_at = bt_col_int(row, 2);
+    return h->key ? 0 : -1;
+}
+
+/* renew_token gives job id's slot a new holder row, so its next run carries a fencing
+ * token of its own: an outside system can then tell it from the run handed back. The
+ * key's count of holders does not change. */
+static int renew_token(bt_store *s, int64_t id)
+{
+    held_slot h = {0};
+    bt_val a[] = {BV_INT(id)};
+    int rc = bt_exec(s, sql_take_holder, a, 1, read_held_slot, &h, NULL);
+    if (rc == BATON_OK && h.key) {
+        bt_val p[] = {BV_INT(id), BV_TEXT(h.key), BV_INT(h.acquired_at), BV_INT(h.expires_at)};
+        rc = bt_exec(s, sql_put_holder, p, 4, NULL, NULL, NULL);
+    }
+    free(h.key);
+    return rc;
+}
+
+/* back_to_ready returns a job whose run was stopped and has ended to the ready table. It
+ * keeps its slot, under a new token: the run it held the slot for is over, nothing else
+ * ran. */
 static int back_to_ready(bt_store *s, int64_t id, int64_t now)
 {
     queue_priority qp = {0};
     bt_val a[] = {BV_INT(id), BV_INT(now)};
-    int rc = bt_exec(s, sql_back_to_ready, a, 2, read_queue_priority, &qp, NULL);
+    int rc = renew_token(s, id);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_back_to_ready, a, 2, read_queue_priority, &qp, NULL);
     if (rc == BATON_OK && qp.queue) {
         bt_val r[] = {BV_INT(id), BV_TEXT(qp.queue), BV_INT(qp.priority), BV_INT(now)};
         rc = run_list(s, &sql_insert_ready, 1, r, 4, NULL, NULL, NULL);

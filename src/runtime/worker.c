@@ -343,11 +343,77 @@ static void stop_running(baton_worker *w, int kill_now)
     }
 }
 
-/* Past the shutdown timeout (or on an immediate stop): stop what still runs and hand
- * every claim of this process back to the queue so the jobs run again elsewhere. */
+static void liveness_tick(baton_worker *w);
+
+/* wait_for_runs returns once no executor runs a job (command groups reaped, callbacks
+ * returned), heartbeating meanwhile: the claims of runs still going stay this live
+ * process's, so nobody starts their jobs beside them. A callback that never returns keeps
+ * its claim until the process exits; an immediate stop request kills what still runs. */
+static void wait_for_runs(baton_worker *w, int killed)
+{
+    int64_t next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
+    for (;;) {
+        int running = 0;
+        pthread_mutex_lock(&w->lock);
+        for (int i = 0; w->running && i < w->threads; i++)
+            running += w->running[i] != NULL;
+        pthread_mutex_unlock(&w->lock);
+        if (!running)
+            return;
+        if (!killed && atomic_load(&w->state) == STOP_IMMEDIATE) {
+            stop_running(w, 1);
+            killed = 1;
+        }
+        if (bt_mono_ns() >= next_heartbeat) {
+            liveness_tick(w);
+            next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
+        }
+        double beat = (double)(next_heartbeat - bt_mono_ns()) / 1e9;
+        bt_wait_ready(&w->waker, -1, beat < w->polling_interval ? beat : w->polling_interval);
+    }
+}
+
+/* record_finished records the outcomes of runs that ended on their own before the stop
+ * (reported, not yet recorded): handing those back would run a finished job again. The
+ * runs the stop cancelled stay in w->done, to be handed back. */
+static void record_finished(baton_worker *w)
+{
+    round r = {.process_id = w->process_id};
+    struct baton_job *stopped = NULL;
+    pthread_mutex_lock(&w->lock);
+    while (w->done) {
+        struct baton_job *j = w->done;
+        w->done = j->next;
+        struct baton_job **to = atomic_load(&j->cancelled) ? &stopped : &r.done;
+        j->next = *to;
+        *to = j;
+        r.ndone += to == &r.done;
+    }
+    w->done = stopped;
+    pthread_mutex_unlock(&w->lock);
+    if (!r.done)
+        return;
+    bt_claimed_job unused;
+    if (round_trip(w, w->store, &r, &unused) < 0) {
+        bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s", BT_LOG_VALUE(baton_error_last()));
+        pthread_mutex_lock(&w->lock); /* their claims go back with the rest: they run again */
+        struct baton_job *tail = r.done;
+        while (tail->next)
+            tail = tail->next;
+        tail->next = w->done;
+        w->done = r.done;
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+/* Past the shutdown timeout (or on an immediate stop): stop what still runs, wait until
+ * those runs have ended, record what finished on its own, and only then hand every other
+ * claim of this process back to the queue so the jobs run again elsewhere. */
 static void abandon_in_flight(baton_worker *w, int kill_now)
 {
     stop_running(w, kill_now);
+    wait_for_runs(w, kill_now);
+    record_finished(w);
     int64_t released = 0;
     int rc = bt_begin(w->store, BT_TXN_WRITE);
     if (rc == BATON_OK)
@@ -421,8 +487,6 @@ static int stalled(const baton_worker *w)
                                                                       : w->alive_threshold / 2;
     return bt_mono_ns() - atomic_load(&w->last_alive_ns) >= (int64_t)(limit * 1e9);
 }
-
-static void liveness_tick(baton_worker *w);
 
 /* fence_if_stalled returns 0 when the worker may claim. A stalled worker first stops its
  * jobs, then must prove it is alive (or register again) before it claims anything: a

@@ -636,6 +636,88 @@ static void test_second_term_is_immediate(void **state)
     expect_stopped(f, w, t0, id, &pids, "second TERM");
 }
 
+/* runs_log_has counts the lines of the stubborn job's log that start with a word. */
+typedef struct log_word {
+    const char *path, *word;
+    int at_least;
+} log_word;
+
+static int runs_log_has(void *p)
+{
+    const log_word *lw = p;
+    char *text = read_file(lw->path);
+    int n = 0;
+    size_t len = strlen(lw->word);
+    for (char *line = text; line && *line;) {
+        if (strncmp(line, lw->word, len) == 0 && line[len] == ' ')
+            n++;
+        char *nl = strchr(line, '\n');
+        line = nl ? nl + 1 : line + strlen(line);
+    }
+    free(text);
+    return n >= lw->at_least;
+}
+
+/* A job stopped past --shutdown-timeout goes back to the queue only once its run has
+ * ended: a command that handles TERM and needs a moment to finish must not overlap the
+ * next run of its key, and that next run gets a fencing token of its own. The job's log,
+ * written by the runs themselves, is the judge. */
+static void test_hand_back_waits_for_the_run_to_end(void **state)
+{
+    fx *f = *state;
+    char text[4 * PATH_LEN];
+    const char *log = in_dir(f, "runs.log");
+    char log_path[PATH_LEN];
+    snprintf(log_path, sizeof log_path, "%s", log);
+    snprintf(text, sizeof text,
+             "jobs:\n"
+             "  Stubborn:\n"
+             "    command: >-\n"
+             "      trap 'echo \"term $BATON_FENCING_TOKEN\" >> %s; sleep 1.5;\n"
+             "      echo \"end $BATON_FENCING_TOKEN\" >> %s; exit 1' TERM;\n"
+             "      echo \"start $BATON_FENCING_TOKEN\" >> %s;\n"
+             "      while :; do sleep 0.05; done\n"
+             "    concurrency: {to: 1, key: \"one\"}\n",
+             log_path, log_path, log_path);
+    write_file(f->cfg, text);
+    run_result r = RUN(f, "init");
+    check_exit(&r, 0, __LINE__);
+    run_result_free(&r);
+    int64_t id = ENQUEUE(f, "Stubborn");
+    pid_t a = START_WORKER(f, NULL, "--threads", "1", "--shutdown-timeout", "0.3", "--polling-interval", "0.05");
+    log_word started = {log_path, "start", 1};
+    if (!poll_until(runs_log_has, &started, 30000))
+        fail_worker(f, 0, "the job never started");
+    pid_t b = START_WORKER(f, NULL, "--threads", "1", "--shutdown-timeout", "0.3", "--polling-interval", "0.05");
+    int64_t t0 = bt_mono_ns();
+    assert_int_equal(kill(a, SIGTERM), 0);
+    double took;
+    int st = reap_worker(f, a, 20000, t0, &took);
+    if (st != 0)
+        fail_worker(f, 0, "worker exited %d after TERM", st);
+    /* The other worker runs the job again. */
+    log_word restarted = {log_path, "start", 2};
+    if (!poll_until(runs_log_has, &restarted, 20000))
+        fail_worker(f, 1, "the handed-back job never ran again");
+    assert_int_equal(kill(b, SIGTERM), 0);
+    st = reap_worker(f, b, 20000, bt_mono_ns(), &took);
+    if (st != 0)
+        fail_worker(f, 1, "second worker exited %d after TERM", st);
+    char *runs = read_file(log_path);
+    long long t1 = 0, t2 = 0;
+    char first_end[64];
+    int n = sscanf(runs, "start %lld\nterm %*d\n%63s %lld\n", &t1, first_end, &t2);
+    if (n != 3 || strcmp(first_end, "end") != 0)
+        fail_msg("the second run started before the first ended (job %lld):\n%s", (long long)id, runs);
+    if (t1 <= 0 || t2 != t1) /* the end line names the first run's token */
+        fail_msg("the first run's lines do not agree on its token:\n%s", runs);
+    const char *second = strstr(runs, "\nstart ");
+    long long t3 = second ? strtoll(second + 7, NULL, 10) : 0;
+    if (!(t3 > t1))
+        fail_msg("the run after the hand-back kept the first run's fencing token %lld (got %lld):\n%s", t1, t3, runs);
+    free(runs);
+}
+
 /* A worker killed while it is starting command jobs takes every one of them with it, even
  * one whose shepherd was still being set up: nothing may append to the log afterwards. */
 static void test_sigkill_during_job_start_leaves_no_job_behind(void **state)
@@ -684,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_term_past_shutdown_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_is_immediate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_term_is_immediate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hand_back_waits_for_the_run_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_during_job_start_leaves_no_job_behind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
