@@ -581,6 +581,12 @@ static int serve(baton_worker *w)
             drain_deadline = bt_mono_ns() + (int64_t)(w->shutdown_timeout * 1e9);
         if (drain_deadline && (atomic_load(&w->in_flight) == 0 || bt_mono_ns() >= drain_deadline))
             break;
+        /* The heartbeat keeps its schedule whatever the rounds do: rounds that keep failing
+         * (a key locked past lock_timeout) must not make a live worker fence itself. */
+        if (bt_mono_ns() >= next_heartbeat) {
+            liveness_tick(w);
+            next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
+        }
 
         int may_claim = state == RUNNING && !fence_if_stalled(w);
         round r;
@@ -608,10 +614,6 @@ static int serve(baton_worker *w)
             }
             rc = BATON_OK;
             show_title(w);
-        }
-        if (bt_mono_ns() >= next_heartbeat) {
-            liveness_tick(w);
-            next_heartbeat = bt_mono_ns() + (int64_t)(w->heartbeat_interval * 1e9);
         }
         if (got > 0 && got == r.want)
             continue; /* a full batch: more may be waiting */

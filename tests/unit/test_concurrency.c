@@ -815,6 +815,56 @@ static void test_bulk_enqueue_locks_keys_in_a_rounds_order(void **state)
     bt_store_close(round);
 }
 
+/* A job that runs for four seconds unless it is stopped; *payload becomes 1 when it ran
+ * them all, 2 when it was stopped. */
+static int runs_four_seconds(baton_job *job, void *payload)
+{
+    int64_t end = bt_mono_ns() + 4000000000LL;
+    while (bt_mono_ns() < end && !baton_job_cancelled(job))
+        bt_sleep(0.01);
+    atomic_store((atomic_int *)payload, baton_job_cancelled(job) ? 2 : 1);
+    return baton_job_cancelled(job) ? 1 : 0;
+}
+
+static int has_ended(void *p) { return atomic_load((atomic_int *)p) != 0; }
+
+/* A round that fails again and again (its key's row is held past lock_timeout by an
+ * application's transaction) must not silence the worker's heartbeat: a silent worker
+ * fences itself and stops every other job it runs. */
+static void test_failing_rounds_do_not_stop_the_heartbeat(void **state)
+{
+    SKIP_UNLESS(test_on_postgres(), "a round waits for a key's lock only where writers run side by side");
+    lib_fixture *f = *state;
+    char url[4300];
+    snprintf(url, sizeof url, "%s%coptions=-c%%20lock_timeout%%3D300", f->url, strchr(f->url, '?') ? '&' : '?');
+    baton_client *c = NULL;
+    assert_int_equal(baton_open(&c, url), BATON_OK);
+    assert_int_equal(baton_set_liveness(c, 0.2, 3), BATON_OK);
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(c, "Sync", "k{0}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    atomic_int ended = 0;
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = runs_four_seconds;
+    o.payload = &ended;
+    assert_int_equal(baton_class_register(c, "Long", &o), BATON_OK);
+    baton_enqueued keyed = enqueue(c, "Sync", "[1]");
+    baton_enqueued unrelated = enqueue(c, "Long", "[]");
+    bt_store *app = raw_store(f);
+    exec_sql(app, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/k1' FOR UPDATE");
+    running_worker w = worker_start(c, "*", 2);
+    /* The keyed job ends at once; every round that records it times out on the key, for
+     * longer than the 1.5 s after which a worker without a heartbeat stops its jobs. */
+    wait_runs(&jr, 1);
+    assert_true(poll_until(has_ended, &ended, 10000));
+    assert_int_equal(atomic_load(&ended), 1);
+    exec_sql(app, "COMMIT");
+    wait_status(c, unrelated.id, "finished");
+    wait_status(c, keyed.id, "finished");
+    worker_stop(&w);
+    bt_store_close(app);
+    baton_close(c);
+}
+
 typedef struct racing_enqueue {
     const char *url;
     int rc;
@@ -901,6 +951,7 @@ int main(void)
                                         lib_teardown),
         cmocka_unit_test_setup_teardown(test_bulk_enqueue_locks_keys_in_a_rounds_order, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_semaphore_clear_racing_enqueues_admits_one, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_failing_rounds_do_not_stop_the_heartbeat, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
