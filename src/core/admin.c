@@ -192,7 +192,7 @@ static int in_write_txn(baton_client *c, int rc_action(bt_store *, void *), void
     return bt_end(c->store, rc);
 }
 
-static int retry_one(bt_store *s, void *arg) { return bt_retry_failed(s, *(int64_t *)arg, bt_now_ms()); }
+static int retry_one(bt_store *s, void *arg) { return bt_retry_failed(s, (int64_t *)arg, 1, bt_now_ms()); }
 
 int baton_job_retry(baton_client *c, int64_t id)
 {
@@ -218,9 +218,8 @@ static int retry_all(bt_store *s, void *p)
     bt_id_list l = {0};
     bt_val a[] = {BV_TEXT(arg->class_name)};
     int rc = bt_exec(s, sql_failed_ids, a, 1, bt_row_collect_id, &l, NULL);
-    int64_t now = bt_now_ms();
-    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
-        rc = bt_retry_failed(s, l.ids[i], now);
+    if (rc == BATON_OK)
+        rc = bt_retry_failed(s, l.ids, l.len, bt_now_ms());
     arg->count = (int64_t)l.len;
     free(l.ids);
     return rc;

@@ -250,8 +250,9 @@ int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t no
  * it), without waiting for its heartbeat to age. */
 int bt_prune_process(bt_store *s, int64_t id, int64_t now);
 
-/* bt_retry_failed puts the failed job id back to ready. BATON_ENOTFOUND / BATON_ESTATE. */
-int bt_retry_failed(bt_store *s, int64_t id, int64_t now);
+/* bt_retry_failed puts the n failed jobs ids back through admission, keys locked in a
+ * round's order. BATON_ENOTFOUND / BATON_ESTATE when one is missing or not failed. */
+int bt_retry_failed(bt_store *s, const int64_t *ids, size_t n, int64_t now);
 
 /* bt_discard discards a job that is not running or over, recording reason as its error. */
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now);

@@ -491,29 +491,50 @@ static int read_candidate(bt_row *row, void *payload)
     return 1;
 }
 
-/* readmit sends a job that just left its previous execution row (scheduled, failed)
- * through admission again, like a new job. */
-static int readmit(bt_store *s, int64_t id, int64_t now)
-{
-    loaded_candidate l = {.c = {.id = id, .admitted_by = "retry"}};
-    bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(s, sql_candidate, a, 1, read_candidate, &l, NULL);
-    if (rc == BATON_OK && l.found) {
-        bt_val st[] = {BV_INT(id), BV_TEXT("ready"), BV_INT(now)};
-        rc = bt_exec(s, sql_set_status, st, 3, NULL, NULL, NULL);
-        if (rc == BATON_OK)
-            rc = admit(s, &l.c, now, NULL);
-    }
-    free(l.queue);
-    free(l.key);
-    return rc;
-}
-
 static int cmp_id(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
+
+/* Keys in a round's lock order (NULL as ""), each key's jobs by id (enqueue order). */
+static int cmp_candidate(const void *a, const void *b)
+{
+    const loaded_candidate *x = a, *y = b;
+    int c = strcmp(x->key ? x->key : "", y->key ? y->key : "");
+    return c ? c : cmp_id(&x->c.id, &y->c.id);
+}
+
+/* readmit_all sends n jobs that just left their previous execution rows (scheduled,
+ * failed) through admission again, like new jobs: keys locked in the order a worker's
+ * round locks them, so on a database with row locks the two never deadlock. */
+static int readmit_all(bt_store *s, const int64_t *ids, size_t n, int64_t now)
+{
+    loaded_candidate *l = calloc(n ? n : 1, sizeof *l);
+    int rc = l ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
+    for (size_t i = 0; i < n && rc == BATON_OK; i++) {
+        l[i].c = (candidate){.id = ids[i], .admitted_by = "retry"};
+        bt_val a[] = {BV_INT(ids[i])};
+        rc = bt_exec(s, sql_candidate, a, 1, read_candidate, &l[i], NULL);
+    }
+    if (rc == BATON_OK && n > 1)
+        qsort(l, n, sizeof *l, cmp_candidate);
+    for (size_t i = 0; i < n && rc == BATON_OK; i++)
+        if (l[i].found) {
+            bt_val st[] = {BV_INT(l[i].c.id), BV_TEXT("ready"), BV_INT(now)};
+            rc = bt_exec(s, sql_set_status, st, 3, NULL, NULL, NULL);
+            if (rc == BATON_OK)
+                rc = admit(s, &l[i].c, now, NULL);
+        }
+    for (size_t i = 0; l && i < n; i++) {
+        free(l[i].queue);
+        free(l[i].key);
+    }
+    free(l);
+    return rc;
+}
+
+static int readmit(bt_store *s, int64_t id, int64_t now) { return readmit_all(s, &id, 1, now); }
 
 /* insert_jobs stores the rows of n jobs (n <= BT_LIST_MAX) in one statement and writes
  * their ids to ids, in the jobs' order. */
@@ -1090,16 +1111,47 @@ static int complete_chunk(bt_store *s, int64_t process_id, const bt_outcome *os,
     return rc;
 }
 
-int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *outcomes, size_t n, int64_t now,
-                int *owned, int64_t *retry_at)
+static int complete_chunks(bt_store *s, int64_t process_id, const bt_outcome *outcomes, size_t n, int64_t now,
+                           int *owned, int64_t *retry_at)
 {
-    if (retry_at)
-        memset(retry_at, 0, n * sizeof *retry_at);
     int rc = BATON_OK;
     for (size_t at = 0; at < n && rc == BATON_OK; at += BT_LIST_MAX) {
         int chunk = n - at < BT_LIST_MAX ? (int)(n - at) : BT_LIST_MAX;
         rc = complete_chunk(s, process_id, outcomes + at, chunk, now, owned + at, retry_at ? retry_at + at : NULL);
     }
+    return rc;
+}
+
+int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *outcomes, size_t n, int64_t now,
+                int *owned, int64_t *retry_at)
+{
+    if (retry_at)
+        memset(retry_at, 0, n * sizeof *retry_at);
+    if (n <= BT_LIST_MAX) /* one chunk sorts its own keys */
+        return complete_chunks(s, process_id, outcomes, n, now, owned, retry_at);
+    /* Chunks in key order too, so the keys of all of them are locked in one order. */
+    settle *order = malloc(n * sizeof *order);
+    bt_outcome *sorted = malloc(n * sizeof *sorted);
+    int *sorted_owned = malloc(n * sizeof *sorted_owned);
+    int64_t *sorted_retry = calloc(n, sizeof *sorted_retry);
+    int rc = order && sorted && sorted_owned && sorted_retry ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
+    if (rc == BATON_OK) {
+        for (size_t i = 0; i < n; i++)
+            order[i] = (settle){.o = &outcomes[i], .index = (int)i};
+        qsort(order, n, sizeof *order, cmp_settle);
+        for (size_t i = 0; i < n; i++)
+            sorted[i] = *order[i].o;
+        rc = complete_chunks(s, process_id, sorted, n, now, sorted_owned, sorted_retry);
+    }
+    for (size_t i = 0; rc == BATON_OK && i < n; i++) {
+        owned[order[i].index] = sorted_owned[i];
+        if (retry_at)
+            retry_at[order[i].index] = sorted_retry[i];
+    }
+    free(order);
+    free(sorted);
+    free(sorted_owned);
+    free(sorted_retry);
     return rc;
 }
 
@@ -1206,11 +1258,9 @@ int bt_dispatch(bt_store *s, int64_t now, int batch, int *moved_out)
     bt_id_list l = {0};
     bt_val a[] = {BV_INT(now), BV_INT(batch)};
     int rc = bt_exec(s, sql_take_due[s->ops->row_locks], a, 2, bt_row_collect_id, &l, NULL);
-    /* Scheduled jobs meet their limits now, in enqueue order within the batch. */
-    if (l.len)
-        qsort(l.ids, l.len, sizeof *l.ids, cmp_id);
-    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
-        rc = readmit(s, l.ids[i], now);
+    /* Scheduled jobs meet their limits now, each key's in enqueue order. */
+    if (rc == BATON_OK)
+        rc = readmit_all(s, l.ids, l.len, now);
     if (moved_out)
         *moved_out = (int)l.len;
     free(l.ids);
@@ -1452,20 +1502,23 @@ static const char sql_delete_failed[] = "DELETE FROM baton_failed_executions WHE
 /* Operator actions take the job's execution row first and read its status after: where
  * writers run side by side, the delete waits for a transition in flight (a claim, a
  * dispatch) and the status read then sees where the job went. */
-int bt_retry_failed(bt_store *s, int64_t id, int64_t now)
+int bt_retry_failed(bt_store *s, const int64_t *ids, size_t n, int64_t now)
 {
-    int64_t taken = 0;
-    bt_val a[] = {BV_INT(id)};
-    int rc = bt_exec(s, sql_delete_failed, a, 1, NULL, NULL, &taken);
-    if (rc != BATON_OK || taken)
-        return rc == BATON_OK ? readmit(s, id, now) : rc;
-    char *status;
-    rc = job_status(s, id, &status);
-    if (rc != BATON_OK)
-        return rc;
-    rc = bt_err_set(BATON_ESTATE, "job %lld is %s, not failed", (long long)id, status);
-    free(status);
-    return rc;
+    int rc = BATON_OK;
+    for (size_t i = 0; i < n && rc == BATON_OK; i++) {
+        int64_t taken = 0;
+        bt_val a[] = {BV_INT(ids[i])};
+        rc = bt_exec(s, sql_delete_failed, a, 1, NULL, NULL, &taken);
+        if (rc != BATON_OK || taken)
+            continue;
+        char *status;
+        rc = job_status(s, ids[i], &status);
+        if (rc != BATON_OK)
+            return rc;
+        rc = bt_err_set(BATON_ESTATE, "job %lld is %s, not failed", (long long)ids[i], status);
+        free(status);
+    }
+    return rc == BATON_OK ? readmit_all(s, ids, n, now) : rc;
 }
 
 static const char *const sql_delete_waiting[] = {

@@ -534,6 +534,42 @@ static void test_one_round_of_outcomes_releases_each_slot_once(void **state)
     bt_store_close(s);
 }
 
+/* Outcomes of more jobs than one statement lists (over several chunks, keys locked in one
+ * order across them) each land on their own job, however they came. */
+static void test_outcomes_over_several_chunks_land_on_their_jobs(void **state)
+{
+    enum { N = 150 };
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k{0}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    for (int i = 0; i < N; i++) {
+        char args[16];
+        snprintf(args, sizeof args, "[%d]", (i * 37) % N); /* keys in no order by id */
+        enqueue(f->client, "Sync", args);
+    }
+    bt_store *s = raw_store(f);
+    int64_t worker;
+    bt_claimed_job *claimed = calloc(N, sizeof *claimed);
+    assert_int_equal(claim_as(s, &worker, N, claimed), N);
+    bt_outcome outcomes[N];
+    for (int i = 0; i < N; i++) /* every third fails for good; in reverse claim order */
+        outcomes[i] = (bt_outcome){.job_id = claimed[N - 1 - i].id, .succeeded = i % 3 != 0, .error = "broken",
+                                   .attempt = 3, .max_attempts = 3,
+                                   .concurrency_key = claimed[N - 1 - i].concurrency_key};
+    int owned[N];
+    int64_t retry_at[N];
+    complete_as(s, worker, outcomes, N, owned, retry_at);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(owned[i], 1);
+        assert_string_equal(job_status(f->client, outcomes[i].job_id), i % 3 ? "finished" : "failed");
+    }
+    assert_int_equal(holder_count(s), 0);
+    for (int i = 0; i < N; i++)
+        bt_claimed_job_free(&claimed[i]);
+    free(claimed);
+    bt_store_close(s);
+}
+
 static void test_maintenance_repairs_without_exceeding_limit(void **state)
 {
     lib_fixture *f = *state;
@@ -815,6 +851,61 @@ static void test_bulk_enqueue_locks_keys_in_a_rounds_order(void **state)
     bt_store_close(round);
 }
 
+typedef struct dispatch_run {
+    const char *url;
+    int rc, moved;
+} dispatch_run;
+
+static void *dispatch_once(void *p)
+{
+    dispatch_run *d = p;
+    bt_store *s = NULL;
+    d->rc = bt_store_open(&s, d->url);
+    if (d->rc == BATON_OK && (d->rc = bt_begin(s, BT_TXN_WRITE)) == BATON_OK)
+        d->rc = bt_end(s, bt_dispatch(s, bt_now_ms(), 10, &d->moved));
+    bt_store_close(s);
+    return NULL;
+}
+
+static int is_due(void *at_ms) { return bt_now_ms() > *(int64_t *)at_ms; }
+
+/* Due scheduled jobs meet their limits with their keys locked in the order a round locks
+ * them, whatever their ids: otherwise the dispatcher and a round each hold a key the other
+ * waits for, and the server aborts one of them. */
+static void test_dispatch_locks_keys_in_a_rounds_order(void **state)
+{
+    SKIP_UNLESS(test_on_postgres(), "only writers that run side by side can deadlock");
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k{0}", 5, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    enqueue(f->client, "Sync", "[\"a\"]");
+    enqueue(f->client, "Sync", "[\"b\"]");
+    /* Due soon, in the order b (lower id), then a. */
+    baton_enqueue_options later = BATON_ENQUEUE_OPTIONS_INIT;
+    int64_t due = bt_now_ms() + 300;
+    later.run_at_ms = due;
+    baton_job_spec specs[] = {{"Sync", "[\"b\"]", &later}, {"Sync", "[\"a\"]", &later}};
+    baton_enqueued out[2];
+    assert_int_equal(baton_enqueue_detailed(f->client, out, specs, 2), BATON_OK);
+    assert_true(poll_until(is_due, &due, 5000));
+    /* A round holds the first key and is about to lock the second, in sorted order. */
+    bt_store *round = raw_store(f);
+    exec_sql(round, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/ka' FOR UPDATE");
+    dispatch_run d = {f->url, -1, 0};
+    pthread_t dispatcher;
+    pthread_create(&dispatcher, NULL, dispatch_once, &d);
+    bt_store *watch = raw_store(f);
+    assert_true(poll_until(a_session_waits_for_a_lock, watch, 10000));
+    /* Had the dispatcher taken Sync/kb first, this would wait for it while it waits for us. */
+    exec_sql(round, "SELECT key FROM baton_semaphores WHERE key = 'Sync/kb' FOR UPDATE; COMMIT");
+    pthread_join(dispatcher, NULL);
+    assert_int_equal(d.rc, BATON_OK);
+    assert_int_equal(d.moved, 2);
+    assert_int_equal(test_db_int(watch, "SELECT COUNT(*) FROM baton_ready_executions"), 4);
+    bt_store_close(watch);
+    bt_store_close(round);
+}
+
 /* A job that runs for four seconds unless it is stopped; *payload becomes 1 when it ran
  * them all, 2 when it was stopped. */
 static int runs_four_seconds(baton_job *job, void *payload)
@@ -942,6 +1033,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_one_round_of_outcomes_releases_each_slot_once, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_outcomes_over_several_chunks_land_on_their_jobs, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, lib_setup, lib_teardown),
@@ -952,6 +1044,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bulk_enqueue_locks_keys_in_a_rounds_order, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_semaphore_clear_racing_enqueues_admits_one, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_failing_rounds_do_not_stop_the_heartbeat, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_dispatch_locks_keys_in_a_rounds_order, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
