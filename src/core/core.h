@@ -249,6 +249,11 @@ int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t no
 /* bt_prune_process does the same for one process known to be dead (a supervisor reaped
  * it), without waiting for its heartbeat to age. */
 int bt_prune_process(bt_store *s, int64_t id, int64_t now);
+/* bt_discard_inline_waiters discards the blocked jobs an inline perform of process_id
+ * still waits for: the process is gone (pruned, deregistered), an inline job never runs
+ * later, and a promotion into the claim of a process that no longer exists would fail the
+ * whole transaction that released the slot. */
+int bt_discard_inline_waiters(bt_store *s, int64_t process_id, int64_t now);
 
 /* bt_retry_failed puts the n failed jobs ids back through admission, keys locked in a
  * round's order. BATON_ENOTFOUND / BATON_ESTATE when one is missing or not failed. */

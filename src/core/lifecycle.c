@@ -1317,6 +1317,19 @@ static int collect_claim(bt_row *row, void *payload)
     return 0;
 }
 
+static const char sql_inline_waiters[] = "SELECT job_id FROM baton_blocked_executions WHERE claim_for = ?";
+
+int bt_discard_inline_waiters(bt_store *s, int64_t process_id, int64_t now)
+{
+    bt_id_list l = {0};
+    bt_val a[] = {BV_INT(process_id)};
+    int rc = bt_exec(s, sql_inline_waiters, a, 1, bt_row_collect_id, &l, NULL);
+    for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
+        rc = bt_discard(s, l.ids[i], "its inline perform ended before a slot was free", now);
+    free(l.ids);
+    return rc;
+}
+
 int bt_prune_process(bt_store *s, int64_t id, int64_t now)
 {
     claim_list claims = {0};
@@ -1339,6 +1352,8 @@ int bt_prune_process(bt_store *s, int64_t id, int64_t now)
             bt_note(s, BATON_LOG_ERROR, "event=job.failed job_id=%lld attempt=%d error=%s", (long long)o->job_id,
                     o->attempt, BT_LOG_VALUE(o->error));
     }
+    if (rc == BATON_OK)
+        rc = bt_discard_inline_waiters(s, id, now);
     if (rc == BATON_OK)
         rc = bt_exec(s, sql_forget_process, p, 1, NULL, NULL, NULL);
     for (size_t k = 0; k < n; k++)

@@ -57,6 +57,8 @@ int bt_process_deregister(bt_store *s, int64_t id)
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_release_claims(s, id, NULL, 0, bt_now_ms(), NULL);
+    if (rc == BATON_OK)
+        rc = bt_discard_inline_waiters(s, id, bt_now_ms());
     if (rc == BATON_OK) {
         bt_val a[] = {BV_INT(id)};
         rc = bt_exec(s, sql_deregister, a, 1, NULL, NULL, NULL);

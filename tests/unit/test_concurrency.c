@@ -570,6 +570,54 @@ static void test_outcomes_over_several_chunks_land_on_their_jobs(void **state)
     bt_store_close(s);
 }
 
+/* An inline perform waiting for a slot whose process ends (pruned as dead, or gone
+ * without a word) must not leave its blocked job behind, pointing at that process: the
+ * release that promotes it would fail on it, and with it every other outcome of the
+ * round. The job is discarded (an inline job never runs later). */
+static void inline_waiter_outlives_its_process(lib_fixture *f, int pruned)
+{
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued holder = enqueue(f->client, "Sync", "[]");
+    bt_store *s = raw_store(f);
+    int64_t inline_process = 0, waiter = 0;
+    assert_int_equal(bt_process_register(s, "inline", NULL, &inline_process), BATON_OK);
+    baton_job_spec spec = {"Sync", "[]", NULL};
+    bt_new_job nj;
+    bt_landing landing;
+    assert_int_equal(bt_prepare_job(f->client, &spec, bt_now_ms(), &nj), BATON_OK);
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_enqueue_rows(s, &nj, 1, bt_now_ms(), inline_process, &waiter, &landing), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    bt_new_job_clear(&nj);
+    assert_string_equal(job_status(f->client, waiter), "blocked");
+    if (pruned) {
+        assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+        assert_int_equal(bt_prune_process(s, inline_process, bt_now_ms()), BATON_OK);
+        assert_int_equal(bt_commit(s), BATON_OK);
+    } else {
+        assert_int_equal(bt_process_deregister(s, inline_process), BATON_OK);
+    }
+    assert_string_equal(job_status(f->client, waiter), "discarded");
+    /* The holder's release promotes nobody, and its round records it. */
+    int64_t worker;
+    bt_claimed_job claimed;
+    assert_int_equal(claim_as(s, &worker, 1, &claimed), 1);
+    assert_int_equal(claimed.id, holder.id);
+    bt_outcome done = {.job_id = holder.id, .succeeded = 1, .attempt = 1, .max_attempts = 3,
+                       .concurrency_key = claimed.concurrency_key};
+    int owned;
+    int64_t retry_at;
+    complete_as(s, worker, &done, 1, &owned, &retry_at);
+    assert_string_equal(job_status(f->client, holder.id), "finished");
+    assert_int_equal(holder_count(s), 0);
+    bt_claimed_job_free(&claimed);
+    bt_store_close(s);
+}
+
+static void test_pruned_inline_waiter_is_discarded(void **state) { inline_waiter_outlives_its_process(*state, 1); }
+static void test_deregistered_inline_waiter_is_discarded(void **state) { inline_waiter_outlives_its_process(*state, 0); }
+
 static void test_maintenance_repairs_without_exceeding_limit(void **state)
 {
     lib_fixture *f = *state;
@@ -1034,6 +1082,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_one_round_of_outcomes_releases_each_slot_once, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_outcomes_over_several_chunks_land_on_their_jobs, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_pruned_inline_waiter_is_discarded, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_deregistered_inline_waiter_is_discarded, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, lib_setup, lib_teardown),
