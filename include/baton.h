@@ -611,6 +611,16 @@ BATON_API int baton_perform_now(baton_client *client, int64_t *id_out, const cha
 BATON_API int baton_perform_wait(baton_client *client, int64_t *id_out, const char *class_name,
                                  const char *args_json, double wait_timeout);
 
+/**
+ * Stops the baton_perform_now()/baton_perform_wait() in progress on this client, or the
+ * next one when none is (e.g. TERM arrived just before it began): a job still waiting for
+ * its slot is discarded (it never runs later) and the call returns BATON_ERROR saying it
+ * was stopped; a job already running is cancelled (a command's process group gets TERM,
+ * then KILL after 5 s; a callback sees baton_job_cancelled()) and its outcome recorded as
+ * usual. Async-signal-safe; callable from any thread.
+ */
+BATON_API void baton_perform_stop(baton_client *client);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Recurring tasks                                                                             */
 /* ------------------------------------------------------------------------------------------ */

@@ -49,6 +49,10 @@ int cli_flag(const cli *c, const char *name);
 int cli_int(const cli *c, const char *name, long long min, long long max, long long *out);
 int cli_double(const cli *c, const char *name, double min, double *out);
 
+/* cli_stop_perform_on_signals makes TERM, INT and QUIT stop client's inline perform (see
+ * baton_perform_stop) instead of killing the process. */
+void cli_stop_perform_on_signals(baton_client *client);
+
 /* cli_reject_options fails (after printing) when an option given is not among allowed
  * (names without dashes, NULL-terminated): for subcommands that take fewer options than
  * their command. Returns 0 or -1. */

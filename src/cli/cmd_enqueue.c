@@ -123,6 +123,7 @@ int cmd_perform(cli *c)
         return EXIT_USAGE;
     }
     int64_t id = 0;
+    cli_stop_perform_on_signals(c->client);
     int rc = baton_perform_wait(c->client, &id, c->args[0], args, wait_timeout);
     free(args);
     if (id)

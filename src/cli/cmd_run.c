@@ -1,5 +1,6 @@
 /* cmd_run.c: the long-running commands (work, dispatch, schedule, start) and their signals:
- * TERM/INT stop gracefully, a second TERM/INT or a QUIT stops at once. */
+ * TERM/INT stop gracefully, a second TERM/INT or a QUIT stops at once. `baton perform`
+ * takes the same signals to stop its inline job. */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@ static baton_worker *running_worker;
 static baton_dispatcher *running_dispatcher;
 static baton_client *running_supervisor;
 static baton_scheduler *running_scheduler;
+static baton_client *running_perform;
 static atomic_int stop_requests;
 
 static void on_signal(int sig)
@@ -25,6 +27,8 @@ static void on_signal(int sig)
         baton_supervisor_stop(running_supervisor, immediate);
     if (running_scheduler)
         baton_scheduler_stop(running_scheduler);
+    if (running_perform)
+        baton_perform_stop(running_perform);
 }
 
 /* More threads than this would only wait on the database and each other. */
@@ -39,6 +43,12 @@ static void install_handlers(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
+}
+
+void cli_stop_perform_on_signals(baton_client *client)
+{
+    running_perform = client;
+    install_handlers();
 }
 
 static double shutdown_timeout(cli *c, double *out)

@@ -73,6 +73,8 @@ struct baton_client {
     _Atomic(bt_start *) running; /* set while baton_start() runs, for baton_start_stop() */
     _Atomic(bt_supervisor *) supervisor; /* set while baton_supervise() runs */
     atomic_int stops_under_way;  /* baton_start_stop/baton_supervisor_stop calls reading those */
+    atomic_int perform_stopped;  /* set by baton_perform_stop(), until the perform returns */
+    _Atomic(struct baton_job *) performing; /* the inline job running, for baton_perform_stop() */
 };
 
 /* bt_class_find returns the class named name, or NULL. */

@@ -56,10 +56,13 @@ static int wait_for_claim(baton_client *c, int64_t process_id, int64_t id, doubl
     int64_t deadline = bt_mono_ns() + (int64_t)(wait_timeout * 1e9);
     double interval = 0.002;
     for (;;) {
-        int give_up = bt_mono_ns() >= deadline, found = 0, alive;
+        int stopped = atomic_load(&c->perform_stopped);
+        int give_up = stopped || bt_mono_ns() >= deadline, found = 0, alive;
         int rc = claim_or_give_up(c, process_id, id, give_up, claimed, &found);
         if (rc != BATON_OK || found)
             return rc;
+        if (stopped)
+            return bt_err_set(BATON_ERROR, "job %lld: stopped while waiting for a slot; discarded", (long long)id);
         if (give_up)
             return bt_err_set(BATON_ERROR, "job %lld: no free slot for its concurrency key within %gs",
                               (long long)id, wait_timeout);
@@ -143,7 +146,12 @@ int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
         keepalive_start(&k, c, process_id);
         job->klass = bt_class_find(c, class_name);
         job->checker = &checker;
+        atomic_store(&c->performing, job);
+        if (atomic_load(&c->perform_stopped)) /* a stop that came while it was claimed */
+            atomic_store(&job->cancelled, 1);
         bt_job_perform(c, job);
+        atomic_store(&c->performing, NULL);
+        bt_client_wait_stops(c);
         keepalive_stop(&k);
         bt_slot_checker_close(&checker);
         rc = record(c, process_id, job);
@@ -153,7 +161,18 @@ int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
     }
     int drc = bt_process_deregister(c->store, process_id);
     bt_job_free(job);
+    atomic_store(&c->perform_stopped, 0);
     return rc != BATON_OK ? rc : drc;
+}
+
+void baton_perform_stop(baton_client *c)
+{
+    atomic_fetch_add(&c->stops_under_way, 1);
+    atomic_store(&c->perform_stopped, 1);
+    struct baton_job *job = atomic_load(&c->performing);
+    if (job)
+        atomic_store(&job->cancelled, 1);
+    atomic_fetch_sub(&c->stops_under_way, 1);
 }
 
 int baton_perform_now(baton_client *c, int64_t *id_out, const char *class_name, const char *args_json)

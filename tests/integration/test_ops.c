@@ -594,12 +594,44 @@ static void test_job_history_names_a_killed_and_pruned_worker(void **state)
     expect_latest_claimer(f, 1, killed);
 }
 
+static int one_blocked(void *p)
+{
+    json_t *list = cli_json(p, (const char *const[]){"blocked", NULL});
+    size_t n = json_array_size(list);
+    json_decref(list);
+    return n == 1;
+}
+
+/* A `baton perform` stopped by TERM (Ctrl-C, a deploy) while its job waits for a slot
+ * discards that job, so it never runs later, and leaves no process row behind. */
+static void test_perform_stopped_while_waiting_discards_its_job(void **state)
+{
+    fixture *f = *state;
+    enqueue(f, "Sync", "{\"user\": {\"id\": 9}}"); /* holds the key's slot: nobody runs it */
+    char log[4300];
+    snprintf(log, sizeof log, "%s", path_join(f->dir, "perform.log"));
+    const char *args[] = {"--db", f->url, "--config", f->config, "perform", "Sync", "--args",
+                          "{\"user\": {\"id\": 9}}", "--wait-timeout", "60", NULL};
+    f->worker = baton_spawn(log, args);
+    assert_true(poll_until(one_blocked, f, 20000));
+    assert_int_equal(kill(f->worker, SIGTERM), 0);
+    int st = wait_exit(f->worker, 10000);
+    f->worker = 0;
+    char *out = read_file(log);
+    if (st != 1 || !out || !strstr(out, "stopped"))
+        fail_msg("baton perform after TERM: exit %d, output: %s", st, out ? out : "(none)");
+    free(out);
+    assert_string_equal(job_status_cli(f, 2), "discarded");
+    assert_int_equal(registered_processes(f), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_blocked_lists_waiting_jobs_longest_first_with_key_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_running_and_processes_show_where_jobs_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_semaphore_clear_frees_a_dead_workers_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_perform_stopped_while_waiting_discards_its_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unblock_respects_the_limit_unless_forced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doctor_repairs_a_dead_workers_claims_within_the_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_and_metrics_count_what_runs_and_waits, setup, teardown),

@@ -6,6 +6,7 @@
 #include <libpq-fe.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -490,6 +491,53 @@ static void test_clear_finished_drops_identities_no_job_names(void **state)
     bt_store_close(db);
 }
 
+/* Runs until it is cancelled (10 s at most); *payload is 1 while it runs. */
+static int until_cancelled(baton_job *job, void *payload)
+{
+    atomic_store((atomic_int *)payload, 1);
+    for (int i = 0; i < 1000 && !baton_job_cancelled(job); i++)
+        bt_sleep(0.01);
+    baton_job_set_error(job, baton_job_cancelled(job) ? "cancelled" : "never cancelled");
+    return 1;
+}
+
+static int is_set(void *p) { return atomic_load((atomic_int *)p) != 0; }
+
+typedef struct perform_call {
+    baton_client *client;
+    int64_t id;
+    int rc;
+} perform_call;
+
+static void *perform_in_thread(void *p)
+{
+    perform_call *pc = p;
+    pc->rc = baton_perform_now(pc->client, &pc->id, "Stoppable", "[]");
+    return NULL;
+}
+
+/* baton_perform_stop cancels the inline job running, whose outcome is recorded. */
+static void test_perform_stop_cancels_the_running_job(void **state)
+{
+    lib_fixture *f = *state;
+    atomic_int running = 0;
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = until_cancelled;
+    o.payload = &running;
+    assert_int_equal(baton_class_register(f->client, "Stoppable", &o), BATON_OK);
+    perform_call pc = {f->client, 0, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, perform_in_thread, &pc), 0);
+    assert_true(poll_until(is_set, &running, 10000));
+    baton_perform_stop(f->client);
+    pthread_join(t, NULL);
+    assert_int_equal(pc.rc, BATON_ERROR);
+    assert_string_equal(job_status(f->client, pc.id), "failed");
+    json_t *j = job_json(f->client, pc.id);
+    assert_string_equal(json_string_value(json_object_get(j, "error")), "cancelled");
+    json_decref(j);
+}
+
 static void test_perform_now_records_the_job(void **state)
 {
     lib_fixture *f = *state;
@@ -763,6 +811,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clear_finished_keeps_recent_and_unfinished, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_clear_finished_drops_identities_no_job_names, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_perform_now_records_the_job, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_perform_stop_cancels_the_running_job, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_schema_newer_than_library_is_refused_untouched, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_is_idempotent, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_older_schema_is_upgraded_in_place, lib_setup, lib_teardown),
