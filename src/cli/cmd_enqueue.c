@@ -6,7 +6,9 @@
 
 #include "cli/cli.h"
 
-static char *read_stream(FILE *f)
+/* read_stream reads the arguments from f (named what in errors) whole. JSON text holds no
+ * NUL byte: one would cut the stored arguments short, so it is refused. */
+static char *read_stream(FILE *f, const char *what)
 {
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap);
@@ -18,14 +20,24 @@ static char *read_stream(FILE *f)
             char *grown = realloc(buf, cap);
             if (!grown) {
                 free(buf);
-                return NULL;
+                buf = NULL;
+                break;
             }
             buf = grown;
         }
     }
-    if (buf)
+    if (!buf) {
+        cli_fail(BATON_ERROR, "--args %s: out of memory", what);
+    } else if (ferror(f)) {
+        cli_fail(BATON_EINVALID, "--args %s: cannot read: %s", what, strerror(errno));
+    } else if (memchr(buf, '\0', len)) {
+        cli_fail(BATON_EINVALID, "--args %s: holds a NUL byte, which JSON text never does", what);
+    } else {
         buf[len] = '\0';
-    return buf;
+        return buf;
+    }
+    free(buf);
+    return NULL;
 }
 
 char *cli_read_args(const char *value)
@@ -33,14 +45,14 @@ char *cli_read_args(const char *value)
     if (!value)
         return strdup("[]");
     if (strcmp(value, "-") == 0)
-        return read_stream(stdin);
+        return read_stream(stdin, value);
     if (value[0] == '@') {
         FILE *f = fopen(value + 1, "rb");
         if (!f) {
             cli_fail(BATON_EINVALID, "--args %s: cannot read: %s", value, strerror(errno));
             return NULL;
         }
-        char *text = read_stream(f);
+        char *text = read_stream(f, value);
         fclose(f);
         return text;
     }

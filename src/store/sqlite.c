@@ -8,6 +8,7 @@
  * own instead of SQLite's default, whose sleeps grow to 100 ms and would show up as latency.
  * Other processes' commits are noticed through inotify on the WAL file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -154,6 +155,13 @@ static int sqlite_open(bt_store **out, const char *target, const char *url)
     if (rc != BATON_OK) {
         sqlite_close(&s->base);
         return rc;
+    }
+    /* A new database file is the owner's alone: job arguments may hold secrets. SQLite
+     * gives its -wal and -shm files the main file's permissions. */
+    if (strcmp(s->path, ":memory:") != 0) {
+        int fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            close(fd);
     }
     rc = sqlite3_open_v2(s->path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -463,6 +464,22 @@ static void test_bad_input(void **state)
     EXPECT_JOB(f, done, "finished", 1);
     json_t *baseline = JOBS(f);
     assert_int_equal(json_array_size(baseline), 3);
+    /* Arguments may hold secrets: the database and its WAL (while there is one) are the
+     * owner's alone. */
+    if (!test_on_postgres()) {
+        char wal[PATH_LEN + 8];
+        snprintf(wal, sizeof wal, "%s-wal", f->file);
+        const char *files[] = {f->file, wal};
+        for (size_t i = 0; i < 2; i++) {
+            struct stat st;
+            if (stat(files[i], &st) != 0) {
+                assert_true(i == 1 && errno == ENOENT);
+                continue;
+            }
+            if (st.st_mode & 077)
+                fail_msg("%s is readable by others (mode %o)", files[i], (unsigned)(st.st_mode & 0777));
+        }
+    }
 
     char bad_cfg[PATH_LEN], bad_cfg_line[PATH_LEN + 8], big[2100], args_file[PATH_LEN];
     char done_id[32], ready_id[32], missing_cfg[PATH_LEN];
@@ -485,6 +502,13 @@ static void test_bad_input(void **state)
     snprintf(args_file, sizeof args_file, "%s", in_dir(f, "no-such-args.json"));
     char args_at[PATH_LEN + 2];
     snprintf(args_at, sizeof args_at, "@%s", args_file);
+    /* ["a", then a NUL byte: stored as far as the NUL it would be valid JSON of another job. */
+    char nul_at[PATH_LEN + 2];
+    snprintf(nul_at, sizeof nul_at, "@%s", in_dir(f, "nul-args.json"));
+    FILE *nul_file = fopen(nul_at + 1, "wb");
+    assert_non_null(nul_file);
+    fwrite("[1]\0[2]", 1, 7, nul_file);
+    fclose(nul_file);
     /* ["xxx...x"]: 2000 bytes of JSON */
     memset(big, 'x', sizeof big);
     big[0] = '[';
@@ -505,6 +529,7 @@ static void test_bad_input(void **state)
         {"--at and --in", NULL, NULL, {"enqueue", "Echo", "--at", "2030-01-01", "--in", "5"}, 2, {"--in"}},
         {"bad --priority", NULL, NULL, {"enqueue", "Echo", "--priority", "high"}, 2, {"priority", "high"}},
         {"missing --args file", NULL, NULL, {"enqueue", "Echo", "--args", args_at}, 2, {"no-such-args.json"}},
+        {"NUL byte in --args file", NULL, NULL, {"enqueue", "Echo", "--args", nul_at}, 2, {"nul-args.json", "NUL"}},
         {"oversized arguments", NULL, NULL, {"enqueue", "Echo", "--args", big}, 2, {"max_arguments_bytes"}},
         {"unknown command", NULL, NULL, {"frobnicate"}, 2, {"frobnicate"}},
         {"unknown --log-format", NULL, NULL, {"--log-format", "xml", "jobs"}, 2, {"--log-format", "xml"}},
