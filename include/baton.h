@@ -102,6 +102,10 @@ BATON_API int baton_schema_version(void);
 /** The URL the client was opened with. Borrowed; valid until baton_close(). */
 BATON_API const char *baton_client_url(const baton_client *client);
 
+/** The same URL with any password replaced by "***" (user:PASSWORD@host, or a password=
+ *  parameter): what to show in messages and reports. Borrowed; valid until baton_close(). */
+BATON_API const char *baton_client_display_url(const baton_client *client);
+
 /**
  * Sets the largest accepted arguments document in bytes (default 8 MiB).
  * @return BATON_OK, or BATON_EINVALID for 0.

@@ -11,7 +11,7 @@ int cmd_init(cli *c)
     int rc = baton_migrate(c->client);
     if (rc != BATON_OK)
         return cli_fail_last(rc);
-    printf("%s: schema version %d\n", baton_client_url(c->client), baton_schema_version());
+    printf("%s: schema version %d\n", baton_client_display_url(c->client), baton_schema_version());
     return EXIT_OK;
 }
 

@@ -464,7 +464,7 @@ static int top_frame(cli *c, int live)
     time_t t = time(NULL);
     struct tm tm;
     strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-    printf("baton top  %s  %s%s\n", baton_client_url(c->client), now, live ? "  (q quits)" : "");
+    printf("baton top  %s  %s%s\n", baton_client_display_url(c->client), now, live ? "  (q quits)" : "");
     char *queues = NULL, *stats = NULL, *running = NULL, *processes = NULL;
     int rc[4] = {baton_queues_json(c->client, &queues), baton_stats_json(c->client, NULL, 300, &stats),
                  baton_running_json(c->client, NULL, 0, &running), baton_processes_json(c->client, &processes)};

@@ -27,7 +27,9 @@ int baton_open(baton_client **out, const char *url)
     c->heartbeat_interval = 5.0;
     c->alive_threshold = 30.0;
     c->url = strdup(url ? url : "sqlite:baton.db");
-    if (!c->url) {
+    c->display_url = c->url ? bt_url_redact(c->url) : NULL;
+    if (!c->display_url) {
+        free(c->url);
         free(c);
         return bt_err_set(BATON_ERROR, "out of memory");
     }
@@ -65,12 +67,15 @@ void baton_close(baton_client *c)
     bt_config_free(c->config);
     bt_store_close(c->store);
     free(c->url);
+    free(c->display_url);
     free(c);
 }
 
 int baton_migrate(baton_client *c) { return bt_schema_migrate(c->store); }
 
 const char *baton_client_url(const baton_client *c) { return c->url; }
+
+const char *baton_client_display_url(const baton_client *c) { return c->display_url; }
 
 int baton_set_max_arguments_bytes(baton_client *c, size_t max_bytes)
 {
@@ -400,7 +405,7 @@ static int enqueue_borrowed(baton_client *c, const bt_store_ops *driver, void *n
 {
     if (c->store->ops != driver)
         return bt_err_set(BATON_EINVALID, "%s: the application's connection is not of this client's database driver",
-                          c->url);
+                          c->display_url);
     if (!native)
         return bt_err_set(BATON_EINVALID, "no application connection given");
     bt_store *store;

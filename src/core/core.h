@@ -56,6 +56,7 @@ typedef struct bt_process_hook_slot {
 struct baton_client {
     bt_store *store;         /* NULL while a supervisor forks children (see supervisor.c) */
     char *url;
+    char *display_url;       /* url with its password hidden, for messages */
     bt_class *classes;
     size_t nclasses, classes_cap;
     size_t max_arguments_bytes;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "baton.h"
 #include "util/err.h"
@@ -30,20 +31,22 @@ int bt_store_open(bt_store **out, const char *url)
             if (strncmp(target, "//", 2) == 0)
                 target += 2; /* sqlite://path is accepted too */
             int rc = ops->open(out, target, url);
-            if (rc == BATON_OK)
-                (*out)->url = strdup(url);
+            if (rc == BATON_OK && !((*out)->url = bt_url_redact(url))) {
+                bt_store_close(*out);
+                *out = NULL;
+                rc = bt_err_set(BATON_ERROR, "out of memory");
+            }
             return rc;
         }
     }
-    return bt_err_set(BATON_EINVALID,
-                      "database URL '%s': unknown scheme '%.*s' (supported: sqlite, postgres, postgresql)",
-                      url, (int)scheme_len, url);
+    return bt_err_set(BATON_EINVALID, "database URL: unknown scheme '%.*s' (supported: sqlite, postgres, postgresql)",
+                      (int)scheme_len, url);
 }
 
 int bt_store_borrow(bt_store **out, const bt_store_ops *ops, void *native, const char *url)
 {
     int rc = ops->borrow(out, native);
-    if (rc == BATON_OK && !((*out)->url = strdup(url))) {
+    if (rc == BATON_OK && !((*out)->url = bt_url_redact(url))) {
         bt_store_close(*out);
         *out = NULL;
         rc = bt_err_set(BATON_ERROR, "out of memory");
@@ -136,6 +139,40 @@ void bt_text_list_free(bt_text_list *l)
         free(l->items[i]);
     free(l->items);
     *l = (bt_text_list){0};
+}
+
+char *bt_url_redact(const char *url)
+{
+    size_t len = strlen(url);
+    char *out = malloc(len + 4 * (len / 8 + 1) + 1); /* room for "***" per hidden span */
+    if (!out)
+        return NULL;
+    const char *authority = strstr(url, "://");
+    authority = authority ? authority + 3 : NULL;
+    size_t end = authority ? (size_t)(authority - url) + strcspn(authority, "?#") : 0;
+    const char *at = NULL;
+    for (const char *p = authority; p && (size_t)(p - url) < end; p++)
+        if (*p == '@')
+            at = p; /* the last one: a raw '@' may sit in the password */
+    const char *colon = at ? memchr(authority, ':', (size_t)(at - authority)) : NULL;
+    size_t n = 0;
+    for (const char *p = url; *p;) {
+        if (colon && p == colon + 1) {
+            memcpy(out + n, "***", 3), n += 3;
+            p = at;
+            continue;
+        }
+        int param_start = p > url && (p[-1] == '?' || p[-1] == '&') && (size_t)(p - url) > end;
+        if (param_start && strncasecmp(p, "password=", 9) == 0) {
+            memcpy(out + n, p, 9), n += 9;
+            memcpy(out + n, "***", 3), n += 3;
+            p += 9 + strcspn(p + 9, "&#");
+            continue;
+        }
+        out[n++] = *p++;
+    }
+    out[n] = '\0';
+    return out;
 }
 
 void bt_url_with_database(char *out, size_t cap, const char *url, const char *db)

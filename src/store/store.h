@@ -110,7 +110,7 @@ typedef struct bt_notes {
 /* Every driver's handle starts with this header, so generic code reaches the ops. */
 struct bt_store {
     const bt_store_ops *ops;
-    char *url;
+    char *url; /* for messages: the URL with any password hidden (bt_url_redact) */
     bt_notes notes;
     int jobs_made_ready; /* set during a transaction that made jobs ready */
 };
@@ -209,6 +209,11 @@ void bt_text_list_free(bt_text_list *l);
  * ("SCHEME://AUTHORITY/DB?QUERY") naming database db instead, for programs that create
  * databases of their own on one server (the tests, the benchmark). */
 void bt_url_with_database(char *out, size_t cap, const char *url, const char *db);
+
+/* bt_url_redact returns a copy of url (caller frees; NULL when out of memory) whose
+ * password, in "SCHEME://USER:PASSWORD@HOST" or a "password=" query parameter, reads
+ * "***": what every message and report shows of a database URL. */
+char *bt_url_redact(const char *url);
 
 /* bt_query_int runs a cached statement returning one integer; *out keeps fallback when no row. */
 int bt_query_int(bt_store *s, const char *sql, const bt_val *args, int nargs, int64_t *out,

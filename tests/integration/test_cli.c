@@ -542,6 +542,10 @@ static void test_bad_input(void **state)
         {"unknown config key", NULL, bad_cfg, {"jobs"}, 2, {bad_cfg_line, "colour"}},
         {"missing config file", NULL, missing_cfg, {"jobs"}, 1, {missing_cfg}},
         {"unreadable database", "sqlite:/nonexistent-dir/x.db", NULL, {"jobs"}, 1, {"/nonexistent-dir/x.db"}},
+        /* A password in a URL is never shown (the loop below checks for it). */
+        {"unknown scheme with a password", "mysql://u:s3cret@h/db", NULL, {"jobs"}, 2, {"mysql"}},
+        {"unreachable server with a password", "postgres://u:s3cret@127.0.0.1:1/db", NULL, {"jobs"}, 1,
+         {"127.0.0.1"}},
         {"unreadable database (enqueue)", "sqlite:/nonexistent-dir/x.db", NULL, {"enqueue", "Echo"}, 1, {"/nonexistent-dir/x.db"}},
         {"discard a finished job", NULL, NULL, {"discard", done_id}, 1, {"finished"}},
         {"retry a job that did not fail", NULL, NULL, {"retry", ready_id}, 1, {"failed"}},
@@ -574,12 +578,33 @@ static void test_bad_input(void **state)
         const bad_case *c = &cases[i];
         run_result r = run_with(c->db ? c->db : f->db, c->cfg ? c->cfg : f->cfg, NULL, c->args);
         char *msg = error_breach(&r, c->code, c->words, c->what);
+        if (strstr(r.err, "s3cret") || strstr(r.out, "s3cret"))
+            msg = cat_fmt(msg, "%s: the URL's password is shown: %s\n", c->what, r.err);
         if (msg) {
             breaches = cat_fmt(breaches, "%s", msg);
             free(msg);
         }
         run_result_free(&r);
         expect_jobs_unchanged(f, baseline, c->what);
+    }
+
+    /* Where the URL is shown on success, its password is not. */
+    if (test_on_postgres()) {
+        const char *at = strchr(f->db, '@'), *scheme_end = strstr(f->db, "://");
+        assert_non_null(at);
+        assert_true(scheme_end && !memchr(scheme_end + 3, ':', (size_t)(at - scheme_end - 3)));
+        char with_password[PATH_LEN + 64], with_param[PATH_LEN + 64];
+        snprintf(with_password, sizeof with_password, "%.*s:s3cret%s", (int)(at - f->db), f->db, at);
+        snprintf(with_param, sizeof with_param, "%s%cpassword=s3cret", f->db, strchr(f->db, '?') ? '&' : '?');
+        const char *urls[] = {with_password, with_param};
+        const char *init[] = {"init", NULL};
+        for (size_t i = 0; i < 2; i++) {
+            run_result r = run_with(urls[i], f->cfg, NULL, init);
+            CHECK_EXIT(r, 0);
+            if (strstr(r.out, "s3cret") || !strstr(r.out, "***"))
+                fail_msg("baton init shows the URL's password: %s", r.out);
+            run_result_free(&r);
+        }
     }
 
     /* A locked database: another connection holds the write lock past the busy timeout. */
