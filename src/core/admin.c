@@ -322,12 +322,7 @@ static const char sql_pause[] =
     "INSERT INTO baton_pauses (queue_name, created_at) VALUES (?, ?) ON CONFLICT (queue_name) DO NOTHING";
 static const char sql_resume[] = "DELETE FROM baton_pauses WHERE queue_name = ?";
 
-static int check_queue_name(const char *queue)
-{
-    if (!queue || !*queue)
-        return bt_err_set(BATON_EINVALID, "queue name must not be empty");
-    return BATON_OK;
-}
+static int check_queue_name(const char *queue) { return bt_check_name("queue name", queue); }
 
 int baton_queue_pause(baton_client *c, const char *queue)
 {

@@ -10,6 +10,7 @@
 #include "store/schema.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/utf8.h"
 
 enum { DEFAULT_MAX_ARGUMENTS = 8 * 1024 * 1024 };
 
@@ -138,11 +139,27 @@ bt_class *bt_class_find(baton_client *c, const char *name)
     return NULL;
 }
 
+int bt_check_name(const char *what, const char *name)
+{
+    if (!name || !*name)
+        return bt_err_set(BATON_EINVALID, "%s must not be empty", what);
+    if (!bt_utf8_valid(name))
+        return bt_err_set(BATON_EINVALID, "%s is not valid UTF-8", what);
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return bt_err_set(BATON_EINVALID, "%s holds a control character (byte 0x%02x)", what, *p);
+    return BATON_OK;
+}
+
 static int register_class(baton_client *c, const char *name, const baton_class_options *o,
                           int config_line)
 {
-    if (!name || !*name)
-        return bt_err_set(BATON_EINVALID, "class name must not be empty");
+    int rc = bt_check_name("class name", name);
+    if (rc != BATON_OK)
+        return rc;
+    if ((o->queue && (rc = bt_check_name("queue name", o->queue)) != BATON_OK) ||
+        (o->concurrency_group && (rc = bt_check_name("concurrency group", o->concurrency_group)) != BATON_OK))
+        return bt_err_prefix(rc, "class %s", name);
     if (o->version != BATON_CLASS_OPTIONS_VERSION)
         return bt_err_set(BATON_EINVALID, "class %s: unknown options version %u", name, o->version);
     if (o->command && o->perform)
@@ -293,6 +310,10 @@ static int concurrency_key(const bt_class *k, const baton_enqueue_options *o, js
     } else {
         return BATON_OK;
     }
+    if (rc == BATON_OK && !key)
+        rc = bt_err_set(BATON_ERROR, "out of memory");
+    if (rc == BATON_OK && *key) /* an empty rendered key is a key like any other */
+        rc = bt_check_name("concurrency key", key);
     if (rc == BATON_OK && asprintf(out, "%s/%s", k->concurrency_group, key) < 0)
         rc = bt_err_set(BATON_ERROR, "out of memory");
     free(key);
@@ -315,8 +336,8 @@ int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_
     const baton_enqueue_options *o = spec->opts;
     if (o && o->version != BATON_ENQUEUE_OPTIONS_VERSION)
         return bt_err_set(BATON_EINVALID, "unknown enqueue options version %u", o->version);
-    if (o && o->queue && !*o->queue)
-        return bt_err_set(BATON_EINVALID, "queue name must not be empty");
+    if (o && o->queue && bt_check_name("queue name", o->queue) != BATON_OK)
+        return BATON_EINVALID;
     if (o && (o->concurrency_limit < 0 || !bt_seconds_valid(o->concurrency_duration) || o->on_conflict < -1 ||
               o->on_conflict > BATON_ON_CONFLICT_COALESCE))
         return bt_err_set(BATON_EINVALID, "concurrency limit, duration or on_conflict out of range");

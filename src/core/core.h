@@ -78,6 +78,11 @@ struct baton_client {
     _Atomic(struct baton_job *) performing; /* the inline job running, for baton_perform_stop() */
 };
 
+/* bt_check_name refuses a class, queue or key name (what says which) that is empty, not
+ * valid UTF-8, or holds a control character: names are shown in tables and reports, and
+ * must print as themselves. BATON_OK or BATON_EINVALID. */
+int bt_check_name(const char *what, const char *name);
+
 /* bt_class_find returns the class named name, or NULL. */
 bt_class *bt_class_find(baton_client *c, const char *name);
 

@@ -18,6 +18,19 @@ size_t bt_utf8_length(const unsigned char *s, size_t avail)
     return n;
 }
 
+int bt_utf8_valid(const char *s)
+{
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        const unsigned char *at = (const unsigned char *)s + i;
+        size_t n = *at < 0x80 ? 1 : bt_utf8_length(at, len - i);
+        if (!n)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
 char *bt_utf8_repaired(const char *s)
 {
     static const char replacement[] = "\xef\xbf\xbd";

@@ -8,6 +8,9 @@
  * bytes, at most avail), or 0 when it is invalid, overlong, a surrogate or past U+10FFFF. */
 size_t bt_utf8_length(const unsigned char *s, size_t avail);
 
+/* bt_utf8_valid tells whether all of s is valid UTF-8. */
+int bt_utf8_valid(const char *s);
+
 /* bt_utf8_repaired returns a malloc'ed copy of s in which every byte that is not part of
  * valid UTF-8 became U+FFFD, or NULL when out of memory. Text stored for people (a job's
  * error, which a command may fill with any bytes) must be valid UTF-8: PostgreSQL refuses

@@ -530,6 +530,11 @@ static void test_bad_input(void **state)
         {"bad --priority", NULL, NULL, {"enqueue", "Echo", "--priority", "high"}, 2, {"priority", "high"}},
         {"missing --args file", NULL, NULL, {"enqueue", "Echo", "--args", args_at}, 2, {"no-such-args.json"}},
         {"NUL byte in --args file", NULL, NULL, {"enqueue", "Echo", "--args", nul_at}, 2, {"nul-args.json", "NUL"}},
+        /* Names are shown in tables and reports: text that prints as itself. */
+        {"queue not UTF-8", NULL, NULL, {"enqueue", "Echo", "--queue", "caf\xe9"}, 2, {"queue name", "UTF-8"}},
+        {"queue with ESC", NULL, NULL, {"enqueue", "Echo", "--queue", "q\x1b[2J"}, 2, {"queue name", "control"}},
+        {"key with CR", NULL, NULL, {"enqueue", "Echo", "--concurrency-key", "k\rk"}, 2, {"concurrency key", "control"}},
+        {"paused queue not UTF-8", NULL, NULL, {"pause", "\xff"}, 2, {"queue name", "UTF-8"}},
         {"oversized arguments", NULL, NULL, {"enqueue", "Echo", "--args", big}, 2, {"max_arguments_bytes"}},
         {"unknown command", NULL, NULL, {"frobnicate"}, 2, {"frobnicate"}},
         {"unknown --log-format", NULL, NULL, {"--log-format", "xml", "jobs"}, 2, {"--log-format", "xml"}},
