@@ -94,6 +94,18 @@ bt_class *bt_class_find(baton_client *c, const char *name);
 void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A rate limit for a line that repeats while a fault lasts (the database away or locked):
+ * bt_log_limited writes at most one line per BT_LOG_REPEAT_S seconds through it, and the
+ * next line it writes ends with "repeated=N", the lines held back meanwhile. One limit
+ * per thread that logs through it; zero-initialised. */
+enum { BT_LOG_REPEAT_S = 10 };
+typedef struct bt_log_limit {
+    int64_t next_ns;
+    long held;
+} bt_log_limit;
+void bt_log_limited(baton_client *c, bt_log_limit *limit, baton_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* bt_note is bt_log for lifecycle code holding only a store: the line waits for the
  * store's transaction to commit (see bt_notes in store.h). No-op for a store the client
  * did not attach. */

@@ -234,6 +234,32 @@ void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
     free(line);
 }
 
+void bt_log_limited(baton_client *c, bt_log_limit *limit, baton_log_level level, const char *fmt, ...)
+{
+    if (!bt_log_enabled(c, level))
+        return;
+    int64_t now = bt_mono_ns();
+    if (now < limit->next_ns) {
+        limit->held++;
+        return;
+    }
+    char *line;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&line, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    char *counted = NULL;
+    if (limit->held && asprintf(&counted, "%s repeated=%ld", line, limit->held) < 0)
+        counted = NULL;
+    deliver(c, level, counted ? counted : line);
+    free(counted);
+    free(line);
+    limit->held = 0;
+    limit->next_ns = now + (int64_t)BT_LOG_REPEAT_S * 1000000000;
+}
+
 void bt_note(bt_store *s, baton_log_level level, const char *fmt, ...)
 {
     if (!s->notes.client || !bt_log_enabled(s->notes.client, level))

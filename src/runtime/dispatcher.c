@@ -18,6 +18,7 @@ struct baton_dispatcher {
     double maintenance_interval;
     atomic_int stopping;
     bt_waker waker;
+    bt_log_limit store_errors, heartbeat_errors; /* repeated lines held back */
 };
 
 int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
@@ -106,8 +107,8 @@ static void tick(baton_dispatcher *d, int64_t *process_id)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(d->store, *process_id, d->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=%s",
-               BT_LOG_VALUE(baton_error_last()));
+        bt_log_limited(d->client, &d->heartbeat_errors, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -141,8 +142,8 @@ int baton_dispatcher_run(baton_dispatcher *d)
         int moved = 0;
         rc = dispatch_once(d->store, d->batch_size, &moved);
         if (rc != BATON_OK)
-            bt_log(d->client, BATON_LOG_ERROR, "event=dispatcher.store_error error=%s",
-                   BT_LOG_VALUE(baton_error_last()));
+            bt_log_limited(d->client, &d->store_errors, BATON_LOG_ERROR, "event=dispatcher.store_error error=%s",
+                           BT_LOG_VALUE(baton_error_last()));
         else if (moved > 0)
             bt_log(d->client, BATON_LOG_DEBUG, "event=jobs.dispatched count=%d", moved);
         if (bt_mono_ns() >= next_heartbeat) {

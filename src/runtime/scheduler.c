@@ -39,6 +39,7 @@ struct baton_scheduler {
     bt_waker waker;
     plan *plans;
     size_t nplans;
+    bt_log_limit store_errors, heartbeat_errors; /* repeated lines held back */
 };
 
 int baton_scheduler_new(baton_scheduler **out, baton_client *client,
@@ -235,7 +236,8 @@ static void tick(baton_scheduler *s, const char *meta, int64_t *process_id)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(s->store, *process_id, s->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(s->client, BATON_LOG_ERROR, "event=scheduler.heartbeat_failed error=%s", BT_LOG_VALUE(baton_error_last()));
+        bt_log_limited(s->client, &s->heartbeat_errors, BATON_LOG_ERROR, "event=scheduler.heartbeat_failed error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -280,7 +282,8 @@ int baton_scheduler_run(baton_scheduler *s)
         int64_t earliest = 0;
         int round_rc = round_once(s, &earliest);
         if (round_rc != BATON_OK)
-            bt_log(s->client, BATON_LOG_ERROR, "event=scheduler.store_error error=%s", BT_LOG_VALUE(baton_error_last()));
+            bt_log_limited(s->client, &s->store_errors, BATON_LOG_ERROR, "event=scheduler.store_error error=%s",
+                           BT_LOG_VALUE(baton_error_last()));
         if (bt_mono_ns() >= next_heartbeat) {
             tick(s, meta, &process_id);
             next_heartbeat = bt_mono_ns() + (int64_t)(s->heartbeat_interval * 1e9);

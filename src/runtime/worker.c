@@ -47,6 +47,7 @@ struct baton_worker {
     bt_slot_checker checker;
     int64_t *unstarted;               /* claims dropped by a fence, to hand back */
     size_t nunstarted;
+    bt_log_limit store_errors, heartbeat_errors, helper_store_errors; /* repeated lines held back */
     atomic_int state;
     bt_waker waker;
     pthread_t *executors;
@@ -512,8 +513,8 @@ static void liveness_tick(baton_worker *w)
 {
     int alive = 1, pruned = 0;
     if (bt_liveness_tick(w->store, w->process_id, w->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log(w->client, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=%s",
-               BT_LOG_VALUE(baton_error_last()));
+        bt_log_limited(w->client, &w->heartbeat_errors, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
         return;
     }
     if (pruned)
@@ -606,8 +607,8 @@ static int serve(baton_worker *w)
             pthread_mutex_unlock(&w->lock);
             if (got < 0) {
                 rc = got;
-                bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s",
-                       BT_LOG_VALUE(baton_error_last()));
+                bt_log_limited(w->client, &w->store_errors, BATON_LOG_ERROR, "event=worker.store_error error=%s",
+                               BT_LOG_VALUE(baton_error_last()));
                 /* The outcomes wait for the next round; the database may come back. */
                 bt_wait_ready(&w->waker, -1, w->polling_interval);
                 continue;
@@ -649,8 +650,8 @@ static void *helper_main(void *p)
         pthread_mutex_unlock(&w->lock);
         int got = round_trip(w, w->helper_store, &r, claimed);
         if (got < 0)
-            bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s",
-                   BT_LOG_VALUE(baton_error_last()));
+            bt_log_limited(w->client, &w->helper_store_errors, BATON_LOG_ERROR, "event=worker.store_error error=%s",
+                           BT_LOG_VALUE(baton_error_last()));
         pthread_mutex_lock(&w->lock);
         settle_round(w, &r, claimed, got);
         /* Failed outcomes are the coordinator's again; a stall found meanwhile is its to fence. */

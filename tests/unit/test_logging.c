@@ -355,6 +355,45 @@ static void exec_sql(lib_fixture *f, const char *sql)
     bt_store_close(db);
 }
 
+static int lines_with(capture *c, const char *needle)
+{
+    pthread_mutex_lock(&c->lock);
+    int n = 0;
+    for (int i = 0; i < c->n; i++)
+        n += strstr(c->lines[i], needle) != NULL;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+static int worker_registered(void *p) { return test_db_int(p, "SELECT COUNT(*) FROM baton_processes") == 1; }
+
+/* While the database stays locked, a worker's failing rounds and heartbeats log a line
+ * per kind and interval, not one per attempt (every 30 ms here). */
+static void test_a_lasting_store_fault_logs_a_line_per_interval(void **state)
+{
+    SKIP_UNLESS(!test_on_postgres(), "a database-wide write lock is SQLite's");
+    lib_fixture *f = *state;
+    char url[4300];
+    snprintf(url, sizeof url, "%s?busy_timeout=20", f->url);
+    baton_client *c = NULL;
+    assert_int_equal(baton_open(&c, url), BATON_OK);
+    assert_int_equal(baton_set_liveness(c, 0.05, 5), BATON_OK);
+    capture *cap = capture_new(c, BATON_LOG_ERROR, BATON_LOG_LOGFMT);
+    running_worker w = worker_start(c, "*", 1);
+    bt_store *lock = test_db_open(f->url);
+    assert_true(poll_until(worker_registered, lock, 10000));
+    test_db_exec(lock, "BEGIN EXCLUSIVE");
+    bt_sleep(1.5); /* the fault's length: about 50 failed rounds and 30 failed heartbeats */
+    test_db_exec(lock, "COMMIT");
+    bt_store_close(lock);
+    worker_stop(&w);
+    int errors = lines_with(cap, "event=worker.store_error"), beats = lines_with(cap, "event=worker.heartbeat_failed");
+    if (errors < 1 || errors > 2 || beats > 2)
+        fail_msg("%d store_error and %d heartbeat_failed lines for one 1.5 s fault", errors, beats);
+    capture_end(c, cap);
+    baton_close(c);
+}
+
 static void test_blocked_unblocked_discarded_expired_and_retried_are_logged(void **state)
 {
     lib_fixture *f = *state;
@@ -743,6 +782,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_lines_carry_time_level_event_and_typed_values, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_nasty_errors_are_escaped_in_both_formats, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_lines_below_the_level_are_not_written, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_a_lasting_store_fault_logs_a_line_per_interval, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_blocked_unblocked_discarded_expired_and_retried_are_logged, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_lines_of_a_rolled_back_transaction_are_dropped, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_job_hooks_run_once_around_callback_command_and_inline_jobs, lib_setup, lib_teardown),
