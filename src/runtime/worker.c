@@ -582,6 +582,11 @@ static int serve(baton_worker *w)
             drain_deadline = bt_mono_ns() + (int64_t)(w->shutdown_timeout * 1e9);
         if (drain_deadline && (atomic_load(&w->in_flight) == 0 || bt_mono_ns() >= drain_deadline))
             break;
+        if (w->store->lost) { /* nothing more can be recorded: stop the jobs, and stop */
+            stop_running(w, 1);
+            rc = BATON_ESTORE;
+            break;
+        }
         /* The heartbeat keeps its schedule whatever the rounds do: rounds that keep failing
          * (a key locked past lock_timeout) must not make a live worker fence itself. */
         if (bt_mono_ns() >= next_heartbeat) {

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +37,9 @@ typedef struct sqlite_store {
     int inotify_fd;
     int borrowed;     /* db is the application's: never closed here */
     int in_savepoint; /* the open "transaction" is a savepoint in the application's */
+    dev_t dev;        /* the opened file, while path still names it (see still_ours) */
+    ino_t ino;
+    int watch_file;
 } sqlite_store;
 
 typedef struct sqlite_row {
@@ -184,8 +188,27 @@ static int sqlite_open(bt_store **out, const char *target, const char *url)
         sqlite_close(&s->base);
         return rc;
     }
+    struct stat st;
+    if (strcmp(s->path, ":memory:") != 0 && stat(s->path, &st) == 0) {
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+        s->watch_file = 1;
+    }
     *out = &s->base;
     return BATON_OK;
+}
+
+/* still_ours fails a transaction once the path no longer names the file this store
+ * opened (deleted, or replaced by another): SQLite would go on writing to the old file,
+ * which nobody else reads, or mix its WAL into the new one. The store is then lost. */
+static int still_ours(sqlite_store *s)
+{
+    struct stat st;
+    if (!s->watch_file || (stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino))
+        return BATON_OK;
+    s->base.lost = 1;
+    return bt_err_set(BATON_ESTORE, "sqlite:%s: the database file was deleted or replaced while in use;"
+                                    " nothing more is written to the old one", s->path);
 }
 
 static int prepare(sqlite_store *s, const char *sql, int cached, sqlite3_stmt **out)
@@ -264,13 +287,18 @@ static int sqlite_exec(bt_store *base, const char *sql, int flags, const bt_val 
     return code;
 }
 
+static void sqlite_rollback(bt_store *base);
+
 static int sqlite_begin(bt_store *base, bt_txn_mode mode)
 {
     static const char begin_write[] = "BEGIN IMMEDIATE", begin_read[] = "BEGIN", savepoint[] = "SAVEPOINT baton";
     sqlite_store *s = (sqlite_store *)base;
     s->in_savepoint = s->borrowed && !sqlite3_get_autocommit(s->db);
-    return sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read,
-                       BT_EXEC_CACHED, NULL, 0, NULL, NULL, NULL);
+    int rc = sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read,
+                         BT_EXEC_CACHED, NULL, 0, NULL, NULL, NULL);
+    if (rc == BATON_OK && (rc = still_ours(s)) != BATON_OK)
+        sqlite_rollback(base);
+    return rc;
 }
 
 static int sqlite_commit(bt_store *base)

@@ -111,6 +111,7 @@ typedef struct bt_notes {
 struct bt_store {
     const bt_store_ops *ops;
     char *url; /* for messages: the URL with any password hidden (bt_url_redact) */
+    int lost;  /* set by the driver when the database is gone for good (its file deleted) */
     bt_notes notes;
     int jobs_made_ready; /* set during a transaction that made jobs ready */
 };

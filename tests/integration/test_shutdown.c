@@ -718,6 +718,33 @@ static void test_hand_back_waits_for_the_run_to_end(void **state)
     free(runs);
 }
 
+/* A worker whose SQLite file is deleted under it stops (its jobs with it) with an error
+ * naming the file, instead of writing on into a file nobody else reads. */
+static void test_worker_stops_when_its_database_file_is_deleted(void **state)
+{
+    fx *f = *state;
+    SKIP_UNLESS(!test_on_postgres(), "a database file is SQLite's");
+    write_long_job_config(f);
+    int64_t id;
+    pid_list pids;
+    pid_t w = start_long_job(f, "5", &id, &pids);
+    const char *path = f->db + strlen("sqlite:");
+    char wal[PATH_LEN + 8], shm[PATH_LEN + 8];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    snprintf(shm, sizeof shm, "%s-shm", path);
+    assert_int_equal(unlink(path), 0);
+    unlink(wal);
+    unlink(shm);
+    double took;
+    int st = reap_worker(f, w, 20000, bt_mono_ns(), &took);
+    char *log = read_file(f->worker_logs[0]);
+    if (st != 1 || !log || !strstr(log, "deleted or replaced"))
+        fail_worker(f, 0, "worker exited %d (-1: still running after 20 s) after its database file was deleted", st);
+    free(log);
+    if (!poll_until(all_gone, &pids, 5000))
+        fail_msg("the job's processes outlived the worker whose database was deleted");
+}
+
 /* A worker killed while it is starting command jobs takes every one of them with it, even
  * one whose shepherd was still being set up: nothing may append to the log afterwards. */
 static void test_sigkill_during_job_start_leaves_no_job_behind(void **state)
@@ -767,6 +794,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_quit_is_immediate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_term_is_immediate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hand_back_waits_for_the_run_to_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_stops_when_its_database_file_is_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_during_job_start_leaves_no_job_behind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
