@@ -219,19 +219,27 @@ static void deliver(baton_client *c, baton_log_level level, const char *line)
     free(json);
 }
 
+/* log_line formats and delivers one line; held > 0 adds how many like it were held back. */
+static void log_line(baton_client *c, baton_log_level level, long held, const char *fmt, va_list ap)
+{
+    char *line, *counted = NULL;
+    if (vasprintf(&line, fmt, ap) < 0)
+        return;
+    if (held && asprintf(&counted, "%s repeated=%ld", line, held) < 0)
+        counted = NULL;
+    deliver(c, level, counted ? counted : line);
+    free(counted);
+    free(line);
+}
+
 void bt_log(baton_client *c, baton_log_level level, const char *fmt, ...)
 {
     if (!bt_log_enabled(c, level))
         return;
-    char *line;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&line, fmt, ap);
+    log_line(c, level, 0, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    deliver(c, level, line);
-    free(line);
 }
 
 void bt_log_limited(baton_client *c, bt_log_limit *limit, baton_log_level level, const char *fmt, ...)
@@ -243,19 +251,10 @@ void bt_log_limited(baton_client *c, bt_log_limit *limit, baton_log_level level,
         limit->held++;
         return;
     }
-    char *line;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&line, fmt, ap);
+    log_line(c, level, limit->held, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    char *counted = NULL;
-    if (limit->held && asprintf(&counted, "%s repeated=%ld", line, limit->held) < 0)
-        counted = NULL;
-    deliver(c, level, counted ? counted : line);
-    free(counted);
-    free(line);
     limit->held = 0;
     limit->next_ns = now + (int64_t)BT_LOG_REPEAT_S * 1000000000;
 }

@@ -858,6 +858,39 @@ static void test_outcomes_are_recorded_while_a_round_waits_for_its_key(void **st
     bt_store_close(host);
 }
 
+/* keys_a_and_b makes keys Sync/ka and Sync/kb (5 slots each), one job of each admitted. */
+static void keys_a_and_b(lib_fixture *f, journal *jr)
+{
+    register_limited(f->client, "Sync", "k{0}", 5, NULL, BATON_ON_CONFLICT_BLOCK, jr);
+    enqueue(f->client, "Sync", "[\"a\"]");
+    enqueue(f->client, "Sync", "[\"b\"]");
+}
+
+static int64_t ready_jobs(lib_fixture *f)
+{
+    bt_store *s = raw_store(f);
+    int64_t n = test_db_int(s, "SELECT COUNT(*) FROM baton_ready_executions");
+    bt_store_close(s);
+    return n;
+}
+
+/* race_a_round runs fn(arg) on a thread while a session, as a worker's round would, holds
+ * key Sync/ka and then takes Sync/kb: had fn taken Sync/kb first, each would wait for the
+ * other and the server would abort one of them. */
+static void race_a_round(lib_fixture *f, void *(*fn)(void *), void *arg)
+{
+    bt_store *round = raw_store(f);
+    exec_sql(round, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/ka' FOR UPDATE");
+    pthread_t t;
+    pthread_create(&t, NULL, fn, arg);
+    bt_store *watch = raw_store(f);
+    assert_true(poll_until(a_session_waits_for_a_lock, watch, 10000));
+    exec_sql(round, "SELECT key FROM baton_semaphores WHERE key = 'Sync/kb' FOR UPDATE; COMMIT");
+    pthread_join(t, NULL);
+    bt_store_close(watch);
+    bt_store_close(round);
+}
+
 typedef struct bulk_enqueue {
     baton_client *client;
     const baton_job_spec *specs;
@@ -878,25 +911,12 @@ static void test_bulk_enqueue_locks_keys_in_a_rounds_order(void **state)
     SKIP_UNLESS(test_on_postgres(), "only writers that run side by side can deadlock");
     lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    register_limited(f->client, "Sync", "k{0}", 5, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
-    enqueue(f->client, "Sync", "[\"a\"]");
-    enqueue(f->client, "Sync", "[\"b\"]");
-    /* A round holds the first key and is about to lock the second, in sorted order. */
-    bt_store *round = raw_store(f);
-    exec_sql(round, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/ka' FOR UPDATE");
+    keys_a_and_b(f, &jr);
     baton_job_spec specs[] = {{"Sync", "[\"b\"]", NULL}, {"Sync", "[\"a\"]", NULL}};
     bulk_enqueue b = {f->client, specs, 2, -1};
-    pthread_t enqueuer;
-    pthread_create(&enqueuer, NULL, enqueue_in_bulk, &b);
-    bt_store *watch = raw_store(f);
-    assert_true(poll_until(a_session_waits_for_a_lock, watch, 10000));
-    /* Had the enqueue taken Sync/kb first, this would wait for it while it waits for us. */
-    exec_sql(round, "SELECT key FROM baton_semaphores WHERE key = 'Sync/kb' FOR UPDATE; COMMIT");
-    pthread_join(enqueuer, NULL);
+    race_a_round(f, enqueue_in_bulk, &b);
     assert_int_equal(b.rc, BATON_OK);
-    assert_int_equal(test_db_int(watch, "SELECT COUNT(*) FROM baton_ready_executions"), 4);
-    bt_store_close(watch);
-    bt_store_close(round);
+    assert_int_equal(ready_jobs(f), 4);
 }
 
 typedef struct dispatch_run {
@@ -925,9 +945,7 @@ static void test_dispatch_locks_keys_in_a_rounds_order(void **state)
     SKIP_UNLESS(test_on_postgres(), "only writers that run side by side can deadlock");
     lib_fixture *f = *state;
     journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    register_limited(f->client, "Sync", "k{0}", 5, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
-    enqueue(f->client, "Sync", "[\"a\"]");
-    enqueue(f->client, "Sync", "[\"b\"]");
+    keys_a_and_b(f, &jr);
     /* Due soon, in the order b (lower id), then a. */
     baton_enqueue_options later = BATON_ENQUEUE_OPTIONS_INIT;
     int64_t due = bt_now_ms() + 300;
@@ -936,22 +954,11 @@ static void test_dispatch_locks_keys_in_a_rounds_order(void **state)
     baton_enqueued out[2];
     assert_int_equal(baton_enqueue_detailed(f->client, out, specs, 2), BATON_OK);
     assert_true(poll_until(is_due, &due, 5000));
-    /* A round holds the first key and is about to lock the second, in sorted order. */
-    bt_store *round = raw_store(f);
-    exec_sql(round, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/ka' FOR UPDATE");
     dispatch_run d = {f->url, -1, 0};
-    pthread_t dispatcher;
-    pthread_create(&dispatcher, NULL, dispatch_once, &d);
-    bt_store *watch = raw_store(f);
-    assert_true(poll_until(a_session_waits_for_a_lock, watch, 10000));
-    /* Had the dispatcher taken Sync/kb first, this would wait for it while it waits for us. */
-    exec_sql(round, "SELECT key FROM baton_semaphores WHERE key = 'Sync/kb' FOR UPDATE; COMMIT");
-    pthread_join(dispatcher, NULL);
+    race_a_round(f, dispatch_once, &d);
     assert_int_equal(d.rc, BATON_OK);
     assert_int_equal(d.moved, 2);
-    assert_int_equal(test_db_int(watch, "SELECT COUNT(*) FROM baton_ready_executions"), 4);
-    bt_store_close(watch);
-    bt_store_close(round);
+    assert_int_equal(ready_jobs(f), 4);
 }
 
 /* A job that runs for four seconds unless it is stopped; *payload becomes 1 when it ran
