@@ -118,8 +118,8 @@ BATON_API int baton_set_max_arguments_bytes(baton_client *client, size_t max_byt
  * failing its running jobs with "process pruned" and releasing their slots. baton.yml's
  * process_heartbeat_interval and process_alive_threshold set the same.
  * @return BATON_OK, or BATON_EINVALID unless 0 < heartbeat_interval, both are at most 1e9 s,
- *         and alive_threshold >= 3 * heartbeat_interval (a worker stops its jobs once half
- *         the threshold passed without a heartbeat, so that half must outlast one).
+ *         and alive_threshold >= 4 * heartbeat_interval (a worker stops its jobs once half
+ *         the threshold passed without a heartbeat, so that half must outlast a late one).
  */
 BATON_API int baton_set_liveness(baton_client *client, double heartbeat_interval,
                                  double alive_threshold);
@@ -620,8 +620,9 @@ BATON_API int baton_perform_wait(baton_client *client, int64_t *id_out, const ch
  * next one when none is (e.g. TERM arrived just before it began): a job still waiting for
  * its slot is discarded (it never runs later) and the call returns BATON_ERROR saying it
  * was stopped; a job already running is cancelled (a command's process group gets TERM,
- * then KILL after 5 s; a callback sees baton_job_cancelled()) and its outcome recorded as
- * usual. Async-signal-safe; callable from any thread.
+ * then KILL after 5 s; a callback sees baton_job_cancelled()) and its outcome recorded,
+ * failed for good unless it succeeded (no retry runs it later). Async-signal-safe;
+ * callable from any thread.
  */
 BATON_API void baton_perform_stop(baton_client *client);
 

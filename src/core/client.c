@@ -86,18 +86,19 @@ int baton_set_max_arguments_bytes(baton_client *c, size_t max_bytes)
     return BATON_OK;
 }
 
-/* check_liveness is the one rule for liveness settings, wherever they come from. A worker fences its jobs once half the alive threshold passed
- * without a heartbeat, so that half must leave room for a heartbeat and the time it takes:
- * the threshold is at least three heartbeat intervals. */
+/* check_liveness is the one rule for liveness settings, wherever they come from. A worker
+ * fences its jobs once half the alive threshold passed without a heartbeat, so that half
+ * must outlast one late or failed heartbeat: the threshold is at least four heartbeat
+ * intervals. */
 static int check_liveness(double heartbeat_interval, double alive_threshold)
 {
     if (!(heartbeat_interval > 0) || !bt_seconds_valid(heartbeat_interval) || !bt_seconds_valid(alive_threshold))
         return bt_err_set(BATON_EINVALID,
                           "process_heartbeat_interval and process_alive_threshold must be above 0 and at most %.0e "
                           "seconds", BATON_SECONDS_MAX);
-    if (alive_threshold < 3 * heartbeat_interval)
+    if (alive_threshold < 4 * heartbeat_interval)
         return bt_err_set(BATON_EINVALID,
-                          "process_alive_threshold (%g s) must be at least 3 times process_heartbeat_interval (%g s):"
+                          "process_alive_threshold (%g s) must be at least 4 times process_heartbeat_interval (%g s):"
                           " a worker stops its jobs after half the threshold without a heartbeat",
                           alive_threshold, heartbeat_interval);
     return BATON_OK;

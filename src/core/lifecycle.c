@@ -1220,12 +1220,36 @@ static const char sql_release_all[] =
 static const char sql_release_one[] =
     "DELETE FROM baton_claimed_executions WHERE process_id = ? AND job_id = ? RETURNING job_id";
 
+static const char sql_claimed_keys[] =
+    "SELECT DISTINCT j.concurrency_key FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id"
+    " WHERE c.process_id = ? AND j.concurrency_key IS NOT NULL";
+
+static int cmp_text(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* lock_claimed_keys locks the keys of process_id's claims, sorted, before a hand-back
+ * touches their claim and holder rows: a prune of the same process (bt_complete) takes the
+ * same keys in the same order first, so the two wait for each other instead of deadlocking. */
+static int lock_claimed_keys(bt_store *s, int64_t process_id)
+{
+    if (!s->ops->row_locks)
+        return BATON_OK;
+    bt_text_list keys = {0};
+    bt_val a[] = {BV_INT(process_id)};
+    int rc = bt_exec(s, sql_claimed_keys, a, 1, bt_row_collect_text, &keys, NULL);
+    if (rc == BATON_OK && keys.len)
+        qsort(keys.items, keys.len, sizeof *keys.items, cmp_text);
+    for (size_t i = 0; i < keys.len && rc == BATON_OK; i++)
+        rc = lock_semaphore(s, keys.items[i]);
+    bt_text_list_free(&keys);
+    return rc;
+}
+
 int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, size_t n,
                       int64_t now, int64_t *released_out)
 {
     bt_id_list l = {0};
-    int rc = BATON_OK;
-    if (!job_ids) {
+    int rc = lock_claimed_keys(s, process_id);
+    if (rc == BATON_OK && !job_ids) {
         bt_val a[] = {BV_INT(process_id)};
         rc = bt_exec(s, sql_release_all, a, 1, bt_row_collect_id, &l, NULL);
     }
@@ -1317,15 +1341,18 @@ static int collect_claim(bt_row *row, void *payload)
     return 0;
 }
 
-static const char sql_inline_waiters[] = "SELECT job_id FROM baton_blocked_executions WHERE claim_for = ?";
+/* A row a promotion took meanwhile is gone by the time the delete gets its lock: that job
+ * is claimed, and settled with the process's claims. */
+static const char sql_take_inline_waiters[] =
+    "DELETE FROM baton_blocked_executions WHERE claim_for = ? RETURNING job_id";
 
 int bt_discard_inline_waiters(bt_store *s, int64_t process_id, int64_t now)
 {
     bt_id_list l = {0};
     bt_val a[] = {BV_INT(process_id)};
-    int rc = bt_exec(s, sql_inline_waiters, a, 1, bt_row_collect_id, &l, NULL);
+    int rc = bt_exec(s, sql_take_inline_waiters, a, 1, bt_row_collect_id, &l, NULL);
     for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
-        rc = bt_discard(s, l.ids[i], "its inline perform ended before a slot was free", now);
+        rc = discard_with_reason(s, l.ids[i], "its inline perform ended before a slot was free", now);
     free(l.ids);
     return rc;
 }

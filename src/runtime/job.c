@@ -187,7 +187,7 @@ void bt_waker_drain(bt_waker *w)
 int bt_wait_ready(bt_waker *w, int change_fd, double timeout_s)
 {
     struct pollfd fds[2] = {{w->fd, POLLIN, 0}, {change_fd, POLLIN, 0}};
-    int ms = timeout_s <= 0 ? 0 : (int)(timeout_s * 1000.0 + 0.999);
+    int ms = bt_poll_ms(timeout_s);
     int n = poll(fds, change_fd >= 0 ? 2 : 1, ms);
     if (n > 0 && (fds[0].revents & POLLIN)) {
         bt_waker_drain(w);

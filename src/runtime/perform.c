@@ -35,8 +35,10 @@ static int claim_or_give_up(baton_client *c, int64_t process_id, int64_t id, int
 static int record(baton_client *c, int64_t process_id, const struct baton_job *job)
 {
     const bt_claimed_job *cj = &job->claimed;
-    bt_outcome o = {cj->id, job->succeeded, job->error, cj->attempt, cj->max_attempts, cj->backoff,
-                    cj->backoff_base, cj->concurrency_key};
+    /* A run its caller stopped is not retried later: an inline job runs now or never. */
+    int stopped = atomic_load(&c->perform_stopped) && !job->succeeded;
+    bt_outcome o = {cj->id, job->succeeded, job->error, cj->attempt, stopped ? cj->attempt : cj->max_attempts,
+                    cj->backoff, cj->backoff_base, cj->concurrency_key};
     int owned = 0;
     int rc = bt_begin(c->store, BT_TXN_WRITE);
     if (rc == BATON_OK)

@@ -590,7 +590,7 @@ static void wait_events(bt_supervisor *sv, double timeout_s)
     }
     if (blind && timeout_s > 0.1)
         timeout_s = 0.1;
-    int ms = timeout_s <= 0 ? 0 : (int)(timeout_s * 1000.0 + 0.999);
+    int ms = bt_poll_ms(timeout_s);
     if (poll(fds, n, ms) > 0 && (fds[0].revents & POLLIN))
         bt_waker_drain(&sv->waker);
     free(fds);

@@ -374,9 +374,9 @@ static void wait_for_runs(baton_worker *w, int killed)
     }
 }
 
-/* record_finished records the outcomes of runs that ended on their own before the stop
- * (reported, not yet recorded): handing those back would run a finished job again. The
- * runs the stop cancelled stay in w->done, to be handed back. */
+/* record_finished records the outcomes of runs that ended on their own (reported before
+ * the stop, or successful although asked to stop): handing those back would run a
+ * finished job again. The runs the stop cut short stay in w->done, to be handed back. */
 static void record_finished(baton_worker *w)
 {
     round r = {.process_id = w->process_id};
@@ -385,7 +385,7 @@ static void record_finished(baton_worker *w)
     while (w->done) {
         struct baton_job *j = w->done;
         w->done = j->next;
-        struct baton_job **to = atomic_load(&j->cancelled) ? &stopped : &r.done;
+        struct baton_job **to = atomic_load(&j->cancelled) && !j->succeeded ? &stopped : &r.done;
         j->next = *to;
         *to = j;
         r.ndone += to == &r.done;

@@ -141,32 +141,52 @@ void bt_text_list_free(bt_text_list *l)
     *l = (bt_text_list){0};
 }
 
+/* password_end is where the value of a password= starting at v ends: at '&' or '#' in a
+ * URI's query; at white space in libpq's "key=value" form, or at the closing quote of a
+ * quoted value there. */
+static const char *password_end(const char *v, int in_query)
+{
+    if (in_query)
+        return v + strcspn(v, "&#");
+    if (*v != '\'')
+        return v + strcspn(v, " \t");
+    for (v++; *v && *v != '\''; v++)
+        if (*v == '\\' && v[1])
+            v++;
+    return *v ? v + 1 : v;
+}
+
 char *bt_url_redact(const char *url)
 {
     size_t len = strlen(url);
     char *out = malloc(len + 4 * (len / 8 + 1) + 1); /* room for "***" per hidden span */
     if (!out)
         return NULL;
-    const char *authority = strstr(url, "://");
-    authority = authority ? authority + 3 : NULL;
-    size_t end = authority ? (size_t)(authority - url) + strcspn(authority, "?#") : 0;
-    const char *at = NULL;
-    for (const char *p = authority; p && (size_t)(p - url) < end; p++)
-        if (*p == '@')
-            at = p; /* the last one: a raw '@' may sit in the password */
-    const char *colon = at ? memchr(authority, ':', (size_t)(at - authority)) : NULL;
+    /* libpq reads the user information up to the last '@' before the first '/' after "//"
+     * (a raw '?' or '@' may sit in the password). */
+    const char *authority = strstr(url, "://"), *at = NULL, *colon = NULL;
+    if (authority) {
+        authority += 3;
+        for (const char *p = authority; *p && *p != '/'; p++)
+            if (*p == '@')
+                at = p;
+        colon = at ? memchr(authority, ':', (size_t)(at - authority)) : NULL;
+    }
+    const char *query = strchr(at ? at : url, '?');
     size_t n = 0;
     for (const char *p = url; *p;) {
         if (colon && p == colon + 1) {
             memcpy(out + n, "***", 3), n += 3;
             p = at;
+            colon = NULL; /* once: an empty password leaves p where it was */
             continue;
         }
-        int param_start = p > url && (p[-1] == '?' || p[-1] == '&') && (size_t)(p - url) > end;
-        if (param_start && strncasecmp(p, "password=", 9) == 0) {
+        int in_query = query && p > query;
+        int starts = p > url && (in_query ? (p[-1] == '?' || p[-1] == '&') : (p[-1] == ' ' || p[-1] == ':'));
+        if (starts && (!at || p > at) && strncasecmp(p, "password=", 9) == 0) {
             memcpy(out + n, p, 9), n += 9;
             memcpy(out + n, "***", 3), n += 3;
-            p += 9 + strcspn(p + 9, "&#");
+            p = password_end(p + 9, in_query);
             continue;
         }
         out[n++] = *p++;

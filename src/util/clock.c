@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,4 +126,10 @@ int baton_parse_time(const char *text, int64_t *ms_out)
         return bt_err_set(BATON_EINVALID,
                           "time '%s': expected ISO 8601, e.g. 2026-11-24T09:30:00Z", text ? text : "");
     return BATON_OK;
+}
+
+int bt_poll_ms(double seconds)
+{
+    double ms = seconds * 1000.0 + 0.999;
+    return !(seconds > 0) ? 0 : ms >= INT_MAX ? INT_MAX : (int)ms;
 }

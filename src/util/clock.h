@@ -27,6 +27,10 @@ int bt_parse_iso8601(const char *text, int64_t *ms);
  * overflows. */
 static inline int bt_seconds_valid(double s) { return s >= 0 && s <= BATON_SECONDS_MAX; }
 
+/* bt_poll_ms turns a wait of seconds into poll()'s milliseconds: rounded up, 0 for none,
+ * and at most INT_MAX (about 24 days), since spans of settings go far beyond it. */
+int bt_poll_ms(double seconds);
+
 /* Sleeps for the given seconds (fractions allowed), restarting after signals. */
 void bt_sleep(double seconds);
 

@@ -573,7 +573,7 @@ static void test_bad_input(void **state)
         {"jobs --limit 2^32 + 1", NULL, NULL, {"jobs", "--limit", "4294967297"}, 2, {"--limit"}},
         {"heartbeat as long as the threshold", NULL, beat_at_threshold, {"jobs"}, 2,
          {beat_at_threshold, "process_alive_threshold"}},
-        {"threshold under 3 heartbeats", NULL, beat_near_threshold, {"work"}, 2,
+        {"threshold under 4 heartbeats", NULL, beat_near_threshold, {"work"}, 2,
          {beat_near_threshold, "process_alive_threshold", "3.5"}},
         {"retry base 1e300", NULL, huge_base, {"enqueue", "Echo"}, 2, {"huge-base.yml", "base", "at most"}},
     };

@@ -919,6 +919,56 @@ static void test_bulk_enqueue_locks_keys_in_a_rounds_order(void **state)
     assert_int_equal(ready_jobs(f), 4);
 }
 
+typedef struct hand_back {
+    const char *url;
+    int64_t process_id;
+    int rc;
+} hand_back;
+
+static void *hand_back_all(void *p)
+{
+    hand_back *h = p;
+    bt_store *s = NULL;
+    h->rc = bt_store_open(&s, h->url);
+    int64_t released = 0;
+    if (h->rc == BATON_OK && (h->rc = bt_begin(s, BT_TXN_WRITE)) == BATON_OK)
+        h->rc = bt_end(s, bt_release_claims(s, h->process_id, NULL, 0, bt_now_ms(), &released));
+    bt_store_close(s);
+    return NULL;
+}
+
+/* A worker's hand-back and a prune of the same worker by another process take the key,
+ * then the slot, then the claim, in that order: otherwise each holds a row the other
+ * waits for and the server aborts one of them. */
+static void test_hand_back_and_prune_lock_in_one_order(void **state)
+{
+    SKIP_UNLESS(test_on_postgres(), "only writers that run side by side can deadlock");
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued job = enqueue(f->client, "Sync", "[]");
+    bt_store *s = raw_store(f);
+    int64_t worker;
+    bt_claimed_job claimed;
+    assert_int_equal(claim_as(s, &worker, 1, &claimed), 1);
+    bt_claimed_job_free(&claimed);
+    /* The pruner: key, then slot, held; its claim delete comes after the hand-back started. */
+    bt_store *pruner = raw_store(f);
+    exec_sql(pruner, "BEGIN; SELECT key FROM baton_semaphores WHERE key = 'Sync/k' FOR UPDATE;"
+                     " DELETE FROM baton_semaphore_holders WHERE key = 'Sync/k'");
+    hand_back h = {f->url, worker, -1};
+    pthread_t t;
+    pthread_create(&t, NULL, hand_back_all, &h);
+    assert_true(poll_until(a_session_waits_for_a_lock, s, 10000));
+    char sql[160];
+    snprintf(sql, sizeof sql, "DELETE FROM baton_claimed_executions WHERE job_id = %lld; COMMIT", (long long)job.id);
+    exec_sql(pruner, sql);
+    pthread_join(t, NULL);
+    assert_int_equal(h.rc, BATON_OK);
+    bt_store_close(pruner);
+    bt_store_close(s);
+}
+
 typedef struct dispatch_run {
     const char *url;
     int rc, moved;
@@ -1102,6 +1152,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_semaphore_clear_racing_enqueues_admits_one, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_failing_rounds_do_not_stop_the_heartbeat, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_locks_keys_in_a_rounds_order, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_hand_back_and_prune_lock_in_one_order, lib_setup, lib_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -208,10 +208,11 @@ static void test_bad_input_is_refused_and_stored_jobs_stay(void **state)
         assert_int_equal(baton_perform_wait(f->client, &id, "Mail", "[]", bad_spans[i]), BATON_EINVALID);
     }
     /* A worker stops its jobs after half the threshold without a heartbeat: a threshold
-     * under three heartbeats would make it stop healthy jobs between two of them. */
+     * under four heartbeats would make one late heartbeat stop healthy jobs. */
     assert_int_equal(baton_set_liveness(f->client, 2, 3.5), BATON_EINVALID);
-    assert_non_null(strstr(baton_error_last(), "at least 3 times"));
-    assert_int_equal(baton_set_liveness(f->client, 2, 6), BATON_OK);
+    assert_non_null(strstr(baton_error_last(), "at least 4 times"));
+    assert_int_equal(baton_set_liveness(f->client, 2, 7.9), BATON_EINVALID);
+    assert_int_equal(baton_set_liveness(f->client, 2, 8), BATON_OK);
     assert_int_equal(count_jobs(f->client, NULL), 1);
     assert_string_equal(job_status(f->client, kept), "ready");
 }
@@ -346,6 +347,32 @@ static void test_backoff_schedules_the_retry(void **state)
     json_decref(j);
 }
 
+/* Every form of database URL libpq reads shows *** where its password is. */
+static void test_database_urls_hide_their_passwords(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"postgres://u:s3cret@h:5432/db", "postgres://u:***@h:5432/db"},
+        {"postgres://u:pa?ss@h/db", "postgres://u:***@h/db"},
+        {"postgres://u:p@ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"},
+        {"postgres://u@h/db?password=s3cret&application_name=a", "postgres://u@h/db?password=***&application_name=a"},
+        {"postgres://h/db?sslmode=disable&PASSWORD=s3cret", "postgres://h/db?sslmode=disable&PASSWORD=***"},
+        {"postgres:host=h password=s3cret dbname=d", "postgres:host=h password=*** dbname=d"},
+        {"postgres:password='s3 \\' cret' host=h", "postgres:password=*** host=h"},
+        {"postgres://u@h/d@b", "postgres://u@h/d@b"},
+        {"postgres://h:5432/db", "postgres://h:5432/db"},
+        {"sqlite:/tmp/a:b@c.db", "sqlite:/tmp/a:b@c.db"},
+        {"postgres://u:@h/db", "postgres://u:***@h/db"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *shown = bt_url_redact(cases[i][0]);
+        assert_non_null(shown);
+        if (strcmp(shown, cases[i][1]) != 0)
+            fail_msg("%s shows as %s, expected %s", cases[i][0], shown, cases[i][1]);
+        free(shown);
+    }
+}
+
 static void test_backoff_formulas(void **state)
 {
     (void)state;
@@ -393,6 +420,36 @@ static int block_until_cancelled(baton_job *job, void *payload)
 }
 
 static int flag_set(void *p) { return atomic_load((atomic_int *)p); }
+
+/* Asked to stop, finishes its work anyway (half a second) and succeeds. */
+static int finish_regardless(baton_job *job, void *payload)
+{
+    (void)job;
+    atomic_store((atomic_int *)payload, 1);
+    bt_sleep(0.5);
+    return 0;
+}
+
+/* A run that succeeds after the shutdown timeout asked it to stop is recorded finished:
+ * handing it back would run a finished job again. */
+static void test_run_that_finishes_after_the_stop_is_recorded(void **state)
+{
+    lib_fixture *f = *state;
+    static atomic_int started;
+    atomic_store(&started, 0);
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = finish_regardless;
+    o.payload = &started;
+    assert_int_equal(baton_class_register(f->client, "Stubborn", &o), BATON_OK);
+    int64_t id = enqueue(f->client, "Stubborn", "[]", NULL, 0);
+    baton_worker_options wo = BATON_WORKER_OPTIONS_INIT;
+    wo.shutdown_timeout = 0.05;
+    wo.polling_interval = 0.01;
+    running_worker w = worker_start_with(f->client, &wo);
+    assert_true(poll_until(flag_set, &started, 10000));
+    worker_stop(&w);
+    assert_string_equal(job_status(f->client, id), "finished");
+}
 
 static void test_running_job_cannot_be_discarded_and_returns_on_stop(void **state)
 {
@@ -524,6 +581,7 @@ static void test_perform_stop_cancels_the_running_job(void **state)
     baton_class_options o = BATON_CLASS_OPTIONS_INIT;
     o.perform = until_cancelled;
     o.payload = &running;
+    o.max_attempts = 3;
     assert_int_equal(baton_class_register(f->client, "Stoppable", &o), BATON_OK);
     perform_call pc = {f->client, 0, -1};
     pthread_t t;
@@ -532,6 +590,7 @@ static void test_perform_stop_cancels_the_running_job(void **state)
     baton_perform_stop(f->client);
     pthread_join(t, NULL);
     assert_int_equal(pc.rc, BATON_ERROR);
+    /* Failed for good, attempts left or not: a stopped inline job never runs later. */
     assert_string_equal(job_status(f->client, pc.id), "failed");
     json_t *j = job_json(f->client, pc.id);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "cancelled");
@@ -806,8 +865,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_last_attempt_fails_then_operator_retries, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_backoff_schedules_the_retry, lib_setup, lib_teardown),
         cmocka_unit_test(test_backoff_formulas),
+        cmocka_unit_test(test_database_urls_hide_their_passwords),
         cmocka_unit_test_setup_teardown(test_discard_rules, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_running_job_cannot_be_discarded_and_returns_on_stop, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_run_that_finishes_after_the_stop_is_recorded, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_clear_finished_keeps_recent_and_unfinished, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_clear_finished_drops_identities_no_job_names, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_perform_now_records_the_job, lib_setup, lib_teardown),

@@ -379,6 +379,7 @@ static void test_a_lasting_store_fault_logs_a_line_per_interval(void **state)
     assert_int_equal(baton_open(&c, url), BATON_OK);
     assert_int_equal(baton_set_liveness(c, 0.05, 5), BATON_OK);
     capture *cap = capture_new(c, BATON_LOG_ERROR, BATON_LOG_LOGFMT);
+    register_class(c, "Mail", succeed, 1);
     running_worker w = worker_start(c, "*", 1);
     bt_store *lock = test_db_open(f->url);
     assert_true(poll_until(worker_registered, lock, 10000));
@@ -386,6 +387,9 @@ static void test_a_lasting_store_fault_logs_a_line_per_interval(void **state)
     bt_sleep(1.5); /* the fault's length: about 50 failed rounds and 30 failed heartbeats */
     test_db_exec(lock, "COMMIT");
     bt_store_close(lock);
+    /* The worker recovers: it runs a job enqueued after the fault. */
+    int64_t after = enqueue(c, "Mail", NULL);
+    wait_status(c, after, "finished");
     worker_stop(&w);
     int errors = lines_with(cap, "event=worker.store_error"), beats = lines_with(cap, "event=worker.heartbeat_failed");
     if (errors < 1 || errors > 2 || beats > 2)
