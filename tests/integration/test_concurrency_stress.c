@@ -153,12 +153,14 @@ static void probe_class(char *buf, size_t size, const fixture *f, const char *na
     char grp[128] = "";
     if (group)
         snprintf(grp, sizeof grp, ", group: %s", group);
-    snprintf(buf + len, size - len,
-             "  %s:\n"
-             "    command: \"'%s' '%s' %s\"\n"
-             "    retry: {attempts: 50, backoff: fixed, base: 0}\n"
-             "    concurrency: {to: %d, key: \"k{key}\", duration: 1%s}\n",
-             name, f->jobprobe, f->log, ms_expr, limit, grp);
+    int n = snprintf(buf + len, size - len,
+                     "  %s:\n"
+                     "    command: \"'%s' '%s' %s\"\n"
+                     "    retry: {attempts: 50, backoff: fixed, base: 0}\n"
+                     "    concurrency: {to: %d, key: \"k{key}\", duration: 1%s}\n",
+                     name, f->jobprobe, f->log, ms_expr, limit, grp);
+    if (n < 0 || (size_t)n >= size - len)
+        fail_msg("the classes of the test do not fit in %zu bytes", size);
 }
 
 /* Liveness of the tests that kill or stop workers: heartbeat every 0.2 s, dead after 1.5 s. */

@@ -235,14 +235,16 @@ static int log_contains(void *p)
 static void probe_classes(fixture *f, char *yaml, size_t size, const char *liveness, const char *workers,
                           int ms)
 {
-    snprintf(yaml, size,
-             "%s%s"
-             "jobs:\n"
-             "  Probe:\n"
-             "    command: \"'%s' '%s' %d\"\n"
-             "    retry: {attempts: 5, backoff: fixed, base: 0}\n"
-             "    concurrency: {to: 1, key: \"k{key}\", duration: 1}\n",
-             liveness, workers, getenv("BATON_JOBPROBE"), f->log, ms);
+    int n = snprintf(yaml, size,
+                     "%s%s"
+                     "jobs:\n"
+                     "  Probe:\n"
+                     "    command: \"'%s' '%s' %d\"\n"
+                     "    retry: {attempts: 5, backoff: fixed, base: 0}\n"
+                     "    concurrency: {to: 1, key: \"k{key}\", duration: 1}\n",
+                     liveness, workers, getenv("BATON_JOBPROBE"), f->log, ms);
+    if (n < 0 || (size_t)n >= size)
+        fail_msg("the configuration of the test does not fit in %zu bytes", size);
 }
 
 static int64_t enqueue_probe(fixture *f, int key)
