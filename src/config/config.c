@@ -29,7 +29,16 @@ enum { KEYPATH_MAX = 512 };
 typedef struct ctx {
     const char *file;
     yaml_document_t *doc;
+    /* The free-form value to_json converts, for errors about it as a whole, and the
+     * values it made of it so far. */
+    const char *json_path;
+    yaml_node_t *json_node;
+    size_t json_values;
 } ctx;
+
+/* A free-form value (recurring args) is bounded: aliases may nest a value in itself or
+ * multiply it a billion times, and the conversion would overflow the stack or memory. */
+enum { JSON_DEPTH_MAX = 64, JSON_VALUES_MAX = 100000 };
 
 typedef enum { F_INT, F_SIZE, F_NUM, F_STR, F_ENUM, F_MAP, F_FN } field_kind;
 
@@ -417,8 +426,12 @@ static json_t *scalar_json(yaml_node_t *n)
     return json_string(text(n));
 }
 
-static int to_json(ctx *c, const char *path, yaml_node_t *n, json_t **out)
+static int to_json(ctx *c, const char *path, yaml_node_t *n, int depth, json_t **out)
 {
+    if (depth > JSON_DEPTH_MAX)
+        return invalid(c, c->json_node, c->json_path, "nested deeper than 64 levels (an alias inside itself?)");
+    if (++c->json_values > JSON_VALUES_MAX)
+        return invalid(c, c->json_node, c->json_path, "more than 100000 values once its aliases are expanded");
     if (n->type == YAML_SCALAR_NODE)
         return (*out = scalar_json(n)) ? 0 : oom();
     int list = n->type == YAML_SEQUENCE_NODE;
@@ -434,7 +447,7 @@ static int to_json(ctx *c, const char *path, yaml_node_t *n, json_t **out)
             if (rc)
                 break;
             snprintf(sub, sizeof sub, "%s[%zu]", path, i++);
-            if (!(rc = to_json(c, sub, node(c, *it), &part)) && json_array_append_new(whole, part))
+            if (!(rc = to_json(c, sub, node(c, *it), depth + 1, &part)) && json_array_append_new(whole, part))
                 rc = oom();
         }
     } else {
@@ -443,7 +456,7 @@ static int to_json(ctx *c, const char *path, yaml_node_t *n, json_t **out)
                 break;
             const char *name = text(node(c, p->key));
             join(sub, path, name);
-            if (!(rc = to_json(c, sub, node(c, p->value), &part)) &&
+            if (!(rc = to_json(c, sub, node(c, p->value), depth + 1, &part)) &&
                 json_object_set_new(whole, name, part))
                 rc = oom();
         }
@@ -463,7 +476,10 @@ static int parse_args(ctx *c, const char *path, yaml_node_t *key, yaml_node_t *v
     (void)key;
     if (is_null(v))
         return 0;
-    int rc = to_json(c, path, v, &value);
+    c->json_path = path;
+    c->json_node = v;
+    c->json_values = 0;
+    int rc = to_json(c, path, v, 0, &value);
     char *dumped = rc ? NULL : json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(value);
     if (rc)
@@ -677,7 +693,11 @@ void bt_config_defaults(bt_config *cfg)
                        .scheduler_polling_interval = 5};
 }
 
-/* slurp reads the whole file first so a read failure is told apart from bad YAML. */
+/* No configuration comes near this; a larger file is a mistake or an attack. */
+enum { CONFIG_BYTES_MAX = 16 << 20 };
+
+/* slurp reads the whole file first so a read failure is told apart from bad YAML; past
+ * CONFIG_BYTES_MAX it fails with EFBIG. */
 static char *slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -688,6 +708,10 @@ static char *slurp(const char *path, size_t *len)
     *len = 0;
     errno = 0;
     for (;;) {
+        if (*len > CONFIG_BYTES_MAX) {
+            errno = EFBIG;
+            break;
+        }
         if (*len == cap) {
             char *b = realloc(buf, cap = cap ? cap * 2 : 4096);
             if (!b)
@@ -741,7 +765,7 @@ static int parse(const char *path, const char *text, size_t len, bt_config *cfg)
             break;
         }
         yaml_node_t *root = yaml_document_get_root_node(&doc);
-        ctx c = {path, &doc};
+        ctx c = {.file = path, .doc = &doc};
         more = root != NULL; /* an empty document marks the end of the stream */
         if (root && ndocs > 0)
             rc = bt_err_set(BATON_EINVALID, "%s:%d: only one YAML document is allowed", path,
@@ -760,7 +784,8 @@ int bt_config_load(const char *path, bt_config **out)
     *out = NULL;
     char *text = slurp(path, &len);
     if (!text)
-        return bt_err_set(BATON_ERROR, "%s: cannot read: %s", path, strerror(errno));
+        return bt_err_set(BATON_ERROR, "%s: cannot read: %s", path,
+                          errno == EFBIG ? "larger than 16 MiB, which no configuration is" : strerror(errno));
     bt_config *cfg = malloc(sizeof *cfg);
     int rc = cfg ? 0 : oom();
     if (cfg) {

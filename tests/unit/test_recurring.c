@@ -135,6 +135,13 @@ static void test_config_errors_name_file_line_and_key(void **state)
         {"recurring:\n  t:\n    args: { a: 1, a: 2 }\n", 3, "duplicate key 'a' in recurring.t.args"},
         {"recurring:\n  t:\n    args: [1, { [x]: 2 }]\n", 3, "recurring.t.args[1]: keys must be strings"},
         {"recurring:\n  t:\n    args: { a: { b: 1, b: 2 } }\n", 3, "duplicate key 'b' in recurring.t.args.a"},
+        /* Aliases bounded: a value inside itself, and one multiplied a billion times. */
+        {"recurring:\n  t:\n    args: &a [1, *a]\n", 3,
+         "recurring.t.args: nested deeper than 64 levels (an alias inside itself?)"},
+        {"recurring:\n  t:\n    args: [&a [l, l, l, l, l, l, l, l, l, l], &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a],\n"
+         "      &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c],\n"
+         "      &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d], &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]]\n",
+         3, "recurring.t.args: more than 100000 values once its aliases are expanded"},
         {"recurring:\n  t:\n    class: A\n    schedule: \"61 * * * *\"\n", 4,
          "recurring.t.schedule: invalid schedule \"61 * * * *\": minute: 61 is out of range 0-59"},
         {"recurring:\n  t:\n    schedule: \"* * x * *\"\n", 3,
@@ -154,6 +161,34 @@ static void test_config_errors_name_file_line_and_key(void **state)
             fail_msg("case %zu: rc %d, message \"%s\", want \"%s\"", i, rc, baton_error_last(), want);
         assert_null(cfg);
     }
+}
+
+/* Hostile files are refused with a line, not a crash: 10,000 nesting levels, and a file
+ * larger than any configuration. */
+static void test_hostile_config_files_are_refused(void **state)
+{
+    lib_fixture *f = *state;
+    enum { LEVELS = 10000 };
+    const char head[] = "recurring:\n  t:\n    args: ";
+    char *text = malloc(sizeof head + 2 * LEVELS + 2);
+    assert_non_null(text);
+    char *p = stpcpy(text, head);
+    memset(p, '[', LEVELS);
+    memset(p + LEVELS, ']', LEVELS);
+    strcpy(p + 2 * LEVELS, "\n");
+    const char *path = write_config(f->dir, text);
+    free(text);
+    assert_int_equal(baton_load_config(f->client, path), BATON_EINVALID);
+    assert_non_null(strstr(baton_error_last(), "recurring.t.args: nested deeper than 64 levels"));
+    size_t big = (16u << 20) + 2;
+    text = malloc(big + 1);
+    assert_non_null(text);
+    memset(text, '#', big);
+    text[big] = '\0';
+    path = write_config(f->dir, text);
+    free(text);
+    assert_int_equal(baton_load_config(f->client, path), BATON_ERROR);
+    assert_non_null(strstr(baton_error_last(), "larger than 16 MiB"));
 }
 
 /* The class of a task must be known when the file is loaded: declared in it, or registered
@@ -685,6 +720,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_reads_tasks_and_scheduler, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_config_errors_name_file_line_and_key, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_config_task_class_must_be_known, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_config_files_are_refused, lib_setup, lib_teardown),
         cmocka_unit_test(test_next_run_skips_runs_missed_for_more_than_a_period),
         cmocka_unit_test_setup_teardown(test_static_tasks_are_written_and_stale_ones_removed, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dynamic_tasks_are_added_replaced_listed_and_removed, lib_setup, lib_teardown),
