@@ -4,7 +4,8 @@
  * ended": the child's argv and environment, the two forks (a shepherd that leads a new
  * process group and dies with its worker thread, then /bin/sh under it), the stdin and
  * stderr pipes, the timeout and cancel escalation (TERM to the group, KILL after the grace
- * period) and the final sweep that kills whatever the command left behind in its group.
+ * period) and the final sweeps that kill whatever the command left behind: in its group,
+ * and, since the shepherd is the subreaper of the command's orphans, those that left it.
  * It is a library routine called from many threads at once, so it never changes
  * process-wide state (signal dispositions); it only adjusts the calling thread's signal
  * mask, and restores it before returning. */
@@ -65,9 +66,62 @@ static void close_from(int lowfd, int max_fd)
 
 /* The shepherd's PR_SET_PDEATHSIG handler: the worker thread is gone, so the job must go
  * too, including anything it started in the background. SIGKILL cannot be trapped. */
+/* kill_listed_children sends KILL to every child of the shepherd /proc lists (path is
+ * its "children" file); returns how many it found. */
+static int kill_listed_children(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    int found = 0;
+    for (ssize_t i = 0; i < n;) {
+        long pid = 0;
+        while (i < n && buf[i] >= '0' && buf[i] <= '9')
+            pid = pid * 10 + (buf[i++] - '0');
+        if (pid > 1) {
+            kill((pid_t)pid, SIGKILL);
+            found++;
+        }
+        while (i < n && (buf[i] < '0' || buf[i] > '9'))
+            i++;
+    }
+    return found;
+}
+
+/* sweep_descendants kills and reaps everything left under the shepherd. Its group alone
+ * would miss a descendant that left it (setsid); as their subreaper the shepherd inherits
+ * every orphan of the command, and /proc lists them as its children, until none is left.
+ * Async-signal-safe: open, read, kill, waitpid, nanosleep. */
+static void sweep_descendants(void)
+{
+    char path[64] = "/proc/self/task/";
+    char digits[16];
+    int len = 0;
+    for (pid_t pid = getpid(); pid > 0; pid /= 10)
+        digits[len++] = (char)('0' + pid % 10);
+    size_t at = strlen(path);
+    while (len > 0)
+        path[at++] = digits[--len];
+    memcpy(path + at, "/children", sizeof "/children");
+    for (int round = 0; round < 10000; round++) {
+        int listed = kill_listed_children(path);
+        pid_t reaped = waitpid(-1, NULL, listed ? 0 : WNOHANG);
+        if (reaped < 0 && errno == ECHILD)
+            return;
+        if (reaped == 0 && !listed) { /* a child not listed yet: it is being reparented */
+            struct timespec pause = {0, 1000000};
+            nanosleep(&pause, NULL);
+        }
+    }
+}
+
 static void on_parent_death(int sig)
 {
     (void)sig;
+    sweep_descendants();
     kill(0, SIGKILL);
 }
 
@@ -100,6 +154,8 @@ static _Noreturn void shepherd(const child_setup *cs)
      * it and never reach the worker's group. */
     if (setpgid(0, 0) != 0)
         _exit(127);
+    /* Orphans of the command, even those that left the group, become ours to sweep. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
 
     /* The worker's handlers would run worker code in this copy of it: start from the
      * defaults. The command inherits these, so it also starts like a fresh process (an
@@ -168,6 +224,7 @@ static _Noreturn void shepherd(const child_setup *cs)
     while (waitpid(cmd, &st, 0) < 0)
         if (errno != EINTR)
             kill(0, SIGKILL);
+    sweep_descendants();
     if (WIFEXITED(st))
         _exit(WEXITSTATUS(st));
     /* Die of the same signal, so the worker sees exactly what the command saw; without a

@@ -374,6 +374,28 @@ static void test_group_killed_after_exit(void **state)
     tmpdir_remove(dir);
 }
 
+/* A descendant that left the job's process group and session (setsid) still ends with
+ * the job: the shepherd is its subreaper and sweeps what is left. */
+static void test_setsid_descendant_killed_after_exit(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_make();
+    const char *pidfile = path_join(dir, "pid");
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "setsid sleep 60 > /dev/null 2>&1 & echo $! > '%s'; sleep 0.2; exit 0", pidfile);
+    bt_command_spec s = spec_for(cmd);
+    bt_command_result r;
+    assert_int_equal(bt_command_run(&s, &r), 0);
+    assert_true(r.exited);
+    assert_int_equal(r.exit_status, 0);
+    pid_t pid = read_pid(pidfile);
+    if (!poll_until(pid_gone, &pid, 5000)) {
+        kill(pid, SIGKILL);
+        fail_msg("the setsid'ed sleep %d outlived its job", (int)pid);
+    }
+    tmpdir_remove(dir);
+}
+
 typedef struct threaded_run {
     bt_command_spec spec;
     bt_command_result res;
@@ -540,6 +562,7 @@ int main(void)
         cmocka_unit_test(test_timeout_escalates_to_kill),
         cmocka_unit_test(test_group_killed_after_timeout),
         cmocka_unit_test(test_group_killed_after_exit),
+        cmocka_unit_test(test_setsid_descendant_killed_after_exit),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_concurrent_runs),
         cmocka_unit_test(test_parent_death_kills_group),
