@@ -421,6 +421,25 @@ static int block_until_cancelled(baton_job *job, void *payload)
 
 static int flag_set(void *p) { return atomic_load((atomic_int *)p); }
 
+/* start_one_job runs a job of a class performed by fn (whose payload is a flag it sets
+ * once it runs) under a worker with a 50 ms shutdown timeout, and returns once it runs. */
+static int64_t start_one_job(lib_fixture *f, baton_perform_fn fn, running_worker *w)
+{
+    static atomic_int started;
+    atomic_store(&started, 0);
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = fn;
+    o.payload = &started;
+    assert_int_equal(baton_class_register(f->client, "Long", &o), BATON_OK);
+    int64_t id = enqueue(f->client, "Long", "[]", NULL, 0);
+    baton_worker_options wo = BATON_WORKER_OPTIONS_INIT;
+    wo.shutdown_timeout = 0.05;
+    wo.polling_interval = 0.01;
+    *w = worker_start_with(f->client, &wo);
+    assert_true(poll_until(flag_set, &started, 10000));
+    return id;
+}
+
 /* Asked to stop, finishes its work anyway (half a second) and succeeds. */
 static int finish_regardless(baton_job *job, void *payload)
 {
@@ -435,18 +454,8 @@ static int finish_regardless(baton_job *job, void *payload)
 static void test_run_that_finishes_after_the_stop_is_recorded(void **state)
 {
     lib_fixture *f = *state;
-    static atomic_int started;
-    atomic_store(&started, 0);
-    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
-    o.perform = finish_regardless;
-    o.payload = &started;
-    assert_int_equal(baton_class_register(f->client, "Stubborn", &o), BATON_OK);
-    int64_t id = enqueue(f->client, "Stubborn", "[]", NULL, 0);
-    baton_worker_options wo = BATON_WORKER_OPTIONS_INIT;
-    wo.shutdown_timeout = 0.05;
-    wo.polling_interval = 0.01;
-    running_worker w = worker_start_with(f->client, &wo);
-    assert_true(poll_until(flag_set, &started, 10000));
+    running_worker w;
+    int64_t id = start_one_job(f, finish_regardless, &w);
     worker_stop(&w);
     assert_string_equal(job_status(f->client, id), "finished");
 }
@@ -454,18 +463,8 @@ static void test_run_that_finishes_after_the_stop_is_recorded(void **state)
 static void test_running_job_cannot_be_discarded_and_returns_on_stop(void **state)
 {
     lib_fixture *f = *state;
-    static atomic_int started;
-    atomic_store(&started, 0);
-    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
-    o.perform = block_until_cancelled;
-    o.payload = &started;
-    assert_int_equal(baton_class_register(f->client, "Long", &o), BATON_OK);
-    int64_t id = enqueue(f->client, "Long", "[]", NULL, 0);
-    baton_worker_options wo = BATON_WORKER_OPTIONS_INIT;
-    wo.shutdown_timeout = 0.05;
-    wo.polling_interval = 0.01;
-    running_worker w = worker_start_with(f->client, &wo);
-    assert_true(poll_until(flag_set, &started, 10000));
+    running_worker w;
+    int64_t id = start_one_job(f, block_until_cancelled, &w);
     assert_string_equal(job_status(f->client, id), "claimed");
     assert_int_equal(baton_job_discard(f->client, id), BATON_ESTATE);
     assert_non_null(strstr(baton_error_last(), "running"));
