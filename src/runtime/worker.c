@@ -232,6 +232,19 @@ static void take_round(baton_worker *w, int may_claim, round *r)
     r->process_id = w->process_id;
 }
 
+/* put_back_outcomes (lock held) returns the outcomes of a round that failed to w->done,
+ * for the next round to record. */
+static void put_back_outcomes(baton_worker *w, struct baton_job *done)
+{
+    struct baton_job *tail = done;
+    while (tail && tail->next)
+        tail = tail->next;
+    if (tail) {
+        tail->next = w->done;
+        w->done = done;
+    }
+}
+
 /* settle_round (lock held) ends a round: got jobs claimed go to the executors, or, when
  * the round failed (got < 0), its outcomes wait for the next round. */
 static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int got)
@@ -239,13 +252,7 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
     w->reserved -= r->want;
     w->recording -= r->ndone;
     if (got < 0) {
-        struct baton_job *tail = r->done;
-        while (tail && tail->next)
-            tail = tail->next;
-        if (tail) {
-            tail->next = w->done;
-            w->done = r->done;
-        }
+        put_back_outcomes(w, r->done);
         return;
     }
     atomic_fetch_sub(&w->in_flight, r->ndone);
@@ -398,11 +405,7 @@ static void record_finished(baton_worker *w)
     if (round_trip(w, w->store, &r, &unused) < 0) {
         bt_log(w->client, BATON_LOG_ERROR, "event=worker.store_error error=%s", BT_LOG_VALUE(baton_error_last()));
         pthread_mutex_lock(&w->lock); /* their claims go back with the rest: they run again */
-        struct baton_job *tail = r.done;
-        while (tail->next)
-            tail = tail->next;
-        tail->next = w->done;
-        w->done = r.done;
+        put_back_outcomes(w, r.done);
         pthread_mutex_unlock(&w->lock);
     }
 }

@@ -919,21 +919,34 @@ static void test_bulk_enqueue_locks_keys_in_a_rounds_order(void **state)
     assert_int_equal(ready_jobs(f), 4);
 }
 
+/* in_own_transaction runs op in one write transaction on a connection of its own, as
+ * another process would, and returns the transaction's code. */
+static int in_own_transaction(const char *url, int (*op)(bt_store *s, void *arg), void *arg)
+{
+    bt_store *s = NULL;
+    int rc = bt_store_open(&s, url);
+    if (rc == BATON_OK && (rc = bt_begin(s, BT_TXN_WRITE)) == BATON_OK)
+        rc = bt_end(s, op(s, arg));
+    bt_store_close(s);
+    return rc;
+}
+
 typedef struct hand_back {
     const char *url;
     int64_t process_id;
     int rc;
 } hand_back;
 
+static int release_all(bt_store *s, void *p)
+{
+    int64_t released = 0;
+    return bt_release_claims(s, ((hand_back *)p)->process_id, NULL, 0, bt_now_ms(), &released);
+}
+
 static void *hand_back_all(void *p)
 {
     hand_back *h = p;
-    bt_store *s = NULL;
-    h->rc = bt_store_open(&s, h->url);
-    int64_t released = 0;
-    if (h->rc == BATON_OK && (h->rc = bt_begin(s, BT_TXN_WRITE)) == BATON_OK)
-        h->rc = bt_end(s, bt_release_claims(s, h->process_id, NULL, 0, bt_now_ms(), &released));
-    bt_store_close(s);
+    h->rc = in_own_transaction(h->url, release_all, h);
     return NULL;
 }
 
@@ -974,14 +987,12 @@ typedef struct dispatch_run {
     int rc, moved;
 } dispatch_run;
 
+static int dispatch_due(bt_store *s, void *p) { return bt_dispatch(s, bt_now_ms(), 10, &((dispatch_run *)p)->moved); }
+
 static void *dispatch_once(void *p)
 {
     dispatch_run *d = p;
-    bt_store *s = NULL;
-    d->rc = bt_store_open(&s, d->url);
-    if (d->rc == BATON_OK && (d->rc = bt_begin(s, BT_TXN_WRITE)) == BATON_OK)
-        d->rc = bt_end(s, bt_dispatch(s, bt_now_ms(), 10, &d->moved));
-    bt_store_close(s);
+    d->rc = in_own_transaction(d->url, dispatch_due, d);
     return NULL;
 }
 
