@@ -230,7 +230,8 @@ typedef struct bt_claims {
 int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueues, int64_t now,
              bt_claims *claims);
 
-/* Outcome of a performed job, as reported by the worker. */
+/* Outcome of a performed job, as reported by the worker. job_id and attempt name the
+ * claim it ran under. */
 typedef struct bt_outcome {
     int64_t job_id;
     int succeeded;
@@ -244,14 +245,21 @@ typedef struct bt_outcome {
 
 /* bt_complete records the outcomes of n jobs claimed by process_id: each finished, retried
  * (scheduled at the backoff) or failed. owned[i] says whether outcome i was recorded: when
- * its claim no longer belongs to process_id (handed back at shutdown, pruned) nothing is
- * written for it. retry_at (may be NULL) receives each retry time, else 0. */
+ * process_id no longer holds its claim, the job's claim of that attempt (handed back at
+ * shutdown, pruned), nothing is written for it. retry_at (may be NULL) receives each retry
+ * time, else 0. */
 int bt_complete(bt_store *s, int64_t process_id, const bt_outcome *outcomes, size_t n, int64_t now,
                 int *owned, int64_t *retry_at);
 
-/* bt_release_claims hands every job claimed by process_id back to ready (all of them when
- * job_ids is NULL, else the n listed). */
-int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, size_t n,
+/* A claim, named by its job and the attempt it was made for. */
+typedef struct bt_claim_ref {
+    int64_t job_id;
+    int attempt;
+} bt_claim_ref;
+
+/* bt_release_claims hands the jobs of process_id's claims back to ready: all of them when
+ * claims is NULL, else those of the n listed that it still holds. */
+int bt_release_claims(bt_store *s, int64_t process_id, const bt_claim_ref *claims, size_t n,
                       int64_t now, int64_t *released_out);
 
 /* bt_maintain_concurrency is the safety net behind the normal release path: it frees

@@ -2,9 +2,11 @@
  *
  * A job's state is the execution row that holds it (ready, claimed, scheduled, failed,
  * blocked) plus the status column of baton_jobs, which the same transaction updates so
- * reports never have to join five tables. Claims belong to a process: completing a job is
- * a delete of its claim row by (job, process), and a process that lost its claim (handed
- * back at shutdown, pruned as dead) finds nothing to delete and writes nothing. */
+ * reports never have to join five tables. A claim belongs to a process and is named by its
+ * job and attempt (attempts grow by one at each claim, see schema.c): completing a run is a
+ * delete of its claim row by (process, job, attempt), and a run whose claim is gone (handed
+ * back at shutdown, pruned as dead) finds nothing to delete and writes nothing, even when
+ * its process has claimed the same job again since. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +50,8 @@ static bt_sql_list sql_mark_claimed = {
     .item = "?",
     .tail = ") RETURNING id, " CLAIMED_COLUMNS};
 static bt_sql_list sql_insert_claimed = {
-    .head = "INSERT INTO baton_claimed_executions (job_id, process_id, claimed_at)"
-            " SELECT id, ?2, ?1 FROM baton_jobs WHERE id IN (",
+    .head = "INSERT INTO baton_claimed_executions (job_id, process_id, claimed_at, attempt)"
+            " SELECT id, ?2, ?1, attempts FROM baton_jobs WHERE id IN (",
     .item = "?",
     .tail = ")"};
 static const char sql_set_status[] =
@@ -683,10 +685,12 @@ static const char *const sql_claim_prefix[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_PREF
 static const char *const sql_claim_all[] = BT_PICK_SKIP_LOCKED(SQL_CLAIM_ALL);
 /* Where a WITH clause may write, one statement picks the ready rows (as above), records the
  * claims and marks the jobs, returning them as sql_mark_claimed does. ?3: now, ?4: the
- * claiming process. */
+ * claiming process. Every part of the statement reads the jobs as they were before it, so
+ * a claim's attempt is the job's attempts plus one, as the update sets it. */
 #define SQL_CLAIM_IN_ONE(PICK)                                                              \
     "WITH picked AS (" BT_PICK_LOCKED(PICK) "), held AS (INSERT INTO baton_claimed_executions" \
-    " (job_id, process_id, claimed_at) SELECT job_id, ?4, ?3 FROM picked) "                  \
+    " (job_id, process_id, claimed_at, attempt) SELECT p.job_id, ?4, ?3, j.attempts + 1"     \
+    " FROM picked p JOIN baton_jobs j ON j.id = p.job_id) "                                  \
     MARK_CLAIMED("?3", "?4") " WHERE id IN (SELECT job_id FROM picked) RETURNING id, " CLAIMED_COLUMNS
 static const entry_sql sql_claim_in_one = {SQL_CLAIM_IN_ONE(SQL_CLAIM_QUEUE), SQL_CLAIM_IN_ONE(SQL_CLAIM_PREFIX),
                                            SQL_CLAIM_IN_ONE(SQL_CLAIM_ALL)};
@@ -833,11 +837,13 @@ int bt_claim(bt_store *s, int64_t process_id, char *const *queues, size_t nqueue
 
 /* ---- completing ---- */
 
-/* ?1: the process whose claims end; then the job ids. */
+/* ?1: the process whose claims end; then each claim's job id and attempt. */
+#define CLAIM_ITEM "(job_id = ? AND attempt = ?)"
 static bt_sql_list sql_delete_claims = {
-    .head = "DELETE FROM baton_claimed_executions WHERE process_id = ?1 AND job_id IN (",
-    .item = "?",
-    .tail = ") RETURNING job_id"};
+    .head = "DELETE FROM baton_claimed_executions WHERE process_id = ?1 AND (",
+    .item = CLAIM_ITEM,
+    .sep = " OR ",
+    .tail = ") RETURNING job_id, attempt"};
 /* ?1: now; then the job ids. */
 static bt_sql_list sql_mark_finished = {
     .head = "UPDATE baton_jobs SET status = 'finished', finished_at = ?1, updated_at = ?1, error = NULL"
@@ -974,26 +980,56 @@ static int read_released(bt_row *row, void *payload)
     return 0;
 }
 
-/* ?1: the process whose claims end; then the job ids. It runs before those claims end, so a
- * slot is freed only for a run whose claim is still the process's. */
+/* ?1: the process whose claims end; then each claim's job id and attempt. It runs before
+ * those claims end, so a slot is freed only for a run whose claim is still the process's. */
 static bt_sql_list sql_release_claimed_holders = {
-    .head = "DELETE FROM baton_semaphore_holders WHERE EXISTS (SELECT 1 FROM baton_claimed_executions c"
-            " WHERE c.job_id = baton_semaphore_holders.job_id AND c.process_id = ?1) AND job_id IN (",
-    .item = "?",
-    .tail = ") RETURNING job_id, key"};
+    .head = "DELETE FROM baton_semaphore_holders WHERE job_id IN (SELECT job_id FROM baton_claimed_executions"
+            " WHERE process_id = ?1 AND (",
+    .item = CLAIM_ITEM,
+    .sep = " OR ",
+    .tail = ")) RETURNING job_id, key"};
 
-/* release_slots frees the slots the runs in l held, if process_id still claims their jobs,
- * noting each one's key in l (the rows may arrive with a later statement's). Rows of
- * keyless jobs are not looked for: they never hold one. */
+/* A chunk's runs, and which of them still held their claims. */
+typedef struct ended_claims {
+    const settle *items;
+    int n;
+    int *owned; /* by the caller's index */
+} ended_claims;
+
+static int read_ended_claim(bt_row *row, void *payload)
+{
+    ended_claims *e = payload;
+    int64_t id = bt_col_int(row, 0), attempt = bt_col_int(row, 1);
+    for (int i = 0; i < e->n; i++)
+        if (e->items[i].o->job_id == id && e->items[i].o->attempt == attempt)
+            e->owned[e->items[i].index] = 1;
+    return 0;
+}
+
+/* claim_args puts after a[0] the (job id, attempt) of each run in l; only of runs with a
+ * key when keyed. Returns how many claims it put. */
+static int claim_args(bt_val *a, const settle_list *l, int keyed)
+{
+    int n = 0;
+    for (int i = 0; i < l->len; i++) {
+        const bt_outcome *o = l->items[i].o;
+        if (keyed && !o->concurrency_key)
+            continue;
+        a[1 + 2 * n] = BV_INT(o->job_id);
+        a[2 + 2 * n++] = BV_INT(o->attempt);
+    }
+    return n;
+}
+
+/* release_slots frees the slots the runs in l held, if process_id still holds their
+ * claims, noting each one's key in l (the rows may arrive with a later statement's). Rows
+ * of keyless jobs are not looked for: they never hold one. */
 static int release_slots(bt_store *s, int64_t process_id, settle_list *l)
 {
-    bt_val a[1 + BT_LIST_MAX];
-    int n = 0;
+    bt_val a[1 + 2 * BT_LIST_MAX];
     a[0] = BV_INT(process_id);
-    for (int i = 0; i < l->len; i++)
-        if (l->items[i].o->concurrency_key)
-            a[1 + n++] = BV_INT(l->items[i].o->job_id);
-    return n ? run_list_as(s, BT_EXEC_CACHED | BT_EXEC_DEFERRED, &sql_release_claimed_holders, n, a, 1 + n,
+    int n = claim_args(a, l, 1);
+    return n ? run_list_as(s, BT_EXEC_CACHED | BT_EXEC_DEFERRED, &sql_release_claimed_holders, n, a, 1 + 2 * n,
                            read_released, l, NULL)
              : BATON_OK;
 }
@@ -1050,26 +1086,21 @@ static int complete_chunk(bt_store *s, int64_t process_id, const bt_outcome *os,
             keys[nkeys++] = key;
     }
     settle_list l = {items, n};
-    bt_id_list mine = {0};
-    blocked_row firsts[BT_LIST_MAX] = {0};
-    bt_val a[1 + BT_LIST_MAX];
-    a[0] = BV_INT(process_id);
     for (int i = 0; i < n; i++)
-        a[1 + i] = BV_INT(os[i].job_id);
+        owned[i] = 0;
+    ended_claims mine = {items, n, owned};
+    blocked_row firsts[BT_LIST_MAX] = {0};
+    bt_val a[1 + 2 * BT_LIST_MAX];
+    a[0] = BV_INT(process_id);
+    claim_args(a, &l, 0);
     int rc = lock_keys(s, keys, nkeys);
     if (rc == BATON_OK)
         rc = release_slots(s, process_id, &l);
     if (rc == BATON_OK)
-        rc = run_list_as(s, BT_EXEC_CACHED | (nkeys ? BT_EXEC_DEFERRED : 0), &sql_delete_claims, n, a, 1 + n,
-                         bt_row_collect_id, &mine, NULL);
+        rc = run_list_as(s, BT_EXEC_CACHED | (nkeys ? BT_EXEC_DEFERRED : 0), &sql_delete_claims, n, a, 1 + 2 * n,
+                         read_ended_claim, &mine, NULL);
     if (rc == BATON_OK && nkeys)
         rc = read_next_blocked(s, keys, nkeys, firsts);
-    for (int i = 0; i < n; i++) {
-        owned[items[i].index] = 0;
-        for (size_t k = 0; k < mine.len && !owned[items[i].index]; k++)
-            owned[items[i].index] = mine.ids[k] == items[i].o->job_id;
-    }
-    free(mine.ids);
     l.len = 0;
     for (int i = 0; i < n; i++) {
         if (owned[items[i].index])
@@ -1218,7 +1249,7 @@ static int back_to_ready(bt_store *s, int64_t id, int64_t now)
 static const char sql_release_all[] =
     "DELETE FROM baton_claimed_executions WHERE process_id = ? RETURNING job_id";
 static const char sql_release_one[] =
-    "DELETE FROM baton_claimed_executions WHERE process_id = ? AND job_id = ? RETURNING job_id";
+    "DELETE FROM baton_claimed_executions WHERE process_id = ? AND job_id = ? AND attempt = ? RETURNING job_id";
 
 static const char sql_claimed_keys[] =
     "SELECT DISTINCT j.concurrency_key FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id"
@@ -1244,18 +1275,18 @@ static int lock_claimed_keys(bt_store *s, int64_t process_id)
     return rc;
 }
 
-int bt_release_claims(bt_store *s, int64_t process_id, const int64_t *job_ids, size_t n,
+int bt_release_claims(bt_store *s, int64_t process_id, const bt_claim_ref *claims, size_t n,
                       int64_t now, int64_t *released_out)
 {
     bt_id_list l = {0};
     int rc = lock_claimed_keys(s, process_id);
-    if (rc == BATON_OK && !job_ids) {
+    if (rc == BATON_OK && !claims) {
         bt_val a[] = {BV_INT(process_id)};
         rc = bt_exec(s, sql_release_all, a, 1, bt_row_collect_id, &l, NULL);
     }
-    for (size_t i = 0; job_ids && i < n && rc == BATON_OK; i++) {
-        bt_val a[] = {BV_INT(process_id), BV_INT(job_ids[i])};
-        rc = bt_exec(s, sql_release_one, a, 2, bt_row_collect_id, &l, NULL);
+    for (size_t i = 0; claims && i < n && rc == BATON_OK; i++) {
+        bt_val a[] = {BV_INT(process_id), BV_INT(claims[i].job_id), BV_INT(claims[i].attempt)};
+        rc = bt_exec(s, sql_release_one, a, 3, bt_row_collect_id, &l, NULL);
     }
     for (size_t i = 0; i < l.len && rc == BATON_OK; i++) {
         bt_val h[] = {BV_INT(l.ids[i]), BV_INT(process_id), BV_INT(now), BV_TEXT("handed back"), BV_NULL};
@@ -1315,7 +1346,7 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
 #define SQL_DEAD_PROCESSES(lock) "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2" lock
 static const char *const sql_dead_processes[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESSES);
 static const char sql_claims_of[] =
-    "SELECT c.job_id, j.attempts, j.max_attempts, j.backoff, j.backoff_base, j.concurrency_key"
+    "SELECT c.job_id, c.attempt, j.max_attempts, j.backoff, j.backoff_base, j.concurrency_key"
     " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?";
 static const char sql_forget_process[] = "DELETE FROM baton_processes WHERE id = ?";
 

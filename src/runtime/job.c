@@ -38,7 +38,7 @@ void bt_slot_checker_close(bt_slot_checker *ch)
 }
 
 static const char sql_holds_slot[] =
-    "SELECT COUNT(*) FROM baton_claimed_executions c WHERE c.job_id = ?1 AND c.process_id = ?2"
+    "SELECT COUNT(*) FROM baton_claimed_executions c WHERE c.job_id = ?1 AND c.process_id = ?2 AND c.attempt = ?4"
     " AND (?3 = 0 OR EXISTS (SELECT 1 FROM baton_semaphore_holders h WHERE h.job_id = ?1 AND h.token = ?3))";
 
 int baton_job_holds_slot(const baton_job *job)
@@ -51,8 +51,8 @@ int baton_job_holds_slot(const baton_job *job)
     int64_t held = 0;
     if (rc == BATON_OK) {
         bt_val a[] = {BV_INT(job->claimed.id), BV_INT(atomic_load(&ch->process_id)),
-                      BV_INT(job->claimed.fencing_token)};
-        rc = bt_query_int(ch->store, sql_holds_slot, a, 3, &held, 0);
+                      BV_INT(job->claimed.fencing_token), BV_INT(job->claimed.attempt)};
+        rc = bt_query_int(ch->store, sql_holds_slot, a, 4, &held, 0);
     }
     pthread_mutex_unlock(&ch->lock);
     return rc == BATON_OK ? held > 0 : rc;

@@ -45,7 +45,7 @@ struct baton_worker {
     int64_t process_id;               /* changed under lock, read by the helper under it */
     _Atomic int64_t last_alive_ns;    /* last liveness tick that found our row */
     bt_slot_checker checker;
-    int64_t *unstarted;               /* claims dropped by a fence, to hand back */
+    bt_claim_ref *unstarted;          /* claims dropped by a fence, to hand back */
     size_t nunstarted;
     bt_log_limit store_errors, heartbeat_errors, helper_store_errors; /* repeated lines held back */
     atomic_int state;
@@ -345,7 +345,7 @@ static void stop_running(baton_worker *w, int kill_now)
     while (pending) {
         struct baton_job *next = pending->next;
         w->unstarted = realloc(w->unstarted, (w->nunstarted + 1) * sizeof *w->unstarted);
-        w->unstarted[w->nunstarted++] = pending->claimed.id;
+        w->unstarted[w->nunstarted++] = (bt_claim_ref){pending->claimed.id, pending->claimed.attempt};
         bt_job_free(pending);
         pending = next;
     }

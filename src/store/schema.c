@@ -168,8 +168,17 @@ static const char migration_5[] =
     "INSERT INTO baton_process_identities (id, kind, name, pid, hostname)"
     " SELECT id, kind, name, pid, hostname FROM baton_processes;";
 
+/* A claim's identity is its job and attempt (a job's attempts only grow, one per claim):
+ * whatever ends, releases or hands back a claim names both, so a run whose claim was
+ * taken away (its process pruned) never ends a later claim of the same job, even one its
+ * own worker made after registering again. */
+static const char migration_6[] =
+    "ALTER TABLE baton_claimed_executions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE baton_claimed_executions SET attempt ="
+    " (SELECT j.attempts FROM baton_jobs j WHERE j.id = baton_claimed_executions.job_id);";
+
 static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3, migration_4,
-                                                          migration_5};
+                                                          migration_5, migration_6};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("

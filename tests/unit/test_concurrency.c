@@ -505,7 +505,7 @@ static void test_one_round_of_outcomes_releases_each_slot_once(void **state)
 
     /* b fails for good; c is blocked, claimed by nobody. */
     bt_outcome outcomes[] = {
-        {.job_id = b.id, .error = "broken", .attempt = 3, .max_attempts = 3, .concurrency_key = claimed[1].concurrency_key},
+        {.job_id = b.id, .error = "broken", .attempt = 1, .max_attempts = 1, .concurrency_key = claimed[1].concurrency_key},
         {.job_id = c.id, .succeeded = 1, .attempt = 1, .max_attempts = 3, .concurrency_key = claimed[0].concurrency_key},
         {.job_id = a.id, .succeeded = 1, .attempt = 1, .max_attempts = 3, .concurrency_key = claimed[0].concurrency_key},
     };
@@ -554,7 +554,7 @@ static void test_outcomes_over_several_chunks_land_on_their_jobs(void **state)
     bt_outcome outcomes[N];
     for (int i = 0; i < N; i++) /* every third fails for good; in reverse claim order */
         outcomes[i] = (bt_outcome){.job_id = claimed[N - 1 - i].id, .succeeded = i % 3 != 0, .error = "broken",
-                                   .attempt = 3, .max_attempts = 3,
+                                   .attempt = 1, .max_attempts = 1,
                                    .concurrency_key = claimed[N - 1 - i].concurrency_key};
     int owned[N];
     int64_t retry_at[N];
@@ -696,6 +696,103 @@ static void test_job_learns_it_lost_its_slot(void **state)
     json_t *jb = job_json(f->client, b.id);
     assert_false(json_is_null(json_object_get(jb, "fencing_token")));
     json_decref(jb);
+    bt_store_close(s);
+}
+
+/* A worker pruned while a callback ran (it ignores cancellation), registered again under
+ * a new id, claims the job's retry on its other thread. When the old run returns, its
+ * outcome belongs to the old claim: it must not finish the new one, free the slot and let
+ * the key's next job start beside the run still going. */
+typedef struct reclaim_probe {
+    atomic_int runs;
+    atomic_int go[2];         /* run i may return */
+    atomic_int attempt[2];
+    atomic_int held_after[2];
+    atomic_int overlapped;    /* a third run started while the second still ran */
+    pthread_mutex_t lock;
+    char seen[4096];          /* outcome lines of the worker's log */
+} reclaim_probe;
+
+static int held_runs(baton_job *job, void *payload)
+{
+    reclaim_probe *p = payload;
+    int i = atomic_fetch_add(&p->runs, 1);
+    if (i >= 2) {
+        atomic_store(&p->overlapped, atomic_load(&p->go[1]) == 0);
+        return 0;
+    }
+    atomic_store(&p->attempt[i], baton_job_attempt(job));
+    while (!atomic_load(&p->go[i]))
+        bt_sleep(0.001);
+    atomic_store(&p->held_after[i], baton_job_holds_slot(job));
+    return 0;
+}
+
+static void note_outcomes(baton_log_level level, const char *line, void *payload)
+{
+    (void)level;
+    reclaim_probe *p = payload;
+    if (!strstr(line, "event=job.outcome_dropped") && !strstr(line, "event=job.finished"))
+        return;
+    pthread_mutex_lock(&p->lock);
+    size_t len = strlen(p->seen);
+    snprintf(p->seen + len, sizeof p->seen - len, "%s\n", line);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static int outcome_seen(void *payload)
+{
+    reclaim_probe *p = payload;
+    pthread_mutex_lock(&p->lock);
+    int seen = p->seen[0] != 0;
+    pthread_mutex_unlock(&p->lock);
+    return seen;
+}
+
+static int runs_are(void *payload) { return atomic_load(&((reclaim_probe *)payload)->runs) >= 2; }
+
+static void test_old_runs_outcome_leaves_the_new_claim_alone(void **state)
+{
+    lib_fixture *f = *state;
+    reclaim_probe probe = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    assert_int_equal(baton_set_liveness(f->client, 0.05, 1.0), BATON_OK);
+    baton_set_logger(f->client, BATON_LOG_INFO, note_outcomes, &probe);
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = held_runs;
+    o.payload = &probe;
+    o.concurrency_key = "k";
+    o.max_attempts = 2;
+    o.backoff = BATON_BACKOFF_FIXED;
+    o.backoff_base = 0;
+    assert_int_equal(baton_class_register(f->client, "Sync", &o), BATON_OK);
+    baton_enqueued a = enqueue(f->client, "Sync", "[]");
+    running_worker w = worker_start(f->client, "*", 2);
+    wait_status(f->client, a.id, "claimed");
+    bt_store *s = raw_store(f);
+    int pruned = 0;
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_prune_dead(s, 0, -3600000, bt_now_ms(), &pruned), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    assert_int_equal(pruned, 1);
+    /* Registered again, the worker claims the retry on its idle thread. */
+    if (!poll_until(runs_are, &probe, 10000))
+        fail_msg("the pruned worker never ran the retry (job %s)", job_status(f->client, a.id));
+    baton_enqueued b = enqueue(f->client, "Sync", "[]");
+    assert_string_equal(job_status(f->client, b.id), "blocked");
+    atomic_store(&probe.go[0], 1);
+    assert_true(poll_until(outcome_seen, &probe, 10000));
+    print_message("the old run's outcome: %s", probe.seen);
+    assert_int_equal(atomic_load(&probe.held_after[0]), 0);
+    assert_string_equal(job_status(f->client, a.id), "claimed");
+    assert_string_equal(job_status(f->client, b.id), "blocked");
+    atomic_store(&probe.go[1], 1);
+    wait_status(f->client, b.id, "finished");
+    worker_stop(&w);
+    assert_int_equal(atomic_load(&probe.attempt[0]), 1);
+    assert_int_equal(atomic_load(&probe.attempt[1]), 2);
+    assert_int_equal(atomic_load(&probe.held_after[1]), 1);
+    assert_int_equal(atomic_load(&probe.overlapped), 0);
+    assert_string_equal(job_status(f->client, a.id), "finished");
     bt_store_close(s);
 }
 
@@ -1154,6 +1251,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deregistered_inline_waiter_is_discarded, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_maintenance_repairs_without_exceeding_limit, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_job_learns_it_lost_its_slot, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_old_runs_outcome_leaves_the_new_claim_alone, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_inline_perform_takes_a_slot_or_gives_up, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_long_inline_run_keeps_its_slot, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_enqueue_release_race_never_loses_a_wakeup, lib_setup, lib_teardown),

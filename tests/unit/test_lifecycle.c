@@ -811,7 +811,16 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[1]", NULL), BATON_OK);
     bt_store *db = test_db_open(f->url);
     assert_int_equal(bt_process_register(db, "worker", NULL, &process_id), BATON_OK);
+    char *queues[] = {"*"};
+    bt_claimed_job claimed = {0};
+    bt_claims claims = {.jobs = &claimed, .max = 1};
+    assert_int_equal(bt_begin(db, BT_TXN_WRITE), BATON_OK);
+    assert_int_equal(bt_claim(db, process_id, queues, 1, bt_now_ms(), &claims), BATON_OK);
+    assert_int_equal(bt_commit(db), BATON_OK);
+    assert_int_equal(claims.count, 1);
+    bt_claimed_job_free(&claimed);
     test_db_exec(db, "DROP TABLE baton_process_identities;"
+                     "ALTER TABLE baton_claimed_executions DROP COLUMN attempt;"
                      "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
@@ -827,6 +836,8 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     test_db_exec(db, "SELECT timezone FROM baton_recurring_tasks;"
                      "SELECT admitted_by, admitted_at, claimed_by, blocked_at FROM baton_jobs;"
                      "SELECT outcome, blocked_at FROM baton_job_attempts");
+    /* The claim made before the upgrade is named by the attempt it was made for. */
+    assert_int_equal(test_db_int(db, "SELECT attempt FROM baton_claimed_executions"), 1);
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT COUNT(*) FROM baton_process_identities i JOIN baton_processes p ON p.id = i.id"
