@@ -261,6 +261,10 @@ typedef struct bt_claim_ref {
  * claims is NULL, else those of the n listed that it still holds. */
 int bt_release_claims(bt_store *s, int64_t process_id, const bt_claim_ref *claims, size_t n,
                       int64_t now, int64_t *released_out);
+/* bt_release_unknown_claims hands back the jobs of process_id's claims that are none of
+ * the n known ones: claims its process lost track of (a commit whose answer never came). */
+int bt_release_unknown_claims(bt_store *s, int64_t process_id, const bt_claim_ref *known, size_t n, int64_t now,
+                              int64_t *released_out);
 
 /* bt_maintain_concurrency is the safety net behind the normal release path: it frees
  * slots whose job is neither ready nor running and promotes blocked jobs waiting longer

@@ -1388,6 +1388,38 @@ int bt_discard_inline_waiters(bt_store *s, int64_t process_id, int64_t now)
     return rc;
 }
 
+static int is_known(const bt_outcome *claim, const bt_claim_ref *known, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (known[i].job_id == claim->job_id && known[i].attempt == claim->attempt)
+            return 1;
+    return 0;
+}
+
+int bt_release_unknown_claims(bt_store *s, int64_t process_id, const bt_claim_ref *known, size_t n, int64_t now,
+                              int64_t *released_out)
+{
+    claim_list claims = {0};
+    bt_val p[] = {BV_INT(process_id)};
+    int rc = bt_exec(s, sql_claims_of, p, 1, collect_claim, &claims, NULL);
+    bt_claim_ref *unknown = calloc(claims.len ? claims.len : 1, sizeof *unknown);
+    if (rc == BATON_OK && !unknown)
+        rc = bt_err_set(BATON_ERROR, "out of memory");
+    size_t m = 0;
+    for (size_t k = 0; k < claims.len && rc == BATON_OK; k++)
+        if (!is_known(&claims.items[k], known, n))
+            unknown[m++] = (bt_claim_ref){claims.items[k].job_id, claims.items[k].attempt};
+    if (released_out)
+        *released_out = 0;
+    if (rc == BATON_OK && m)
+        rc = bt_release_claims(s, process_id, unknown, m, now, released_out);
+    for (size_t k = 0; k < claims.len; k++)
+        free((char *)claims.items[k].concurrency_key);
+    free(claims.items);
+    free(unknown);
+    return rc;
+}
+
 int bt_prune_process(bt_store *s, int64_t id, int64_t now)
 {
     claim_list claims = {0};

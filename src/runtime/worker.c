@@ -62,6 +62,7 @@ struct baton_worker {
     atomic_int in_flight;             /* claimed and not yet recorded; changed under lock */
     int reserved;                     /* jobs the rounds in progress may claim */
     int recording;                    /* outcomes the rounds in progress record */
+    int reconcile;                    /* a round's commit went unanswered: claims unknown */
 
     bt_store *helper_store;           /* NULL when no helper runs */
     pthread_t helper;
@@ -213,6 +214,7 @@ typedef struct round {
     int ndone;
     int want;               /* jobs to claim */
     int64_t process_id;
+    int claims_unknown;     /* it failed, but its claims may have been committed */
 } round;
 
 /* take_round (lock held) takes every reported outcome and reserves the idle threads the
@@ -227,7 +229,8 @@ static void take_round(baton_worker *w, int may_claim, round *r)
     w->recording += r->ndone;
     /* Threads whose jobs are being recorded are idle already. */
     int idle = w->threads - (atomic_load(&w->in_flight) - w->recording) - w->reserved;
-    r->want = may_claim && idle > 0 ? idle : 0;
+    r->want = may_claim && !w->reconcile && idle > 0 ? idle : 0;
+    r->claims_unknown = 0;
     w->reserved += r->want;
     r->process_id = w->process_id;
 }
@@ -253,6 +256,7 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
     w->recording -= r->ndone;
     if (got < 0) {
         put_back_outcomes(w, r->done);
+        w->reconcile |= r->claims_unknown;
         return;
     }
     atomic_fetch_sub(&w->in_flight, r->ndone);
@@ -300,6 +304,7 @@ static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job
     }
     free(outcomes);
     if (rc != BATON_OK) {
+        r->claims_unknown = r->want > 0 && store->commit_unknown;
         for (int k = 0; k < claims.count; k++)
             bt_claimed_job_free(&claimed[k]);
         free(owned);
@@ -565,6 +570,54 @@ static void show_title(baton_worker *w)
     free(queues);
 }
 
+/* add_known (lock held) appends the claims of a list of jobs to known. */
+static void add_known(bt_claim_ref *known, size_t *n, const struct baton_job *j)
+{
+    for (; j; j = j->next)
+        known[(*n)++] = (bt_claim_ref){j->claimed.id, j->claimed.attempt};
+}
+
+/* reconcile_claims settles what a round whose commit went unanswered may have claimed:
+ * the database may hold claims of this live worker that no thread of it knows, whose jobs
+ * would otherwise never run. Once no round is in progress (none claims while reconcile
+ * is set), every claim the worker knows is in its lists; the others go back to the queue. */
+static void reconcile_claims(baton_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->reserved || w->recording) {
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
+    size_t n = 0, cap = (size_t)atomic_load(&w->in_flight) + w->nunstarted + 1;
+    bt_claim_ref *known = malloc(cap * sizeof *known);
+    if (known) {
+        for (int i = 0; i < w->threads; i++)
+            add_known(known, &n, w->running[i]);
+        add_known(known, &n, w->pending);
+        add_known(known, &n, w->done);
+    }
+    int64_t process_id = w->process_id;
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; known && i < w->nunstarted; i++)
+        known[n++] = w->unstarted[i];
+    int64_t back = 0;
+    int rc = known ? bt_begin(w->store, BT_TXN_WRITE) : bt_err_set(BATON_ERROR, "out of memory");
+    if (rc == BATON_OK)
+        rc = bt_release_unknown_claims(w->store, process_id, known, n, bt_now_ms(), &back);
+    rc = known ? bt_end(w->store, rc) : rc;
+    free(known);
+    if (rc != BATON_OK) {
+        bt_log_limited(w->client, &w->store_errors, BATON_LOG_ERROR, "event=worker.store_error error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
+        return;
+    }
+    pthread_mutex_lock(&w->lock);
+    w->reconcile = 0;
+    pthread_mutex_unlock(&w->lock);
+    bt_log(w->client, BATON_LOG_WARN, "event=worker.claims_reconciled process_id=%lld handed_back=%lld",
+           (long long)process_id, (long long)back);
+}
+
 /* serve is the coordinator loop while the worker runs, then drains in-flight jobs. */
 static int serve(baton_worker *w)
 {
@@ -598,6 +651,11 @@ static int serve(baton_worker *w)
         }
 
         int may_claim = state == RUNNING && !fence_if_stalled(w);
+        pthread_mutex_lock(&w->lock);
+        int reconcile = w->reconcile;
+        pthread_mutex_unlock(&w->lock);
+        if (reconcile)
+            reconcile_claims(w);
         round r;
         pthread_mutex_lock(&w->lock);
         take_round(w, may_claim, &r);

@@ -581,6 +581,7 @@ static int pg_begin(bt_store *base, bt_txn_mode mode)
 {
     pg_store *s = (pg_store *)base;
     base->jobs_made_ready = 0;
+    base->commit_unknown = 0;
     /* A busy worker does not watch change_fd, and the server queues what it does not read
      * without bound: every transaction reads them, and the eventfd keeps the wake-up. */
     if (read_notifications(s) > 0)
@@ -615,14 +616,20 @@ static int pg_commit(bt_store *base)
      * application's transaction they wait for its commit, as its jobs do. */
     if (s->in_savepoint)
         return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; RELEASE SAVEPOINT baton" : "RELEASE SAVEPOINT baton");
-    if (!s->pipelined)
-        return run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; COMMIT" : "COMMIT");
-    int code = notify ? queue(s, PQsendQueryParams(s->conn, "NOTIFY " READY_CHANNEL, 0, NULL, NULL, NULL, NULL, 0))
+    int code;
+    if (!s->pipelined) {
+        code = run_simple(s, notify ? "NOTIFY " READY_CHANNEL "; COMMIT" : "COMMIT");
+    } else {
+        code = notify ? queue(s, PQsendQueryParams(s->conn, "NOTIFY " READY_CHANNEL, 0, NULL, NULL, NULL, NULL, 0))
                       : BATON_OK;
-    if (code == BATON_OK)
-        code = queue(s, PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0));
-    int left = leave_pipeline(s, 1);
-    return code == BATON_OK ? left : code;
+        if (code == BATON_OK)
+            code = queue(s, PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0));
+        int left = leave_pipeline(s, 1);
+        code = code == BATON_OK ? left : code;
+    }
+    /* No answer: the server may have received the COMMIT and committed. */
+    base->commit_unknown = code != BATON_OK && PQstatus(s->conn) == CONNECTION_BAD;
+    return code;
 }
 
 static void pg_rollback(bt_store *base)

@@ -17,6 +17,8 @@ static const struct {
     const bt_store_ops *ops;
 } drivers[] = {{"sqlite", &bt_sqlite_ops}, {"postgres", &bt_postgres_ops}, {"postgresql", &bt_postgres_ops}};
 
+void (*bt_store_open_hook)(bt_store *store);
+
 int bt_store_open(bt_store **out, const char *url)
 {
     *out = NULL;
@@ -36,6 +38,8 @@ int bt_store_open(bt_store **out, const char *url)
                 *out = NULL;
                 rc = bt_err_set(BATON_ERROR, "out of memory");
             }
+            if (rc == BATON_OK && bt_store_open_hook)
+                bt_store_open_hook(*out);
             return rc;
         }
     }

@@ -112,6 +112,9 @@ struct bt_store {
     const bt_store_ops *ops;
     char *url; /* for messages: the URL with any password hidden (bt_url_redact) */
     int lost;  /* set by the driver when the database is gone for good (its file deleted) */
+    /* Set by a failed commit whose outcome is unknown (the connection broke once COMMIT
+     * was sent: the server may have committed); cleared by the next begin. */
+    int commit_unknown;
     bt_notes notes;
     int jobs_made_ready; /* set during a transaction that made jobs ready */
 };
@@ -139,6 +142,10 @@ static inline void bt_note_ready(bt_store *s) { s->jobs_made_ready = 1; }
 /* bt_store_open picks the driver from the URL scheme ("sqlite:PATH", "postgres://...",
  * "postgresql://..."). */
 int bt_store_open(bt_store **out, const char *url);
+/* A test seam: when set, bt_store_open hands every store it opened to it, so a test can
+ * wrap the driver's calls and inject faults (as SQLite's test VFS does). Set it before
+ * any thread opens a store. */
+extern void (*bt_store_open_hook)(bt_store *store);
 void bt_store_close(bt_store *store);
 /* bt_store_borrow wraps a connection the application owns (see bt_store_ops.borrow); url
  * names the database in messages. bt_store_close frees the wrapper, not the connection. */

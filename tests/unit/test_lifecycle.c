@@ -14,6 +14,7 @@
 
 #include "baton.h"
 #include "core/core.h"
+#include "faulty_store.h"
 #include "support.h"
 #include "util/clock.h"
 
@@ -460,6 +461,29 @@ static void test_run_that_finishes_after_the_stop_is_recorded(void **state)
     assert_string_equal(job_status(f->client, id), "finished");
 }
 
+/* The database committed a round that claimed a job, but the worker never heard back (the
+ * connection broke after the server received COMMIT). The claim is there, held by a live
+ * worker that heartbeats: unless the worker settles it, the job never runs. */
+static void test_claim_whose_commit_answer_was_lost_still_runs(void **state)
+{
+    lib_fixture *f = *state;
+    recorder r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_recorder(f->client, "Work", &r, 3, BATON_BACKOFF_FIXED, 0);
+    faulty_store_install();
+    faulty_store_lose_next_claim_commit();
+    int64_t id = enqueue(f->client, "Work", "[1]", NULL, 0);
+    running_worker w = worker_start(f->client, "*", 1);
+    wait_status(f->client, id, "finished");
+    worker_stop(&w);
+    faulty_store_remove();
+    assert_int_equal(faulty_store_commits_lost(), 1);
+    assert_int_equal(r.performed, 1);
+    /* The claim nobody knew of went back to the queue, and the next claim ran the job. */
+    json_t *j = job_json(f->client, id);
+    assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 2);
+    json_decref(j);
+}
+
 static void test_running_job_cannot_be_discarded_and_returns_on_stop(void **state)
 {
     lib_fixture *f = *state;
@@ -877,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_backoff_formulas),
         cmocka_unit_test(test_database_urls_hide_their_passwords),
         cmocka_unit_test_setup_teardown(test_discard_rules, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_claim_whose_commit_answer_was_lost_still_runs, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_running_job_cannot_be_discarded_and_returns_on_stop, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_run_that_finishes_after_the_stop_is_recorded, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_clear_finished_keeps_recent_and_unfinished, lib_setup, lib_teardown),
