@@ -493,7 +493,7 @@ int baton_semaphores_json(baton_client *c, int expired_only, const char *key, ch
 }
 
 typedef struct unblock_arg {
-    int64_t id, alive_since;
+    int64_t id, threshold_ms;
     const char *key;
     int force;
     int over_limit, promoted, cleared;
@@ -535,13 +535,13 @@ int baton_unblock_key(baton_client *c, const char *key, int *promoted_out)
 static int clear_key(bt_store *s, void *p)
 {
     unblock_arg *a = p;
-    return bt_semaphore_clear(s, a->key, a->force, a->alive_since, bt_now_ms(), &a->cleared, &a->promoted);
+    return bt_semaphore_clear(s, a->key, a->force, a->threshold_ms, bt_now_ms(), &a->cleared, &a->promoted);
 }
 
 int baton_semaphore_clear(baton_client *c, const char *key, int force, int *cleared_out, int *promoted_out)
 {
     unblock_arg a = {.key = key, .force = force,
-                     .alive_since = bt_now_ms() - (int64_t)(c->alive_threshold * 1000.0)};
+                     .threshold_ms = (int64_t)(c->alive_threshold * 1000.0)};
     int rc = in_write_txn(c, clear_key, &a);
     if (cleared_out)
         *cleared_out = rc == BATON_OK ? a.cleared : 0;

@@ -274,9 +274,9 @@ int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out);
 /* bt_renew_leases extends the slot leases of the jobs process_id runs. */
 int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now);
 
-/* bt_prune_dead fails the claimed jobs of processes whose heartbeat is older than
- * threshold_ms ("process pruned", retry policy applies), releasing their slots once, and
- * deregisters them. Never prunes self_id. *pruned_out counts processes. */
+/* bt_prune_dead fails the claimed jobs of dead processes (BT_SQL_DEAD; threshold_ms for
+ * rows without a threshold) as "process pruned" (retry policy applies), releasing their
+ * slots once, and deregisters them. Never prunes self_id. *pruned_out counts processes. */
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out);
 /* bt_prune_process does the same for one process known to be dead (a supervisor reaped
  * it), without waiting for its heartbeat to age. */
@@ -309,8 +309,9 @@ int bt_unblock(bt_store *s, int64_t id, int force, int64_t now, int *over_limit)
 int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted);
 /* bt_semaphore_clear drops every holder of key and admits its blocked jobs into the freed
  * slots. Without force it refuses (BATON_ESTATE, naming the job) while a holder's job is
- * ready, or running in a process that heartbeat at or after alive_since. */
-int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
+ * ready, or running in a process that is not stale (BT_SQL_STALE; threshold_ms for rows
+ * without a threshold). */
+int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t threshold_ms, int64_t now, int *cleared,
                        int *promoted);
 
 /* bt_dispatch moves up to batch due scheduled jobs to ready. */
@@ -357,17 +358,34 @@ int bt_recurring_sync_static(bt_store *s, const bt_config *cfg, int64_t now, siz
 int bt_recurring_enqueue(bt_store *s, const char *key, int64_t run_at, const bt_new_job *job,
                          int64_t now, int64_t *job_id_out);
 
+/* ---- liveness, judged in SQL by one clock, baton_clock() (schema.c, migration 7) ----
+ * A process is stale once the clock is further than its own alive threshold from its
+ * latest beat, either way (a beat ahead of the clock was written before the clock began
+ * again: the host rebooted). dflt: the threshold in ms of rows that carry none. */
+#define BT_SQL_STALE(p, dflt) "ABS(baton_clock() - " p ".beat) > COALESCE(" p ".alive_threshold, " dflt ")"
+/* A stale process is dead only when a live one (the witness) has heartbeaten without a
+ * break for at least the stale one's threshold: the database was reachable all that time,
+ * so the silence is the stale process's own. After an outage nobody could heartbeat
+ * through, nobody is dead before the processes that came back have beaten for a whole
+ * threshold, and by then every live process has beaten again. */
+#define BT_SQL_DEAD(p, dflt)                                                                   \
+    "(" BT_SQL_STALE(p, dflt) " AND EXISTS (SELECT 1 FROM baton_processes w WHERE w.id <> " p ".id" \
+    " AND NOT " BT_SQL_STALE("w", dflt) " AND baton_clock() - w.beats_since >= COALESCE(" p           \
+    ".alive_threshold, " dflt ")))"
+
 /* ---- processes (process.c) ---- */
 /* bt_process_set_supervisor makes every later registration of this process name the
  * supervisor process id as its supervisor_id (called in a supervisor's forked child). */
 void bt_process_set_supervisor(int64_t id);
-int bt_process_register(bt_store *s, const char *kind, const char *metadata_json,
+/* bt_process_register records a new process whose alive threshold (seconds) is the one
+ * every other process judges it by. */
+int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
                         int64_t *id_out);
 /* bt_process_heartbeat records a heartbeat; *alive is 0 when the row is gone (pruned). */
-int bt_process_heartbeat(bt_store *s, int64_t id, int *alive);
+int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *alive);
 /* bt_liveness_tick is a process's periodic duty, in one transaction: heartbeat (*alive
  * is 0 when the row is gone: this process was pruned), renew its jobs' slot leases, and
- * prune processes silent for longer than alive_threshold seconds. */
+ * prune dead processes (BT_SQL_DEAD; alive_threshold seconds for rows without one). */
 int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned);
 
 /* Deregisters and hands the process's claimed jobs back to ready. */

@@ -19,7 +19,7 @@
 
 typedef struct doctor {
     bt_store *store;
-    int64_t now, alive_since;
+    int64_t now, threshold_ms; /* for processes that carry no threshold of their own */
     int repair;
     json_t *problems, *repaired;
     int rc;
@@ -52,10 +52,11 @@ static void repaired(doctor *d, const char *kind, const char *fmt, ...)
 
 /* ---- claims of dead processes ---- */
 
+/* Dead as every process judges it, so the doctor prunes nobody a live process would not. */
 static const char sql_dead_claimers[] =
-    "SELECT p.id, p.pid, p.hostname, p.last_heartbeat_at, COUNT(c.job_id) FROM baton_processes p"
-    " JOIN baton_claimed_executions c ON c.process_id = p.id WHERE p.last_heartbeat_at < ?"
-    " GROUP BY p.id, p.pid, p.hostname, p.last_heartbeat_at ORDER BY p.id";
+    "SELECT p.id, p.pid, p.hostname, baton_clock() - p.beat, COUNT(c.job_id) FROM baton_processes p"
+    " JOIN baton_claimed_executions c ON c.process_id = p.id WHERE " BT_SQL_DEAD("p", "?1")
+    " GROUP BY p.id, p.pid, p.hostname, p.beat ORDER BY p.id";
 
 static int on_dead_claimer(bt_row *row, void *payload)
 {
@@ -64,17 +65,17 @@ static int on_dead_claimer(bt_row *row, void *payload)
     problem(d, "dead_process_claims", json_pack("{s:I}", "process_id", (json_int_t)id),
             "process %lld (pid %lld on %s) has not heartbeat for %.0fs and still claims %lld job(s)",
             (long long)id, (long long)bt_col_int(row, 1), bt_col_text(row, 2),
-            (double)(d->now - bt_col_int(row, 3)) / 1000.0, (long long)bt_col_int(row, 4));
+            (double)bt_col_int(row, 3) / 1000.0, (long long)bt_col_int(row, 4));
     return 0;
 }
 
 static const char sql_dead_claimer_ids[] =
     "SELECT DISTINCT p.id FROM baton_processes p JOIN baton_claimed_executions c ON c.process_id = p.id"
-    " WHERE p.last_heartbeat_at < ?";
+    " WHERE " BT_SQL_DEAD("p", "?1");
 
 static void check_dead_claims(doctor *d)
 {
-    bt_val a[] = {BV_INT(d->alive_since)};
+    bt_val a[] = {BV_INT(d->threshold_ms)};
     if (!d->repair) {
         d->rc = bt_exec(d->store, sql_dead_claimers, a, 1, on_dead_claimer, d, NULL);
         return;
@@ -230,7 +231,7 @@ int baton_doctor_json(baton_client *c, int repair, char **json_out, int *problem
 {
     *json_out = NULL;
     int64_t now = bt_now_ms();
-    doctor d = {c->store, now, now - (int64_t)(c->alive_threshold * 1000.0), 0, json_array(), json_array(), BATON_OK};
+    doctor d = {c->store, now, (int64_t)(c->alive_threshold * 1000.0), 0, json_array(), json_array(), BATON_OK};
     if (repair) {
         d.repair = 1;
         d.rc = bt_begin(c->store, BT_TXN_WRITE);

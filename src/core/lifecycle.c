@@ -1343,7 +1343,7 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
 }
 
 /* Two live processes never prune the same dead one: the second skips its locked row. */
-#define SQL_DEAD_PROCESSES(lock) "SELECT id FROM baton_processes WHERE last_heartbeat_at < ?1 AND id <> ?2" lock
+#define SQL_DEAD_PROCESSES(lock) "SELECT p.id FROM baton_processes p WHERE p.id <> ?2 AND " BT_SQL_DEAD("p", "?1") lock
 static const char *const sql_dead_processes[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESSES);
 static const char sql_claims_of[] =
     "SELECT c.job_id, c.attempt, j.max_attempts, j.backoff, j.backoff_base, j.concurrency_key"
@@ -1457,7 +1457,7 @@ int bt_prune_process(bt_store *s, int64_t id, int64_t now)
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out)
 {
     bt_id_list dead = {0};
-    bt_val a[] = {BV_INT(now - threshold_ms), BV_INT(self_id)};
+    bt_val a[] = {BV_INT(threshold_ms), BV_INT(self_id)};
     int rc = bt_exec(s, sql_dead_processes[s->ops->row_locks], a, 2, bt_row_collect_id, &dead, NULL);
     for (size_t i = 0; i < dead.len && rc == BATON_OK; i++)
         rc = bt_prune_process(s, dead.ids[i], now);
@@ -1667,15 +1667,18 @@ static const char sql_blocked_job[] =
     " j.concurrency_limit, j.concurrency_duration, b.created_at,"
     " (SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = b.concurrency_key)"
     " FROM baton_blocked_executions b JOIN baton_jobs j ON j.id = b.job_id WHERE b.job_id = ?";
+/* ?1: the key; ?2: the threshold in ms of processes that carry none. */
 static const char sql_holders_of_key[] =
-    "SELECT h.job_id, j.status, c.process_id, p.pid, p.hostname, p.last_heartbeat_at FROM baton_semaphore_holders h"
+    "SELECT h.job_id, j.status, c.process_id, p.pid, p.hostname,"
+    " CASE WHEN p.id IS NOT NULL AND NOT " BT_SQL_STALE("p", "?2") " THEN 1 ELSE 0 END FROM baton_semaphore_holders h"
     " JOIN baton_jobs j ON j.id = h.job_id LEFT JOIN baton_claimed_executions c ON c.job_id = h.job_id"
-    " LEFT JOIN baton_processes p ON p.id = c.process_id WHERE h.key = ? ORDER BY h.job_id";
+    " LEFT JOIN baton_processes p ON p.id = c.process_id WHERE h.key = ?1 ORDER BY h.job_id";
 static const char sql_drop_holder[] = "DELETE FROM baton_semaphore_holders WHERE job_id = ?";
 
 /* A job holding a slot of a key, and where it runs (process_id 0: nowhere). */
 typedef struct holder {
-    int64_t job_id, process_id, pid, heartbeat_at;
+    int64_t job_id, process_id, pid;
+    int heartbeats; /* its process is not stale */
     char status[16];
     char host[64];
 } holder;
@@ -1693,7 +1696,7 @@ static int collect_holder(bt_row *row, void *payload)
     holder *h = &l->items[l->len++];
     *h = (holder){.job_id = bt_col_int(row, 0), .process_id = bt_col_null(row, 2) ? 0 : bt_col_int(row, 2),
                   .pid = bt_col_null(row, 3) ? 0 : bt_col_int(row, 3),
-                  .heartbeat_at = bt_col_null(row, 5) ? 0 : bt_col_int(row, 5)};
+                  .heartbeats = bt_col_int(row, 5) != 0};
     snprintf(h->status, sizeof h->status, "%s", bt_col_text(row, 1));
     snprintf(h->host, sizeof h->host, "%s", bt_col_null(row, 4) ? "" : bt_col_text(row, 4));
     return 0;
@@ -1701,9 +1704,9 @@ static int collect_holder(bt_row *row, void *payload)
 
 /* A holder whose job will still run (ready) or runs in a process that heartbeats: its
  * slot is real, and giving it away would put two jobs of the key past its limit. */
-static int holder_is_live(const holder *h, int64_t alive_since)
+static int holder_is_live(const holder *h)
 {
-    return strcmp(h->status, "ready") == 0 || (strcmp(h->status, "claimed") == 0 && h->heartbeat_at >= alive_since);
+    return strcmp(h->status, "ready") == 0 || (strcmp(h->status, "claimed") == 0 && h->heartbeats);
 }
 
 static void describe_holder(const holder *h, char *buf, size_t len)
@@ -1750,17 +1753,17 @@ int bt_unblock_key(bt_store *s, const char *key, int64_t now, int *promoted)
     return promote(s, key, "operator", now, INT_MAX, NULL, promoted, NULL);
 }
 
-int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t alive_since, int64_t now, int *cleared,
+int bt_semaphore_clear(bt_store *s, const char *key, int force, int64_t threshold_ms, int64_t now, int *cleared,
                        int *promoted)
 {
     *cleared = *promoted = 0;
     holder_list l = {0};
-    bt_val k[] = {BV_TEXT(key)};
+    bt_val k[] = {BV_TEXT(key), BV_INT(threshold_ms)};
     int rc = lock_semaphore(s, key);
     if (rc == BATON_OK)
-        rc = bt_exec(s, sql_holders_of_key, k, 1, collect_holder, &l, NULL);
+        rc = bt_exec(s, sql_holders_of_key, k, 2, collect_holder, &l, NULL);
     for (size_t i = 0; i < l.len && rc == BATON_OK && !force; i++)
-        if (holder_is_live(&l.items[i], alive_since)) {
+        if (holder_is_live(&l.items[i])) {
             char what[160];
             describe_holder(&l.items[i], what, sizeof what);
             rc = bt_err_set(BATON_ESTATE, "key %s: %s and holds a slot; --force clears it anyway", key, what);

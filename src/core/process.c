@@ -12,11 +12,17 @@
 #include "util/err.h"
 
 static const char sql_register[] =
-    "INSERT INTO baton_processes (kind, name, pid, hostname, supervisor_id, metadata,"
-    " last_heartbeat_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id";
+    "INSERT INTO baton_processes (kind, name, pid, hostname, supervisor_id, metadata, last_heartbeat_at, created_at,"
+    " alive_threshold, beat, beats_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, baton_clock(), baton_clock())"
+    " RETURNING id";
 static const char sql_record_identity[] =
     "INSERT INTO baton_process_identities (id, kind, name, pid, hostname) VALUES (?, ?, ?, ?, ?)";
-static const char sql_heartbeat[] = "UPDATE baton_processes SET last_heartbeat_at = ? WHERE id = ?";
+/* last_heartbeat_at is for people (the writer's wall clock); beat is for liveness. A gap
+ * of more than half the threshold since the last beat begins a new run of beats. */
+static const char sql_heartbeat[] =
+    "UPDATE baton_processes SET last_heartbeat_at = ?1, alive_threshold = ?3,"
+    " beats_since = CASE WHEN ABS(baton_clock() - beat) > ?3 / 2 THEN baton_clock() ELSE beats_since END,"
+    " beat = baton_clock() WHERE id = ?2";
 static const char sql_deregister[] = "DELETE FROM baton_processes WHERE id = ?";
 
 /* A child forked by a supervisor belongs to it for its whole life, and only the child
@@ -25,17 +31,21 @@ static int64_t supervisor_id;
 
 void bt_process_set_supervisor(int64_t id) { supervisor_id = id; }
 
-int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, int64_t *id_out)
+static int64_t threshold_ms(double alive_threshold) { return (int64_t)(alive_threshold * 1000.0); }
+
+int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
+                        int64_t *id_out)
 {
     char host[256] = "unknown", name[400];
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s-%s-%d", kind, host, (int)getpid());
     int64_t now = bt_now_ms();
     bt_val a[] = {BV_TEXT(kind), BV_TEXT(name), BV_INT(getpid()), BV_TEXT(host),
-                  supervisor_id ? BV_INT(supervisor_id) : BV_NULL, BV_TEXT(metadata_json), BV_INT(now)};
+                  supervisor_id ? BV_INT(supervisor_id) : BV_NULL, BV_TEXT(metadata_json), BV_INT(now),
+                  BV_INT(threshold_ms(alive_threshold))};
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
-        rc = bt_query_int(s, sql_register, a, 7, id_out, 0);
+        rc = bt_query_int(s, sql_register, a, 8, id_out, 0);
     if (rc == BATON_OK) {
         bt_val identity[] = {BV_INT(*id_out), a[0], a[1], a[2], a[3]};
         rc = bt_exec(s, sql_record_identity, identity, 5, NULL, NULL, NULL);
@@ -43,11 +53,11 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     return bt_end(s, rc);
 }
 
-int bt_process_heartbeat(bt_store *s, int64_t id, int *alive)
+int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *alive)
 {
     int64_t changes = 0;
-    bt_val a[] = {BV_INT(bt_now_ms()), BV_INT(id)};
-    int rc = bt_exec(s, sql_heartbeat, a, 2, NULL, NULL, &changes);
+    bt_val a[] = {BV_INT(bt_now_ms()), BV_INT(id), BV_INT(threshold_ms(alive_threshold))};
+    int rc = bt_exec(s, sql_heartbeat, a, 3, NULL, NULL, &changes);
     *alive = rc != BATON_OK || changes > 0;
     return rc;
 }
@@ -72,10 +82,10 @@ int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, in
     *pruned = 0;
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
-        rc = bt_process_heartbeat(s, process_id, alive);
+        rc = bt_process_heartbeat(s, process_id, alive_threshold, alive);
     if (rc == BATON_OK && *alive)
         rc = bt_renew_leases(s, process_id, now);
     if (rc == BATON_OK)
-        rc = bt_prune_dead(s, process_id, (int64_t)(alive_threshold * 1000.0), now, pruned);
+        rc = bt_prune_dead(s, process_id, threshold_ms(alive_threshold), now, pruned);
     return bt_end(s, rc);
 }

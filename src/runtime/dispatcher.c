@@ -114,7 +114,7 @@ static void tick(baton_dispatcher *d, int64_t *process_id)
     if (pruned)
         bt_log(d->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
     if (!alive)
-        bt_process_register(d->store, "dispatcher", NULL, process_id);
+        bt_process_register(d->store, "dispatcher", NULL, d->alive_threshold, process_id);
 }
 
 int baton_dispatcher_run(baton_dispatcher *d)
@@ -122,7 +122,7 @@ int baton_dispatcher_run(baton_dispatcher *d)
     int64_t process_id = 0;
     int rc = bt_client_open_store(d->client, &d->store);
     if (rc == BATON_OK)
-        rc = bt_process_register(d->store, "dispatcher", NULL, &process_id);
+        rc = bt_process_register(d->store, "dispatcher", NULL, d->alive_threshold, &process_id);
     if (rc != BATON_OK)
         goto out;
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.started process_id=%lld pid=%d",

@@ -68,7 +68,7 @@ static int wait_for_claim(baton_client *c, int64_t process_id, int64_t id, doubl
         if (give_up)
             return bt_err_set(BATON_ERROR, "job %lld: no free slot for its concurrency key within %gs",
                               (long long)id, wait_timeout);
-        bt_process_heartbeat(c->store, process_id, &alive);
+        bt_process_heartbeat(c->store, process_id, c->alive_threshold, &alive);
         bt_sleep(interval);
         interval = interval < 0.05 ? interval * 2 : 0.05;
     }
@@ -125,7 +125,7 @@ int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
     int rc = bt_prepare_job(c, &spec, bt_now_ms(), &nj);
     int64_t process_id = 0;
     if (rc == BATON_OK)
-        rc = bt_process_register(c->store, "inline", NULL, &process_id);
+        rc = bt_process_register(c->store, "inline", NULL, c->alive_threshold, &process_id);
     if (rc != BATON_OK) {
         bt_new_job_clear(&nj);
         return rc;

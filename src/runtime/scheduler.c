@@ -243,7 +243,7 @@ static void tick(baton_scheduler *s, const char *meta, int64_t *process_id)
     if (pruned)
         bt_log(s->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
     if (!alive)
-        bt_process_register(s->store, "scheduler", meta, process_id);
+        bt_process_register(s->store, "scheduler", meta, s->alive_threshold, process_id);
 }
 
 /* sync_static writes the configuration's tasks, when there is a configuration. */
@@ -269,7 +269,7 @@ int baton_scheduler_run(baton_scheduler *s)
     char *meta = metadata(s);
     int rc = meta ? bt_client_open_store(s->client, &s->store) : bt_err_set(BATON_ERROR, "out of memory");
     if (rc == BATON_OK)
-        rc = bt_process_register(s->store, "scheduler", meta, &process_id);
+        rc = bt_process_register(s->store, "scheduler", meta, s->alive_threshold, &process_id);
     if (rc == BATON_OK)
         rc = sync_static(s);
     if (rc != BATON_OK)

@@ -47,7 +47,8 @@ typedef struct child {
     pid_t pid;             /* 0 while not running */
     int pidfd;             /* -1 when unavailable: the poll timeout covers it */
     int64_t started_ns;
-    int64_t last_beat_ms;  /* newest heartbeat seen, kept when the row is pruned; 0 if none */
+    int64_t beat;          /* newest beat seen (liveness clock), kept when the row is pruned; 0 if none */
+    int64_t beat_seen_ns;  /* when that beat was first seen, or the child started */
     int64_t restart_at_ns; /* when a child that died young may be started again */
 } child;
 
@@ -71,7 +72,7 @@ struct bt_supervisor {
 /* ---- the database, one short connection per visit ---- */
 
 static const char sql_children[] =
-    "SELECT id, pid, last_heartbeat_at FROM baton_processes WHERE supervisor_id = ?";
+    "SELECT id, pid, beat FROM baton_processes WHERE supervisor_id = ?";
 static const char sql_rows_of_pid[] = "SELECT id FROM baton_processes WHERE supervisor_id = ? AND pid = ?";
 
 static int open_store(bt_supervisor *sv, bt_store **s)
@@ -298,7 +299,8 @@ static void start_child(bt_supervisor *sv, child *ch)
     ch->pid = pid;
     ch->pidfd = pidfd_for(pid);
     ch->started_ns = bt_mono_ns();
-    ch->last_beat_ms = 0;
+    ch->beat = 0;
+    ch->beat_seen_ns = ch->started_ns;
     bt_log(sv->client, BATON_LOG_INFO, "event=process.started kind=%s child_pid=%d supervisor_pid=%d",
            kind_names[ch->kind], (int)pid, (int)self);
 }
@@ -422,8 +424,7 @@ static void watchdog(bt_supervisor *sv)
 {
     heartbeat_rows rows = {0};
     if (read_heartbeats(sv, &rows) == 0) {
-        int64_t late_ms = (int64_t)(sv->client->alive_threshold * 500.0);
-        int64_t now_ms = bt_now_ms(), now_ns = bt_mono_ns();
+        int64_t late_ns = (int64_t)(sv->client->alive_threshold * 5e8), now_ns = bt_mono_ns();
         child *worst = NULL;
         double worst_age = 0;
         int registered = 0;
@@ -431,17 +432,23 @@ static void watchdog(bt_supervisor *sv)
             child *ch = &sv->children[i];
             if (!ch->pid)
                 continue;
-            /* A row another process pruned is gone from the table, yet the child was
-             * registered: its age still counts from its last heartbeat. */
+            /* A child's age is how long, by this process's monotonic clock, its newest
+             * beat has stayed the same: no host's wall clock is read, so none that steps
+             * makes a healthy child look late. A row another process pruned is gone from
+             * the table, yet the child was registered: its age still counts. */
+            int64_t newest = 0;
             for (size_t k = 0; k < rows.len; k++)
-                if (rows.items[k].pid == ch->pid && rows.items[k].at > ch->last_beat_ms)
-                    ch->last_beat_ms = rows.items[k].at;
-            double age = ch->last_beat_ms ? (double)(now_ms - ch->last_beat_ms) / 1000.0
-                                          : (double)(now_ns - ch->started_ns) / 1e9;
-            if (age * 1000.0 > (double)late_ms && (!worst || age > worst_age)) {
+                if (rows.items[k].pid == ch->pid && rows.items[k].at > newest)
+                    newest = rows.items[k].at;
+            if (newest && newest != ch->beat) {
+                ch->beat = newest;
+                ch->beat_seen_ns = now_ns;
+            }
+            double age = (double)(now_ns - ch->beat_seen_ns) / 1e9;
+            if (now_ns - ch->beat_seen_ns > late_ns && (!worst || age > worst_age)) {
                 worst = ch;
                 worst_age = age;
-                registered = ch->last_beat_ms != 0;
+                registered = ch->beat != 0;
             }
         }
         if (worst) {
@@ -641,7 +648,7 @@ static int register_self(bt_supervisor *sv)
     json_t *m = json_pack("{s:i, s:f}", "children", (int)sv->nchildren, "shutdown_timeout", sv->shutdown_timeout);
     char *meta = json_dumps(m, JSON_COMPACT);
     json_decref(m);
-    rc = bt_process_register(s, "supervisor", meta, &sv->process_id);
+    rc = bt_process_register(s, "supervisor", meta, sv->client->alive_threshold, &sv->process_id);
     free(meta);
     bt_store_close(s);
     return rc;

@@ -542,7 +542,7 @@ static void liveness_tick(baton_worker *w)
         stop_running(w, 1);
         char *meta = metadata_json(w);
         int64_t id = old;
-        if (bt_process_register(w->store, "worker", meta, &id) != BATON_OK)
+        if (bt_process_register(w->store, "worker", meta, w->alive_threshold, &id) != BATON_OK)
             id = old; /* try again at the next tick */
         free(meta);
         pthread_mutex_lock(&w->lock);
@@ -771,7 +771,7 @@ int baton_worker_run(baton_worker *w)
     int rc = bt_client_open_store(w->client, &w->store);
     char *meta = rc == BATON_OK ? metadata_json(w) : NULL;
     if (rc == BATON_OK)
-        rc = bt_process_register(w->store, "worker", meta, &w->process_id);
+        rc = bt_process_register(w->store, "worker", meta, w->alive_threshold, &w->process_id);
     free(meta);
     if (rc == BATON_OK) {
         /* Prune before the first claim: after a crash or a forced shutdown, the dead

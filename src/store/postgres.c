@@ -48,7 +48,9 @@ enum { INT8OID = 20, TEXTOID = 25, FLOAT8OID = 701 };
 /* How long a lost listening connection waits before the next reconnect attempt. */
 enum { LISTEN_RETRY_NS = 1000000000 };
 /* Reconnect attempts of the main connection back off from 50 ms to 5 s between tries. */
-static const int64_t RECONNECT_FIRST_NS = 50000000, RECONNECT_MAX_NS = 5000000000;
+/* A process must be back within its alive threshold once the server is (others judge it
+ * then, core.h BT_SQL_DEAD): attempts back off to once a second, no slower. */
+static const int64_t RECONNECT_FIRST_NS = 50000000, RECONNECT_MAX_NS = 1000000000;
 /* Bytes of the text of one integer or float parameter. */
 enum { NUM_TEXT = 32 };
 /* Deferred statements one pipeline flush carries at most; one more is read at once. */
@@ -211,9 +213,21 @@ static void apply_lock_timeout(pg_store *s)
     PQclear(PQexec(s->conn, sql));
 }
 
+/* Connection defaults, unless the URL sets its own (it comes last, so its values win): a
+ * server that stops answering (a partition, a dead NAT or proxy, no FIN or RST) costs a
+ * connection attempt 5 s, and a connection about 10 s, idle (keepalives) or waiting for
+ * an answer (tcp_user_timeout), instead of the kernel's minutes. */
+static const char *const connect_keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                                           "keepalives_count", "tcp_user_timeout", "dbname", NULL};
+static const char *const connect_defaults[] = {"5", "1", "5", "2", "3", "10000"};
+
 static PGconn *connect_quietly(const char *conninfo)
 {
-    PGconn *conn = PQconnectdb(conninfo);
+    const char *values[sizeof connect_keys / sizeof *connect_keys];
+    memcpy(values, connect_defaults, sizeof connect_defaults);
+    values[6] = conninfo;
+    values[7] = NULL;
+    PGconn *conn = PQconnectdbParams(connect_keys, values, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         configure(conn);
     return conn;
@@ -758,6 +772,8 @@ const bt_store_ops bt_postgres_ops = {
     /* Identity values only grow: the fencing token relies on it. */
     .ddl_serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     .ddl_real = "DOUBLE PRECISION",
+    .ddl_clock = "CREATE OR REPLACE FUNCTION baton_clock() RETURNS BIGINT LANGUAGE SQL VOLATILE"
+                 " AS 'SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)';",
     .row_locks = 1,
     .writable_cte = 1,
     .sql_table_exists = "SELECT COUNT(*) FROM information_schema.tables"

@@ -177,8 +177,21 @@ static const char migration_6[] =
     "UPDATE baton_claimed_executions SET attempt ="
     " (SELECT j.attempts FROM baton_jobs j WHERE j.id = baton_claimed_executions.job_id);";
 
+/* Liveness is judged by one clock, baton_clock() in SQL, never by the clocks of the hosts
+ * that heartbeat: the PostgreSQL server's (defined here, {CLOCK}), or on SQLite, where
+ * every process runs on one host, that host's boot clock (a function each connection
+ * adds). A process row carries the clock's value at its latest heartbeat (beat), when its
+ * current run of heartbeats without a break began (beats_since), and its own alive
+ * threshold in ms, by which every other process judges it (core.h, BT_SQL_DEAD). */
+static const char migration_7[] =
+    "{CLOCK}"
+    "ALTER TABLE baton_processes ADD COLUMN beat BIGINT;"
+    "ALTER TABLE baton_processes ADD COLUMN beats_since BIGINT;"
+    "ALTER TABLE baton_processes ADD COLUMN alive_threshold BIGINT;"
+    "UPDATE baton_processes SET beat = baton_clock(), beats_since = baton_clock();";
+
 static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3, migration_4,
-                                                          migration_5, migration_6};
+                                                          migration_5, migration_6, migration_7};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("
@@ -216,27 +229,34 @@ int bt_schema_check(bt_store *store)
     return BATON_OK;
 }
 
-static char *expand_types(const bt_store_ops *ops, const char *sql)
+/* expand_into writes sql with its placeholders replaced into out (when not NULL) and
+ * returns the length of the result. */
+static size_t expand_into(const bt_store_ops *ops, const char *sql, char *out)
 {
-    size_t cap = strlen(sql) * 2 + 1, len = 0;
-    char *out = malloc(cap);
+    static const char *const names[] = {"{SERIAL}", "{REAL}", "{CLOCK}"};
+    const char *reps[] = {ops->ddl_serial, ops->ddl_real, ops->ddl_clock};
+    size_t len = 0;
     for (const char *p = sql; *p;) {
-        const char *rep = NULL;
-        size_t skip = 0;
-        if (strncmp(p, "{SERIAL}", 8) == 0)
-            rep = ops->ddl_serial, skip = 8;
-        else if (strncmp(p, "{REAL}", 6) == 0)
-            rep = ops->ddl_real, skip = 6;
-        if (rep) {
-            size_t n = strlen(rep);
-            memcpy(out + len, rep, n);
-            len += n;
-            p += skip;
-        } else {
-            out[len++] = *p++;
-        }
+        size_t i = 0, name = 0;
+        while (i < 3 && strncmp(p, names[i], name = strlen(names[i])) != 0)
+            i++;
+        const char *from = i < 3 ? reps[i] : p;
+        size_t n = i < 3 ? strlen(reps[i]) : 1;
+        if (out)
+            memcpy(out + len, from, n);
+        len += n;
+        p += i < 3 ? name : 1;
     }
-    out[len] = '\0';
+    if (out)
+        out[len] = '\0';
+    return len;
+}
+
+char *bt_schema_expand(const bt_store_ops *ops, const char *sql)
+{
+    char *out = malloc(expand_into(ops, sql, NULL) + 1);
+    if (out)
+        expand_into(ops, sql, out);
     return out;
 }
 
@@ -259,8 +279,8 @@ int bt_schema_migrate(bt_store *store)
     /* One write transaction for all steps: two `baton init` racing on a new file serialise
      * on the write lock and the second finds nothing to do. */
     for (int next = v + 1; rc == BATON_OK && next <= BT_SCHEMA_VERSION; next++) {
-        char *sql = expand_types(store->ops, migrations[next - 1]);
-        rc = store->ops->exec_script(store, sql);
+        char *sql = bt_schema_expand(store->ops, migrations[next - 1]);
+        rc = sql ? store->ops->exec_script(store, sql) : bt_err_set(BATON_ERROR, "out of memory");
         free(sql);
         if (rc == BATON_OK) {
             bt_val args[] = {BV_INT(next), BV_INT(bt_now_ms())};

@@ -142,6 +142,24 @@ static void sqlite_close(bt_store *base)
     free(s);
 }
 
+/* baton_clock() is the liveness clock of schema.c: on one host, CLOCK_BOOTTIME, which
+ * every process shares and no wall-clock step moves. */
+static void clock_function(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    sqlite3_result_int64(ctx, bt_boot_ms());
+}
+
+static int add_clock(sqlite_store *s)
+{
+    int rc = sqlite3_create_function_v2(s->db, "baton_clock", 0, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
+                                        clock_function, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? BATON_OK
+                           : bt_err_set(BATON_ESTORE, "sqlite:%s: cannot add baton_clock(): %s", s->path,
+                                        sqlite3_errmsg(s->db));
+}
+
 static int sqlite_open(bt_store **out, const char *target, const char *url)
 {
     if (*target == '\0')
@@ -177,6 +195,10 @@ static int sqlite_open(bt_store **out, const char *target, const char *url)
     }
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_handler(s->db, busy_handler, s);
+    if ((rc = add_clock(s)) != BATON_OK) {
+        sqlite_close(&s->base);
+        return rc;
+    }
     /* WAL lets readers (CLI reports, dashboards) run beside the single writer; NORMAL
      * syncs at checkpoints, not every commit: a committed job survives a process crash,
      * and only an OS crash can lose the last few commits. */
@@ -317,7 +339,8 @@ static void sqlite_rollback(bt_store *base)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-/* The application's handle keeps its own settings (busy handler, pragmas). */
+/* The application's handle keeps its own settings (busy handler, pragmas); it gains the
+ * liveness clock. */
 static int sqlite_borrow(bt_store **out, void *native)
 {
     sqlite_store *s = calloc(1, sizeof *s);
@@ -330,9 +353,11 @@ static int sqlite_borrow(bt_store **out, void *native)
     s->busy_timeout_ms = BUSY_TIMEOUT_MS;
     const char *file = sqlite3_db_filename(s->db, "main");
     s->path = strdup(file && *file ? file : "(application connection)");
-    if (!s->path) {
+    int rc = s->path ? add_clock(s) : bt_err_set(BATON_ERROR, "out of memory");
+    if (rc != BATON_OK) {
+        free(s->path);
         free(s);
-        return bt_err_set(BATON_ERROR, "out of memory");
+        return rc;
     }
     *out = &s->base;
     return BATON_OK;
@@ -401,6 +426,7 @@ const bt_store_ops bt_sqlite_ops = {
     .change_drain = sqlite_change_drain,
     .ddl_serial = "INTEGER PRIMARY KEY AUTOINCREMENT",
     .ddl_real = "REAL",
+    .ddl_clock = "", /* a function of each connection: add_clock */
     .set_lock_timeout = sqlite_set_lock_timeout,
     .borrow = sqlite_borrow,
     .sql_table_exists = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",

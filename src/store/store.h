@@ -72,9 +72,11 @@ typedef struct bt_store_ops {
      * and the call that consumes that readiness. */
     int (*change_fd)(bt_store *store);
     void (*change_drain)(bt_store *store);
-    /* SQL type names for schema text: an auto-increment primary key and a float. */
+    /* SQL for schema text: the type names of an auto-increment primary key and of a
+     * float, and the statement that defines baton_clock() where the schema holds it. */
     const char *ddl_serial;
     const char *ddl_real;
+    const char *ddl_clock;
     /* How long a statement of this connection may wait for another's lock before it fails
      * with BATON_EBUSY. */
     void (*set_lock_timeout)(bt_store *store, int ms);

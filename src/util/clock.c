@@ -27,6 +27,13 @@ int64_t bt_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t bt_boot_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void bt_iso8601(int64_t ms, char *buf)
 {
     time_t secs = (time_t)(ms / 1000);

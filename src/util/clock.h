@@ -13,6 +13,10 @@ int64_t bt_now_ms(void);
 /* Nanoseconds of CLOCK_MONOTONIC: for deadlines and durations. */
 int64_t bt_mono_ns(void);
 
+/* Milliseconds of CLOCK_BOOTTIME: one clock for every process of the host, which no
+ * setting of the wall clock moves (and which counts while the host is suspended). */
+int64_t bt_boot_ms(void);
+
 /* Writes ms as "2026-11-24T09:02:41.123Z" into buf (at least BT_ISO_LEN bytes). */
 enum { BT_ISO_LEN = 32 };
 void bt_iso8601(int64_t ms, char *buf);

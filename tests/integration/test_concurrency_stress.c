@@ -74,6 +74,7 @@ typedef struct fixture {
     size_t nids;
     int passed; /* set by a test that got to its end; a failed one keeps its directory */
     char pg_ctl[9200]; /* "[runuser -u USER --] BIN/pg_ctl -D DIR": a private server, or "" */
+    char pg_start[20000]; /* the command that starts it */
 } fixture;
 
 static int64_t mono_ns(void)
@@ -214,13 +215,9 @@ static pid_t spawn_worker(fixture *f, int slot, int threads, const char *queues)
     return f->workers[slot];
 }
 
-/* outcome_dropped tells whether a worker logged that it could not record job id's outcome
- * because its claim had been taken away (it was declared dead while busy): the job then
- * runs again, which is the at-least-once contract, not a lost or doubled record. */
-static int outcome_dropped(fixture *f, int64_t id)
+/* any_log_contains tells whether any worker's log holds needle. */
+static int any_log_contains(fixture *f, const char *needle)
 {
-    char needle[96];
-    snprintf(needle, sizeof needle, "event=job.outcome_dropped job_id=%lld ", (long long)id);
     int found = 0;
     for (int n = 0; n < f->nspawned && !found; n++) {
         char name[64];
@@ -230,6 +227,16 @@ static int outcome_dropped(fixture *f, int64_t id)
         free(text);
     }
     return found;
+}
+
+/* outcome_dropped tells whether a worker logged that it could not record job id's outcome
+ * because its claim had been taken away (it was declared dead while busy): the job then
+ * runs again, which is the at-least-once contract, not a lost or doubled record. */
+static int outcome_dropped(fixture *f, int64_t id)
+{
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=job.outcome_dropped job_id=%lld ", (long long)id);
+    return any_log_contains(f, needle);
 }
 
 static void kill_worker(fixture *f, int slot)
@@ -1309,10 +1316,10 @@ static void start_private_server(fixture *f)
     shell(cmd);
     snprintf(f->pg_ctl, sizeof f->pg_ctl, "%s '%s/pg_ctl' -D '%s/data'", as, bin, pgdir);
     int port = free_port();
-    snprintf(cmd, sizeof cmd,
+    snprintf(f->pg_start, sizeof f->pg_start,
              "%s -w -l '%s/server.log' -o \"-p %d -k '%s' -h 127.0.0.1 -c fsync=off\" start >/dev/null", f->pg_ctl,
              pgdir, port, pgdir);
-    shell(cmd);
+    shell(f->pg_start);
     test_db_drop(f->url); /* the shared server's database of setup is not used */
     char admin[128];
     snprintf(admin, sizeof admin, "postgres://postgres@127.0.0.1:%d/postgres", port);
@@ -1329,6 +1336,46 @@ static int finished_at_least(void *p)
     return left >= 0 && (int64_t)f->nids - left >= (int64_t)f->nids / 3 && claimed > 0;
 }
 
+/* load_private_server starts a server of the test's own, stores per_key jobs of limit 1
+ * (each running ms) for each of nkeys keys and has two workers of 4 threads run them, until
+ * a third is done and others run: a fault of the server then catches some mid-run. */
+static void load_private_server(fixture *f, const char *liveness_yaml, int nkeys, int per_key, const char *ms)
+{
+    start_private_server(f);
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, ms, NULL);
+    open_queue(f, liveness_yaml, classes);
+    enqueue_probes(f, "Probe", nkeys, per_key);
+    for (int i = 0; i < 2; i++)
+        spawn_worker(f, i, 4, NULL);
+    assert_true(poll_until(finished_at_least, f, 120000));
+}
+
+/* check_after_server_fault waits for the jobs to drain after a fault of the server, then
+ * checks that every worker lived through it, none was pruned, no key went over its limit
+ * and no job that ran to its end ran again. */
+static void check_after_server_fault(fixture *f, const char *fault, int nkeys, int njobs)
+{
+    int64_t left;
+    if (!wait_drained(f, 120, &left))
+        fail_msg("%lld jobs still in flight 120 s after the %s (logs in %s)", (long long)left, fault, f->dir);
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (f->workers[i] > 0 && kill(f->workers[i], 0) != 0)
+            fail_msg("worker %d did not survive the %s (logs in %s)", (int)f->workers[i], fault, f->dir);
+    stop_workers(f);
+    check_opts o = {.limit = 1, .nkeys = nkeys};
+    check_stats st = check_log_and_queue(f, &o);
+    print_message("%s: %zu runs of %d jobs, %zu interrupted, max runs of a key at once %d\n", fault, st.runs, njobs,
+                  st.interrupted, st.max_key_overlap);
+    if (any_log_contains(f, "event=processes.pruned"))
+        CHECK(&st, "a live worker was pruned across the %s\n", fault);
+    if (st.redone_after_end)
+        CHECK(&st, "%zu jobs ran to their end twice across the %s\n", st.redone_after_end, fault);
+    if (st.errors)
+        fail_msg("%s: %d check failures (see above; logs in %s)", fault, st.errors, f->dir);
+    f->passed = 1;
+}
+
 /* The server restarts (pg_ctl restart: every connection dropped, in-flight transactions
  * rolled back) while workers run jobs of limit 1: nothing is lost, no job that ran to its
  * end runs again because of the outage, no key goes over its limit, and the work resumes
@@ -1336,34 +1383,74 @@ static int finished_at_least(void *p)
 static void test_postgres_restart_under_load(void **state)
 {
     fixture *f = *state;
-    start_private_server(f);
-    enum { KEYS = 20, PER_KEY = 10, WORKERS = 2, THREADS = 4 };
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
-    open_queue(f, CALM_LIVENESS, classes);
-    enqueue_probes(f, "Probe", KEYS, PER_KEY);
-    for (int i = 0; i < WORKERS; i++)
-        spawn_worker(f, i, THREADS, NULL);
-    /* A third done and jobs running: the restart catches some mid-run. */
-    assert_true(poll_until(finished_at_least, f, 120000));
+    enum { KEYS = 20, PER_KEY = 10 };
+    load_private_server(f, CALM_LIVENESS, KEYS, PER_KEY, "100");
     char cmd[9300];
     snprintf(cmd, sizeof cmd, "%s -w -m fast restart >/dev/null", f->pg_ctl);
     shell(cmd);
+    check_after_server_fault(f, "restart", KEYS, KEYS * PER_KEY);
+}
+
+/* The database is down for three alive thresholds while workers run jobs of limit 1
+ * (pg_ctl stop, a wait, start). Nobody could heartbeat through it, so nobody is dead when
+ * it ends: whoever reaches the server first (here a worker started as it comes back) must
+ * not prune the others, whose jobs that ran to their end meanwhile would then fail as
+ * "process pruned" and run again. */
+static void test_postgres_outage_longer_than_the_threshold(void **state)
+{
+    fixture *f = *state;
+    enum { KEYS = 8, PER_KEY = 6 };
+    load_private_server(f, "process_heartbeat_interval: 0.25\nprocess_alive_threshold: 3\n", KEYS, PER_KEY, "400");
+    char cmd[9300];
+    snprintf(cmd, sizeof cmd, "%s -w -m fast stop >/dev/null", f->pg_ctl);
+    shell(cmd);
+    sleep_ms(9000); /* the fault itself: three thresholds without a database */
+    shell(f->pg_start);
+    spawn_worker(f, 2, 1, "elsewhere");
+    check_after_server_fault(f, "outage", KEYS, KEYS * PER_KEY);
+}
+
+/* A worker whose host's wall clock is 40 s ahead joins a worker running a job of a limit-1
+ * key. Judged by each host's wall clock, every other heartbeat looks 40 s old to it: it
+ * prunes the live worker and runs the key's next job beside the one still running. Judged
+ * by one clock, nobody is pruned and the key's jobs run one at a time. */
+static void test_clock_ahead_prunes_nobody(void **state)
+{
+    fixture *f = *state;
+    const char *shim = getenv("BATON_CLOCKSKEW");
+    SKIP_UNLESS(shim && *shim, "a skewed clock needs the shim $BATON_CLOCKSKEW names");
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, "1500", NULL);
+    open_queue(f, FAST_LIVENESS, classes);
+    enqueue_probes(f, "Probe", 1, 3);
+    spawn_worker(f, 0, 1, NULL);
+    job_cond first = {f, f->ids[0], 0};
+    if (!poll_until(claimed_and_started, &first, 15000))
+        fail_msg("the first job did not start (logs in %s)", f->dir);
+    const char *asan = getenv("ASAN_OPTIONS");
+    char *saved = asan ? strdup(asan) : NULL, options[512];
+    snprintf(options, sizeof options, "%s%sverify_asan_link_order=0", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", options, 1);
+    setenv("LD_PRELOAD", shim, 1);
+    setenv("BATON_TEST_CLOCK_SKEW", "40", 1);
+    spawn_worker(f, 1, 1, NULL);
+    unsetenv("LD_PRELOAD");
+    unsetenv("BATON_TEST_CLOCK_SKEW");
+    if (saved)
+        setenv("ASAN_OPTIONS", saved, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(saved);
     int64_t left;
-    if (!wait_drained(f, 120, &left))
-        fail_msg("%lld jobs still in flight 120 s after the restart (logs in %s)", (long long)left, f->dir);
-    for (int i = 0; i < WORKERS; i++)
-        if (kill(f->workers[i], 0) != 0)
-            fail_msg("worker %d did not survive the restart (logs in %s)", (int)f->workers[i], f->dir);
+    if (!wait_drained(f, 60, &left))
+        fail_msg("%lld jobs still in flight after 60 s (logs in %s)", (long long)left, f->dir);
     stop_workers(f);
-    check_opts o = {.limit = 1, .nkeys = KEYS};
+    check_opts o = {.limit = 1, .nkeys = 1};
     check_stats st = check_log_and_queue(f, &o);
-    print_message("restart: %zu runs of %d jobs, %zu interrupted, max runs of a key at once %d\n", st.runs,
-                  KEYS * PER_KEY, st.interrupted, st.max_key_overlap);
-    if (st.redone_after_end)
-        CHECK(&st, "%zu jobs ran to their end twice across the restart\n", st.redone_after_end);
+    if (any_log_contains(f, "event=processes.pruned"))
+        CHECK(&st, "the worker whose clock is ahead pruned a live worker\n");
     if (st.errors)
-        fail_msg("restart: %d check failures (see above; logs in %s)", st.errors, f->dir);
+        fail_msg("clock ahead: %d check failures (see above; logs in %s)", st.errors, f->dir);
     f->passed = 1;
 }
 
@@ -1381,6 +1468,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chaos_limit_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chaos_limit_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_postgres_restart_under_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_postgres_outage_longer_than_the_threshold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clock_ahead_prunes_nobody, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

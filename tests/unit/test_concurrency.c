@@ -400,6 +400,22 @@ static bt_store *raw_store(lib_fixture *f)
     return s;
 }
 
+/* prune_workers declares every worker dead, as a live process does once one is silent
+ * past its threshold; returns how many it pruned. */
+static int prune_workers(bt_store *s)
+{
+    bt_id_list ids = {0};
+    assert_int_equal(bt_exec(s, "SELECT id FROM baton_processes WHERE kind = 'worker'", NULL, 0, bt_row_collect_id,
+                             &ids, NULL),
+                     BATON_OK);
+    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
+    for (size_t i = 0; i < ids.len; i++)
+        assert_int_equal(bt_prune_process(s, ids.ids[i], bt_now_ms()), BATON_OK);
+    assert_int_equal(bt_commit(s), BATON_OK);
+    free(ids.ids);
+    return (int)ids.len;
+}
+
 static void exec_sql(bt_store *s, const char *sql)
 {
     assert_int_equal(s->ops->exec_script(s, sql), BATON_OK);
@@ -409,7 +425,7 @@ static void exec_sql(bt_store *s, const char *sql)
  * transaction, as a worker's round does; returns how many it claimed. */
 static int claim_as(bt_store *s, int64_t *process_id, int max, bt_claimed_job *claimed)
 {
-    assert_int_equal(bt_process_register(s, "worker", NULL, process_id), BATON_OK);
+    assert_int_equal(bt_process_register(s, "worker", NULL, 30, process_id), BATON_OK);
     char *queues[] = {"*", NULL};
     bt_claims claims = {.jobs = claimed, .max = max, .after_end = 1};
     assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
@@ -449,10 +465,14 @@ static void test_dead_holder_is_pruned_once_and_zombie_releases_nothing(void **s
     assert_int_equal(claim_as(s, &zombie, 1, claimed), 1);
     assert_int_equal(claimed[0].id, a.id);
     bt_claimed_job_free(&claimed[0]);
-    exec_sql(s, "UPDATE baton_processes SET last_heartbeat_at = 0");
-
+    /* Silent for an hour, while this process has beaten without a break for a minute. */
+    exec_sql(s, "UPDATE baton_processes SET beat = beat - 3600000");
     int64_t self;
-    assert_int_equal(bt_process_register(s, "worker", NULL, &self), BATON_OK);
+    assert_int_equal(bt_process_register(s, "worker", NULL, 30, &self), BATON_OK);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE baton_processes SET beats_since = beats_since - 60000 WHERE id = %lld",
+             (long long)self);
+    exec_sql(s, sql);
     int alive, pruned;
     assert_int_equal(bt_liveness_tick(s, self, 30, &alive, &pruned), BATON_OK);
     assert_int_equal(pruned, 1);
@@ -486,6 +506,59 @@ static const char *admitted_by(baton_client *c, int64_t id)
 /* A worker records a round's outcomes together: each run's slot still goes to the next
  * blocked job, named after the run that made room, and an outcome whose claim is not the
  * process's own changes nothing. */
+/* repairs_by_doctor runs `doctor --repair` with the client's liveness (the default 30 s)
+ * and returns how many repairs it made. */
+static int repairs_by_doctor(baton_client *c)
+{
+    char *text;
+    int left;
+    assert_int_equal(baton_doctor_json(c, 1, &text, &left), BATON_OK);
+    json_t *j = json_loads(text, 0, NULL);
+    baton_free(text);
+    int n = (int)json_array_size(json_object_get(j, "repaired"));
+    json_decref(j);
+    return n;
+}
+
+static void set_process(bt_store *s, int64_t id, const char *assignments)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE baton_processes SET %s WHERE id = %lld", assignments, (long long)id);
+    exec_sql(s, sql);
+}
+
+/* A process is judged dead by its own threshold, not the judge's, and only once a live
+ * process has beaten without a break for that long (it shows the database was there to
+ * beat to). A doctor run with the default 30 s prunes neither a worker configured for 60 s
+ * and silent for 40 s, nor anyone just after an outage that broke every run of beats. */
+static void test_dead_is_judged_by_its_own_threshold_with_a_witness(void **state)
+{
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued a = enqueue(f->client, "Sync", "[]");
+    bt_store *s = raw_store(f);
+    int64_t slow, witness;
+    bt_claimed_job claimed[1];
+    assert_int_equal(claim_as(s, &slow, 1, claimed), 1);
+    bt_claimed_job_free(&claimed[0]);
+    assert_int_equal(bt_process_register(s, "worker", NULL, 30, &witness), BATON_OK);
+    set_process(s, slow, "alive_threshold = 60000, beat = beat - 40000");
+    set_process(s, witness, "beats_since = beats_since - 120000");
+    assert_int_equal(repairs_by_doctor(f->client), 0);
+    assert_string_equal(job_status(f->client, a.id), "claimed");
+    /* Silent for 70 s, but the only live process began beating again a moment ago. */
+    set_process(s, slow, "beat = beat - 30000");
+    set_process(s, witness, "beats_since = beat");
+    assert_int_equal(repairs_by_doctor(f->client), 0);
+    assert_string_equal(job_status(f->client, a.id), "claimed");
+    /* The witness has beaten for a minute since: now the silence is the slow one's own. */
+    set_process(s, witness, "beats_since = beats_since - 60000");
+    assert_int_equal(repairs_by_doctor(f->client), 1);
+    assert_string_equal(error_of(f->client, a.id), "process pruned");
+    bt_store_close(s);
+}
+
 static void test_one_round_of_outcomes_releases_each_slot_once(void **state)
 {
     lib_fixture *f = *state;
@@ -581,7 +654,7 @@ static void inline_waiter_outlives_its_process(lib_fixture *f, int pruned)
     baton_enqueued holder = enqueue(f->client, "Sync", "[]");
     bt_store *s = raw_store(f);
     int64_t inline_process = 0, waiter = 0;
-    assert_int_equal(bt_process_register(s, "inline", NULL, &inline_process), BATON_OK);
+    assert_int_equal(bt_process_register(s, "inline", NULL, 30, &inline_process), BATON_OK);
     baton_job_spec spec = {"Sync", "[]", NULL};
     bt_new_job nj;
     bt_landing landing;
@@ -681,11 +754,7 @@ static void test_job_learns_it_lost_its_slot(void **state)
     assert_true(poll_until(phase_is, &probe, 10000));
     /* Another process declares this worker dead while the job runs. */
     bt_store *s = raw_store(f);
-    int pruned = 0;
-    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    assert_int_equal(bt_prune_dead(s, 0, -3600000, bt_now_ms(), &pruned), BATON_OK);
-    assert_int_equal(bt_commit(s), BATON_OK);
-    assert_int_equal(pruned, 1);
+    assert_int_equal(prune_workers(s), 1);
     atomic_store(&probe.phase, 2);
     assert_true(poll_until(phase_done, &probe, 10000));
     worker_stop(&w);
@@ -769,11 +838,7 @@ static void test_old_runs_outcome_leaves_the_new_claim_alone(void **state)
     running_worker w = worker_start(f->client, "*", 2);
     wait_status(f->client, a.id, "claimed");
     bt_store *s = raw_store(f);
-    int pruned = 0;
-    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    assert_int_equal(bt_prune_dead(s, 0, -3600000, bt_now_ms(), &pruned), BATON_OK);
-    assert_int_equal(bt_commit(s), BATON_OK);
-    assert_int_equal(pruned, 1);
+    assert_int_equal(prune_workers(s), 1);
     /* Registered again, the worker claims the retry on its idle thread. */
     if (!poll_until(runs_are, &probe, 10000))
         fail_msg("the pruned worker never ran the retry (job %s)", job_status(f->client, a.id));
@@ -1245,6 +1310,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_releases_and_retry_queues_again, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_is_judged_by_its_own_threshold_with_a_witness, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_one_round_of_outcomes_releases_each_slot_once, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_outcomes_over_several_chunks_land_on_their_jobs, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_pruned_inline_waiter_is_discarded, lib_setup, lib_teardown),

@@ -14,6 +14,7 @@
 
 #include "baton.h"
 #include "core/core.h"
+#include "store/schema.h"
 #include "faulty_store.h"
 #include "support.h"
 #include "util/clock.h"
@@ -550,8 +551,8 @@ static void test_clear_finished_drops_identities_no_job_names(void **state)
     int64_t finished_in = test_db_int(db, sql);
     assert_true(failed_in != finished_in);
     int64_t live, ended;
-    assert_int_equal(bt_process_register(db, "worker", NULL, &live), BATON_OK);
-    assert_int_equal(bt_process_register(db, "dispatcher", NULL, &ended), BATON_OK);
+    assert_int_equal(bt_process_register(db, "worker", NULL, 30, &live), BATON_OK);
+    assert_int_equal(bt_process_register(db, "dispatcher", NULL, 30, &ended), BATON_OK);
     assert_int_equal(bt_process_deregister(db, ended), BATON_OK);
 
     int64_t n = -1;
@@ -827,6 +828,18 @@ static void test_migrate_is_idempotent(void **state)
 
 /* A database left at version 1 is refused until `baton init` upgrades it in place; the
  * processes registered then keep their identities. */
+/* Placeholders may expand to text far longer than themselves (a short migration using
+ * {SERIAL} on PostgreSQL): the expansion is sized by what it writes. */
+static void test_schema_placeholders_expand_to_any_length(void **state)
+{
+    (void)state;
+    bt_store_ops ops = {.ddl_serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", .ddl_real = "DOUBLE PRECISION",
+                        .ddl_clock = ""};
+    char *sql = bt_schema_expand(&ops, "{SERIAL}{REAL},{CLOCK}{");
+    assert_string_equal(sql, "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEYDOUBLE PRECISION,{");
+    free(sql);
+}
+
 static void test_older_schema_is_upgraded_in_place(void **state)
 {
     lib_fixture *f = *state;
@@ -834,7 +847,7 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     assert_int_equal(baton_class_register(f->client, "Mail", NULL), BATON_OK);
     assert_int_equal(baton_enqueue(f->client, &id, "Mail", "[1]", NULL), BATON_OK);
     bt_store *db = test_db_open(f->url);
-    assert_int_equal(bt_process_register(db, "worker", NULL, &process_id), BATON_OK);
+    assert_int_equal(bt_process_register(db, "worker", NULL, 30, &process_id), BATON_OK);
     char *queues[] = {"*"};
     bt_claimed_job claimed = {0};
     bt_claims claims = {.jobs = &claimed, .max = 1};
@@ -845,6 +858,9 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     bt_claimed_job_free(&claimed);
     test_db_exec(db, "DROP TABLE baton_process_identities;"
                      "ALTER TABLE baton_claimed_executions DROP COLUMN attempt;"
+                     "ALTER TABLE baton_processes DROP COLUMN beat;"
+                     "ALTER TABLE baton_processes DROP COLUMN beats_since;"
+                     "ALTER TABLE baton_processes DROP COLUMN alive_threshold;"
                      "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
@@ -862,6 +878,8 @@ static void test_older_schema_is_upgraded_in_place(void **state)
                      "SELECT outcome, blocked_at FROM baton_job_attempts");
     /* The claim made before the upgrade is named by the attempt it was made for. */
     assert_int_equal(test_db_int(db, "SELECT attempt FROM baton_claimed_executions"), 1);
+    /* Processes registered before the upgrade beat by the liveness clock from then on. */
+    assert_int_equal(test_db_int(db, "SELECT COUNT(*) FROM baton_processes WHERE beat IS NULL OR beats_since IS NULL"), 0);
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT COUNT(*) FROM baton_process_identities i JOIN baton_processes p ON p.id = i.id"
@@ -910,6 +928,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_perform_stop_cancels_the_running_job, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_schema_newer_than_library_is_refused_untouched, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_is_idempotent, lib_setup, lib_teardown),
+        cmocka_unit_test(test_schema_placeholders_expand_to_any_length),
         cmocka_unit_test_setup_teardown(test_older_schema_is_upgraded_in_place, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_idle_worker_wakes_when_a_job_becomes_ready, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_lost_connections_are_replaced, lib_setup, lib_teardown),
