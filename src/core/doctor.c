@@ -69,6 +69,26 @@ static int on_dead_claimer(bt_row *row, void *payload)
     return 0;
 }
 
+/* Silent past its threshold, but no live process has beaten for as long: it may be the
+ * database that was away (an outage nobody could heartbeat through), so it is not dead yet. */
+static const char sql_silent_claimers[] =
+    "SELECT p.id, p.pid, p.hostname, baton_clock() - p.beat, COUNT(c.job_id) FROM baton_processes p"
+    " JOIN baton_claimed_executions c ON c.process_id = p.id WHERE " BT_SQL_STALE("p", "?1")
+    " AND NOT " BT_SQL_DEAD("p", "?1") " GROUP BY p.id, p.pid, p.hostname, p.beat ORDER BY p.id";
+
+static int on_silent_claimer(bt_row *row, void *payload)
+{
+    doctor *d = payload;
+    int64_t id = bt_col_int(row, 0);
+    problem(d, "silent_process_claims", json_pack("{s:I}", "process_id", (json_int_t)id),
+            "process %lld (pid %lld on %s) has not heartbeat for %.0fs and still claims %lld job(s); no live"
+            " process has heartbeat without a break for as long, so the database may have been away: it is"
+            " pruned once one has (a running worker, dispatcher or supervisor)",
+            (long long)id, (long long)bt_col_int(row, 1), bt_col_text(row, 2),
+            (double)bt_col_int(row, 3) / 1000.0, (long long)bt_col_int(row, 4));
+    return 0;
+}
+
 static const char sql_dead_claimer_ids[] =
     "SELECT DISTINCT p.id FROM baton_processes p JOIN baton_claimed_executions c ON c.process_id = p.id"
     " WHERE " BT_SQL_DEAD("p", "?1");
@@ -78,6 +98,8 @@ static void check_dead_claims(doctor *d)
     bt_val a[] = {BV_INT(d->threshold_ms)};
     if (!d->repair) {
         d->rc = bt_exec(d->store, sql_dead_claimers, a, 1, on_dead_claimer, d, NULL);
+        if (d->rc == BATON_OK)
+            d->rc = bt_exec(d->store, sql_silent_claimers, a, 1, on_silent_claimer, d, NULL);
         return;
     }
     bt_id_list dead = {0};

@@ -145,8 +145,8 @@ typedef struct processes_query {
 } processes_query;
 
 static const char sql_processes[] =
-    "SELECT id, kind, name, pid, hostname, supervisor_id, metadata, last_heartbeat_at, created_at"
-    " FROM baton_processes ORDER BY id";
+    "SELECT id, kind, name, pid, hostname, supervisor_id, metadata, last_heartbeat_at, created_at,"
+    " baton_clock() - beat FROM baton_processes ORDER BY id";
 static const char sql_claims[] =
     "SELECT process_id, job_id FROM baton_claimed_executions ORDER BY job_id";
 
@@ -164,7 +164,8 @@ static int append_process(bt_row *row, void *payload)
     json_object_set_new(o, "supervisor_id", bt_col_null(row, 5) ? json_null() : json_integer(bt_col_int(row, 5)));
     json_object_set_new(o, "metadata", metadata ? metadata : json_null());
     json_object_set_new(o, "last_heartbeat_at", bt_json_time(row, 7));
-    json_object_set_new(o, "heartbeat_age_seconds", json_real(seconds_between(bt_col_int(row, 7), q->now)));
+    /* By the clock liveness is judged by, not the wall clocks of the two hosts. */
+    json_object_set_new(o, "heartbeat_age_seconds", json_real((double)bt_col_int(row, 9) / 1000.0));
     json_object_set_new(o, "started_at", bt_json_time(row, 8));
     json_object_set_new(o, "running", json_array());
     json_array_append(q->list, o);

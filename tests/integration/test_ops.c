@@ -311,8 +311,11 @@ static int has_kind(json_t *list, const char *kind)
     return 0;
 }
 
-/* A SIGKILLed worker leaves a claim and a slot behind; doctor explains it and --repair
- * prunes the dead process, which fails its job and hands the slot to the next one only. */
+/* A SIGKILLed worker leaves a claim and a slot behind. Silent past its threshold with
+ * nobody else beating, it may be the database that was away: doctor says so and repairs
+ * nothing. Once a live process has beaten for a whole threshold, doctor explains it and
+ * --repair prunes the dead process, which fails its job and hands the slot to the next
+ * one only. */
 static void test_doctor_repairs_a_dead_workers_claims_within_the_limit(void **state)
 {
     fixture *f = *state;
@@ -325,6 +328,20 @@ static void test_doctor_repairs_a_dead_workers_claims_within_the_limit(void **st
     wait_exit(f->worker, 10000);
     f->worker = 0;
     assert_true(poll_until(heartbeat_older_than_threshold, f, 10000));
+    doc = doctor(f, 0, 1);
+    assert_true(has_kind(json_object_get(doc, "problems"), "silent_process_claims"));
+    assert_false(has_kind(json_object_get(doc, "problems"), "dead_process_claims"));
+    json_decref(doc);
+    doc = doctor(f, 1, 1);
+    assert_int_equal(json_array_size(json_object_get(doc, "repaired")), 0);
+    json_decref(doc);
+    /* A process that has beaten without a break for a minute (one that prunes nobody
+     * itself, so the repair is the doctor's). */
+    bt_store *db = test_db_open(f->url);
+    test_db_exec(db, "INSERT INTO baton_processes (kind, name, pid, hostname, last_heartbeat_at, created_at,"
+                     " alive_threshold, beat, beats_since)"
+                     " VALUES ('worker', 'witness', 1, 'here', 0, 0, 600000, baton_clock(), baton_clock() - 60000)");
+    bt_store_close(db);
     doc = doctor(f, 0, 1);
     assert_true(has_kind(json_object_get(doc, "problems"), "dead_process_claims"));
     json_decref(doc);
