@@ -46,6 +46,8 @@ typedef struct child_setup {
     char *const *argv;
     char *const *envp;
     pid_t parent;        /* the worker process, to detect that it died before prctl */
+    const _Atomic int64_t *alive_ns; /* the dead man's switch (bt_command_spec), or NULL */
+    int64_t alive_limit_ns;
     int in_r, err_w, alive_w;
     int pipe_fds[6];     /* all six pipe ends, none of which may reach the command as 0-2 */
     int max_fd;          /* bound for the close loop when close_range is unavailable */
@@ -148,6 +150,41 @@ static _Noreturn void exec_command(const child_setup *cs)
     _exit(127);
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* wait_for_command reaps the command into *st. With a dead man's switch it wakes when the
+ * command ends (SIGCHLD, blocked and waited for) or its worker's liveness runs out, and
+ * then kills the whole group, itself included: the worker may be declared dead at any
+ * moment and its slots handed on. Async-signal-safe: waitpid, sigtimedwait (a system
+ * call), clock_gettime, kill. */
+static void wait_for_command(const child_setup *cs, pid_t cmd, int *st)
+{
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    for (;;) {
+        pid_t r = waitpid(cmd, st, cs->alive_ns ? WNOHANG : 0);
+        if (r == cmd)
+            return;
+        if (r < 0 && errno != EINTR)
+            kill(0, SIGKILL);
+        if (r != 0)
+            continue;
+        int64_t left = atomic_load(cs->alive_ns) + cs->alive_limit_ns - mono_ns();
+        if (left <= 0) {
+            sweep_descendants();
+            kill(0, SIGKILL);
+        }
+        struct timespec wait = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
+        sigtimedwait(&chld, NULL, &wait);
+    }
+}
+
 static _Noreturn void shepherd(const child_setup *cs)
 {
     /* Lead a group of our own before anything else: every kill(0, ...) below must stay in
@@ -221,9 +258,7 @@ static _Noreturn void shepherd(const child_setup *cs)
         _exit(127);
 
     int st;
-    while (waitpid(cmd, &st, 0) < 0)
-        if (errno != EINTR)
-            kill(0, SIGKILL);
+    wait_for_command(cs, cmd, &st);
     sweep_descendants();
     if (WIFEXITED(st))
         _exit(WEXITSTATUS(st));
@@ -526,6 +561,8 @@ int bt_command_run(const bt_command_spec *spec, bt_command_result *res)
         .argv = argv,
         .envp = envp,
         .parent = getpid(),
+        .alive_ns = spec->alive_ns,
+        .alive_limit_ns = spec->alive_limit_ns,
         .in_r = in[0],
         .err_w = err[1],
         .alive_w = alive[1],

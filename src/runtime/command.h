@@ -8,6 +8,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 enum { BT_STDERR_TAIL = 4096 };
@@ -21,6 +22,11 @@ typedef struct bt_command_spec {
     double kill_grace;       /* seconds between TERM and KILL; 0 means 5 */
     atomic_int *cancel;      /* may be NULL; once nonzero the group is stopped as on timeout */
     atomic_int *pgid_out;    /* may be NULL; receives the process group id while it runs, then 0 */
+    /* The dead man's switch (may be NULL): the shepherd kills the group once CLOCK_MONOTONIC
+     * passes *alive_ns + alive_limit_ns, whether or not the worker runs (a stopped worker
+     * cannot fence its jobs). *alive_ns must be in memory the shepherd shares (MAP_SHARED). */
+    const _Atomic int64_t *alive_ns;
+    int64_t alive_limit_ns;
 } bt_command_spec;
 
 typedef struct bt_command_result {

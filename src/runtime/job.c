@@ -99,6 +99,8 @@ static void perform_command(struct baton_job *job)
         .timeout = c->timeout,
         .cancel = &job->cancelled,
         .pgid_out = &job->pgid,
+        .alive_ns = job->alive_ns,
+        .alive_limit_ns = job->alive_limit_ns,
     };
     bt_command_result *res = calloc(1, sizeof *res);
     if (!res || bt_command_run(&spec, res) != BATON_OK) {

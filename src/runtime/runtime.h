@@ -30,6 +30,8 @@ struct baton_job {
     char *error;               /* failure message, malloc'ed */
     atomic_int cancelled;
     atomic_int pgid;           /* process group of a running command job, else 0 */
+    const _Atomic int64_t *alive_ns; /* its worker's liveness, for the shepherd (command.h); NULL inline */
+    int64_t alive_limit_ns;
     int64_t started_ns;
     int owned;                 /* set when the outcome is recorded: the claim was still ours */
     int64_t retry_at;          /* set when recorded as retried */

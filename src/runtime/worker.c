@@ -15,13 +15,19 @@
  * of the rest of the current one and then its own. Each round takes the outcomes reported
  * so far and reserves the idle threads it claims for under the worker's lock, so two
  * rounds never claim for the same thread. Both rounds lock their keys in the same order,
- * as rounds of separate processes do. The coordinator alone heartbeats, fences and drains. */
+ * as rounds of separate processes do. The coordinator alone heartbeats and drains.
+ *
+ * The fence runs on a thread of its own, on the monotonic clock: once the last heartbeat
+ * that reached the database is so old that another process may declare this worker dead,
+ * it stops the jobs and interrupts whatever database call is in progress (a server gone
+ * silent leaves a call waiting for minutes), whatever the coordinator is doing. */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,10 +49,16 @@ struct baton_worker {
     double heartbeat_interval;
     double alive_threshold;
     int64_t process_id;               /* changed under lock, read by the helper under it */
-    _Atomic int64_t last_alive_ns;    /* last liveness tick that found our row */
+    /* When the last liveness tick that found our row began: in a page shared with the
+     * shepherds of command jobs, whose dead man's switch reads it (command.h). */
+    _Atomic int64_t *last_alive_ns;
     bt_slot_checker checker;
-    bt_claim_ref *unstarted;          /* claims dropped by a fence, to hand back */
+    bt_claim_ref *unstarted;          /* claims dropped by a fence, to hand back (lock) */
     size_t nunstarted;
+    pthread_t fencer;
+    pthread_cond_t fence_wake;        /* fence_quit set (monotonic clock) */
+    int fence_quit;
+    int fencer_started;
     bt_log_limit store_errors, heartbeat_errors, helper_store_errors; /* repeated lines held back */
     atomic_int state;
     bt_waker waker;
@@ -90,6 +102,12 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
     if (!w)
         return bt_err_set(BATON_ERROR, "out of memory");
     w->waker.fd = -1;
+    void *page = mmap(NULL, sizeof *w->last_alive_ns, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) {
+        free(w);
+        return bt_err_set(BATON_ERROR, "cannot map the worker's liveness page");
+    }
+    w->last_alive_ns = page;
     w->queues = bt_split_queues(o->queues ? o->queues : "*", &w->nqueues);
     if (w->nqueues == 0) {
         baton_worker_free(w);
@@ -104,6 +122,11 @@ int baton_worker_new(baton_worker **out, baton_client *client, const baton_worke
     w->shown_busy = -1;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work_ready, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->fence_wake, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     pthread_cond_init(&w->helper_wake, NULL);
     /* The waker lives as long as the worker, so a stop from any thread or signal handler
      * always has a valid descriptor to write to, even while run() starts or returns. */
@@ -121,11 +144,13 @@ void baton_worker_free(baton_worker *w)
     if (!w)
         return;
     free(w->unstarted);
+    munmap((void *)w->last_alive_ns, sizeof *w->last_alive_ns);
     bt_strv_free(w->queues);
     bt_waker_close(&w->waker);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->work_ready);
     pthread_cond_destroy(&w->helper_wake);
+    pthread_cond_destroy(&w->fence_wake);
     free(w);
 }
 
@@ -208,6 +233,24 @@ static void log_outcome(baton_worker *w, const struct baton_job *j)
                (long long)c->id, BT_LOG_VALUE(c->class_name), c->attempt, BT_LOG_VALUE(j->error));
 }
 
+/* stall_limit_ns is how long after its last heartbeat that reached the database this
+ * worker's jobs may run: until others could declare it dead (the database was unreachable,
+ * the process was stopped) and hand its slots on. Its jobs must not run past that point;
+ * their outcomes, if still owned, are recorded as usual, and if the claims were taken
+ * away nothing is written. */
+static int64_t stall_limit_ns(const baton_worker *w)
+{
+    double margin = 2 * w->heartbeat_interval;
+    double limit = w->alive_threshold - margin > w->alive_threshold / 2 ? w->alive_threshold - margin
+                                                                      : w->alive_threshold / 2;
+    return (int64_t)(limit * 1e9);
+}
+
+static int stalled(const baton_worker *w)
+{
+    return bt_mono_ns() - atomic_load(w->last_alive_ns) >= stall_limit_ns(w);
+}
+
 /* One round's share of the worker's state, taken and settled under the lock. */
 typedef struct round {
     struct baton_job *done; /* outcomes to record */
@@ -265,6 +308,8 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
         job->claimed = claimed[i];
         job->klass = bt_class_find(w->client, claimed[i].class_name);
         job->checker = &w->checker;
+        job->alive_ns = w->last_alive_ns;
+        job->alive_limit_ns = stall_limit_ns(w);
         job->next = w->pending;
         w->pending = job;
         bt_log(w->client, BATON_LOG_DEBUG, "event=job.claimed job_id=%lld class=%s queue=%s",
@@ -325,8 +370,8 @@ static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job
 }
 
 /* stop_running cancels every job in progress (killing command jobs' groups at once when
- * kill_now) and drops the claimed jobs no executor has started. Their ids go to
- * w->unstarted, whose claims the caller settles, and leave in_flight. */
+ * kill_now) and drops the claimed jobs no executor has started. Their claims go to
+ * w->unstarted, which the coordinator settles, and leave in_flight. Any thread. */
 static void stop_running(baton_worker *w, int kill_now)
 {
     pthread_mutex_lock(&w->lock);
@@ -345,12 +390,17 @@ static void stop_running(baton_worker *w, int kill_now)
     int dropped = 0;
     for (struct baton_job *j = pending; j; j = j->next)
         dropped++;
+    bt_claim_ref *grown = dropped ? realloc(w->unstarted, (w->nunstarted + dropped) * sizeof *grown) : NULL;
+    if (grown)
+        w->unstarted = grown;
+    for (struct baton_job *j = pending; j && grown; j = j->next)
+        w->unstarted[w->nunstarted++] = (bt_claim_ref){j->claimed.id, j->claimed.attempt};
+    /* Out of memory, the claims stay this live worker's unknown ones: reconcile them. */
+    w->reconcile |= dropped && !grown;
     atomic_fetch_sub(&w->in_flight, dropped);
     pthread_mutex_unlock(&w->lock);
     while (pending) {
         struct baton_job *next = pending->next;
-        w->unstarted = realloc(w->unstarted, (w->nunstarted + 1) * sizeof *w->unstarted);
-        w->unstarted[w->nunstarted++] = (bt_claim_ref){pending->claimed.id, pending->claimed.attempt};
         bt_job_free(pending);
         pending = next;
     }
@@ -484,35 +534,109 @@ static void stop_executors(baton_worker *w)
     w->executors_started = 0;
 }
 
-/* fence_if_stalled stops this worker's jobs once others could declare it dead: its last
- * heartbeat is so old (the database was unreachable, or the process was stopped) that a
- * live process may prune it and hand its slots on. Its jobs must not run past that point;
- * their outcomes, if still owned, are recorded as usual, and if the claims were taken
- * away nothing is written. */
-static int stalled(const baton_worker *w)
-{
-    double margin = 2 * w->heartbeat_interval;
-    double limit = w->alive_threshold - margin > w->alive_threshold / 2 ? w->alive_threshold - margin
-                                                                      : w->alive_threshold / 2;
-    return bt_mono_ns() - atomic_load(&w->last_alive_ns) >= (int64_t)(limit * 1e9);
-}
-
-/* fence_if_stalled returns 0 when the worker may claim. A stalled worker first stops its
- * jobs, then must prove it is alive (or register again) before it claims anything: a
- * claim made under an id that was pruned meanwhile would belong to no live process. */
+/* fence_if_stalled returns 0 when the worker may claim. A stalled worker's jobs are the
+ * fence thread's to stop (fence_main); it must prove it is alive (or register again)
+ * before it claims anything: a claim made under an id that was pruned meanwhile would
+ * belong to no live process. */
 static int fence_if_stalled(baton_worker *w)
 {
     if (!stalled(w))
         return 0;
-    int running = atomic_load(&w->in_flight);
-    if (running > 0) {
-        stop_running(w, 1);
-        bt_log(w->client, BATON_LOG_ERROR,
-               "event=worker.fenced process_id=%lld reason=\"no heartbeat for %.1fs\" stopped_jobs=%d",
-               (long long)w->process_id, (double)(bt_mono_ns() - atomic_load(&w->last_alive_ns)) / 1e9, running);
-    }
     liveness_tick(w);
     return stalled(w);
+}
+
+/* fence stops every job of a stalled worker and interrupts its database calls. */
+static void fence(baton_worker *w, int first)
+{
+    int running = atomic_load(&w->in_flight);
+    if (running > 0)
+        stop_running(w, 1);
+    if (first && running > 0) {
+        pthread_mutex_lock(&w->lock);
+        int64_t process_id = w->process_id;
+        pthread_mutex_unlock(&w->lock);
+        bt_log(w->client, BATON_LOG_ERROR,
+               "event=worker.fenced process_id=%lld reason=\"no heartbeat for %.1fs\" stopped_jobs=%d",
+               (long long)process_id, (double)(bt_mono_ns() - atomic_load(w->last_alive_ns)) / 1e9, running);
+    }
+    pthread_mutex_lock(&w->lock); /* the helper's store is closed under it */
+    bt_interrupt(w->store);
+    if (w->helper_store)
+        bt_interrupt(w->helper_store);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* fence_main is the fence on its own clock. Stalled, it fences at once, then again every
+ * heartbeat interval while the stall lasts (a call made since may wait as long). */
+static void *fence_main(void *p)
+{
+    baton_worker *w = p;
+    int64_t fenced_for = -1, beat_ns = (int64_t)(w->heartbeat_interval * 1e9);
+    pthread_mutex_lock(&w->lock);
+    while (!w->fence_quit) {
+        int64_t now = bt_mono_ns(), alive = atomic_load(w->last_alive_ns), until;
+        if (stalled(w)) {
+            pthread_mutex_unlock(&w->lock);
+            fence(w, fenced_for != alive);
+            pthread_mutex_lock(&w->lock);
+            fenced_for = alive;
+            until = now + beat_ns;
+        } else {
+            until = alive + stall_limit_ns(w);
+        }
+        struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+        if (!w->fence_quit)
+            pthread_cond_timedwait(&w->fence_wake, &w->lock, &ts);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* A worker without its fence could run jobs past the point others prune it: none runs. */
+static int start_fencer(baton_worker *w)
+{
+    w->fencer_started = pthread_create(&w->fencer, NULL, fence_main, w) == 0;
+    return w->fencer_started ? BATON_OK : bt_err_set(BATON_ERROR, "cannot start the worker's fence thread");
+}
+
+static void stop_fencer(baton_worker *w)
+{
+    if (!w->fencer_started)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->fence_quit = 1;
+    pthread_cond_signal(&w->fence_wake);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->fencer, NULL);
+    w->fencer_started = 0;
+}
+
+/* hand_back_unstarted returns to the queue the claims a fence dropped before their jobs
+ * started; the fence thread may add more meanwhile, which stay for the next tick. */
+static int hand_back_unstarted(baton_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    size_t n = w->nunstarted;
+    bt_claim_ref *claims = n ? malloc(n * sizeof *claims) : NULL;
+    if (claims)
+        memcpy(claims, w->unstarted, n * sizeof *claims);
+    pthread_mutex_unlock(&w->lock);
+    if (!claims)
+        return n ? bt_err_set(BATON_ERROR, "out of memory") : BATON_OK;
+    int64_t back = 0;
+    int rc = bt_begin(w->store, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_release_claims(w->store, w->process_id, claims, n, bt_now_ms(), &back);
+    rc = bt_end(w->store, rc);
+    free(claims);
+    if (rc == BATON_OK) {
+        pthread_mutex_lock(&w->lock);
+        memmove(w->unstarted, w->unstarted + n, (w->nunstarted - n) * sizeof *w->unstarted);
+        w->nunstarted -= n;
+        pthread_mutex_unlock(&w->lock);
+    }
+    return rc;
 }
 
 /* liveness_tick heartbeats, renews leases and prunes the dead. A worker that finds itself
@@ -520,6 +644,8 @@ static int fence_if_stalled(baton_worker *w)
 static void liveness_tick(baton_worker *w)
 {
     int alive = 1, pruned = 0;
+    /* Others judge this heartbeat by when it reached the database, at the earliest now. */
+    int64_t started = bt_mono_ns();
     if (bt_liveness_tick(w->store, w->process_id, w->alive_threshold, &alive, &pruned) != BATON_OK) {
         bt_log_limited(w->client, &w->heartbeat_errors, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=%s",
                        BT_LOG_VALUE(baton_error_last()));
@@ -527,17 +653,12 @@ static void liveness_tick(baton_worker *w)
     }
     if (pruned)
         bt_log(w->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
-    if (alive && w->nunstarted) {
-        int64_t back = 0;
-        int rc = bt_begin(w->store, BT_TXN_WRITE);
-        if (rc == BATON_OK)
-            rc = bt_release_claims(w->store, w->process_id, w->unstarted, w->nunstarted, bt_now_ms(), &back);
-        if (bt_end(w->store, rc) != BATON_OK)
-            return;
-        w->nunstarted = 0;
-    }
+    if (alive && hand_back_unstarted(w) != BATON_OK)
+        return;
     if (!alive) {
+        pthread_mutex_lock(&w->lock);
         w->nunstarted = 0; /* the pruner settled those claims */
+        pthread_mutex_unlock(&w->lock);
         int64_t old = w->process_id;
         stop_running(w, 1);
         char *meta = metadata_json(w);
@@ -554,7 +675,7 @@ static void liveness_tick(baton_worker *w)
         if (w->process_id == old)
             return;
     }
-    atomic_store(&w->last_alive_ns, bt_mono_ns());
+    atomic_store(w->last_alive_ns, started);
 }
 
 /* show_title keeps the process title (when the supervisor enabled titles) in step with
@@ -595,11 +716,11 @@ static void reconcile_claims(baton_worker *w)
             add_known(known, &n, w->running[i]);
         add_known(known, &n, w->pending);
         add_known(known, &n, w->done);
+        for (size_t i = 0; i < w->nunstarted; i++)
+            known[n++] = w->unstarted[i];
     }
     int64_t process_id = w->process_id;
     pthread_mutex_unlock(&w->lock);
-    for (size_t i = 0; known && i < w->nunstarted; i++)
-        known[n++] = w->unstarted[i];
     int64_t back = 0;
     int rc = known ? bt_begin(w->store, BT_TXN_WRITE) : bt_err_set(BATON_ERROR, "out of memory");
     if (rc == BATON_OK)
@@ -741,14 +862,20 @@ static void start_helper(baton_worker *w)
 {
     if (!w->store->ops->row_locks || w->threads < 3)
         return;
-    if (bt_client_open_store(w->client, &w->helper_store) != BATON_OK) {
+    bt_store *store;
+    if (bt_client_open_store(w->client, &store) != BATON_OK) {
         bt_log(w->client, BATON_LOG_WARN, "event=worker.helper_unavailable error=%s",
                BT_LOG_VALUE(baton_error_last()));
         return;
     }
+    pthread_mutex_lock(&w->lock); /* the fence thread reads it */
+    w->helper_store = store;
+    pthread_mutex_unlock(&w->lock);
     if (pthread_create(&w->helper, NULL, helper_main, w) != 0) {
-        bt_store_close(w->helper_store);
+        pthread_mutex_lock(&w->lock);
         w->helper_store = NULL;
+        pthread_mutex_unlock(&w->lock);
+        bt_store_close(store);
     }
 }
 
@@ -761,8 +888,11 @@ static void stop_helper(baton_worker *w)
     pthread_cond_signal(&w->helper_wake);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->helper, NULL);
-    bt_store_close(w->helper_store);
+    pthread_mutex_lock(&w->lock);
+    bt_store *store = w->helper_store;
     w->helper_store = NULL;
+    pthread_mutex_unlock(&w->lock);
+    bt_store_close(store);
 }
 
 int baton_worker_run(baton_worker *w)
@@ -776,13 +906,15 @@ int baton_worker_run(baton_worker *w)
     if (rc == BATON_OK) {
         /* Prune before the first claim: after a crash or a forced shutdown, the dead
          * predecessor's slots must be freed, never shared. */
-        atomic_store(&w->last_alive_ns, bt_mono_ns());
+        atomic_store(w->last_alive_ns, bt_mono_ns());
         bt_slot_checker_init(&w->checker, w->client, w->process_id);
         liveness_tick(w);
         bt_log(w->client, BATON_LOG_INFO, "event=worker.started process_id=%lld threads=%d pid=%d",
                (long long)w->process_id, w->threads, (int)getpid());
         bt_process_hook(w->client, BATON_PROCESS_WORKER, BATON_PROCESS_START, w->process_id);
         rc = start_executors(w);
+        if (rc == BATON_OK)
+            rc = start_fencer(w);
         if (rc == BATON_OK) {
             start_helper(w);
             rc = serve(w);
@@ -790,6 +922,7 @@ int baton_worker_run(baton_worker *w)
         }
         if (atomic_load(&w->in_flight) > 0 || atomic_load(&w->state) == STOP_IMMEDIATE)
             abandon_in_flight(w, atomic_load(&w->state) == STOP_IMMEDIATE);
+        stop_fencer(w);
         stop_executors(w);
         bt_slot_checker_close(&w->checker);
         atomic_store(&w->in_flight, 0);

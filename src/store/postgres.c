@@ -35,7 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "baton.h"
@@ -81,6 +83,8 @@ typedef struct pg_store {
     int in_savepoint;       /* the open "transaction" is a savepoint in the application's */
     int lock_timeout_ms;    /* set by set_lock_timeout, kept across reconnects; 0: the default */
     int64_t reconnect_at_ns, reconnect_backoff_ns;
+    pthread_mutex_t sock_lock; /* guards sock, which pg_interrupt reads from other threads */
+    int sock;                  /* conn's socket while connected, else -1 */
     PGconn *listener;
     int listen_fd;          /* epoll over the listener's socket, or -1 */
     int listener_sock;      /* socket currently registered in listen_fd, or -1 */
@@ -166,10 +170,33 @@ static void close_listener(pg_store *s)
     s->listener = NULL;
 }
 
+/* set_sock publishes conn's socket (or -1 around a reconnect and at close), so
+ * pg_interrupt never shuts down a descriptor libpq closed and the process reused. */
+static void set_sock(pg_store *s, int sock)
+{
+    pthread_mutex_lock(&s->sock_lock);
+    s->sock = sock;
+    pthread_mutex_unlock(&s->sock_lock);
+}
+
+/* Shutting the socket down wakes a libpq call waiting on it (a server that went silent:
+ * no FIN, no RST), which then fails as a lost connection. The application's connection
+ * is never touched. */
+static void pg_interrupt(bt_store *base)
+{
+    pg_store *s = (pg_store *)base;
+    pthread_mutex_lock(&s->sock_lock);
+    if (s->sock >= 0 && !s->borrowed)
+        shutdown(s->sock, SHUT_RDWR);
+    pthread_mutex_unlock(&s->sock_lock);
+}
+
 static void pg_close(bt_store *base)
 {
     pg_store *s = (pg_store *)base;
     bt_stmt_cache_clear(&s->cache, free_stmt_name);
+    set_sock(s, -1);
+    pthread_mutex_destroy(&s->sock_lock);
     if (!s->borrowed)
         PQfinish(s->conn);
     close_listener(s);
@@ -249,6 +276,8 @@ static int pg_borrow(bt_store **out, void *native)
     s->base.ops = &bt_postgres_ops;
     s->conn = native;
     s->borrowed = 1;
+    pthread_mutex_init(&s->sock_lock, NULL);
+    s->sock = -1;
     s->listen_fd = -1;
     s->listener_sock = -1;
     s->pending_fd = -1;
@@ -274,6 +303,8 @@ static int pg_open(bt_store **out, const char *target, const char *url)
     if (!s)
         return bt_err_set(BATON_ERROR, "out of memory");
     s->base.ops = &bt_postgres_ops;
+    pthread_mutex_init(&s->sock_lock, NULL);
+    s->sock = -1;
     s->listen_fd = -1;
     s->listener_sock = -1;
     s->pending_fd = -1;
@@ -291,6 +322,7 @@ static int pg_open(bt_store **out, const char *target, const char *url)
         pg_close(&s->base);
         return code;
     }
+    set_sock(s, PQsocket(s->conn));
     *out = &s->base;
     return BATON_OK;
 }
@@ -402,8 +434,10 @@ static int ensure_connected(pg_store *s)
         return set_error(s, BATON_ESTORE, "connection lost, reconnecting", "reconnect");
     bt_stmt_cache_clear(&s->cache, free_stmt_name); /* prepared statements died with it */
     s->pipelined = s->queued = s->ndeferred = 0;      /* and the pipeline state */
+    set_sock(s, -1);
     PQreset(s->conn);
     if (PQstatus(s->conn) == CONNECTION_OK) {
+        set_sock(s, PQsocket(s->conn));
         configure(s->conn);
         apply_lock_timeout(s);
         s->reconnect_backoff_ns = 0;
@@ -768,6 +802,7 @@ const bt_store_ops bt_postgres_ops = {
     .change_fd = pg_change_fd,
     .change_drain = pg_change_drain,
     .set_lock_timeout = pg_set_lock_timeout,
+    .interrupt = pg_interrupt,
     .borrow = pg_borrow,
     /* Identity values only grow: the fencing token relies on it. */
     .ddl_serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",

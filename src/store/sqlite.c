@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ typedef struct sqlite_store {
     bt_stmt_cache cache;
     int64_t busy_started_ns;
     int busy_timeout_ms;
+    atomic_int interrupted; /* set by sqlite_interrupt: stop waiting for the lock */
     int inotify_fd;
     int borrowed;     /* db is the application's: never closed here */
     int in_savepoint; /* the open "transaction" is a savepoint in the application's */
@@ -78,7 +80,7 @@ static int busy_handler(void *arg, int count)
     int64_t now = bt_mono_ns();
     if (count == 0)
         s->busy_started_ns = now;
-    if (now - s->busy_started_ns > (int64_t)s->busy_timeout_ms * 1000000)
+    if (now - s->busy_started_ns > (int64_t)s->busy_timeout_ms * 1000000 || atomic_load(&s->interrupted))
         return 0;
     long step_us = count < 4 ? 50L << count : 1000;
     struct timespec ts = {0, step_us * 1000};
@@ -311,10 +313,22 @@ static int sqlite_exec(bt_store *base, const char *sql, int flags, const bt_val 
 
 static void sqlite_rollback(bt_store *base);
 
+/* A wait for another process's write lock (up to the busy timeout) ends at once, and so
+ * does a statement in progress; the application's handle is never touched. */
+static void sqlite_interrupt(bt_store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    if (s->borrowed)
+        return;
+    atomic_store(&s->interrupted, 1);
+    sqlite3_interrupt(s->db);
+}
+
 static int sqlite_begin(bt_store *base, bt_txn_mode mode)
 {
     static const char begin_write[] = "BEGIN IMMEDIATE", begin_read[] = "BEGIN", savepoint[] = "SAVEPOINT baton";
     sqlite_store *s = (sqlite_store *)base;
+    atomic_store(&s->interrupted, 0);
     s->in_savepoint = s->borrowed && !sqlite3_get_autocommit(s->db);
     int rc = sqlite_exec(base, s->in_savepoint ? savepoint : mode == BT_TXN_WRITE ? begin_write : begin_read,
                          BT_EXEC_CACHED, NULL, 0, NULL, NULL, NULL);
@@ -428,6 +442,7 @@ const bt_store_ops bt_sqlite_ops = {
     .ddl_real = "REAL",
     .ddl_clock = "", /* a function of each connection: add_clock */
     .set_lock_timeout = sqlite_set_lock_timeout,
+    .interrupt = sqlite_interrupt,
     .borrow = sqlite_borrow,
     .sql_table_exists = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
 };

@@ -80,6 +80,11 @@ typedef struct bt_store_ops {
     /* How long a statement of this connection may wait for another's lock before it fails
      * with BATON_EBUSY. */
     void (*set_lock_timeout)(bt_store *store, int ms);
+    /* Makes the call another thread has in progress on this store, if any, fail soon (on
+     * a server the connection is dropped; the next transaction connects again), so the
+     * caller can act on a stall it could not see from inside the call. Callable from any
+     * thread while the store is open. */
+    void (*interrupt)(bt_store *store);
     /* Wraps a connection the application owns (sqlite3 *, PGconn *): transactions become
      * savepoints inside the application's open transaction, or transactions of their own
      * when it has none; close frees the wrapper only. */
@@ -155,6 +160,7 @@ int bt_store_borrow(bt_store **out, const bt_store_ops *ops, void *native, const
 
 static inline int bt_begin(bt_store *s, bt_txn_mode m) { return s->ops->begin(s, m); }
 static inline void bt_set_lock_timeout(bt_store *s, int ms) { s->ops->set_lock_timeout(s, ms); }
+static inline void bt_interrupt(bt_store *s) { s->ops->interrupt(s); }
 static inline int bt_commit(bt_store *s) { return s->ops->commit(s); }
 static inline void bt_rollback(bt_store *s) { s->ops->rollback(s); }
 

@@ -41,6 +41,7 @@
 
 #include "baton.h"
 #include "support.h"
+#include "tcp_proxy.h"
 
 #define CHAOS_SECONDS 60        /* default length of the kill phase; $BATON_CHAOS_SECONDS */
 #define CHAOS_DRAIN_SECONDS 120 /* after the kills, the survivors must finish within this */
@@ -203,16 +204,21 @@ static void enqueue_probes(fixture *f, const char *class_name, int nkeys, int pe
 }
 
 /* spawn_worker starts `baton work` in slot, logging to worker-NNN.log; queues NULL: all. */
-static pid_t spawn_worker(fixture *f, int slot, int threads, const char *queues)
+static pid_t spawn_worker_on(fixture *f, const char *url, int slot, int threads, const char *queues)
 {
     char name[64], nthreads[16];
     snprintf(name, sizeof name, "worker-%03d.log", f->nspawned++);
     snprintf(nthreads, sizeof nthreads, "%d", threads);
     f->logs[slot] = f->nspawned - 1;
-    const char *args[] = {"--db", f->url, "--config", f->config, "work", "--threads", nthreads,
+    const char *args[] = {"--db", url, "--config", f->config, "work", "--threads", nthreads,
                           "--polling-interval", "0.05", "--queues", queues ? queues : "*", NULL};
     f->workers[slot] = baton_spawn(path_join(f->dir, name), args);
     return f->workers[slot];
+}
+
+static pid_t spawn_worker(fixture *f, int slot, int threads, const char *queues)
+{
+    return spawn_worker_on(f, f->url, slot, threads, queues);
 }
 
 /* any_log_contains tells whether any worker's log holds needle. */
@@ -1128,6 +1134,9 @@ static void test_stopped_worker_is_fenced_and_releases_nothing_twice(void **stat
                   pruned_after, jstr(aj, "status"), (long long)jint(aj, "attempts"), jstr(aj, "error"));
     assert_string_equal(jstr(aj, "error"), "process pruned");
     json_decref(aj);
+    /* B runs while W1 is still stopped: A's first run must be over by then. */
+    if (!poll_until(job_finished, &cb, 15000))
+        fail_msg("B did not run while W1 was stopped (logs in %s)", f->dir);
 
     assert_int_equal(kill(w1, SIGCONT), 0);
     int64_t t_cont = mono_ns();
@@ -1195,6 +1204,11 @@ static void test_stopped_worker_is_fenced_and_releases_nothing_twice(void **stat
     int max_holders = ca.max_holders > cb.max_holders ? ca.max_holders : cb.max_holders;
     if (max_holders > 1)
         CHECK(&st, "Probe/k1 had %d holders at once (limit 1)\n", max_holders);
+    /* And as the jobs saw it: B never ran beside A's first run, which the shepherd's dead
+     * man's switch stopped while W1 itself could do nothing. */
+    kill_rec stopped = {w1, t_stop};
+    check_opts o = {.limit = 1, .nkeys = 1, .kills = &stopped, .nkills = 1};
+    st.errors += check_log_and_queue(f, &o).errors;
     (void)w2;
     if (st.errors)
         fail_msg("stopped worker: %d check failures (see above; logs in %s)", st.errors, f->dir);
@@ -1454,6 +1468,63 @@ static void test_clock_ahead_prunes_nobody(void **state)
     f->passed = 1;
 }
 
+/* proxied_url writes to out the URL of f's database reached through 127.0.0.1:port, and
+ * the server's host and port (from "postgres://USER@HOST:PORT/DB") to host and *server. */
+static void proxied_url(const fixture *f, int port, char *out, size_t cap, char *host, size_t host_cap, int *server)
+{
+    const char *at = strchr(f->url, '@'), *colon = at ? strchr(at, ':') : NULL, *slash = colon ? strchr(colon, '/') : NULL;
+    if (!slash)
+        fail_msg("cannot find HOST:PORT in %s", f->url);
+    snprintf(host, host_cap, "%.*s", (int)(colon - at - 1), at + 1);
+    *server = atoi(colon + 1);
+    snprintf(out, cap, "%.*s127.0.0.1:%d%s", (int)(at + 1 - f->url), f->url, port, slash);
+}
+
+/* A worker's path to the server goes silent (a TCP proxy of the test's own, frozen: no
+ * FIN, no RST) while it runs a job of a limit-1 key: its next database call waits on the
+ * path. Another worker prunes it once its threshold has passed and starts the key's next
+ * job. The first job must be stopped before that: the fence runs on a clock of its own,
+ * not between database calls. Thawed, the worker finds it was pruned and goes on. */
+static void test_silent_network_path_fences_the_worker(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "a network path needs a server");
+    char host[64], via[4400];
+    int server;
+    proxied_url(f, 0, via, sizeof via, host, sizeof host, &server);
+    tcp_proxy *proxy = tcp_proxy_start(host, server);
+    assert_non_null(proxy);
+    proxied_url(f, tcp_proxy_port(proxy), via, sizeof via, host, sizeof host, &server);
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, "4000", NULL);
+    open_queue(f, FAST_LIVENESS, classes);
+    enqueue_probes(f, "Probe", 1, 2);
+    pid_t cut_off = spawn_worker_on(f, via, 0, 1, NULL);
+    job_cond first = {f, f->ids[0], 0};
+    if (!poll_until(claimed_and_started, &first, 15000))
+        fail_msg("the first job did not start (logs in %s)", f->dir);
+    spawn_worker(f, 1, 1, NULL);
+    started_probe sp = {f, 1};
+    if (!poll_until(worker_started, &sp, 15000))
+        fail_msg("the second worker did not start (logs in %s)", f->dir);
+    tcp_proxy_freeze(proxy, 1);
+    kill_rec cut = {cut_off, mono_ns()};
+    job_cond second = {f, f->ids[1], 0};
+    if (!poll_until(job_finished, &second, 30000))
+        fail_msg("the key's next job did not run while the path was silent (logs in %s)", f->dir);
+    tcp_proxy_freeze(proxy, 0);
+    int64_t left;
+    if (!wait_drained(f, 60, &left))
+        fail_msg("%lld jobs still in flight 60 s after the path came back (logs in %s)", (long long)left, f->dir);
+    stop_workers(f);
+    tcp_proxy_stop(proxy);
+    check_opts o = {.limit = 1, .nkeys = 1, .kills = &cut, .nkills = 1};
+    check_stats st = check_log_and_queue(f, &o);
+    if (st.errors)
+        fail_msg("silent path: %d check failures (see above; logs in %s)", st.errors, f->dir);
+    f->passed = 1;
+}
+
 int main(void)
 {
     const char *filter = getenv("BATON_STRESS_FILTER");
@@ -1470,6 +1541,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_postgres_restart_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_postgres_outage_longer_than_the_threshold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clock_ahead_prunes_nobody, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_network_path_fences_the_worker, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,136 @@
+/* tcp_proxy.c: see tcp_proxy.h. One thread polls the listening socket and both ends of
+ * every connection; frozen, it polls only the listening socket (new connections are
+ * accepted and then stay silent too). */
+#include "tcp_proxy.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { MAX_PAIRS = 64 };
+
+struct tcp_proxy {
+    int listen_fd, port;
+    struct sockaddr_in target;
+    int pairs[MAX_PAIRS][2]; /* client side, server side; -1 when free */
+    atomic_int frozen, quit;
+    pthread_t thread;
+};
+
+static void close_pair(tcp_proxy *p, int i)
+{
+    for (int k = 0; k < 2; k++) {
+        if (p->pairs[i][k] >= 0)
+            close(p->pairs[i][k]);
+        p->pairs[i][k] = -1;
+    }
+}
+
+static void accept_one(tcp_proxy *p)
+{
+    int client = accept(p->listen_fd, NULL, NULL);
+    if (client < 0)
+        return;
+    int server = socket(AF_INET, SOCK_STREAM, 0);
+    if (server < 0 || connect(server, (struct sockaddr *)&p->target, sizeof p->target) != 0) {
+        close(client);
+        if (server >= 0)
+            close(server);
+        return;
+    }
+    for (int i = 0; i < MAX_PAIRS; i++)
+        if (p->pairs[i][0] < 0) {
+            p->pairs[i][0] = client;
+            p->pairs[i][1] = server;
+            return;
+        }
+    close(client);
+    close(server);
+}
+
+/* forward moves what from has to the other side of pair i; 0 when the pair ended. */
+static int forward(tcp_proxy *p, int i, int from)
+{
+    char buf[16384];
+    ssize_t n = read(p->pairs[i][from], buf, sizeof buf);
+    if (n <= 0)
+        return 0;
+    for (ssize_t off = 0; off < n;) {
+        ssize_t w = write(p->pairs[i][1 - from], buf + off, (size_t)(n - off));
+        if (w <= 0)
+            return 0;
+        off += w;
+    }
+    return 1;
+}
+
+static void *proxy_main(void *arg)
+{
+    tcp_proxy *p = arg;
+    while (!atomic_load(&p->quit)) {
+        struct pollfd fds[1 + 2 * MAX_PAIRS];
+        int where[1 + 2 * MAX_PAIRS][2], n = 0;
+        fds[n++] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};
+        int frozen = atomic_load(&p->frozen);
+        for (int i = 0; i < MAX_PAIRS && !frozen; i++)
+            for (int k = 0; k < 2 && p->pairs[i][0] >= 0; k++) {
+                where[n][0] = i;
+                where[n][1] = k;
+                fds[n++] = (struct pollfd){.fd = p->pairs[i][k], .events = POLLIN};
+            }
+        if (poll(fds, (nfds_t)n, 20) <= 0)
+            continue;
+        if (fds[0].revents & POLLIN)
+            accept_one(p);
+        for (int j = 1; j < n; j++)
+            if (fds[j].revents && p->pairs[where[j][0]][0] >= 0 && !forward(p, where[j][0], where[j][1]))
+                close_pair(p, where[j][0]);
+    }
+    return NULL;
+}
+
+tcp_proxy *tcp_proxy_start(const char *host, int port)
+{
+    tcp_proxy *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    for (int i = 0; i < MAX_PAIRS; i++)
+        p->pairs[i][0] = p->pairs[i][1] = -1;
+    p->target = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in self = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof self;
+    p->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (inet_pton(AF_INET, host, &p->target.sin_addr) != 1 || p->listen_fd < 0 ||
+        bind(p->listen_fd, (struct sockaddr *)&self, sizeof self) != 0 || listen(p->listen_fd, 16) != 0 ||
+        getsockname(p->listen_fd, (struct sockaddr *)&self, &len) != 0 ||
+        pthread_create(&p->thread, NULL, proxy_main, p) != 0) {
+        if (p->listen_fd >= 0)
+            close(p->listen_fd);
+        free(p);
+        return NULL;
+    }
+    p->port = ntohs(self.sin_port);
+    return p;
+}
+
+int tcp_proxy_port(const tcp_proxy *p) { return p->port; }
+
+void tcp_proxy_freeze(tcp_proxy *p, int frozen) { atomic_store(&p->frozen, frozen); }
+
+void tcp_proxy_stop(tcp_proxy *p)
+{
+    if (!p)
+        return;
+    atomic_store(&p->quit, 1);
+    pthread_join(p->thread, NULL);
+    for (int i = 0; i < MAX_PAIRS; i++)
+        close_pair(p, i);
+    close(p->listen_fd);
+    free(p);
+}

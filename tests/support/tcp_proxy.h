@@ -1,0 +1,18 @@
+/* tcp_proxy.h: a TCP proxy of the test's own between Baton and a server, for network
+ * faults: it forwards bytes both ways until frozen, then forwards nothing and closes
+ * nothing (a partition, a dead NAT or proxy: no FIN, no RST), until thawed. */
+#ifndef BT_TEST_TCP_PROXY_H
+#define BT_TEST_TCP_PROXY_H
+
+typedef struct tcp_proxy tcp_proxy;
+
+/* tcp_proxy_start listens on 127.0.0.1 (a free port) and forwards each connection to
+ * host:port, on a thread of its own. NULL when it cannot listen. */
+tcp_proxy *tcp_proxy_start(const char *host, int port);
+int tcp_proxy_port(const tcp_proxy *p);
+/* While frozen, bytes sent either way stay unread in the proxy's sockets. */
+void tcp_proxy_freeze(tcp_proxy *p, int frozen);
+/* Stops the thread and closes every connection. */
+void tcp_proxy_stop(tcp_proxy *p);
+
+#endif
