@@ -275,8 +275,9 @@ int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out);
 int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now);
 
 /* bt_prune_dead fails the claimed jobs of dead processes (BT_SQL_DEAD; threshold_ms for
- * rows without a threshold) as "process pruned" (retry policy applies), releasing their
- * slots once, and deregisters them. Never prunes self_id. *pruned_out counts processes. */
+ * rows without a threshold), and of those of this host whose pid is gone, as "process
+ * pruned" (retry policy applies), releasing their slots once, and deregisters them. Never
+ * prunes self_id. *pruned_out counts processes. */
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out);
 /* bt_prune_process does the same for one process known to be dead (a supervisor reaped
  * it), without waiting for its heartbeat to age. */
@@ -358,25 +359,30 @@ int bt_recurring_sync_static(bt_store *s, const bt_config *cfg, int64_t now, siz
 int bt_recurring_enqueue(bt_store *s, const char *key, int64_t run_at, const bt_new_job *job,
                          int64_t now, int64_t *job_id_out);
 
-/* ---- liveness, judged in SQL by one clock, baton_clock() (schema.c, migration 7) ----
+/* ---- liveness, judged in SQL by one clock, baton_clock() (schema.c, migrations 7, 8) ----
  * A process is stale once the clock is further than its own alive threshold from its
  * latest beat, either way (a beat ahead of the clock was written before the clock began
- * again: the host rebooted). dflt: the threshold in ms of rows that carry none. */
-#define BT_SQL_STALE(p, dflt) "ABS(baton_clock() - " p ".beat) > COALESCE(" p ".alive_threshold, " dflt ")"
-/* A stale process is dead only when a live one (the witness) has heartbeaten without a
- * break for at least the stale one's threshold: the database was reachable all that time,
- * so the silence is the stale process's own. After an outage nobody could heartbeat
- * through, nobody is dead before the processes that came back have beaten for a whole
- * threshold, and by then every live process has beaten again. */
-#define BT_SQL_DEAD(p, dflt)                                                                   \
-    "(" BT_SQL_STALE(p, dflt) " AND EXISTS (SELECT 1 FROM baton_processes w WHERE w.id <> " p ".id" \
-    " AND NOT " BT_SQL_STALE("w", dflt) " AND baton_clock() - w.beats_since >= COALESCE(" p           \
-    ".alive_threshold, " dflt ")))"
+ * again: the host rebooted); a row without a beat is. dflt: the threshold in ms of rows
+ * that carry none. */
+#define BT_SQL_THRESHOLD(p, dflt) "COALESCE(" p ".alive_threshold, " dflt ")"
+#define BT_SQL_STALE(p, dflt) "ABS(baton_clock() - COALESCE(" p ".beat, 0)) > " BT_SQL_THRESHOLD(p, dflt)
+/* A stale process is dead only when another process (the witness) beat without a gap
+ * over half the stale one's threshold for a whole threshold of its silence: the database
+ * was reachable all that time, so the silence is the stale process's own. After an outage
+ * nobody could heartbeat through, nobody is dead before one that came back has beaten for
+ * a whole threshold, and by then every live process has beaten again. */
+#define BT_SQL_DEAD(p, dflt)                                                                                   \
+    "(" BT_SQL_STALE(p, dflt) " AND EXISTS (SELECT 1 FROM baton_processes w WHERE w.id <> " p ".id AND NOT "   \
+    BT_SQL_STALE("w", dflt) " AND COALESCE(w.beat_gap, 0) <= " BT_SQL_THRESHOLD(p, dflt) " / 2"               \
+    " AND w.beat - CASE WHEN w.beats_since > COALESCE(" p ".beat, 0) THEN w.beats_since ELSE COALESCE(" p    \
+    ".beat, 0) END >= " BT_SQL_THRESHOLD(p, dflt) "))"
 
 /* ---- processes (process.c) ---- */
 /* bt_process_set_supervisor makes every later registration of this process name the
  * supervisor process id as its supervisor_id (called in a supervisor's forked child). */
 void bt_process_set_supervisor(int64_t id);
+/* bt_host_id names this host's boot and pid namespace (NULL when unknown). */
+const char *bt_host_id(void);
 /* bt_process_register records a new process whose alive threshold (seconds) is the one
  * every other process judges it by. */
 int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,

@@ -7,7 +7,9 @@
  * delete of its claim row by (process, job, attempt), and a run whose claim is gone (handed
  * back at shutdown, pruned as dead) finds nothing to delete and writes nothing, even when
  * its process has claimed the same job again since. */
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1454,11 +1456,43 @@ int bt_prune_process(bt_store *s, int64_t id, int64_t now)
     return rc;
 }
 
+/* Processes of this host (its boot, its pid namespace) other than self, with their pids;
+ * a gone one is locked (or skipped, when another process prunes it) on its own. */
+static const char sql_processes_here[] = "SELECT id, pid FROM baton_processes WHERE host_id = ?1 AND id <> ?2";
+#define SQL_LOCK_PROCESS(lock) "SELECT id FROM baton_processes WHERE id = ?" lock
+static const char *const sql_lock_process[] = BT_SKIP_LOCKED(SQL_LOCK_PROCESS);
+
+/* add_if_gone adds a process of this host to the dead when its pid no longer exists: no
+ * heartbeat needs to age for that proof (a crash-looping worker's predecessors, say). A
+ * pid reused since only delays it to the witness rule. */
+static int add_if_gone(bt_row *row, void *payload)
+{
+    int64_t pid = bt_col_int(row, 1);
+    if (pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+        return 0;
+    return bt_row_collect_id(row, payload);
+}
+
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out)
 {
     bt_id_list dead = {0};
     bt_val a[] = {BV_INT(threshold_ms), BV_INT(self_id)};
     int rc = bt_exec(s, sql_dead_processes[s->ops->row_locks], a, 2, bt_row_collect_id, &dead, NULL);
+    const char *here = bt_host_id();
+    bt_id_list gone = {0};
+    if (rc == BATON_OK && here) {
+        bt_val h[] = {BV_TEXT(here), BV_INT(self_id)};
+        rc = bt_exec(s, sql_processes_here, h, 2, add_if_gone, &gone, NULL);
+    }
+    for (size_t i = 0; i < gone.len && rc == BATON_OK; i++) {
+        int known = 0;
+        for (size_t k = 0; k < dead.len; k++)
+            known |= dead.ids[k] == gone.ids[i];
+        bt_val id[] = {BV_INT(gone.ids[i])};
+        if (!known)
+            rc = bt_exec(s, sql_lock_process[s->ops->row_locks], id, 1, bt_row_collect_id, &dead, NULL);
+    }
+    free(gone.ids);
     for (size_t i = 0; i < dead.len && rc == BATON_OK; i++)
         rc = bt_prune_process(s, dead.ids[i], now);
     if (pruned_out)

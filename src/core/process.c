@@ -2,6 +2,8 @@
  * baton_processes. Claims point at a process row, so deregistering a process is also the
  * moment its remaining claims go back to the queue. Each registration also records the
  * process's identity in baton_process_identities, which outlives the row (schema.c). */
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +15,19 @@
 
 static const char sql_register[] =
     "INSERT INTO baton_processes (kind, name, pid, hostname, supervisor_id, metadata, last_heartbeat_at, created_at,"
-    " alive_threshold, beat, beats_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, baton_clock(), baton_clock())"
-    " RETURNING id";
+    " alive_threshold, beat, beats_since, beat_gap, host_id)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, baton_clock(), baton_clock(), 0, ?9) RETURNING id";
 static const char sql_record_identity[] =
     "INSERT INTO baton_process_identities (id, kind, name, pid, hostname) VALUES (?, ?, ?, ?, ?)";
 /* last_heartbeat_at is for people (the writer's wall clock); beat is for liveness. A gap
- * of more than half the threshold since the last beat begins a new run of beats. */
+ * of more than half the threshold since the last beat begins a new run of beats; a
+ * shorter one may be the run's largest. */
+#define GAP "ABS(baton_clock() - beat)"
 static const char sql_heartbeat[] =
     "UPDATE baton_processes SET last_heartbeat_at = ?1, alive_threshold = ?3,"
-    " beats_since = CASE WHEN ABS(baton_clock() - beat) > ?3 / 2 THEN baton_clock() ELSE beats_since END,"
+    " beats_since = CASE WHEN " GAP " > ?3 / 2 THEN baton_clock() ELSE beats_since END,"
+    " beat_gap = CASE WHEN " GAP " > ?3 / 2 THEN 0 WHEN " GAP " > COALESCE(beat_gap, 0) THEN " GAP
+    " ELSE beat_gap END,"
     " beat = baton_clock() WHERE id = ?2";
 static const char sql_deregister[] = "DELETE FROM baton_processes WHERE id = ?";
 
@@ -29,7 +35,34 @@ static const char sql_deregister[] = "DELETE FROM baton_processes WHERE id = ?";
  * itself runs in that process: one value per process is the truth, not a shortcut. */
 static int64_t supervisor_id;
 
+static char host_id[128];
+
+static void read_host_id(void)
+{
+    char boot[64] = "", ns[64] = "";
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, boot, sizeof boot - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    while (n > 0 && (boot[n - 1] == '\n' || boot[n - 1] == ' '))
+        boot[--n] = '\0';
+    ssize_t m = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    if (n > 0 && m > 0) {
+        ns[m] = '\0';
+        snprintf(host_id, sizeof host_id, "%s %s", boot, ns);
+    }
+}
+
 void bt_process_set_supervisor(int64_t id) { supervisor_id = id; }
+
+/* The boot of this host and its pid namespace: processes that share it see each other's
+ * pids. NULL when /proc does not tell. */
+const char *bt_host_id(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_host_id);
+    return host_id[0] ? host_id : NULL;
+}
 
 static int64_t threshold_ms(double alive_threshold) { return (int64_t)(alive_threshold * 1000.0); }
 
@@ -42,10 +75,10 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     int64_t now = bt_now_ms();
     bt_val a[] = {BV_TEXT(kind), BV_TEXT(name), BV_INT(getpid()), BV_TEXT(host),
                   supervisor_id ? BV_INT(supervisor_id) : BV_NULL, BV_TEXT(metadata_json), BV_INT(now),
-                  BV_INT(threshold_ms(alive_threshold))};
+                  BV_INT(threshold_ms(alive_threshold)), BV_TEXT(bt_host_id())};
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
-        rc = bt_query_int(s, sql_register, a, 8, id_out, 0);
+        rc = bt_query_int(s, sql_register, a, 9, id_out, 0);
     if (rc == BATON_OK) {
         bt_val identity[] = {BV_INT(*id_out), a[0], a[1], a[2], a[3]};
         rc = bt_exec(s, sql_record_identity, identity, 5, NULL, NULL, NULL);

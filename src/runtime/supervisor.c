@@ -58,6 +58,7 @@ struct bt_supervisor {
     size_t nchildren;
     double shutdown_timeout;
     double period;         /* seconds between the supervisor's own heartbeats and watchdog rounds */
+    int64_t read_ok_ns;    /* when the watchdog last read the children's rows, or 0 */
     int64_t process_id;
     atomic_int stop;       /* 0 running, 1 graceful, 2 immediate */
     bt_waker waker;
@@ -425,6 +426,15 @@ static void watchdog(bt_supervisor *sv)
     heartbeat_rows rows = {0};
     if (read_heartbeats(sv, &rows) == 0) {
         int64_t late_ns = (int64_t)(sv->client->alive_threshold * 5e8), now_ns = bt_mono_ns();
+        /* Time the database could not be read counts for no child: after an outage they
+         * beat again as they reconnect, and a child that cannot is stopped by its own
+         * fence and its jobs by their shepherds (worker.c, command.h), not by this. */
+        int64_t blind = sv->read_ok_ns ? now_ns - sv->read_ok_ns - (int64_t)(sv->period * 1e9) : 0;
+        for (size_t i = 0; i < sv->nchildren && blind > 0; i++) {
+            child *ch = &sv->children[i];
+            ch->beat_seen_ns = ch->beat_seen_ns + blind < now_ns ? ch->beat_seen_ns + blind : now_ns;
+        }
+        sv->read_ok_ns = now_ns;
         child *worst = NULL;
         double worst_age = 0;
         int registered = 0;

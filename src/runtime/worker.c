@@ -251,6 +251,19 @@ static int stalled(const baton_worker *w)
     return bt_mono_ns() - atomic_load(w->last_alive_ns) >= stall_limit_ns(w);
 }
 
+/* keep_unstarted (lock held) notes a claim whose job will not run here, to be handed back.
+ * Out of memory, it stays one of this live worker's claims nobody knows of: reconciled. */
+static void keep_unstarted(baton_worker *w, bt_claim_ref claim)
+{
+    bt_claim_ref *grown = realloc(w->unstarted, (w->nunstarted + 1) * sizeof *grown);
+    if (!grown) {
+        w->reconcile = 1;
+        return;
+    }
+    w->unstarted = grown;
+    w->unstarted[w->nunstarted++] = claim;
+}
+
 /* One round's share of the worker's state, taken and settled under the lock. */
 typedef struct round {
     struct baton_job *done; /* outcomes to record */
@@ -303,8 +316,15 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
         return;
     }
     atomic_fetch_sub(&w->in_flight, r->ndone);
+    int queued = 0;
     for (int i = got - 1; i >= 0; i--) {
         struct baton_job *job = calloc(1, sizeof *job);
+        if (!job) { /* out of memory: the claim goes back at the next heartbeat */
+            keep_unstarted(w, (bt_claim_ref){claimed[i].id, claimed[i].attempt});
+            bt_claimed_job_free(&claimed[i]);
+            continue;
+        }
+        queued++;
         job->claimed = claimed[i];
         job->klass = bt_class_find(w->client, claimed[i].class_name);
         job->checker = &w->checker;
@@ -316,9 +336,9 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
                (long long)job->claimed.id, BT_LOG_VALUE(job->claimed.class_name),
                BT_LOG_VALUE(job->claimed.queue));
     }
-    atomic_fetch_add(&w->in_flight, got);
+    atomic_fetch_add(&w->in_flight, queued);
     /* Wake one executor per job: a broadcast would wake idle threads only to sleep again. */
-    for (int i = 0; i < got; i++)
+    for (int i = 0; i < queued; i++)
         pthread_cond_signal(&w->work_ready);
 }
 
@@ -390,13 +410,8 @@ static void stop_running(baton_worker *w, int kill_now)
     int dropped = 0;
     for (struct baton_job *j = pending; j; j = j->next)
         dropped++;
-    bt_claim_ref *grown = dropped ? realloc(w->unstarted, (w->nunstarted + dropped) * sizeof *grown) : NULL;
-    if (grown)
-        w->unstarted = grown;
-    for (struct baton_job *j = pending; j && grown; j = j->next)
-        w->unstarted[w->nunstarted++] = (bt_claim_ref){j->claimed.id, j->claimed.attempt};
-    /* Out of memory, the claims stay this live worker's unknown ones: reconcile them. */
-    w->reconcile |= dropped && !grown;
+    for (struct baton_job *j = pending; j; j = j->next)
+        keep_unstarted(w, (bt_claim_ref){j->claimed.id, j->claimed.attempt});
     atomic_fetch_sub(&w->in_flight, dropped);
     pthread_mutex_unlock(&w->lock);
     while (pending) {

@@ -240,21 +240,29 @@ static void apply_lock_timeout(pg_store *s)
     PQclear(PQexec(s->conn, sql));
 }
 
-/* Connection defaults, unless the URL sets its own (it comes last, so its values win): a
- * server that stops answering (a partition, a dead NAT or proxy, no FIN or RST) costs a
- * connection attempt 5 s, and a connection about 10 s, idle (keepalives) or waiting for
- * an answer (tcp_user_timeout), instead of the kernel's minutes. */
-static const char *const connect_keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-                                           "keepalives_count", "tcp_user_timeout", "dbname", NULL};
-static const char *const connect_defaults[] = {"5", "1", "5", "2", "3", "10000"};
+/* Connection defaults, unless the URL (which comes last, so its values win) or libpq's
+ * environment sets its own: a server that stops answering (a partition, a dead NAT or
+ * proxy, no FIN or RST) costs a connection attempt 5 s, and a connection about 10 s, idle
+ * (keepalives) or waiting for an answer (tcp_user_timeout), instead of the kernel's
+ * minutes. */
+static const char *const connect_defaults[][3] = {
+    {"connect_timeout", "5", "PGCONNECT_TIMEOUT"}, {"keepalives", "1", NULL}, {"keepalives_idle", "5", NULL},
+    {"keepalives_interval", "2", NULL}, {"keepalives_count", "3", NULL}, {"tcp_user_timeout", "10000", NULL}};
+enum { NDEFAULTS = sizeof connect_defaults / sizeof connect_defaults[0] };
 
 static PGconn *connect_quietly(const char *conninfo)
 {
-    const char *values[sizeof connect_keys / sizeof *connect_keys];
-    memcpy(values, connect_defaults, sizeof connect_defaults);
-    values[6] = conninfo;
-    values[7] = NULL;
-    PGconn *conn = PQconnectdbParams(connect_keys, values, 1);
+    const char *keys[NDEFAULTS + 2], *values[NDEFAULTS + 2];
+    int n = 0;
+    for (int i = 0; i < NDEFAULTS; i++)
+        if (!connect_defaults[i][2] || !getenv(connect_defaults[i][2])) {
+            keys[n] = connect_defaults[i][0];
+            values[n++] = connect_defaults[i][1];
+        }
+    keys[n] = "dbname";
+    values[n++] = conninfo;
+    keys[n] = values[n] = NULL;
+    PGconn *conn = PQconnectdbParams(keys, values, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         configure(conn);
     return conn;

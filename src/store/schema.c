@@ -190,8 +190,17 @@ static const char migration_7[] =
     "ALTER TABLE baton_processes ADD COLUMN alive_threshold BIGINT;"
     "UPDATE baton_processes SET beat = baton_clock(), beats_since = baton_clock();";
 
+/* What a witness must show (core.h, BT_SQL_DEAD): the largest gap between two beats of a
+ * process's current run (beat_gap), so a process that may go long between beats cannot
+ * vouch for one that may not. And where a process runs (host_id: the host's boot and pid
+ * namespace), so a peer there can prove it dead at once: its pid no longer exists. */
+static const char migration_8[] =
+    "ALTER TABLE baton_processes ADD COLUMN beat_gap BIGINT;"
+    "ALTER TABLE baton_processes ADD COLUMN host_id TEXT;"
+    "UPDATE baton_processes SET beat_gap = 0;";
+
 static const char *const migrations[BT_SCHEMA_VERSION] = {migration_1, migration_2, migration_3, migration_4,
-                                                          migration_5, migration_6, migration_7};
+                                                          migration_5, migration_6, migration_7, migration_8};
 
 static const char create_versions[] =
     "CREATE TABLE IF NOT EXISTS baton_schema_migrations ("

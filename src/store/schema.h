@@ -4,7 +4,7 @@
 
 #include "store/store.h"
 
-enum { BT_SCHEMA_VERSION = 7 };
+enum { BT_SCHEMA_VERSION = 8 };
 
 /* bt_schema_current reads the applied version into *version (0 for an empty database). */
 int bt_schema_current(bt_store *store, int *version);

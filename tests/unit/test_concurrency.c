@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "baton.h"
 #include "core/core.h"
@@ -555,6 +557,80 @@ static void test_dead_is_judged_by_its_own_threshold_with_a_witness(void **state
     /* The witness has beaten for a minute since: now the silence is the slow one's own. */
     set_process(s, witness, "beats_since = beats_since - 60000");
     assert_int_equal(repairs_by_doctor(f->client), 1);
+    assert_string_equal(error_of(f->client, a.id), "process pruned");
+    bt_store_close(s);
+}
+
+/* tick_prunes runs one liveness tick of process self (30 s threshold) and returns how many
+ * processes it pruned. */
+static int tick_prunes(bt_store *s, int64_t self)
+{
+    int alive = 0, pruned = -1;
+    assert_int_equal(bt_liveness_tick(s, self, 30, &alive, &pruned), BATON_OK);
+    assert_int_equal(alive, 1);
+    return pruned;
+}
+
+/* witness_case registers p (30 s threshold), w (w_threshold) and q, the pruner, which
+ * has just come back; p_set and w_before age p and w (SQL assignments). One tick of q
+ * prunes expect_before processes; after w_after, another prunes expect_after. */
+static void witness_case(lib_fixture *f, double w_threshold, const char *p_set, const char *w_before,
+                         int expect_before, const char *w_after, int expect_after)
+{
+    bt_store *s = raw_store(f);
+    int64_t p, w, q;
+    assert_int_equal(bt_process_register(s, "worker", NULL, 30, &p), BATON_OK);
+    assert_int_equal(bt_process_register(s, "worker", NULL, w_threshold, &w), BATON_OK);
+    assert_int_equal(bt_process_register(s, "worker", NULL, 30, &q), BATON_OK);
+    set_process(s, p, p_set);
+    set_process(s, w, w_before);
+    assert_int_equal(tick_prunes(s, q), expect_before);
+    set_process(s, w, w_after);
+    assert_int_equal(tick_prunes(s, q), expect_after);
+    bt_store_close(s);
+}
+
+/* The witness must have beaten through the silence it vouches for. After an outage, p
+ * went quiet 30.4 s ago and w 29.6 s ago, after a long run of beats; q is the first back.
+ * w's run says nothing of the 30 s after p's last beat: nobody is pruned. Once w beats
+ * again, with no gap over 15 s, 30 s of p's silence are covered, and p is dead. */
+static void test_a_witness_covers_the_silence_it_vouches_for(void **state)
+{
+    witness_case(*state, 30, "beat = beat - 30400", "beat = beat - 29600, beats_since = beats_since - 600000", 0,
+                 "beat = beat + 29600, beat_gap = 14000", 1);
+}
+
+/* A process whose run of beats had a gap over half of p's threshold (it may, with a
+ * threshold of 120 s) cannot vouch for p: the database may have been away for that long. */
+static void test_a_witness_with_long_gaps_vouches_for_nobody(void **state)
+{
+    witness_case(*state, 120, "beat = beat - 35000", "beats_since = beats_since - 600000, beat_gap = 40000", 0,
+                 "beat_gap = 15000", 1);
+}
+
+/* A process of this host whose pid is gone is dead at once: no heartbeat has to age (a
+ * worker restarted after a crash frees its predecessor's slots as it starts). */
+static void test_a_process_whose_pid_is_gone_is_pruned_at_once(void **state)
+{
+    lib_fixture *f = *state;
+    SKIP_UNLESS(bt_host_id(), "this host does not tell its boot and pid namespace");
+    bt_store *s = raw_store(f);
+    int64_t gone, self;
+    bt_claimed_job claimed[1];
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued a = enqueue(f->client, "Sync", "[]");
+    assert_int_equal(claim_as(s, &gone, 1, claimed), 1);
+    bt_claimed_job_free(&claimed[0]);
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    char sql[64];
+    snprintf(sql, sizeof sql, "pid = %d", (int)child);
+    set_process(s, gone, sql);
+    assert_int_equal(bt_process_register(s, "worker", NULL, 30, &self), BATON_OK);
+    assert_int_equal(tick_prunes(s, self), 1);
     assert_string_equal(error_of(f->client, a.id), "process pruned");
     bt_store_close(s);
 }
@@ -1311,6 +1387,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_blocked_jobs_promoted_by_priority_then_enqueue_order, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dead_holder_is_pruned_once_and_zombie_releases_nothing, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_dead_is_judged_by_its_own_threshold_with_a_witness, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_a_witness_covers_the_silence_it_vouches_for, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_a_witness_with_long_gaps_vouches_for_nobody, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_a_process_whose_pid_is_gone_is_pruned_at_once, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_one_round_of_outcomes_releases_each_slot_once, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_outcomes_over_several_chunks_land_on_their_jobs, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_pruned_inline_waiter_is_discarded, lib_setup, lib_teardown),

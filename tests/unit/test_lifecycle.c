@@ -861,6 +861,8 @@ static void test_older_schema_is_upgraded_in_place(void **state)
                      "ALTER TABLE baton_processes DROP COLUMN beat;"
                      "ALTER TABLE baton_processes DROP COLUMN beats_since;"
                      "ALTER TABLE baton_processes DROP COLUMN alive_threshold;"
+                     "ALTER TABLE baton_processes DROP COLUMN beat_gap;"
+                     "ALTER TABLE baton_processes DROP COLUMN host_id;"
                      "ALTER TABLE baton_recurring_tasks DROP COLUMN timezone;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_by;"
                      "ALTER TABLE baton_jobs DROP COLUMN admitted_at;"
@@ -879,7 +881,7 @@ static void test_older_schema_is_upgraded_in_place(void **state)
     /* The claim made before the upgrade is named by the attempt it was made for. */
     assert_int_equal(test_db_int(db, "SELECT attempt FROM baton_claimed_executions"), 1);
     /* Processes registered before the upgrade beat by the liveness clock from then on. */
-    assert_int_equal(test_db_int(db, "SELECT COUNT(*) FROM baton_processes WHERE beat IS NULL OR beats_since IS NULL"), 0);
+    assert_int_equal(test_db_int(db, "SELECT COUNT(*) FROM baton_processes WHERE beat IS NULL OR beats_since IS NULL OR beat_gap IS NULL"), 0);
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT COUNT(*) FROM baton_process_identities i JOIN baton_processes p ON p.id = i.id"
