@@ -534,8 +534,10 @@ int bt_command_run(const bt_command_spec *spec, bt_command_result *res)
 
     char **envp = NULL;
     int rc = build_env(spec->env_extra, &envp);
-    if (rc)
+    if (rc) {
+        res->not_started = rc != BATON_EINVALID; /* out of memory */
         return rc;
+    }
     char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)spec->command, NULL};
 
     /* O_CLOEXEC: a concurrent fork+exec elsewhere in the worker must not carry our ends
@@ -550,6 +552,7 @@ int bt_command_run(const bt_command_spec *spec, bt_command_result *res)
             close_fd(&alive[i]);
         }
         free(envp);
+        res->not_started = 1;
         return bt_err_set(BATON_ERROR, "command: pipe: %s", strerror(e));
     }
 
@@ -595,6 +598,7 @@ int bt_command_run(const bt_command_spec *spec, bt_command_result *res)
         close_fd(&err[0]);
         close_fd(&alive[0]);
         pthread_sigmask(SIG_SETMASK, &caller_mask, NULL);
+        res->not_started = 1;
         return bt_err_set(BATON_ERROR, "command: fork: %s", strerror(fork_errno));
     }
     /* The shepherd does the same; whichever runs first, the group exists before anyone
@@ -651,6 +655,7 @@ int bt_command_run(const bt_command_spec *spec, bt_command_result *res)
         return bt_err_set(BATON_ERROR, "command: waitpid: %s%s", strerror(wait_errno),
                           wait_errno == ECHILD ? " (is SIGCHLD ignored?)" : "");
     if (!rs.ready) {
+        res->not_started = 1;
         if (rs.start_errno)
             return bt_err_set(BATON_ERROR, "command: fork: %s", strerror(rs.start_errno));
         return bt_err_set(BATON_ERROR, "command: the shepherd process ended before starting the "

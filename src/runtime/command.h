@@ -36,13 +36,16 @@ typedef struct bt_command_result {
     int term_signal;
     int timed_out;        /* 1 when it was stopped because the timeout passed */
     int cancelled;        /* 1 when it was stopped because *cancel became nonzero */
+    int not_started;      /* 1 when bt_command_run failed before the command could start,
+                             for want of descriptors, memory or processes (not the job's fault) */
     size_t stderr_len;    /* bytes in stderr_tail */
     char stderr_tail[BT_STDERR_TAIL + 1]; /* the last 4 KiB of stderr, NUL-terminated */
 } bt_command_result;
 
 /* bt_command_run runs spec->command to completion and fills *res. Returns 0 when the
  * command ran (whatever its outcome), or a negative baton_error_code with bt_err_set()
- * when it could not be started. Thread-safe: any number of threads may run commands. */
+ * when it could not be started (res->not_started says when that was the machine's doing
+ * rather than the spec's). Thread-safe: any number of threads may run commands. */
 int bt_command_run(const bt_command_spec *spec, bt_command_result *res);
 
 /* bt_command_describe writes a one-line summary of a failed result ("exit status 3",

@@ -86,6 +86,7 @@ static void perform_command(struct baton_job *job)
         asprintf(&env[n++], "BATON_CONCURRENCY_KEY=%s", c->concurrency_key ? c->concurrency_key : "") < 0 ||
         asprintf(&env[n++], "BATON_FENCING_TOKEN=%lld", (long long)c->fencing_token) < 0) {
         set_error_text(job, "out of memory");
+        job->not_started = 1;
         for (int i = 0; i < n - 1; i++)
             free(env[i]);
         return;
@@ -105,6 +106,7 @@ static void perform_command(struct baton_job *job)
     bt_command_result *res = calloc(1, sizeof *res);
     if (!res || bt_command_run(&spec, res) != BATON_OK) {
         set_error_text(job, res ? baton_error_last() : "out of memory");
+        job->not_started = !res || res->not_started;
     } else if (res->exited && res->exit_status == 0 && !res->timed_out && !res->cancelled) {
         job->succeeded = 1;
     } else {

@@ -27,6 +27,7 @@ struct baton_job {
     bt_claimed_job claimed;
     const bt_class *klass;     /* NULL when this client does not know the class */
     int succeeded;
+    int not_started;           /* this worker could not start its command: hand it back */
     char *error;               /* failure message, malloc'ed */
     atomic_int cancelled;
     atomic_int pgid;           /* process group of a running command job, else 0 */

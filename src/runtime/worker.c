@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,6 +76,7 @@ struct baton_worker {
     int reserved;                     /* jobs the rounds in progress may claim */
     int recording;                    /* outcomes the rounds in progress record */
     int reconcile;                    /* a round's commit went unanswered: claims unknown */
+    _Atomic int64_t claim_after_ns;   /* no claims before: a job it could not start went back */
 
     bt_store *helper_store;           /* NULL when no helper runs */
     pthread_t helper;
@@ -285,7 +287,8 @@ static void take_round(baton_worker *w, int may_claim, round *r)
     w->recording += r->ndone;
     /* Threads whose jobs are being recorded are idle already. */
     int idle = w->threads - (atomic_load(&w->in_flight) - w->recording) - w->reserved;
-    r->want = may_claim && !w->reconcile && idle > 0 ? idle : 0;
+    may_claim = may_claim && !w->reconcile && bt_mono_ns() >= atomic_load(&w->claim_after_ns);
+    r->want = may_claim && idle > 0 ? idle : 0;
     r->claims_unknown = 0;
     w->reserved += r->want;
     r->process_id = w->process_id;
@@ -345,15 +348,53 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
 /* round_trip runs one transaction on store: record the round's outcomes, claim up to its
  * want. Returns how many were claimed, with the outcomes logged and freed, or a negative
  * code (the outcomes are then kept). */
+/* hand_back_not_started returns to the queue, in a transaction of their own, the jobs of
+ * the round whose commands this worker could not start (out of descriptors, memory or
+ * processes: its failure, not the job's), and takes them out of the round. */
+static int hand_back_not_started(baton_worker *w, bt_store *store, round *r)
+{
+    bt_claim_ref refs[64];
+    size_t n = 0;
+    for (struct baton_job *j = r->done; j && n < sizeof refs / sizeof *refs; j = j->next)
+        if (j->not_started)
+            refs[n++] = (bt_claim_ref){j->claimed.id, j->claimed.attempt};
+    if (!n)
+        return BATON_OK;
+    int64_t back = 0;
+    int rc = bt_begin(store, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_release_claims(store, r->process_id, refs, n, bt_now_ms(), &back);
+    if ((rc = bt_end(store, rc)) != BATON_OK)
+        return rc;
+    for (struct baton_job **at = &r->done; *at;) {
+        struct baton_job *j = *at;
+        if (!j->not_started || n == 0) {
+            at = &j->next;
+            continue;
+        }
+        n--;
+        *at = j->next;
+        r->ndone--;
+        bt_log(w->client, BATON_LOG_ERROR, "event=job.not_started job_id=%lld class=%s error=%s handed_back=1",
+               (long long)j->claimed.id, BT_LOG_VALUE(j->claimed.class_name), BT_LOG_VALUE(j->error));
+        bt_job_free(j);
+        atomic_store(&w->claim_after_ns, bt_mono_ns() + (int64_t)(w->polling_interval * 1e9));
+    }
+    return BATON_OK;
+}
+
 static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job *claimed)
 {
+    int rc = hand_back_not_started(w, store, r);
+    if (rc != BATON_OK)
+        return rc;
     int64_t now = bt_now_ms();
     bt_claims claims = {.jobs = claimed, .max = r->want, .after_end = 1};
     size_t n = (size_t)r->ndone;
     bt_outcome *outcomes = malloc((n ? n : 1) * sizeof *outcomes);
     int *owned = malloc((n ? n : 1) * sizeof *owned);
     int64_t *retry_at = malloc((n ? n : 1) * sizeof *retry_at);
-    int rc = outcomes && owned && retry_at ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
+    rc = outcomes && owned && retry_at ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
     n = 0;
     for (struct baton_job *j = r->done; j && rc == BATON_OK; j = j->next) {
         const bt_claimed_job *c = &j->claimed;
@@ -510,6 +551,29 @@ static char *metadata_json(baton_worker *w)
     char *text = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     return text;
+}
+
+/* check_descriptors makes sure every thread can start a command: each running one holds
+ * three pipe ends in the worker (six while it starts), besides the connections, listener
+ * and eventfds. Out of descriptors, commands would fail to start one after another, so a
+ * worker raises its soft limit as far as needed, or refuses to run. */
+static int check_descriptors(baton_worker *w)
+{
+    rlim_t need = (rlim_t)w->threads * 8 + 64;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return BATON_OK;
+    struct rlimit raised = {need, rl.rlim_max};
+    if ((rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) && setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+        bt_log(w->client, BATON_LOG_INFO, "event=worker.descriptor_limit_raised from=%llu to=%llu",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+        return BATON_OK;
+    }
+    return bt_err_set(BATON_EINVALID,
+                      "worker: %d threads need about %llu open files, but the limit is %llu (hard limit %llu):"
+                      " raise it (ulimit -n) or use fewer threads",
+                      w->threads, (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+                      (unsigned long long)rl.rlim_max);
 }
 
 static int start_executors(baton_worker *w)
@@ -913,7 +977,9 @@ static void stop_helper(baton_worker *w)
 int baton_worker_run(baton_worker *w)
 {
     show_title(w);
-    int rc = bt_client_open_store(w->client, &w->store);
+    int rc = check_descriptors(w);
+    if (rc == BATON_OK)
+        rc = bt_client_open_store(w->client, &w->store);
     char *meta = rc == BATON_OK ? metadata_json(w) : NULL;
     if (rc == BATON_OK)
         rc = bt_process_register(w->store, "worker", meta, w->alive_threshold, &w->process_id);

@@ -5,7 +5,9 @@
  * command jobs (success, failure with stderr, timeout, 1 MiB of stdin, environment);
  * retries; inline perform; the order in which one worker thread takes jobs from
  * queues, wildcards, paused queues and priorities; and JSON log lines. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1155,6 +1158,125 @@ static json_t *json_log_line(const char *line, size_t len)
     return obj;
 }
 
+/* spawn_with_nofile starts `baton ARGS` (NULL-terminated) with RLIMIT_NOFILE set to
+ * soft/hard in its own process, output to log. */
+static pid_t spawn_with_nofile(rlim_t soft, rlim_t hard, const char *log, const char *const *args)
+{
+    const char *argv[MAX_ARGS] = {getenv("BATON_BIN")};
+    size_t n = 1;
+    while (args[n - 1] && n < MAX_ARGS - 1) {
+        argv[n] = args[n - 1];
+        n++;
+    }
+    argv[n] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {soft, hard};
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* A worker with 50 threads and a soft limit of 40 open files would fail job after job
+ * with "Too many open files": it raises the soft limit it needs, and runs them all. With
+ * a hard limit of 40 it cannot: it refuses to start, saying why, and fails no job. */
+static void test_descriptor_limit(void **state)
+{
+    fx *f = *state;
+    init_with(f, "jobs:\n  Ok:\n    command: 'cat > /dev/null'\n");
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    SKIP_UNLESS(rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= 1024, "the hard limit of open files is below 1024");
+    enum { JOBS = 100 };
+    baton_client *c;
+    assert_int_equal(baton_open(&c, f->db), BATON_OK);
+    assert_int_equal(baton_load_config(c, f->cfg), BATON_OK);
+    baton_job_spec specs[JOBS];
+    int64_t ids[JOBS];
+    for (int i = 0; i < JOBS; i++)
+        specs[i] = (baton_job_spec){"Ok", "[]", NULL};
+    assert_int_equal(baton_enqueue_many(c, ids, specs, JOBS), BATON_OK);
+    baton_close(c);
+
+    const char *args[] = {"--db", f->db, "--config", f->cfg, "work", "--threads", "50", NULL};
+    char log[PATH_LEN];
+    snprintf(log, sizeof log, "%s", in_dir(f, "hard.log"));
+    pid_t refused = spawn_with_nofile(40, 40, log, args);
+    int status = wait_exit(refused, 30000);
+    char *text = read_file(log);
+    if (status == 0 || !text || !strstr(text, "open files"))
+        fail_msg("with a hard limit of 40 open files: exit %d, output: %s", status, text ? text : "(none)");
+    free(text);
+    EXPECT_JOB(f, ids[0], "ready", 0);
+
+    snprintf(log, sizeof log, "%s", in_dir(f, "soft.log"));
+    pid_t w = spawn_with_nofile(40, rl.rlim_max, log, args);
+    for (int i = 0; i < JOBS; i++)
+        WAIT_DONE(f, ids[i]);
+    kill(w, SIGTERM);
+    assert_int_equal(wait_exit(w, 30000), 0);
+    for (int i = 0; i < JOBS; i++)
+        EXPECT_JOB(f, ids[i], "finished", 1);
+}
+
+/* open_fds counts the descriptors process pid has open. */
+static int open_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* log_tells_a_start_failed: the worker's log (path) shows a command it could not start,
+ * handed back or (wrongly) failed. */
+static int log_tells_a_start_failed(void *path)
+{
+    char *text = read_file(path);
+    int found = text && (strstr(text, "event=job.not_started") || strstr(text, "event=job.failed"));
+    free(text);
+    return found;
+}
+
+/* A running worker runs out of descriptors (its limit lowered under it, as when other
+ * work of the process takes them): its commands cannot start. That is the worker's
+ * failure, not the jobs': each goes back to the queue, and runs once the descriptors are
+ * back, none failed. */
+static void test_job_the_worker_could_not_start_goes_back(void **state)
+{
+    fx *f = *state;
+    init_with(f, "jobs:\n  Ok:\n    command: 'cat > /dev/null'\n");
+    pid_t w = START_WORKER(f, "--threads", "2");
+    struct rlimit old, tight;
+    assert_int_equal(prlimit(w, RLIMIT_NOFILE, NULL, &old), 0);
+    int64_t warm = ENQUEUE(f, "Ok");
+    WAIT_DONE(f, warm); /* every connection of the worker is open by now */
+    tight.rlim_cur = (rlim_t)open_fds(w) + 1;
+    tight.rlim_max = old.rlim_max;
+    assert_int_equal(prlimit(w, RLIMIT_NOFILE, &tight, NULL), 0);
+    int64_t ids[4];
+    for (int i = 0; i < 4; i++)
+        ids[i] = ENQUEUE(f, "Ok");
+    if (!poll_until(log_tells_a_start_failed, f->worker_logs[0], 20000))
+        fail_msg("the worker never failed to start a command (log %s)", f->worker_logs[0]);
+    assert_int_equal(prlimit(w, RLIMIT_NOFILE, &old, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        WAIT_DONE(f, ids[i]);
+    STOP_WORKER(f, w);
+    for (int i = 0; i < 4; i++)
+        EXPECT_JOB(f, ids[i], "finished", -1);
+}
+
 /* `baton work --log-format json` writes one JSON object per line; ids are numbers and a
  * command's stderr with quotes, a backslash, a tab and a newline survives as one string. */
 static void test_json_log(void **state)
@@ -1220,6 +1342,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_perform, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_descriptor_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_the_worker_could_not_start_goes_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
