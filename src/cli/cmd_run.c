@@ -1,6 +1,6 @@
 /* cmd_run.c: the long-running commands (work, dispatch, schedule, start) and their signals:
- * TERM/INT stop gracefully, a second TERM/INT or a QUIT stops at once. `baton perform`
- * takes the same signals to stop its inline job. */
+ * TERM/INT stop gracefully, a second TERM/INT or a QUIT stops at once, HUP is ignored.
+ * `baton perform` takes the same signals to stop its inline job. */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,6 +43,11 @@ static void install_handlers(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
+    /* A hangup (the terminal closed, `systemctl reload`) must not kill a process midway,
+     * leaving its row and claims to age out: baton.yml is read at start only, so HUP is
+     * ignored (commands start with every signal at its default). */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 void cli_stop_perform_on_signals(baton_client *client)

@@ -163,14 +163,18 @@ static void kill_orphans(bt_supervisor *sv)
 
 /* ---- children ---- */
 
-static volatile sig_atomic_t child_stop_requests;
 static baton_worker *child_worker;
 static baton_dispatcher *child_dispatcher;
 static baton_scheduler *child_scheduler;
 
+/* A child stops at once on QUIT only, which is how the supervisor forwards "at once". TERM
+ * and INT, however many, stay graceful: Ctrl-C in a terminal and systemd's control-group
+ * stop signal every process of the group besides what the supervisor forwards, and that
+ * second copy is not the operator asking twice (a second request reaches the supervisor,
+ * which then sends QUIT). */
 static void on_child_signal(int sig)
 {
-    int immediate = sig == SIGQUIT || child_stop_requests++ > 0;
+    int immediate = sig == SIGQUIT;
     if (child_worker)
         baton_worker_stop(child_worker, immediate);
     if (child_dispatcher)

@@ -71,12 +71,17 @@ static void open_queue(fixture *f, const char *yaml)
     f->sql = test_db_open(f->url);
 }
 
-static pid_t start_supervisor(fixture *f, const char *shutdown_timeout)
+static pid_t start_supervisor_as(fixture *f, const char *shutdown_timeout, int own_group)
 {
     const char *args[] = {"--db", f->url, "--config", f->config, "start", "--pidfile", f->pidfile,
                           "--shutdown-timeout", shutdown_timeout, NULL};
-    f->supervisor = baton_spawn(f->out, args);
+    f->supervisor = own_group ? baton_spawn_group(f->out, args) : baton_spawn(f->out, args);
     return f->supervisor;
+}
+
+static pid_t start_supervisor(fixture *f, const char *shutdown_timeout)
+{
+    return start_supervisor_as(f, shutdown_timeout, 0);
 }
 
 static int stop_supervisor(fixture *f, int sig)
@@ -417,6 +422,57 @@ static void test_watchdog_kills_stopped_worker_and_its_jobs(void **state)
     assert_no_overlap(f);
 }
 
+/* Ctrl-C in a terminal, or systemd's KillMode=control-group, signals every process of the
+ * group at once: each child gets the signal besides the one the supervisor forwards. A
+ * graceful stop must stay graceful: the running job ends on its own and is recorded. */
+static void test_signal_to_the_whole_group_stops_gracefully(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, "", "", 1500);
+    open_queue(f, yaml);
+    int64_t id = enqueue_probe(f, 1);
+    start_supervisor_as(f, "10", 1);
+    probe_wait pw = {f, id, 1};
+    assert_true(poll_until(probe_started, &pw, 20000));
+    assert_int_equal(kill(-f->supervisor, SIGINT), 0);
+    int status = wait_exit(f->supervisor, 30000);
+    f->supervisor = 0;
+    assert_int_equal(status, 0);
+    assert_string_equal(job_status(f->client, id), "finished");
+    assert_int_equal(sql_int(f, "SELECT attempts FROM baton_jobs WHERE id = %lld", (long long)id), 1);
+}
+
+typedef struct beat_after {
+    fixture *f;
+    int64_t beat;
+} beat_after;
+
+static int supervisor_beat_since(void *p)
+{
+    beat_after *b = p;
+    return sql_int(b->f, "SELECT beat FROM baton_processes WHERE kind = 'supervisor'") > b->beat;
+}
+
+/* A hangup (the terminal closed, systemctl reload) neither kills the supervisor nor its
+ * children: it goes on heartbeating, and stops cleanly when asked. */
+static void test_hangup_is_ignored(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, FAST_LIVENESS, "", 1500);
+    open_queue(f, yaml);
+    start_supervisor(f, "5");
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'worker'", 1, 20000);
+    assert_int_equal(kill(f->supervisor, SIGHUP), 0);
+    beat_after b = {f, sql_int(f, "SELECT beat FROM baton_processes WHERE kind = 'supervisor'")};
+    assert_true(poll_until(supervisor_beat_since, &b, 10000));
+    assert_int_equal(kill(f->supervisor, 0), 0);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'worker'"), 1);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
+}
+
 /* A graceful stop with a job longer than the shutdown timeout: the job is stopped and
  * returned to ready, and runs again after a restart. */
 static void test_graceful_stop_returns_long_job_to_ready(void **state)
@@ -530,6 +586,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pidfile_refuses_second_supervisor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced_and_its_job_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_kills_stopped_worker_and_its_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signal_to_the_whole_group_stops_gracefully, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hangup_is_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_stop_returns_long_job_to_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_term_stops_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_shutdown_and_restart_keep_limits, setup, teardown),

@@ -243,11 +243,13 @@ void run_result_free(run_result *r)
     r->out = r->err = NULL;
 }
 
-pid_t baton_spawn(const char *log_path, const char *const *args)
+static pid_t spawn(const char *log_path, const char *const *args, int own_group)
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        if (own_group)
+            setpgid(0, 0);
         int fd = open(log_path ? log_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
         int null = open("/dev/null", O_RDONLY);
         dup2(null, 0);
@@ -257,6 +259,10 @@ pid_t baton_spawn(const char *log_path, const char *const *args)
     }
     return pid;
 }
+
+pid_t baton_spawn(const char *log_path, const char *const *args) { return spawn(log_path, args, 0); }
+
+pid_t baton_spawn_group(const char *log_path, const char *const *args) { return spawn(log_path, args, 1); }
 
 int wait_exit(pid_t pid, int timeout_ms)
 {

@@ -38,6 +38,8 @@ void run_result_free(run_result *r);
 /* Starts the baton binary in the background with stdout/stderr sent to log_path (may be
  * NULL for /dev/null). Returns its pid. */
 pid_t baton_spawn(const char *log_path, const char *const *args);
+/* The same, leading a process group of its own (whose id is the pid), as a shell's job. */
+pid_t baton_spawn_group(const char *log_path, const char *const *args);
 /* Waits for pid to exit within timeout_ms; returns its exit code or 128+signal, or -1 on
  * timeout (the process is then killed). */
 int wait_exit(pid_t pid, int timeout_ms);
