@@ -891,9 +891,10 @@ static int serve(baton_worker *w)
             double left = (double)(drain_deadline - bt_mono_ns()) / 1e9;
             timeout = left < timeout ? left : timeout;
         }
-        /* Only an idle worker cares whether new jobs arrived. */
-        int idle = state == RUNNING && atomic_load(&w->in_flight) < w->threads;
-        bt_wait_ready(&w->waker, idle ? change_fd : -1, timeout);
+        /* Only a worker that would claim cares whether new jobs arrived: one that may not
+         * (stalled, stopping, reconciling, pausing after a command it could not start)
+         * would find the notification undrained and spin. */
+        bt_wait_ready(&w->waker, r.want > 0 ? change_fd : -1, timeout);
     }
     free(claimed);
     return rc;
