@@ -30,19 +30,44 @@ void cli_table(const char *const *headers, size_t ncols, char ***rows, size_t nr
         }
 }
 
+/* printable copies text for a terminal (NULL when out of memory): newlines and tabs become
+ * spaces, other control characters (C0, DEL, and C1 such as CSI in UTF-8) read "\xNN", so
+ * a stored name or a command's stderr can neither move the cursor nor rewrite the screen. */
+static char *printable(const char *text)
+{
+    size_t len = strlen(text);
+    char *out = malloc(4 * len + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '\n' || *p == '\t') {
+            *o++ = ' ';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += sprintf(o, "\\x%02x", *p);
+        } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            o += sprintf(o, "\\x%02x", *++p);
+        } else {
+            *o++ = (char)*p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 /* cell renders a JSON value for a table: strings bare, null as "-", long text cut. */
 static char *cell(json_t *v, size_t max)
 {
-    char *text;
+    char *raw;
     if (!v || json_is_null(v))
-        text = strdup("-");
+        raw = strdup("-");
     else if (json_is_string(v))
-        text = strdup(json_string_value(v));
+        raw = strdup(json_string_value(v));
     else
-        text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    for (char *p = text; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
+        raw = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = raw ? printable(raw) : NULL;
+    free(raw);
+    if (!text)
+        return strdup("?");
     if (max && strlen(text) > max)
         strcpy(text + max - 3, "...");
     return text;

@@ -1224,6 +1224,29 @@ static void test_descriptor_limit(void **state)
         EXPECT_JOB(f, ids[i], "finished", 1);
 }
 
+/* A command's stderr (the job's error) or a name stored by an SQL enqueuer may hold
+ * control characters: tables show them as \xNN, never raw, so a report cannot clear the
+ * screen or rewrite what the operator reads. */
+static void test_tables_escape_control_characters(void **state)
+{
+    fx *f = *state;
+    init_with(f, "jobs:\n  Esc:\n    command: \"printf '\\\\033[2J\\\\rgone' >&2; exit 1\"\n");
+    int64_t id = ENQUEUE(f, "Esc");
+    pid_t w = START_WORKER(f, "--threads", "1");
+    WAIT_DONE(f, id);
+    STOP_WORKER(f, w);
+    char *out = OK(f, "jobs");
+    if (strchr(out, '\033') || strchr(out, '\r') || !strstr(out, "\\x1b[2J\\x0dgone"))
+        fail_msg("baton jobs shows the error raw or mangled: %s", out);
+    free(out);
+    char id_text[24];
+    snprintf(id_text, sizeof id_text, "%lld", (long long)id);
+    out = OK(f, "job", id_text);
+    if (strchr(out, '\033') || strchr(out, '\r'))
+        fail_msg("baton job shows the error raw: %s", out);
+    free(out);
+}
+
 /* open_fds counts the descriptors process pid has open. */
 static int open_fds(pid_t pid)
 {
@@ -1342,6 +1365,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_perform, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tables_escape_control_characters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_descriptor_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_the_worker_could_not_start_goes_back, setup, teardown),
     };
