@@ -8,27 +8,32 @@
 
 #include "cli/cli.h"
 
-/* What the signal handler stops; set before handlers are installed. */
-static baton_worker *running_worker;
-static baton_dispatcher *running_dispatcher;
-static baton_client *running_supervisor;
-static baton_scheduler *running_scheduler;
-static baton_client *running_perform;
+/* What the signal handler stops; set before handlers are installed, cleared before it is
+ * freed (lock-free atomics: the handler may read them while the main thread writes). */
+static _Atomic(baton_worker *) running_worker;
+static _Atomic(baton_dispatcher *) running_dispatcher;
+static _Atomic(baton_client *) running_supervisor;
+static _Atomic(baton_scheduler *) running_scheduler;
+static _Atomic(baton_client *) running_perform;
 static atomic_int stop_requests;
 
 static void on_signal(int sig)
 {
     int immediate = sig == SIGQUIT || atomic_fetch_add(&stop_requests, 1) > 0;
-    if (running_worker)
-        baton_worker_stop(running_worker, immediate);
-    if (running_dispatcher)
-        baton_dispatcher_stop(running_dispatcher);
-    if (running_supervisor)
-        baton_supervisor_stop(running_supervisor, immediate);
-    if (running_scheduler)
-        baton_scheduler_stop(running_scheduler);
-    if (running_perform)
-        baton_perform_stop(running_perform);
+    baton_worker *w = atomic_load(&running_worker);
+    baton_dispatcher *d = atomic_load(&running_dispatcher);
+    baton_client *sv = atomic_load(&running_supervisor), *p = atomic_load(&running_perform);
+    baton_scheduler *s = atomic_load(&running_scheduler);
+    if (w)
+        baton_worker_stop(w, immediate);
+    if (d)
+        baton_dispatcher_stop(d);
+    if (sv)
+        baton_supervisor_stop(sv, immediate);
+    if (s)
+        baton_scheduler_stop(s);
+    if (p)
+        baton_perform_stop(p);
 }
 
 /* More threads than this would only wait on the database and each other. */
@@ -75,13 +80,15 @@ int cmd_work(cli *c)
     o.threads = (int)threads;
     if (cli_value(c, "queues"))
         o.queues = cli_value(c, "queues");
-    int rc = baton_worker_new(&running_worker, c->client, &o);
+    baton_worker *w;
+    int rc = baton_worker_new(&w, c->client, &o);
     if (rc != BATON_OK)
         return cli_fail_last(rc);
+    running_worker = w;
     install_handlers();
-    rc = baton_worker_run(running_worker);
-    baton_worker_free(running_worker);
-    running_worker = NULL;
+    rc = baton_worker_run(w);
+    running_worker = NULL; /* before the free: a late signal must find nothing to stop */
+    baton_worker_free(w);
     return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
 }
 
@@ -94,13 +101,15 @@ int cmd_dispatch(cli *c)
     if (cli_double(c, "polling-interval", 0.001, &o.polling_interval) || cli_int(c, "batch-size", 1, INT_MAX, &batch))
         return EXIT_USAGE;
     o.batch_size = (int)batch;
-    int rc = baton_dispatcher_new(&running_dispatcher, c->client, &o);
+    baton_dispatcher *d;
+    int rc = baton_dispatcher_new(&d, c->client, &o);
     if (rc != BATON_OK)
         return cli_fail_last(rc);
+    running_dispatcher = d;
     install_handlers();
-    rc = baton_dispatcher_run(running_dispatcher);
-    baton_dispatcher_free(running_dispatcher);
-    running_dispatcher = NULL;
+    rc = baton_dispatcher_run(d);
+    running_dispatcher = NULL; /* before the free: a late signal must find nothing to stop */
+    baton_dispatcher_free(d);
     return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
 }
 
@@ -111,13 +120,15 @@ int cmd_schedule(cli *c)
     baton_scheduler_options o = BATON_SCHEDULER_OPTIONS_INIT; /* 0: baton.yml's, else 5 s */
     if (cli_double(c, "polling-interval", 0.001, &o.polling_interval))
         return EXIT_USAGE;
-    int rc = baton_scheduler_new(&running_scheduler, c->client, &o);
+    baton_scheduler *s;
+    int rc = baton_scheduler_new(&s, c->client, &o);
     if (rc != BATON_OK)
         return cli_fail_last(rc);
+    running_scheduler = s;
     install_handlers();
-    rc = baton_scheduler_run(running_scheduler);
-    baton_scheduler_free(running_scheduler);
-    running_scheduler = NULL;
+    rc = baton_scheduler_run(s);
+    running_scheduler = NULL; /* before the free: a late signal must find nothing to stop */
+    baton_scheduler_free(s);
     return rc == BATON_OK ? EXIT_OK : cli_fail_last(rc);
 }
 

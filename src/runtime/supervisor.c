@@ -163,9 +163,9 @@ static void kill_orphans(bt_supervisor *sv)
 
 /* ---- children ---- */
 
-static baton_worker *child_worker;
-static baton_dispatcher *child_dispatcher;
-static baton_scheduler *child_scheduler;
+static _Atomic(baton_worker *) child_worker;
+static _Atomic(baton_dispatcher *) child_dispatcher;
+static _Atomic(baton_scheduler *) child_scheduler;
 
 /* A child stops at once on QUIT only, which is how the supervisor forwards "at once". TERM
  * and INT, however many, stay graceful: Ctrl-C in a terminal and systemd's control-group
@@ -175,12 +175,15 @@ static baton_scheduler *child_scheduler;
 static void on_child_signal(int sig)
 {
     int immediate = sig == SIGQUIT;
-    if (child_worker)
-        baton_worker_stop(child_worker, immediate);
-    if (child_dispatcher)
-        baton_dispatcher_stop(child_dispatcher);
-    if (child_scheduler)
-        baton_scheduler_stop(child_scheduler);
+    baton_worker *w = atomic_load(&child_worker);
+    baton_dispatcher *d = atomic_load(&child_dispatcher);
+    baton_scheduler *s = atomic_load(&child_scheduler);
+    if (w)
+        baton_worker_stop(w, immediate);
+    if (d)
+        baton_dispatcher_stop(d);
+    if (s)
+        baton_scheduler_stop(s);
 }
 
 static int run_worker_child(bt_supervisor *sv, const child *ch)
@@ -196,12 +199,14 @@ static int run_worker_child(bt_supervisor *sv, const child *ch)
         o.threads = wc->threads;
         o.polling_interval = wc->polling_interval;
     }
-    int rc = baton_worker_new(&child_worker, sv->client, &o);
+    baton_worker *w = NULL;
+    int rc = baton_worker_new(&w, sv->client, &o);
     free(queues);
+    child_worker = w;
     if (rc == BATON_OK)
-        rc = baton_worker_run(child_worker);
-    baton_worker_free(child_worker);
-    child_worker = NULL;
+        rc = baton_worker_run(w);
+    child_worker = NULL; /* before the free: a late signal must find nothing to stop */
+    baton_worker_free(w);
     return rc;
 }
 
@@ -216,11 +221,13 @@ static int run_dispatcher_child(bt_supervisor *sv, const child *ch)
         o.concurrency_maintenance_interval = dc->concurrency_maintenance_interval;
     }
     bt_title_set("baton-dispatcher: polling_interval=%g batch_size=%d", o.polling_interval, o.batch_size);
-    int rc = baton_dispatcher_new(&child_dispatcher, sv->client, &o);
+    baton_dispatcher *x = NULL;
+    int rc = baton_dispatcher_new(&x, sv->client, &o);
+    child_dispatcher = x;
     if (rc == BATON_OK)
-        rc = baton_dispatcher_run(child_dispatcher);
-    baton_dispatcher_free(child_dispatcher);
-    child_dispatcher = NULL;
+        rc = baton_dispatcher_run(x);
+    child_dispatcher = NULL; /* before the free: a late signal must find nothing to stop */
+    baton_dispatcher_free(x);
     return rc;
 }
 
@@ -228,11 +235,13 @@ static int run_scheduler_child(bt_supervisor *sv)
 {
     baton_scheduler_options o = BATON_SCHEDULER_OPTIONS_INIT; /* the config's polling interval */
     bt_title_set("baton-scheduler");
-    int rc = baton_scheduler_new(&child_scheduler, sv->client, &o);
+    baton_scheduler *x = NULL;
+    int rc = baton_scheduler_new(&x, sv->client, &o);
+    child_scheduler = x;
     if (rc == BATON_OK)
-        rc = baton_scheduler_run(child_scheduler);
-    baton_scheduler_free(child_scheduler);
-    child_scheduler = NULL;
+        rc = baton_scheduler_run(x);
+    child_scheduler = NULL; /* before the free: a late signal must find nothing to stop */
+    baton_scheduler_free(x);
     return rc;
 }
 
