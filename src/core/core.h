@@ -389,9 +389,11 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
                         int64_t *id_out);
 /* bt_process_heartbeat records a heartbeat; *alive is 0 when the row is gone (pruned). */
 int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *alive);
-/* bt_liveness_tick is a process's periodic duty, in one transaction: heartbeat (*alive
- * is 0 when the row is gone: this process was pruned), renew its jobs' slot leases, and
- * prune dead processes (BT_SQL_DEAD; alive_threshold seconds for rows without one). */
+/* bt_liveness_tick is a process's periodic duty: heartbeat (*alive is 0 when the row is
+ * gone: this process was pruned) and renew its jobs' slot leases in one transaction, then,
+ * alive, prune dead processes (BT_SQL_DEAD; alive_threshold seconds for rows without one)
+ * in another. Returns the first one's code; *pruned is -1 when pruning failed (the error
+ * is baton_error_last()). */
 int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned);
 
 /* Deregisters and hands the process's claimed jobs back to ready. */

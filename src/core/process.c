@@ -118,7 +118,14 @@ int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, in
         rc = bt_process_heartbeat(s, process_id, alive_threshold, alive);
     if (rc == BATON_OK && *alive)
         rc = bt_renew_leases(s, process_id, now);
-    if (rc == BATON_OK)
-        rc = bt_prune_dead(s, process_id, threshold_ms(alive_threshold), now, pruned);
-    return bt_end(s, rc);
+    if ((rc = bt_end(s, rc)) != BATON_OK || !*alive)
+        return rc;
+    /* Pruning others is a transaction of its own: whatever fails in it (a row it cannot
+     * settle, a lock it waits too long for) must not undo this process's heartbeat. */
+    int prc = bt_begin(s, BT_TXN_WRITE);
+    if (prc == BATON_OK)
+        prc = bt_prune_dead(s, process_id, threshold_ms(alive_threshold), now, pruned);
+    if (bt_end(s, prc) != BATON_OK)
+        *pruned = -1;
+    return BATON_OK;
 }

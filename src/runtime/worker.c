@@ -730,7 +730,10 @@ static void liveness_tick(baton_worker *w)
                        BT_LOG_VALUE(baton_error_last()));
         return;
     }
-    if (pruned)
+    if (pruned < 0)
+        bt_log_limited(w->client, &w->heartbeat_errors, BATON_LOG_ERROR, "event=processes.prune_failed error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
+    else if (pruned)
         bt_log(w->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
     if (alive && hand_back_unstarted(w) != BATON_OK)
         return;

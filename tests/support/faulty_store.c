@@ -18,6 +18,7 @@ static struct {
 static int ndrivers;
 
 static atomic_int armed, lost;
+static _Atomic(const char *) failing; /* statements holding this text fail */
 
 /* What the transaction in progress on this thread claimed: rows of claim statements go
  * through count_claimed on their way to the caller's callback. */
@@ -52,6 +53,9 @@ static int faulty_begin(bt_store *s, bt_txn_mode mode)
 static int faulty_exec(bt_store *s, const char *sql, int flags, const bt_val *args, int nargs, bt_row_fn on_row,
                        void *payload, int64_t *changes)
 {
+    const char *needle = atomic_load(&failing);
+    if (needle && strstr(sql, needle))
+        return bt_err_set(BATON_ERROR, "a statement failed (injected)");
     /* Every claim, in one statement or several, marks its jobs claimed and returns them. */
     if (strstr(sql, "SET status = 'claimed'") && nclaim_callbacks < MAX_CLAIMS_PER_TXN) {
         counted *c = &claim_callbacks[nclaim_callbacks++];
@@ -94,5 +98,7 @@ void faulty_store_install(void) { bt_store_open_hook = wrap; }
 void faulty_store_remove(void) { bt_store_open_hook = NULL; }
 
 void faulty_store_lose_next_claim_commit(void) { atomic_store(&armed, 1); }
+
+void faulty_store_fail_statements(const char *needle) { atomic_store(&failing, needle); }
 
 int faulty_store_commits_lost(void) { return atomic_load(&lost); }

@@ -17,6 +17,9 @@ void faulty_store_remove(void);
  * before its answer (BATON_ESTORE, with commit_unknown set), as when the network breaks
  * just after the server received COMMIT. */
 void faulty_store_lose_next_claim_commit(void);
+/* faulty_store_fail_statements makes every statement whose text holds needle fail
+ * (BATON_ERROR) from now on; NULL stops it. needle must outlive the fault. */
+void faulty_store_fail_statements(const char *needle);
 /* How many commits' answers were lost so far. */
 int faulty_store_commits_lost(void);
 

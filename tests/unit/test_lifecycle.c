@@ -485,6 +485,38 @@ static void test_claim_whose_commit_answer_was_lost_still_runs(void **state)
     json_decref(j);
 }
 
+/* Runs for 2 s, through several alive thresholds of 0.5 s. */
+static int run_two_seconds(baton_job *job, void *payload)
+{
+    (void)payload;
+    for (int i = 0; i < 200 && !baton_job_cancelled(job); i++)
+        bt_sleep(0.01);
+    return baton_job_cancelled(job);
+}
+
+/* Pruning other processes fails at every tick (a row it cannot settle, a lock timeout on
+ * a dead process's key): that must not take the worker's own heartbeat with it, or the
+ * worker fences itself and stops a healthy job. */
+static void test_failed_pruning_keeps_the_heartbeat(void **state)
+{
+    lib_fixture *f = *state;
+    assert_int_equal(baton_set_liveness(f->client, 0.1, 0.5), BATON_OK);
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = run_two_seconds;
+    assert_int_equal(baton_class_register(f->client, "Long", &o), BATON_OK);
+    int64_t id = enqueue(f->client, "Long", "[]", NULL, 0);
+    faulty_store_install();
+    faulty_store_fail_statements("FROM baton_processes p WHERE p.id <>");
+    running_worker w = worker_start(f->client, "*", 1);
+    wait_status(f->client, id, "finished");
+    worker_stop(&w);
+    faulty_store_fail_statements(NULL);
+    faulty_store_remove();
+    json_t *j = job_json(f->client, id);
+    assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 1);
+    json_decref(j);
+}
+
 static void test_running_job_cannot_be_discarded_and_returns_on_stop(void **state)
 {
     lib_fixture *f = *state;
@@ -922,6 +954,7 @@ int main(void)
         cmocka_unit_test(test_database_urls_hide_their_passwords),
         cmocka_unit_test_setup_teardown(test_discard_rules, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_claim_whose_commit_answer_was_lost_still_runs, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_pruning_keeps_the_heartbeat, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_running_job_cannot_be_discarded_and_returns_on_stop, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_run_that_finishes_after_the_stop_is_recorded, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_clear_finished_keeps_recent_and_unfinished, lib_setup, lib_teardown),
