@@ -1525,6 +1525,43 @@ static void test_silent_network_path_fences_the_worker(void **state)
     f->passed = 1;
 }
 
+/* The network breaks just after the server received the COMMIT of the round that claimed
+ * a job (a proxy of the test's own forwards it, then ends the connection before the
+ * answer): the server committed the claim, the worker never heard. It must find the claim
+ * and hand it back, so the job runs, once, instead of staying claimed by a live worker. */
+static void test_lost_commit_answer_on_the_wire(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "a lost answer needs a server on the other end of a connection");
+    char host[64], via[4400];
+    int server;
+    proxied_url(f, 0, via, sizeof via, host, sizeof host, &server);
+    tcp_proxy *proxy = tcp_proxy_start(host, server);
+    assert_non_null(proxy);
+    proxied_url(f, tcp_proxy_port(proxy), via, sizeof via, host, sizeof host, &server);
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
+    open_queue(f, CALM_LIVENESS, classes);
+    enqueue_probes(f, "Probe", 1, 1);
+    tcp_proxy_cut_after(proxy, "INSERT INTO baton_claimed_executions", "COMMIT");
+    spawn_worker_on(f, via, 0, 1, NULL);
+    int64_t left;
+    if (!wait_drained(f, 60, &left))
+        fail_msg("the job was not done 60 s after its claim's answer was lost (logs in %s)", f->dir);
+    stop_workers(f);
+    assert_int_equal(tcp_proxy_cuts(proxy), 1);
+    tcp_proxy_stop(proxy);
+    check_opts o = {.limit = 1, .nkeys = 1};
+    check_stats st = check_log_and_queue(f, &o);
+    if (!any_log_contains(f, "event=worker.claims_reconciled"))
+        CHECK(&st, "the worker never reconciled its claims\n");
+    if (st.runs != 1)
+        CHECK(&st, "the job ran %zu times, expected once\n", st.runs);
+    if (st.errors)
+        fail_msg("lost answer: %d check failures (see above; logs in %s)", st.errors, f->dir);
+    f->passed = 1;
+}
+
 int main(void)
 {
     const char *filter = getenv("BATON_STRESS_FILTER");
@@ -1542,6 +1579,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_postgres_outage_longer_than_the_threshold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clock_ahead_prunes_nobody, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_network_path_fences_the_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_commit_answer_on_the_wire, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,7 +19,8 @@ struct tcp_proxy {
     int listen_fd, port;
     struct sockaddr_in target;
     int pairs[MAX_PAIRS][2]; /* client side, server side; -1 when free */
-    atomic_int frozen, quit;
+    atomic_int frozen, quit, cuts;
+    _Atomic(const char *) cut_first, cut_then; /* cut_first NULL once it was seen */
     pthread_t thread;
 };
 
@@ -54,6 +55,15 @@ static void accept_one(tcp_proxy *p)
     close(server);
 }
 
+static int holds(const char *buf, ssize_t n, const char *needle)
+{
+    size_t len = strlen(needle);
+    for (ssize_t i = 0; i + (ssize_t)len <= n; i++)
+        if (memcmp(buf + i, needle, len) == 0)
+            return 1;
+    return 0;
+}
+
 /* forward moves what from has to the other side of pair i; 0 when the pair ended. */
 static int forward(tcp_proxy *p, int i, int from)
 {
@@ -66,6 +76,19 @@ static int forward(tcp_proxy *p, int i, int from)
         if (w <= 0)
             return 0;
         off += w;
+    }
+    const char *first = atomic_load(&p->cut_first), *then = atomic_load(&p->cut_then);
+    if (from == 0 && first && holds(buf, n, first))
+        atomic_store(&p->cut_first, NULL), first = NULL;
+    if (from == 0 && then && !first && holds(buf, n, then) && atomic_exchange(&p->cut_then, NULL)) {
+        /* The server reads what it was sent, then the end; its answer goes nowhere. */
+        shutdown(p->pairs[i][1], SHUT_WR);
+        char sink[4096];
+        struct pollfd pf = {.fd = p->pairs[i][1], .events = POLLIN};
+        while (poll(&pf, 1, 2000) > 0 && read(p->pairs[i][1], sink, sizeof sink) > 0)
+            ;
+        atomic_fetch_add(&p->cuts, 1);
+        return 0;
     }
     return 1;
 }
@@ -122,6 +145,14 @@ tcp_proxy *tcp_proxy_start(const char *host, int port)
 int tcp_proxy_port(const tcp_proxy *p) { return p->port; }
 
 void tcp_proxy_freeze(tcp_proxy *p, int frozen) { atomic_store(&p->frozen, frozen); }
+
+void tcp_proxy_cut_after(tcp_proxy *p, const char *first, const char *then)
+{
+    atomic_store(&p->cut_first, first);
+    atomic_store(&p->cut_then, then);
+}
+
+int tcp_proxy_cuts(const tcp_proxy *p) { return atomic_load(&p->cuts); }
 
 void tcp_proxy_stop(tcp_proxy *p)
 {

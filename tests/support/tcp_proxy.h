@@ -12,6 +12,13 @@ tcp_proxy *tcp_proxy_start(const char *host, int port);
 int tcp_proxy_port(const tcp_proxy *p);
 /* While frozen, bytes sent either way stay unread in the proxy's sockets. */
 void tcp_proxy_freeze(tcp_proxy *p, int frozen);
+/* tcp_proxy_cut_after arms one fault: once a client has sent bytes holding first, the
+ * next chunk it sends that holds then (e.g. "COMMIT") reaches the server, which then sees
+ * the connection end, while the client's side is closed before any answer: the server did
+ * what it was asked, the client never hears. Both texts must outlive the fault. */
+void tcp_proxy_cut_after(tcp_proxy *p, const char *first, const char *then);
+/* How many connections were cut so. */
+int tcp_proxy_cuts(const tcp_proxy *p);
 /* Stops the thread and closes every connection. */
 void tcp_proxy_stop(tcp_proxy *p);
 
