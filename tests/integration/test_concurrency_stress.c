@@ -22,7 +22,10 @@
  * 60 s of kills, $BATON_CHAOS_SEED the random choices), a stopped worker (SIGSTOP until it
  * is pruned, then SIGCONT: its job must stop and it must release nothing twice) and a
  * stopped worker whose job's retry is ready when it resumes (it must not claim it under
- * its pruned process id).
+ * its pruned process id), faults of the server (restart, an outage past the alive
+ * threshold, a silent network path, a lost COMMIT answer, through a TCP proxy of the
+ * test's own), a worker whose wall clock is off, and the fault suite (run_faults): every
+ * kind of fault at random for $BATON_FAULT_SECONDS (30; `./run soak` sets more).
  * $BATON_STRESS_FILTER selects tests by cmocka pattern. A failed test keeps its directory
  * (database, baton.yml, probe.log, worker-NNN.log) for a post-mortem; $BATON_KEEP_TMP=1
  * keeps them all. */
@@ -1424,6 +1427,27 @@ static void test_postgres_outage_longer_than_the_threshold(void **state)
     check_after_server_fault(f, "outage", KEYS, KEYS * PER_KEY);
 }
 
+/* spawn_skewed_worker starts a worker on url whose wall clock reads skew seconds off its
+ * host's (the shim $BATON_CLOCKSKEW names, loaded with LD_PRELOAD). */
+static pid_t spawn_skewed_worker(fixture *f, const char *url, int slot, int threads, const char *skew)
+{
+    const char *asan = getenv("ASAN_OPTIONS");
+    char *saved = asan ? strdup(asan) : NULL, options[512];
+    snprintf(options, sizeof options, "%s%sverify_asan_link_order=0", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", options, 1);
+    setenv("LD_PRELOAD", getenv("BATON_CLOCKSKEW"), 1);
+    setenv("BATON_TEST_CLOCK_SKEW", skew, 1);
+    pid_t pid = spawn_worker_on(f, url, slot, threads, NULL);
+    unsetenv("LD_PRELOAD");
+    unsetenv("BATON_TEST_CLOCK_SKEW");
+    if (saved)
+        setenv("ASAN_OPTIONS", saved, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(saved);
+    return pid;
+}
+
 /* A worker whose host's wall clock is 40 s ahead joins a worker running a job of a limit-1
  * key. Judged by each host's wall clock, every other heartbeat looks 40 s old to it: it
  * prunes the live worker and runs the key's next job beside the one still running. Judged
@@ -1441,20 +1465,7 @@ static void test_clock_ahead_prunes_nobody(void **state)
     job_cond first = {f, f->ids[0], 0};
     if (!poll_until(claimed_and_started, &first, 15000))
         fail_msg("the first job did not start (logs in %s)", f->dir);
-    const char *asan = getenv("ASAN_OPTIONS");
-    char *saved = asan ? strdup(asan) : NULL, options[512];
-    snprintf(options, sizeof options, "%s%sverify_asan_link_order=0", asan ? asan : "", asan && *asan ? ":" : "");
-    setenv("ASAN_OPTIONS", options, 1);
-    setenv("LD_PRELOAD", shim, 1);
-    setenv("BATON_TEST_CLOCK_SKEW", "40", 1);
-    spawn_worker(f, 1, 1, NULL);
-    unsetenv("LD_PRELOAD");
-    unsetenv("BATON_TEST_CLOCK_SKEW");
-    if (saved)
-        setenv("ASAN_OPTIONS", saved, 1);
-    else
-        unsetenv("ASAN_OPTIONS");
-    free(saved);
+    spawn_skewed_worker(f, f->url, 1, 1, "40");
     int64_t left;
     if (!wait_drained(f, 60, &left))
         fail_msg("%lld jobs still in flight after 60 s (logs in %s)", (long long)left, f->dir);
@@ -1562,6 +1573,166 @@ static void test_lost_commit_answer_on_the_wire(void **state)
     f->passed = 1;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The fault suite: every kind of fault at random, judged from what the jobs saw               */
+/* ------------------------------------------------------------------------------------------ */
+
+#define FAULT_SECONDS 30 /* the short run of ./run test; ./run soak sets $BATON_FAULT_SECONDS */
+
+enum { NEMESIS_KILL, NEMESIS_STOP, NEMESIS_RESTART, NEMESIS_SKEW, NEMESIS_OPERATOR, NEMESIS_BACKENDS,
+       NEMESIS_FREEZE, NEMESES };
+static const char *const nemesis_names[NEMESES] = {"kill -9",         "stop/cont",          "graceful restart",
+                                                   "clock off by 40 s", "operator repair",  "backends terminated",
+                                                   "network path frozen"};
+
+/* stop_worker_for SIGSTOPs a worker for ms (past its alive threshold or not), then SIGCONTs
+ * it; the checker may then excuse a run it could not record, as for a kill. */
+static void stop_worker_for(fixture *f, int slot, int ms)
+{
+    pid_t pid = f->workers[slot];
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    sleep_ms(ms); /* the fault itself */
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    f->kills = realloc(f->kills, (f->nkills + 1) * sizeof *f->kills);
+    f->kills[f->nkills++] = (kill_rec){pid, mono_ns()};
+}
+
+/* restart_worker stops a worker gracefully (TERM: its jobs finish or go back) and starts
+ * another in its place, skewed or not. */
+static void restart_worker(fixture *f, int slot, const char *url, const char *skew)
+{
+    pid_t pid = f->workers[slot];
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    int st = wait_exit(pid, 30000);
+    if (st != 0)
+        fail_msg("worker %d: graceful stop ended with status %d (logs in %s)", (int)pid, st, f->dir);
+    f->workers[slot] = 0;
+    if (skew && getenv("BATON_CLOCKSKEW") && *getenv("BATON_CLOCKSKEW"))
+        spawn_skewed_worker(f, url, slot, 4, skew);
+    else
+        spawn_worker_on(f, url, slot, 4, NULL);
+}
+
+/* operator_repair does what an operator might in the middle of it all: doctor --repair and
+ * a semaphore clear (which refuses while a holder's process is alive). */
+static void operator_repair(fixture *f, int nkeys)
+{
+    char *json = NULL;
+    int left = 0;
+    if (baton_doctor_json(f->client, 1, &json, &left) != BATON_OK)
+        print_message("doctor --repair: %s\n", baton_error_last());
+    baton_free(json);
+    char key[32];
+    snprintf(key, sizeof key, "Probe/k%d", rng_between(0, nkeys - 1));
+    int cleared = 0, promoted = 0;
+    baton_semaphore_clear(f->client, key, 0, &cleared, &promoted);
+}
+
+/* terminate_backends ends every server session of the database but the test's own. */
+static void terminate_backends(fixture *f)
+{
+    bt_store *s = test_db_open(f->url);
+    test_db_exec(s, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    bt_store_close(s);
+}
+
+/* run_faults runs jobs of limit `limit` (20..1500 ms each) on four workers, one of them
+ * through a TCP proxy of the test's own on PostgreSQL, while a nemesis picked at random
+ * every 0.3..1.5 s strikes for $BATON_FAULT_SECONDS (default 30): kill -9, stop and
+ * continue (past the alive threshold or not), graceful restarts, a worker whose clock is
+ * 40 s off, an operator's doctor --repair and semaphore clear, and on PostgreSQL the
+ * server's sessions terminated and the proxied worker's path frozen. Then the faults stop
+ * and every key must drain; the checker judges from the jobs' own log (P1-P4). */
+static void run_faults(void **state, int limit)
+{
+    fixture *f = *state;
+    enum { KEYS = 60, PER_KEY = 10, WORKERS = 4, THREADS = 4 };
+    const char *seed_env = getenv("BATON_CHAOS_SEED");
+    uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)mono_ns() ^ (uint64_t)getpid();
+    rng_state = seed ? seed : 1;
+    const char *ms = "$(( (BATON_JOB_ID * 7919 + BATON_ATTEMPT * 104729) % 1481 + 20 ))";
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", limit, ms, NULL);
+    open_queue(f, FAST_LIVENESS, classes);
+    enqueue_probes(f, "Probe", KEYS, PER_KEY);
+    int on_pg = test_on_postgres();
+    char host[64], via[4400];
+    int server;
+    tcp_proxy *proxy = NULL;
+    snprintf(via, sizeof via, "%s", f->url);
+    if (on_pg) {
+        proxied_url(f, 0, via, sizeof via, host, sizeof host, &server);
+        proxy = tcp_proxy_start(host, server);
+        assert_non_null(proxy);
+        proxied_url(f, tcp_proxy_port(proxy), via, sizeof via, host, sizeof host, &server);
+    }
+    int64_t t0 = mono_ns();
+    for (int i = 0; i < WORKERS; i++)
+        spawn_worker_on(f, i == 0 ? via : f->url, i, THREADS, NULL);
+    const char *span = getenv("BATON_FAULT_SECONDS");
+    int seconds = span && atoi(span) > 0 ? atoi(span) : FAULT_SECONDS, struck[NEMESES] = {0};
+    int64_t end = t0 + (int64_t)seconds * 1000000000LL;
+    while (mono_ns() < end && jobs_in_flight(f->client) != 0) { /* -1: the test's own session was cut */
+        sleep_ms(rng_between(300, 1500));
+        int slot = rng_between(0, WORKERS - 1), kind = rng_between(0, on_pg ? NEMESES - 1 : NEMESIS_OPERATOR);
+        const char *url = slot == 0 ? via : f->url;
+        switch (kind) {
+        case NEMESIS_KILL:
+            kill_worker(f, slot);
+            spawn_worker_on(f, url, slot, THREADS, NULL);
+            break;
+        case NEMESIS_STOP:
+            stop_worker_for(f, slot, rng_between(200, 3000));
+            break;
+        case NEMESIS_RESTART:
+            restart_worker(f, slot, url, NULL);
+            break;
+        case NEMESIS_SKEW:
+            restart_worker(f, slot, url, rng_between(0, 1) ? "40" : "-40");
+            break;
+        case NEMESIS_OPERATOR:
+            operator_repair(f, KEYS);
+            break;
+        case NEMESIS_BACKENDS:
+            terminate_backends(f);
+            break;
+        case NEMESIS_FREEZE:
+            tcp_proxy_freeze(proxy, 1);
+            sleep_ms(rng_between(200, 3000)); /* the fault itself */
+            tcp_proxy_freeze(proxy, 0);
+            f->kills = realloc(f->kills, (f->nkills + 1) * sizeof *f->kills);
+            f->kills[f->nkills++] = (kill_rec){f->workers[0], mono_ns()};
+            break;
+        }
+        struck[kind]++;
+    }
+    int64_t calm = mono_ns(), left;
+    int drained = wait_drained(f, CHAOS_DRAIN_SECONDS, &left);
+    double drain_s = secs(mono_ns() - calm);
+    stop_workers(f);
+    tcp_proxy_stop(proxy);
+    check_opts o = {.limit = limit, .nkeys = KEYS, .kills = f->kills, .nkills = f->nkills};
+    check_stats st = check_log_and_queue(f, &o);
+    char faults[512] = "";
+    for (int k = 0; k < NEMESES; k++)
+        if (struck[k])
+            snprintf(faults + strlen(faults), sizeof faults - strlen(faults), "%s%s %d", faults[0] ? ", " : "",
+                     nemesis_names[k], struck[k]);
+    print_message("faults limit %d (seed %llu, %s, %d s): faults injected: %s; %d jobs, %zu runs (%zu interrupted, "
+                  "%zu redone after their end as the at-least-once rules allow); violations %d; jobs left %lld; "
+                  "drained in %.1f s\n",
+                  limit, (unsigned long long)seed, on_pg ? "postgres" : "sqlite", seconds, faults, KEYS * PER_KEY,
+                  st.runs, st.interrupted, st.redone_after_end, st.errors, (long long)(drained ? 0 : left), drain_s);
+    if (!drained || st.errors)
+        fail_msg("faults limit %d (seed %llu): %d check failures (see above; logs in %s)", limit,
+                 (unsigned long long)seed, st.errors + !drained, f->dir);
+    f->passed = 1;
+}
+
+static void test_faults_limit_1(void **state) { run_faults(state, 1); }
+static void test_faults_limit_2(void **state) { run_faults(state, 2); }
+
 int main(void)
 {
     const char *filter = getenv("BATON_STRESS_FILTER");
@@ -1580,6 +1751,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clock_ahead_prunes_nobody, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_network_path_fences_the_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_commit_answer_on_the_wire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_faults_limit_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_faults_limit_2, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
