@@ -1637,7 +1637,8 @@ static void terminate_backends(fixture *f)
     bt_store_close(s);
 }
 
-/* run_faults runs jobs of limit `limit` (20..1500 ms each) on four workers, one of them
+/* run_faults runs jobs of limit `limit` (20..1500 ms each, more enqueued as they run out) on
+ * four workers, one of them
  * through a TCP proxy of the test's own on PostgreSQL, while a nemesis picked at random
  * every 0.3..1.5 s strikes for $BATON_FAULT_SECONDS (default 30): kill -9, stop and
  * continue (past the alive threshold or not), graceful restarts, a worker whose clock is
@@ -1673,8 +1674,12 @@ static void run_faults(void **state, int limit)
     const char *span = getenv("BATON_FAULT_SECONDS");
     int seconds = span && atoi(span) > 0 ? atoi(span) : FAULT_SECONDS, struck[NEMESES] = {0};
     int64_t end = t0 + (int64_t)seconds * 1000000000LL;
-    while (mono_ns() < end && jobs_in_flight(f->client) != 0) { /* -1: the test's own session was cut */
+    while (mono_ns() < end) {
         sleep_ms(rng_between(300, 1500));
+        /* Work for as long as the faults last (-1: the test's own session was cut). */
+        int64_t in_flight = jobs_in_flight(f->client);
+        if (in_flight >= 0 && in_flight < KEYS)
+            enqueue_probes(f, "Probe", KEYS, 3);
         int slot = rng_between(0, WORKERS - 1), kind = rng_between(0, on_pg ? NEMESES - 1 : NEMESIS_OPERATOR);
         const char *url = slot == 0 ? via : f->url;
         switch (kind) {
@@ -1719,10 +1724,10 @@ static void run_faults(void **state, int limit)
         if (struck[k])
             snprintf(faults + strlen(faults), sizeof faults - strlen(faults), "%s%s %d", faults[0] ? ", " : "",
                      nemesis_names[k], struck[k]);
-    print_message("faults limit %d (seed %llu, %s, %d s): faults injected: %s; %d jobs, %zu runs (%zu interrupted, "
+    print_message("faults limit %d (seed %llu, %s, %d s): faults injected: %s; %zu jobs, %zu runs (%zu interrupted, "
                   "%zu redone after their end as the at-least-once rules allow); violations %d; jobs left %lld; "
                   "drained in %.1f s\n",
-                  limit, (unsigned long long)seed, on_pg ? "postgres" : "sqlite", seconds, faults, KEYS * PER_KEY,
+                  limit, (unsigned long long)seed, on_pg ? "postgres" : "sqlite", seconds, faults, f->nids,
                   st.runs, st.interrupted, st.redone_after_end, st.errors, (long long)(drained ? 0 : left), drain_s);
     if (!drained || st.errors)
         fail_msg("faults limit %d (seed %llu): %d check failures (see above; logs in %s)", limit,
