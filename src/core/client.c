@@ -146,9 +146,17 @@ int bt_check_name(const char *what, const char *name)
         return bt_err_set(BATON_EINVALID, "%s must not be empty", what);
     if (!bt_utf8_valid(name))
         return bt_err_set(BATON_EINVALID, "%s is not valid UTF-8", what);
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
         if (*p < 0x20 || *p == 0x7f)
             return bt_err_set(BATON_EINVALID, "%s holds a control character (byte 0x%02x)", what, *p);
+        /* C1 controls (a terminal's CSI among them) and the bidirectional embeddings,
+         * overrides and isolates, which make a name read other than it is. */
+        unsigned cp = p[0] == 0xc2 ? p[1] : p[0] == 0xe2 && p[1] == 0x80 ? 0x2000u | (p[2] & 0x3fu)
+                                         : p[0] == 0xe2 && p[1] == 0x81 ? 0x2040u | (p[2] & 0x3fu) : 0;
+        if ((p[0] == 0xc2 && cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+            (cp >= 0x2066 && cp <= 0x2069))
+            return bt_err_set(BATON_EINVALID, "%s holds a control character (U+%04X)", what, cp);
+    }
     return BATON_OK;
 }
 
