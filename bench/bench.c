@@ -550,7 +550,8 @@ static prober open_prober(const char *name)
 {
     prober p = {fresh_client(name, NULL, NULL), NULL, 0};
     register_keyed(p.c, NULL); /* its jobs are recorded finished, never performed */
-    if (bt_client_open_store(p.c, &p.s) != BATON_OK || bt_process_register(p.s, "worker", NULL, &p.process_id) != BATON_OK)
+    if (bt_client_open_store(p.c, &p.s) != BATON_OK ||
+        bt_process_register(p.s, "worker", NULL, p.c->alive_threshold, &p.process_id) != BATON_OK)
         die("register the probing process");
     return p;
 }
@@ -561,9 +562,10 @@ static void close_prober(prober *p)
     baton_close(p->c);
 }
 
+/* Every job of the benchmark is claimed once, so its claim is its first attempt. */
 static int record_finished(prober *p, int64_t id, const char *key, int64_t now)
 {
-    bt_outcome o = {.job_id = id, .succeeded = 1, .concurrency_key = key};
+    bt_outcome o = {.job_id = id, .succeeded = 1, .attempt = 1, .concurrency_key = key};
     int owned = 0;
     int rc = bt_complete(p->s, p->process_id, &o, 1, now, &owned, NULL);
     return rc == BATON_OK && !owned ? bt_err_set(BATON_ESTATE, "job %lld was not claimed", (long long)id) : rc;
