@@ -395,6 +395,9 @@ int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *a
  * in another. Returns the first one's code; *pruned is -1 when pruning failed (the error
  * is baton_error_last()). */
 int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned);
+/* bt_log_pruned logs what a tick's pruning did (pruned as bt_liveness_tick set it); a
+ * failure through errors, so one repeating is not logged at every tick. */
+void bt_log_pruned(baton_client *c, bt_log_limit *errors, int pruned);
 
 /* Deregisters and hands the process's claimed jobs back to ready. */
 int bt_process_deregister(bt_store *s, int64_t id);

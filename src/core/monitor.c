@@ -139,7 +139,6 @@ int baton_running_json(baton_client *c, const char *class_name, double longer_th
 /* ---- processes ---- */
 
 typedef struct processes_query {
-    int64_t now;
     json_t *list;
     json_t *by_id; /* process id (as text) -> its object, to attach running jobs */
 } processes_query;
@@ -196,7 +195,7 @@ static int query_processes(bt_store *s, void *arg)
 int baton_processes_json(baton_client *c, char **json_out)
 {
     *json_out = NULL;
-    processes_query q = {bt_now_ms(), json_array(), json_object()};
+    processes_query q = {json_array(), json_object()};
     int rc = bt_read_report(c, query_processes, &q);
     json_decref(q.by_id);
     if (rc != BATON_OK) {

@@ -129,3 +129,12 @@ int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, in
         *pruned = -1;
     return BATON_OK;
 }
+
+void bt_log_pruned(baton_client *c, bt_log_limit *errors, int pruned)
+{
+    if (pruned < 0)
+        bt_log_limited(c, errors, BATON_LOG_ERROR, "event=processes.prune_failed error=%s",
+                       BT_LOG_VALUE(baton_error_last()));
+    else if (pruned)
+        bt_log(c, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
+}

@@ -111,11 +111,7 @@ static void tick(baton_dispatcher *d, int64_t *process_id)
                        BT_LOG_VALUE(baton_error_last()));
         return;
     }
-    if (pruned < 0)
-        bt_log_limited(d->client, &d->heartbeat_errors, BATON_LOG_ERROR, "event=processes.prune_failed error=%s",
-                       BT_LOG_VALUE(baton_error_last()));
-    else if (pruned)
-        bt_log(d->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
+    bt_log_pruned(d->client, &d->heartbeat_errors, pruned);
     if (!alive)
         bt_process_register(d->store, "dispatcher", NULL, d->alive_threshold, process_id);
 }

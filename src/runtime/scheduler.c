@@ -240,11 +240,7 @@ static void tick(baton_scheduler *s, const char *meta, int64_t *process_id)
                        BT_LOG_VALUE(baton_error_last()));
         return;
     }
-    if (pruned < 0)
-        bt_log_limited(s->client, &s->heartbeat_errors, BATON_LOG_ERROR, "event=processes.prune_failed error=%s",
-                       BT_LOG_VALUE(baton_error_last()));
-    else if (pruned)
-        bt_log(s->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
+    bt_log_pruned(s->client, &s->heartbeat_errors, pruned);
     if (!alive)
         bt_process_register(s->store, "scheduler", meta, s->alive_threshold, process_id);
 }

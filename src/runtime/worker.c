@@ -348,6 +348,16 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
 /* round_trip runs one transaction on store: record the round's outcomes, claim up to its
  * want. Returns how many were claimed, with the outcomes logged and freed, or a negative
  * code (the outcomes are then kept). */
+/* hand_back returns the jobs of process_id's claims (all of them when claims is NULL) to
+ * the queue, in a transaction of its own. */
+static int hand_back(bt_store *store, int64_t process_id, const bt_claim_ref *claims, size_t n, int64_t *released)
+{
+    int rc = bt_begin(store, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_release_claims(store, process_id, claims, n, bt_now_ms(), released);
+    return bt_end(store, rc);
+}
+
 /* hand_back_not_started returns to the queue, in a transaction of their own, the jobs of
  * the round whose commands this worker could not start (out of descriptors, memory or
  * processes: its failure, not the job's), and takes them out of the round. */
@@ -360,11 +370,8 @@ static int hand_back_not_started(baton_worker *w, bt_store *store, round *r)
             refs[n++] = (bt_claim_ref){j->claimed.id, j->claimed.attempt};
     if (!n)
         return BATON_OK;
-    int64_t back = 0;
-    int rc = bt_begin(store, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = bt_release_claims(store, r->process_id, refs, n, bt_now_ms(), &back);
-    if ((rc = bt_end(store, rc)) != BATON_OK)
+    int rc = hand_back(store, r->process_id, refs, n, NULL);
+    if (rc != BATON_OK)
         return rc;
     for (struct baton_job **at = &r->done; *at;) {
         struct baton_job *j = *at;
@@ -530,10 +537,7 @@ static void abandon_in_flight(baton_worker *w, int kill_now)
     wait_for_runs(w, kill_now);
     record_finished(w);
     int64_t released = 0;
-    int rc = bt_begin(w->store, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = bt_release_claims(w->store, w->process_id, NULL, 0, bt_now_ms(), &released);
-    if (bt_end(w->store, rc) != BATON_OK) {
+    if (hand_back(w->store, w->process_id, NULL, 0, &released) != BATON_OK) {
         bt_log(w->client, BATON_LOG_ERROR, "event=worker.release_failed error=%s",
                BT_LOG_VALUE(baton_error_last()));
     } else if (released) {
@@ -703,11 +707,7 @@ static int hand_back_unstarted(baton_worker *w)
     pthread_mutex_unlock(&w->lock);
     if (!claims)
         return n ? bt_err_set(BATON_ERROR, "out of memory") : BATON_OK;
-    int64_t back = 0;
-    int rc = bt_begin(w->store, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = bt_release_claims(w->store, w->process_id, claims, n, bt_now_ms(), &back);
-    rc = bt_end(w->store, rc);
+    int rc = hand_back(w->store, w->process_id, claims, n, NULL);
     free(claims);
     if (rc == BATON_OK) {
         pthread_mutex_lock(&w->lock);
@@ -730,11 +730,7 @@ static void liveness_tick(baton_worker *w)
                        BT_LOG_VALUE(baton_error_last()));
         return;
     }
-    if (pruned < 0)
-        bt_log_limited(w->client, &w->heartbeat_errors, BATON_LOG_ERROR, "event=processes.prune_failed error=%s",
-                       BT_LOG_VALUE(baton_error_last()));
-    else if (pruned)
-        bt_log(w->client, BATON_LOG_WARN, "event=processes.pruned count=%d", pruned);
+    bt_log_pruned(w->client, &w->heartbeat_errors, pruned);
     if (alive && hand_back_unstarted(w) != BATON_OK)
         return;
     if (!alive) {

@@ -879,20 +879,28 @@ static int chaos_seconds(void)
     return n > 0 ? n : CHAOS_SECONDS;
 }
 
-static void run_chaos(void **state, int limit)
+/* chaos_setup seeds the random choices ($BATON_CHAOS_SEED, else the clock) and stores
+ * per_key jobs of limit `limit` for each of nkeys keys, each running 20..1500 ms, different
+ * for each job and attempt: about a third outlive the 1 s lease and must keep it by
+ * renewal. Returns the seed. */
+static uint64_t chaos_setup(fixture *f, int limit, int nkeys, int per_key)
 {
-    fixture *f = *state;
-    enum { KEYS = 100, PER_KEY = 10, WORKERS = 4, THREADS = 4 };
     const char *seed_env = getenv("BATON_CHAOS_SEED");
     uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)mono_ns() ^ (uint64_t)getpid();
     rng_state = seed ? seed : 1;
-    /* 20..1500 ms, different for each job and attempt: about a third outlive the 1 s lease
-     * and must keep it by renewal. */
     const char *ms = "$(( (BATON_JOB_ID * 7919 + BATON_ATTEMPT * 104729) % 1481 + 20 ))";
     char classes[4096] = "";
     probe_class(classes, sizeof classes, f, "Probe", limit, ms, NULL);
     open_queue(f, FAST_LIVENESS, classes);
-    enqueue_probes(f, "Probe", KEYS, PER_KEY);
+    enqueue_probes(f, "Probe", nkeys, per_key);
+    return seed;
+}
+
+static void run_chaos(void **state, int limit)
+{
+    fixture *f = *state;
+    enum { KEYS = 100, PER_KEY = 10, WORKERS = 4, THREADS = 4 };
+    uint64_t seed = chaos_setup(f, limit, KEYS, PER_KEY);
 
     int64_t t0 = mono_ns();
     for (int i = 0; i < WORKERS; i++)
@@ -1487,16 +1495,19 @@ static void test_clock_ahead_prunes_nobody(void **state)
     f->passed = 1;
 }
 
-/* proxied_url writes to out the URL of f's database reached through 127.0.0.1:port, and
- * the server's host and port (from "postgres://USER@HOST:PORT/DB") to host and *server. */
-static void proxied_url(const fixture *f, int port, char *out, size_t cap, char *host, size_t host_cap, int *server)
+/* start_proxy puts a TCP proxy of the test's own in front of f's server and writes to via
+ * the URL of f's database through it (f->url is "postgres://USER@HOST:PORT/DB"). */
+static tcp_proxy *start_proxy(const fixture *f, char *via, size_t cap)
 {
     const char *at = strchr(f->url, '@'), *colon = at ? strchr(at, ':') : NULL, *slash = colon ? strchr(colon, '/') : NULL;
     if (!slash)
         fail_msg("cannot find HOST:PORT in %s", f->url);
-    snprintf(host, host_cap, "%.*s", (int)(colon - at - 1), at + 1);
-    *server = atoi(colon + 1);
-    snprintf(out, cap, "%.*s127.0.0.1:%d%s", (int)(at + 1 - f->url), f->url, port, slash);
+    char host[64];
+    snprintf(host, sizeof host, "%.*s", (int)(colon - at - 1), at + 1);
+    tcp_proxy *proxy = tcp_proxy_start(host, atoi(colon + 1));
+    assert_non_null(proxy);
+    snprintf(via, cap, "%.*s127.0.0.1:%d%s", (int)(at + 1 - f->url), f->url, tcp_proxy_port(proxy), slash);
+    return proxy;
 }
 
 /* A worker's path to the server goes silent (a TCP proxy of the test's own, frozen: no
@@ -1508,12 +1519,8 @@ static void test_silent_network_path_fences_the_worker(void **state)
 {
     fixture *f = *state;
     SKIP_UNLESS(test_on_postgres(), "a network path needs a server");
-    char host[64], via[4400];
-    int server;
-    proxied_url(f, 0, via, sizeof via, host, sizeof host, &server);
-    tcp_proxy *proxy = tcp_proxy_start(host, server);
-    assert_non_null(proxy);
-    proxied_url(f, tcp_proxy_port(proxy), via, sizeof via, host, sizeof host, &server);
+    char via[4400];
+    tcp_proxy *proxy = start_proxy(f, via, sizeof via);
     char classes[4096] = "";
     probe_class(classes, sizeof classes, f, "Probe", 1, "4000", NULL);
     open_queue(f, FAST_LIVENESS, classes);
@@ -1552,12 +1559,8 @@ static void test_lost_commit_answer_on_the_wire(void **state)
 {
     fixture *f = *state;
     SKIP_UNLESS(test_on_postgres(), "a lost answer needs a server on the other end of a connection");
-    char host[64], via[4400];
-    int server;
-    proxied_url(f, 0, via, sizeof via, host, sizeof host, &server);
-    tcp_proxy *proxy = tcp_proxy_start(host, server);
-    assert_non_null(proxy);
-    proxied_url(f, tcp_proxy_port(proxy), via, sizeof via, host, sizeof host, &server);
+    char via[4400];
+    tcp_proxy *proxy = start_proxy(f, via, sizeof via);
     char classes[4096] = "";
     probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
     open_queue(f, CALM_LIVENESS, classes);
@@ -1657,25 +1660,11 @@ static void run_faults(void **state, int limit)
 {
     fixture *f = *state;
     enum { KEYS = 60, PER_KEY = 10, WORKERS = 4, THREADS = 4 };
-    const char *seed_env = getenv("BATON_CHAOS_SEED");
-    uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)mono_ns() ^ (uint64_t)getpid();
-    rng_state = seed ? seed : 1;
-    const char *ms = "$(( (BATON_JOB_ID * 7919 + BATON_ATTEMPT * 104729) % 1481 + 20 ))";
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", limit, ms, NULL);
-    open_queue(f, FAST_LIVENESS, classes);
-    enqueue_probes(f, "Probe", KEYS, PER_KEY);
+    uint64_t seed = chaos_setup(f, limit, KEYS, PER_KEY);
     int on_pg = test_on_postgres();
-    char host[64], via[4400];
-    int server;
-    tcp_proxy *proxy = NULL;
+    char via[4400];
     snprintf(via, sizeof via, "%s", f->url);
-    if (on_pg) {
-        proxied_url(f, 0, via, sizeof via, host, sizeof host, &server);
-        proxy = tcp_proxy_start(host, server);
-        assert_non_null(proxy);
-        proxied_url(f, tcp_proxy_port(proxy), via, sizeof via, host, sizeof host, &server);
-    }
+    tcp_proxy *proxy = on_pg ? start_proxy(f, via, sizeof via) : NULL;
     int64_t t0 = mono_ns();
     for (int i = 0; i < WORKERS; i++)
         spawn_worker_on(f, i == 0 ? via : f->url, i, THREADS, NULL);
