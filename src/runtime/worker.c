@@ -269,7 +269,8 @@ static void keep_unstarted(baton_worker *w, bt_claim_ref claim)
 /* One round's share of the worker's state, taken and settled under the lock. */
 typedef struct round {
     struct baton_job *done; /* outcomes to record */
-    int ndone;
+    int ndone;              /* as taken: what the worker's counts hold for it */
+    int nhanded;            /* of those, handed back unstarted and freed */
     int want;               /* jobs to claim */
     int64_t process_id;
     int claims_unknown;     /* it failed, but its claims may have been committed */
@@ -290,6 +291,7 @@ static void take_round(baton_worker *w, int may_claim, round *r)
     may_claim = may_claim && !w->reconcile && bt_mono_ns() >= atomic_load(&w->claim_after_ns);
     r->want = may_claim && idle > 0 ? idle : 0;
     r->claims_unknown = 0;
+    r->nhanded = 0;
     w->reserved += r->want;
     r->process_id = w->process_id;
 }
@@ -316,6 +318,7 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
     if (got < 0) {
         put_back_outcomes(w, r->done);
         w->reconcile |= r->claims_unknown;
+        atomic_fetch_sub(&w->in_flight, r->nhanded); /* gone back to the queue */
         return;
     }
     atomic_fetch_sub(&w->in_flight, r->ndone);
@@ -381,7 +384,7 @@ static int hand_back_not_started(baton_worker *w, bt_store *store, round *r)
         }
         n--;
         *at = j->next;
-        r->ndone--;
+        r->nhanded++;
         bt_log(w->client, BATON_LOG_ERROR, "event=job.not_started job_id=%lld class=%s error=%s handed_back=1",
                (long long)j->claimed.id, BT_LOG_VALUE(j->claimed.class_name), BT_LOG_VALUE(j->error));
         bt_job_free(j);
