@@ -217,12 +217,14 @@ static void ignore_notice(void *arg, const char *message)
 }
 
 /* Session defaults, unless the URL, the role or the server set their own: waiting for a
- * row lock fails like SQLite's busy timeout (BATON_EBUSY after 10 s), and a client stopped
- * inside a transaction (SIGSTOP, a frozen host) loses its session and its locks after a
- * while instead of stalling every worker of its keys. */
+ * row lock fails like SQLite's busy timeout (BATON_EBUSY after 10 s), and a client silent
+ * inside a transaction (SIGSTOP, a frozen host, a dead path) loses its session and its
+ * locks after 5 s. Baton's own transactions never wait on the client between statements,
+ * and 5 s is below the lock timeout: whoever waits for a silent session's key outlasts
+ * it instead of failing. */
 static const char session_defaults[] =
     "SELECT set_config('lock_timeout', '10s', false) WHERE current_setting('lock_timeout') = '0';"
-    "SELECT set_config('idle_in_transaction_session_timeout', '60s', false)"
+    "SELECT set_config('idle_in_transaction_session_timeout', '5s', false)"
     " WHERE current_setting('idle_in_transaction_session_timeout') = '0'";
 
 static void configure(PGconn *conn)

@@ -1584,6 +1584,49 @@ static void test_lost_commit_answer_on_the_wire(void **state)
     f->passed = 1;
 }
 
+/* A client goes silent inside a transaction that holds a key's lock (its host froze, its
+ * path went dead: the server sees no FIN): here `baton enqueue` through a proxy that
+ * freezes once the key's semaphore row is locked. Another enqueue of the key waits for
+ * that lock. The server must end the silent session before the waiter's lock timeout, so
+ * the waiter's job is stored; thawed, the silent client fails with one line and stores
+ * nothing. */
+static void test_silent_client_inside_a_transaction_frees_its_keys(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "a silent session needs a server");
+    char via[4400];
+    tcp_proxy *proxy = start_proxy(f, via, sizeof via);
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
+    open_queue(f, CALM_LIVENESS, classes);
+    enqueue_probes(f, "Probe", 1, 1); /* the key's semaphore row exists from here on */
+    tcp_proxy_freeze_after(proxy, "limit_value FROM baton_semaphores", "Probe/k0");
+    const char *args[] = {"--db", via, "--config", f->config, "enqueue", "Probe", "--args", "{\"key\": 0}", NULL};
+    char log[4200];
+    snprintf(log, sizeof log, "%s/silent-enqueue.log", f->dir);
+    pid_t silent = baton_spawn(log, args);
+    bt_store *db = test_db_open(f->url);
+    int waited = 0; /* until the silent enqueue holds the key's lock */
+    while (!test_db_int(db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+                            " AND datname = current_database() AND query LIKE '%baton_semaphore%'"))
+        if ((waited += 20) > 30000)
+            fail_msg("the enqueue through the proxy never locked its key (log %s)", log);
+        else
+            sleep_ms(20);
+    if (try_enqueue_probes(f, "Probe", 1, 1) != BATON_OK)
+        fail_msg("an enqueue waiting on the silent session's lock failed: %s", baton_error_last());
+    tcp_proxy_freeze(proxy, 0);
+    int status = wait_exit(silent, 30000);
+    char *out = read_file(log);
+    if (status <= 0 || !out || !strchr(out, '\n') || strchr(out, '\n')[1])
+        fail_msg("the silent enqueue ended with status %d and said: %s", status, out ? out : "(nothing)");
+    free(out);
+    assert_int_equal(test_db_int(db, "SELECT count(*) FROM baton_jobs"), 2);
+    bt_store_close(db);
+    tcp_proxy_stop(proxy);
+    f->passed = 1;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The fault suite: every kind of fault at random, judged from what the jobs saw               */
 /* ------------------------------------------------------------------------------------------ */
@@ -1764,6 +1807,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clock_ahead_prunes_nobody, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_network_path_fences_the_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_commit_answer_on_the_wire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_client_inside_a_transaction_frees_its_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_2, setup, teardown),
     };

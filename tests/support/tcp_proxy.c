@@ -20,7 +20,8 @@ struct tcp_proxy {
     struct sockaddr_in target;
     int pairs[MAX_PAIRS][2]; /* client side, server side; -1 when free */
     atomic_int frozen, quit, cuts;
-    _Atomic(const char *) cut_first, cut_then; /* cut_first NULL once it was seen */
+    _Atomic(const char *) cut_first, cut_then;       /* cut_first NULL once it was seen */
+    _Atomic(const char *) freeze_first, freeze_then; /* the same */
     pthread_t thread;
 };
 
@@ -64,6 +65,21 @@ static int holds(const char *buf, ssize_t n, const char *needle)
     return 0;
 }
 
+/* seen_then tells, once, that a chunk holding *then came after one holding *first (or is
+ * that chunk, unless later is set). */
+static int seen_then(const char *buf, ssize_t n, _Atomic(const char *) *first, _Atomic(const char *) *then,
+                     int later)
+{
+    const char *f = atomic_load(first), *t = atomic_load(then);
+    if (f && holds(buf, n, f)) {
+        atomic_store(first, NULL);
+        if (later)
+            return 0;
+        f = NULL;
+    }
+    return t && !f && holds(buf, n, t) && atomic_exchange(then, NULL);
+}
+
 /* forward moves what from has to the other side of pair i; 0 when the pair ended. */
 static int forward(tcp_proxy *p, int i, int from)
 {
@@ -77,10 +93,9 @@ static int forward(tcp_proxy *p, int i, int from)
             return 0;
         off += w;
     }
-    const char *first = atomic_load(&p->cut_first), *then = atomic_load(&p->cut_then);
-    if (from == 0 && first && holds(buf, n, first))
-        atomic_store(&p->cut_first, NULL), first = NULL;
-    if (from == 0 && then && !first && holds(buf, n, then) && atomic_exchange(&p->cut_then, NULL)) {
+    if (from == 0 && seen_then(buf, n, &p->freeze_first, &p->freeze_then, 1))
+        atomic_store(&p->frozen, 1);
+    if (from == 0 && seen_then(buf, n, &p->cut_first, &p->cut_then, 0)) {
         /* The server reads what it was sent, then the end; its answer goes nowhere. */
         shutdown(p->pairs[i][1], SHUT_WR);
         char sink[4096];
@@ -111,7 +126,7 @@ static void *proxy_main(void *arg)
             continue;
         if (fds[0].revents & POLLIN)
             accept_one(p);
-        for (int j = 1; j < n; j++)
+        for (int j = 1; j < n && !atomic_load(&p->frozen); j++)
             if (fds[j].revents && p->pairs[where[j][0]][0] >= 0 && !forward(p, where[j][0], where[j][1]))
                 close_pair(p, where[j][0]);
     }
@@ -150,6 +165,12 @@ void tcp_proxy_cut_after(tcp_proxy *p, const char *first, const char *then)
 {
     atomic_store(&p->cut_first, first);
     atomic_store(&p->cut_then, then);
+}
+
+void tcp_proxy_freeze_after(tcp_proxy *p, const char *first, const char *then)
+{
+    atomic_store(&p->freeze_first, first);
+    atomic_store(&p->freeze_then, then);
 }
 
 int tcp_proxy_cuts(const tcp_proxy *p) { return atomic_load(&p->cuts); }

@@ -17,6 +17,12 @@ void tcp_proxy_freeze(tcp_proxy *p, int frozen);
  * the connection end, while the client's side is closed before any answer: the server did
  * what it was asked, the client never hears. Both texts must outlive the fault. */
 void tcp_proxy_cut_after(tcp_proxy *p, const char *first, const char *then);
+/* tcp_proxy_freeze_after arms another: once a client has sent bytes holding first, the
+ * next chunk after those that holds then reaches the server, and the proxy then freezes as
+ * tcp_proxy_freeze does, so the server's answer stays in the proxy. Both texts must
+ * outlive the fault. (A prepared statement's text goes in its Parse message, its
+ * parameters in a later Bind: first can be the text, then a parameter.) */
+void tcp_proxy_freeze_after(tcp_proxy *p, const char *first, const char *then);
 /* How many connections were cut so. */
 int tcp_proxy_cuts(const tcp_proxy *p);
 /* Stops the thread and closes every connection. */
