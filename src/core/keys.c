@@ -65,7 +65,11 @@ int bt_key_render(const char *template_text, json_t *args, char **out)
         size_t plen = (size_t)(close - open - 1);
         json_t *v = lookup(args, open + 1, plen);
         char text[64];
-        if (json_is_string(v)) {
+        if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v)) {
+            /* A NUL would end the key early, so "a\u0000b" and "a\u0000c" would share it. */
+            rc = bt_err_set(BATON_EINVALID, "concurrency key placeholder {%.*s} holds a control character (byte 0x00)",
+                            (int)plen, open + 1);
+        } else if (json_is_string(v)) {
             append(&buf, &len, json_string_value(v), json_string_length(v));
         } else if (json_is_integer(v)) {
             snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(v));

@@ -220,7 +220,8 @@ static void deliver(baton_client *c, baton_log_level level, const char *line)
 }
 
 /* log_line formats and delivers one line; held > 0 adds how many like it were held back. */
-static void log_line(baton_client *c, baton_log_level level, long held, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0))) static void log_line(baton_client *c, baton_log_level level, long held,
+                                                           const char *fmt, va_list ap)
 {
     char *line, *counted = NULL;
     if (vasprintf(&line, fmt, ap) < 0)

@@ -487,6 +487,18 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len)
     return 0;
 }
 
+int bt_tz_parse(const unsigned char *buf, size_t len, const char *name, const char *path, bt_tz **out)
+{
+    *out = NULL;
+    const char *why = NULL;
+    int rc = parse_tzif(buf, len, name, path, out, &why);
+    if (rc > 0)
+        return bt_err_set(BATON_EINVALID, "unknown time zone \"%s\"", name);
+    if (rc < 0)
+        return bt_err_set(BATON_ERROR, "time zone \"%s\": %s: %s", name, path, why);
+    return BATON_OK;
+}
+
 static int load_file(const char *name, const char *path, bt_tz **out)
 {
     unsigned char *buf = NULL;
@@ -495,15 +507,10 @@ static int load_file(const char *name, const char *path, bt_tz **out)
     if (rc < 0)
         return bt_err_set(BATON_ERROR, "time zone \"%s\": cannot read %s: %s", name, path,
                           strerror(errno));
-    const char *why = NULL;
-    if (rc == 0)
-        rc = parse_tzif(buf, len, name, path, out, &why);
+    rc = rc > 0 ? bt_err_set(BATON_EINVALID, "unknown time zone \"%s\"", name)
+                : bt_tz_parse(buf, len, name, path, out);
     free(buf);
-    if (rc > 0)
-        return bt_err_set(BATON_EINVALID, "unknown time zone \"%s\"", name);
-    if (rc < 0)
-        return bt_err_set(BATON_ERROR, "time zone \"%s\": %s: %s", name, path, why);
-    return BATON_OK;
+    return rc;
 }
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -9,6 +9,7 @@
 #ifndef BT_TZ_H
 #define BT_TZ_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* ---- proleptic Gregorian calendar ---------------------------------------------------- */
@@ -55,6 +56,13 @@ const bt_tz *bt_tz_utc(void);
  *   BATON_ERROR    when the file cannot be read, is corrupt or uses what is not supported,
  *                  with a message naming the zone and the file. */
 int bt_tz_load(const char *name, const bt_tz **out);
+
+/* bt_tz_parse builds the zone name from buf, the len bytes of a TZif file, as bt_tz_load
+ * does from the file at path (named in messages): for bytes that did not come from a file
+ * of the zone directory. The zone is not cached: it is the caller's, freed with free().
+ * Returns BATON_OK and sets *out, or sets it to NULL and returns BATON_EINVALID (not a
+ * TZif file) or BATON_ERROR (broken or unsupported), with bt_tz_load's messages. */
+int bt_tz_parse(const unsigned char *buf, size_t len, const char *name, const char *path, bt_tz **out);
 
 /* The name the zone was loaded with ("UTC" for the built-in zone). */
 const char *bt_tz_name(const bt_tz *tz);

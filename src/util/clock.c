@@ -108,12 +108,15 @@ int bt_parse_iso8601(const char *text, int64_t *ms)
     if (*p != '\0' || mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
         sec > 60)
         return -1;
+    /* A leap second (:60) is added after, so that only a day that does not exist moves
+     * the date; tm_wday tells success, as -1 is also the instant before 1970. */
+    int leap = sec == 60;
     struct tm tm = {.tm_year = year - 1900, .tm_mon = mon - 1, .tm_mday = day,
-                    .tm_hour = hour, .tm_min = min, .tm_sec = sec};
+                    .tm_hour = hour, .tm_min = min, .tm_sec = sec - leap, .tm_wday = -1};
     time_t t = timegm(&tm);
-    if (t == (time_t)-1 || tm.tm_mday != day)
+    if (tm.tm_wday < 0 || tm.tm_mday != day)
         return -1; /* timegm normalises 2026-02-31 to March: reject it */
-    *ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + millis;
+    *ms = ((int64_t)t + leap - (int64_t)offset_min * 60) * 1000 + millis;
     return 0;
 }
 

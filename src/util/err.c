@@ -11,12 +11,25 @@
 enum { ERR_MAX = 1024 };
 static _Thread_local char last_error[ERR_MAX];
 
+/* one_line keeps the promise of one line whatever text a message quotes (a time with a
+ * newline in it, a server's "ERROR: ...\nDETAIL: ..."): line breaks become spaces, and
+ * those at the end go. */
+static void one_line(char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    for (char *p = s; (p = strpbrk(p, "\r\n"));)
+        *p = ' ';
+}
+
 int bt_err_set(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    one_line(last_error);
     return code;
 }
 
@@ -30,6 +43,7 @@ int bt_err_prefix(int code, const char *fmt, ...)
     memcpy(old, last_error, sizeof old);
     if (snprintf(last_error, sizeof last_error, "%s: %s", prefix, old) >= (int)sizeof last_error)
         memcpy(last_error + sizeof last_error - 4, "...", 4); /* show that it was cut */
+    one_line(last_error);
     return code;
 }
 

@@ -166,6 +166,8 @@ static void test_key_placeholder_errors_name_the_placeholder(void **state)
         {"{\"user_id\":null}", "{user_id} is missing"},
         {"{\"user_id\":{\"a\":1}}", "{user_id} is an object"},
         {"{\"user_id\":[1]}", "{user_id} is an array"},
+        /* A NUL would end the key early: "a\0b" and "a\0c" would share a key. */
+        {"{\"user_id\":\"a\\u0000b\"}", "{user_id} holds a control character (byte 0x00)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         baton_job_spec spec = {"Sync", cases[i].args, NULL};
