@@ -31,13 +31,17 @@ typedef struct cli {
     baton_client *client;
 } cli;
 
+/* What a command needs: the current schema (all but init), positional arguments (a
+ * command without CLI_ARGS refuses any before it opens the database). */
+enum { CLI_SCHEMA = 1, CLI_ARGS = 2 };
+
 /* A command: name, the options it accepts ("name" for flags, "name=" for valued options),
- * usage text and the function that runs it, returning an exit code. */
+ * usage text, CLI_ flags and the function that runs it, returning an exit code. */
 typedef struct cli_command {
     const char *name;
     const char *const *options;
     const char *usage;
-    int needs_schema; /* 0 for init */
+    unsigned flags;
     int (*run)(cli *c);
 } cli_command;
 

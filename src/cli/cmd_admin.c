@@ -48,8 +48,6 @@ int cmd_discard(cli *c)
 int cmd_clear_finished(cli *c)
 {
     double older_than = 86400;
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton clear-finished takes no arguments");
     if (cli_double(c, "older-than", 0, &older_than))
         return EXIT_USAGE;
     int64_t count;

@@ -119,8 +119,6 @@ static void render_jobs(json_t *list)
 
 int cmd_jobs(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton jobs takes no arguments");
     long long limit = 100;
     if (cli_int(c, "limit", 1, INT_MAX, &limit))
         return EXIT_USAGE;
@@ -188,8 +186,6 @@ static void render_queues(json_t *list)
 
 int cmd_queues(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton queues takes no arguments");
     char *json = NULL;
     int rc = baton_queues_json(c->client, &json);
     return show(c, rc, json, render_queues);
@@ -205,8 +201,6 @@ static void render_semaphores(json_t *list)
 
 int cmd_semaphores(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton semaphores takes no arguments");
     char *json = NULL;
     int rc = baton_semaphores_json(c->client, cli_flag(c, "expired"), cli_value(c, "key"), &json);
     return show(c, rc, json, render_semaphores);
@@ -264,8 +258,6 @@ static void render_blocked(json_t *list)
 
 int cmd_blocked(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton blocked takes no arguments");
     char *json = NULL;
     int rc = baton_blocked_json(c->client, cli_value(c, "class"), cli_value(c, "key"), &json);
     return show(c, rc, json, render_blocked);
@@ -285,8 +277,6 @@ static void render_running(json_t *list)
 
 int cmd_running(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton running takes no arguments");
     double longer_than = 0;
     if (cli_double(c, "longer-than", 0, &longer_than))
         return EXIT_USAGE;
@@ -309,8 +299,6 @@ static void render_processes(json_t *list)
 
 int cmd_processes(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton processes takes no arguments");
     char *json = NULL;
     int rc = baton_processes_json(c->client, &json);
     return show(c, rc, json, render_processes);
@@ -318,8 +306,6 @@ int cmd_processes(cli *c)
 
 int cmd_doctor(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton doctor takes no arguments");
     char *json = NULL;
     int left = 0;
     int rc = baton_doctor_json(c->client, cli_flag(c, "repair"), &json, &left);
@@ -420,8 +406,6 @@ static void render_stats(json_t *doc)
 
 int cmd_stats(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton stats takes no arguments");
     double since = 3600;
     if (cli_double(c, "since", 0.001, &since))
         return EXIT_USAGE;
@@ -432,8 +416,6 @@ int cmd_stats(cli *c)
 
 int cmd_metrics(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton metrics takes no arguments");
     char *text = NULL;
     int rc = baton_metrics_text(c->client, &text);
     if (rc != BATON_OK)
@@ -505,8 +487,6 @@ static int top_frame(cli *c, int live)
 
 int cmd_top(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton top takes no arguments");
     /* Not a terminal (a pipe, a file, a log): one picture, as plain tables. */
     if (!isatty(STDOUT_FILENO) || !isatty(STDIN_FILENO)) {
         int rc = top_frame(c, 0);

@@ -70,8 +70,6 @@ static double shutdown_timeout(cli *c, double *out)
 
 int cmd_work(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton work takes no arguments");
     baton_worker_options o = BATON_WORKER_OPTIONS_INIT;
     long long threads = o.threads;
     if (cli_int(c, "threads", 1, WORKER_THREADS_MAX, &threads) || cli_double(c, "polling-interval", 0.001, &o.polling_interval) ||
@@ -94,8 +92,6 @@ int cmd_work(cli *c)
 
 int cmd_dispatch(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton dispatch takes no arguments");
     baton_dispatcher_options o = BATON_DISPATCHER_OPTIONS_INIT;
     long long batch = o.batch_size;
     if (cli_double(c, "polling-interval", 0.001, &o.polling_interval) || cli_int(c, "batch-size", 1, INT_MAX, &batch))
@@ -115,8 +111,6 @@ int cmd_dispatch(cli *c)
 
 int cmd_schedule(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton schedule takes no arguments");
     baton_scheduler_options o = BATON_SCHEDULER_OPTIONS_INIT; /* 0: baton.yml's, else 5 s */
     if (cli_double(c, "polling-interval", 0.001, &o.polling_interval))
         return EXIT_USAGE;
@@ -134,8 +128,6 @@ int cmd_schedule(cli *c)
 
 int cmd_start(cli *c)
 {
-    if (c->nargs)
-        return cli_fail(BATON_EINVALID, "baton start takes no arguments");
     baton_supervisor_options o = BATON_SUPERVISOR_OPTIONS_INIT;
     if (cli_value(c, "shutdown-timeout") && cli_double(c, "shutdown-timeout", 0, &o.shutdown_timeout))
         return EXIT_USAGE;

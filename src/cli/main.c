@@ -35,34 +35,34 @@ static const char *const recurring_opts[] = {"json", "class=", "schedule=", "arg
 static const cli_command commands[] = {
     {"init", no_opts, "init", 0, cmd_init},
     {"enqueue", enqueue_opts, "enqueue CLASS [--args JSON|-|@FILE] [--queue Q] [--priority N] [--at ISO8601 | --in SECONDS]\n"
-                              "                [--concurrency-key K] [--limit N] [--duration S] [--on-conflict block|discard|coalesce]", 1, cmd_enqueue},
-    {"perform", perform_opts, "perform CLASS [--args JSON|-|@FILE] [--wait-timeout S]", 1, cmd_perform},
-    {"work", work_opts, "work [--queues LIST] [--threads N] [--polling-interval S] [--shutdown-timeout S]", 1, cmd_work},
-    {"dispatch", dispatch_opts, "dispatch [--polling-interval S] [--batch-size N]", 1, cmd_dispatch},
-    {"schedule", schedule_opts, "schedule [--polling-interval S]", 1, cmd_schedule},
-    {"start", start_opts, "start [--only workers,dispatchers,scheduler] [--pidfile FILE] [--shutdown-timeout S]", 1, cmd_start},
-    {"jobs", jobs_opts, "jobs [--status S] [--class C] [--queue Q] [--key K] [--limit N] [--json]", 1, cmd_jobs},
-    {"job", json_opts, "job ID [--json]", 1, cmd_job},
-    {"retry", retry_opts, "retry ID | --all-failed [--class C]", 1, cmd_retry},
-    {"discard", no_opts, "discard ID", 1, cmd_discard},
-    {"clear-finished", clear_opts, "clear-finished [--older-than SECONDS]", 1, cmd_clear_finished},
-    {"pause", no_opts, "pause QUEUE", 1, cmd_pause},
-    {"resume", no_opts, "resume QUEUE", 1, cmd_resume},
-    {"queues", json_opts, "queues [--json]", 1, cmd_queues},
-    {"semaphores", semaphores_opts, "semaphores [--expired] [--key K] [--json]", 1, cmd_semaphores},
-    {"blocked", blocked_opts, "blocked [--class C] [--key K] [--json]", 1, cmd_blocked},
-    {"running", running_opts, "running [--longer-than SECONDS] [--class C] [--json]", 1, cmd_running},
-    {"processes", json_opts, "processes [--json]", 1, cmd_processes},
-    {"unblock", unblock_opts, "unblock JOB_ID [--force] | --key K", 1, cmd_unblock},
-    {"semaphore", force_opts, "semaphore clear KEY [--force]", 1, cmd_semaphore},
-    {"doctor", doctor_opts, "doctor [--repair] [--json]", 1, cmd_doctor},
-    {"stats", stats_opts, "stats [--class C] [--since SECONDS] [--json]", 1, cmd_stats},
-    {"metrics", no_opts, "metrics", 1, cmd_metrics},
-    {"top", no_opts, "top", 1, cmd_top},
+                              "                [--concurrency-key K] [--limit N] [--duration S] [--on-conflict block|discard|coalesce]", CLI_SCHEMA | CLI_ARGS, cmd_enqueue},
+    {"perform", perform_opts, "perform CLASS [--args JSON|-|@FILE] [--wait-timeout S]", CLI_SCHEMA | CLI_ARGS, cmd_perform},
+    {"work", work_opts, "work [--queues LIST] [--threads N] [--polling-interval S] [--shutdown-timeout S]", CLI_SCHEMA, cmd_work},
+    {"dispatch", dispatch_opts, "dispatch [--polling-interval S] [--batch-size N]", CLI_SCHEMA, cmd_dispatch},
+    {"schedule", schedule_opts, "schedule [--polling-interval S]", CLI_SCHEMA, cmd_schedule},
+    {"start", start_opts, "start [--only workers,dispatchers,scheduler] [--pidfile FILE] [--shutdown-timeout S]", CLI_SCHEMA, cmd_start},
+    {"jobs", jobs_opts, "jobs [--status S] [--class C] [--queue Q] [--key K] [--limit N] [--json]", CLI_SCHEMA, cmd_jobs},
+    {"job", json_opts, "job ID [--json]", CLI_SCHEMA | CLI_ARGS, cmd_job},
+    {"retry", retry_opts, "retry ID | --all-failed [--class C]", CLI_SCHEMA | CLI_ARGS, cmd_retry},
+    {"discard", no_opts, "discard ID", CLI_SCHEMA | CLI_ARGS, cmd_discard},
+    {"clear-finished", clear_opts, "clear-finished [--older-than SECONDS]", CLI_SCHEMA, cmd_clear_finished},
+    {"pause", no_opts, "pause QUEUE", CLI_SCHEMA | CLI_ARGS, cmd_pause},
+    {"resume", no_opts, "resume QUEUE", CLI_SCHEMA | CLI_ARGS, cmd_resume},
+    {"queues", json_opts, "queues [--json]", CLI_SCHEMA, cmd_queues},
+    {"semaphores", semaphores_opts, "semaphores [--expired] [--key K] [--json]", CLI_SCHEMA, cmd_semaphores},
+    {"blocked", blocked_opts, "blocked [--class C] [--key K] [--json]", CLI_SCHEMA, cmd_blocked},
+    {"running", running_opts, "running [--longer-than SECONDS] [--class C] [--json]", CLI_SCHEMA, cmd_running},
+    {"processes", json_opts, "processes [--json]", CLI_SCHEMA, cmd_processes},
+    {"unblock", unblock_opts, "unblock JOB_ID [--force] | --key K", CLI_SCHEMA | CLI_ARGS, cmd_unblock},
+    {"semaphore", force_opts, "semaphore clear KEY [--force]", CLI_SCHEMA | CLI_ARGS, cmd_semaphore},
+    {"doctor", doctor_opts, "doctor [--repair] [--json]", CLI_SCHEMA, cmd_doctor},
+    {"stats", stats_opts, "stats [--class C] [--since SECONDS] [--json]", CLI_SCHEMA, cmd_stats},
+    {"metrics", no_opts, "metrics", CLI_SCHEMA, cmd_metrics},
+    {"top", no_opts, "top", CLI_SCHEMA, cmd_top},
     {"recurring", recurring_opts, "recurring [--json]\n"
                                   "  baton recurring add KEY --class C --schedule CRON [--args JSON|-|@FILE] [--queue Q] [--priority N]\n"
                                   "                [--timezone TZ] [--description TEXT]\n"
-                                  "  baton recurring remove KEY", 1, cmd_recurring},
+                                  "  baton recurring remove KEY", CLI_SCHEMA | CLI_ARGS, cmd_recurring},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -256,7 +256,9 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
     int only_positional = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (only_positional || a[0] != '-' || strcmp(a, "-") == 0) {
+        /* "-1" is a (bad) job id or number, not an option named "1". */
+        int number = a[0] == '-' && a[1] >= '0' && a[1] <= '9';
+        if (only_positional || a[0] != '-' || strcmp(a, "-") == 0 || number) {
             if (!cmd) {
                 for (size_t k = 0; k < NCOMMANDS && !cmd; k++)
                     if (strcmp(commands[k].name, a) == 0)
@@ -306,6 +308,13 @@ static int parse(int argc, char **argv, cli *c, const cli_command **cmd_out)
             value = argv[++i];
         } else if (!takes_value && value) {
             cli_fail(BATON_EINVALID, "option '--%s' takes no value", key);
+            free(key);
+            return PARSE_BAD;
+        }
+        /* An empty value names nothing (a file, a URL, a filter that matches no row);
+         * only a description may be empty. */
+        if (value && !*value && strcmp(key, "description") != 0) {
+            cli_fail(BATON_EINVALID, "option '--%s' must not be empty", key);
             free(key);
             return PARSE_BAD;
         }
@@ -373,8 +382,13 @@ int main(int argc, char **argv)
         else if (access("baton.yml", F_OK) == 0)
             c.config_path = "baton.yml";
     }
+    if (c.nargs && !(cmd->flags & CLI_ARGS)) {
+        cli_fail(BATON_EINVALID, "baton %s takes no arguments", cmd->name);
+        free_cli(&c);
+        return EXIT_USAGE;
+    }
     int rc = baton_open(&c.client, c.db_url);
-    if (rc == BATON_OK && cmd->needs_schema)
+    if (rc == BATON_OK && (cmd->flags & CLI_SCHEMA))
         rc = baton_check_schema(c.client);
     if (rc == BATON_OK)
         rc = baton_load_config(c.client, c.config_path);
