@@ -268,7 +268,9 @@ int bt_release_unknown_claims(bt_store *s, int64_t process_id, const bt_claim_re
 
 /* bt_maintain_concurrency is the safety net behind the normal release path: it frees
  * slots whose job is neither ready nor running and promotes blocked jobs waiting longer
- * than their duration into keys with free slots. *promoted_out counts promotions. */
+ * than their duration into keys with free slots. Each key is a transaction of its own
+ * (call it with none open), so a wait for one key's lock holds up no other key.
+ * *promoted_out (may be NULL) counts promotions. */
 int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out);
 
 /* bt_renew_leases extends the slot leases of the jobs process_id runs. */
@@ -296,7 +298,8 @@ int bt_retry_failed(bt_store *s, const int64_t *ids, size_t n, int64_t now);
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now);
 
 /* bt_repair_slots frees slots held by jobs that are neither ready nor running and fills
- * every key's free slots from its blocked jobs, never past a limit. */
+ * every key's free slots from its blocked jobs, never past a limit: key by key, as
+ * bt_maintain_concurrency does. */
 int bt_repair_slots(bt_store *s, int64_t now, int *promoted_out);
 /* bt_requeue_lost puts a job whose status has no execution row back in a list: failed and
  * scheduled jobs in theirs, the others through admission (giving up any slot first). */

@@ -211,9 +211,13 @@ static void check_slots(doctor *d)
         return;
     }
     int64_t stale = 0, waiting = 0;
-    bt_exec(d->store, sql_stale_holders, NULL, 0, bt_row_count, &stale, NULL);
-    bt_exec(d->store, sql_blocked_with_room, NULL, 0, bt_row_count, &waiting, NULL);
-    if (!stale && !waiting)
+    d->rc = bt_begin(d->store, BT_TXN_READ);
+    if (d->rc == BATON_OK)
+        d->rc = bt_exec(d->store, sql_stale_holders, NULL, 0, bt_row_count, &stale, NULL);
+    if (d->rc == BATON_OK)
+        d->rc = bt_exec(d->store, sql_blocked_with_room, NULL, 0, bt_row_count, &waiting, NULL);
+    d->rc = bt_end(d->store, d->rc);
+    if (d->rc != BATON_OK || (!stale && !waiting))
         return;
     int promoted = 0;
     d->rc = bt_repair_slots(d->store, d->now, &promoted);
@@ -245,8 +249,25 @@ static void diagnose(doctor *d)
         check_stateless_jobs(d);
     if (d->rc == BATON_OK)
         check_slots(d);
-    if (d->rc == BATON_OK && !d->repair)
+    if (d->rc == BATON_OK)
         d->rc = bt_exec(d->store, sql_over_limit, NULL, 0, on_over_limit, d, NULL);
+}
+
+/* repair fixes what diagnose would report, processes and lost jobs in one transaction,
+ * then the slots key by key (bt_repair_slots): waiting for one key's lock holds up no
+ * other. Keys over their limit heal as their jobs end. */
+static void repair_all(doctor *d)
+{
+    d->repair = 1;
+    d->rc = bt_begin(d->store, BT_TXN_WRITE);
+    if (d->rc == BATON_OK)
+        check_dead_claims(d);
+    if (d->rc == BATON_OK)
+        check_stateless_jobs(d);
+    d->rc = bt_end(d->store, d->rc);
+    if (d->rc == BATON_OK)
+        check_slots(d);
+    d->repair = 0;
 }
 
 int baton_doctor_json(baton_client *c, int repair, char **json_out, int *problems_left)
@@ -254,14 +275,8 @@ int baton_doctor_json(baton_client *c, int repair, char **json_out, int *problem
     *json_out = NULL;
     int64_t now = bt_now_ms();
     doctor d = {c->store, now, (int64_t)(c->alive_threshold * 1000.0), 0, json_array(), json_array(), BATON_OK};
-    if (repair) {
-        d.repair = 1;
-        d.rc = bt_begin(c->store, BT_TXN_WRITE);
-        if (d.rc == BATON_OK)
-            diagnose(&d);
-        d.rc = bt_end(c->store, d.rc);
-        d.repair = 0;
-    }
+    if (repair)
+        repair_all(&d);
     /* What is left after the repairs (or everything, without them). */
     if (d.rc == BATON_OK) {
         d.rc = bt_begin(c->store, BT_TXN_READ);

@@ -1501,107 +1501,85 @@ int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t no
     return rc;
 }
 
+static const char sql_orphan_keys[] =
+    "SELECT DISTINCT h.key FROM baton_semaphore_holders h JOIN baton_jobs j ON j.id = h.job_id"
+    " WHERE j.status NOT IN ('ready', 'claimed')";
 static const char sql_orphan_holders[] =
-    "DELETE FROM baton_semaphore_holders WHERE job_id IN (SELECT h.job_id FROM baton_semaphore_holders h"
-    " JOIN baton_jobs j ON j.id = h.job_id WHERE j.status NOT IN ('ready', 'claimed')) RETURNING key";
+    "DELETE FROM baton_semaphore_holders WHERE key = ?1 AND job_id IN (SELECT h.job_id FROM baton_semaphore_holders h"
+    " JOIN baton_jobs j ON j.id = h.job_id WHERE h.key = ?1 AND j.status NOT IN ('ready', 'claimed'))";
 static const char sql_overdue_keys[] =
     "SELECT DISTINCT concurrency_key FROM baton_blocked_executions WHERE expires_at < ?";
+static const char sql_blocked_keys[] = "SELECT DISTINCT concurrency_key FROM baton_blocked_executions";
 static const char sql_extend_blocked[] =
     "UPDATE baton_blocked_executions SET expires_at = ?2 + (SELECT CAST(j.concurrency_duration * 1000 AS BIGINT)"
     " FROM baton_jobs j WHERE j.id = baton_blocked_executions.job_id)"
     " WHERE concurrency_key = ?1 AND expires_at < ?2";
 
-/* The keys a repair visits: one entry per freed slot, then one per key to look at with
- * nothing freed (freed 0). */
-typedef struct key_visit {
-    char *key;
-    int freed;
-} key_visit;
-
-typedef struct key_list {
-    key_visit *items;
-    size_t len, cap;
-    int freed; /* what collect_key records: 1 while collecting freed slots, else 0 */
-} key_list;
-
-static int collect_key(bt_row *row, void *payload)
+/* visit_key repairs one key in a transaction of its own, so that waiting for one key's
+ * lock (its holder stopped mid-round) holds up no other key: it frees the key's slots
+ * whose job is neither ready nor running and promotes its blocked jobs into its free
+ * slots; with extend, the jobs still blocked are checked again one duration later. */
+static int visit_key(bt_store *s, const char *key, int64_t now, int extend, int *promoted)
 {
-    key_list *l = payload;
-    if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
-        return -1;
-    char *key = strdup(bt_col_text(row, 0));
-    if (!key)
-        return -1;
-    l->items[l->len++] = (key_visit){key, l->freed};
-    return 0;
-}
-
-static int cmp_key_visit(const void *a, const void *b)
-{
-    return strcmp(((const key_visit *)a)->key, ((const key_visit *)b)->key);
-}
-
-/* visit_keys promotes the blocked jobs of each key in keys (once per key) into its free
- * slots, noting every key it repaired; with extend, the jobs still blocked are checked
- * again one duration later. Frees keys. */
-static int visit_keys(bt_store *s, key_list *keys, int64_t now, int extend, int *promoted)
-{
-    int rc = BATON_OK;
-    if (keys->len) /* each key once, its freed slots counted together */
-        qsort(keys->items, keys->len, sizeof *keys->items, cmp_key_visit);
-    for (size_t i = 0; i < keys->len && rc == BATON_OK;) {
-        const char *key = keys->items[i].key;
-        int freed = 0, before = *promoted;
-        for (; i < keys->len && strcmp(keys->items[i].key, key) == 0; i++)
-            freed += keys->items[i].freed;
+    bt_val k[] = {BV_TEXT(key), BV_INT(now)};
+    int64_t freed = 0;
+    int before = *promoted;
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK) /* the key's row first, as admission takes it, then its holders */
+        rc = lock_semaphore(s, key);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_orphan_holders, k, 1, NULL, NULL, &freed);
+    if (rc == BATON_OK)
         rc = promote(s, key, extend ? "expiry" : "repair", now, INT_MAX, NULL, promoted, NULL);
-        bt_val e[] = {BV_TEXT(key), BV_INT(now)};
-        if (rc == BATON_OK && extend)
-            rc = bt_exec(s, sql_extend_blocked, e, 2, NULL, NULL, NULL);
-        if (freed || *promoted > before)
-            bt_note(s, BATON_LOG_WARN, "event=semaphore.expired key=%s released=%d promoted=%d", BT_LOG_VALUE(key),
-                    freed, *promoted - before);
+    if (rc == BATON_OK && extend)
+        rc = bt_exec(s, sql_extend_blocked, k, 2, NULL, NULL, NULL);
+    if (rc == BATON_OK && (freed || *promoted > before))
+        bt_note(s, BATON_LOG_WARN, "event=semaphore.expired key=%s released=%lld promoted=%d", BT_LOG_VALUE(key),
+                (long long)freed, *promoted - before);
+    rc = bt_end(s, rc);
+    if (rc != BATON_OK)
+        *promoted = before;
+    return rc;
+}
+
+/* visit_keys reads, in one snapshot, the keys with slots to free and those that sql names
+ * (with the time as parameter when nargs is 1), then visits each once. A key that fails
+ * does not stop the others; the first failure is returned. */
+static int visit_keys(bt_store *s, const char *sql, int nargs, int64_t now, int extend, int *promoted_out)
+{
+    bt_text_list keys = {0};
+    bt_val a[] = {BV_INT(now)};
+    int rc = bt_begin(s, BT_TXN_READ);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_orphan_keys, NULL, 0, bt_row_collect_text, &keys, NULL);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql, a, nargs, bt_row_collect_text, &keys, NULL);
+    const int read = rc = bt_end(s, rc);
+    int promoted = 0;
+    if (keys.len)
+        qsort(keys.items, keys.len, sizeof *keys.items, cmp_text);
+    for (size_t i = 0; read == BATON_OK && i < keys.len; i++) {
+        if (i > 0 && strcmp(keys.items[i], keys.items[i - 1]) == 0)
+            continue;
+        int krc = visit_key(s, keys.items[i], now, extend, &promoted);
+        rc = rc == BATON_OK ? krc : rc;
     }
-    for (size_t i = 0; i < keys->len; i++)
-        free(keys->items[i].key);
-    free(keys->items);
+    bt_text_list_free(&keys);
+    if (promoted_out)
+        *promoted_out = promoted;
     return rc;
 }
 
 int bt_maintain_concurrency(bt_store *s, int64_t now, int *promoted_out)
 {
-    key_list keys = {.freed = 1};
-    int promoted = 0;
-    /* A holder whose job is no longer ready or running holds its slot for nothing. */
-    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
-    bt_val a[] = {BV_INT(now)};
-    keys.freed = 0;
-    if (rc == BATON_OK)
-        rc = bt_exec(s, sql_overdue_keys, a, 1, collect_key, &keys, NULL);
-    /* Jobs still blocked after that wait for a slot that is really taken: they are checked
-     * again one duration later. */
-    int vrc = visit_keys(s, &keys, now, 1, &promoted);
-    rc = rc == BATON_OK ? vrc : rc;
-    if (promoted_out)
-        *promoted_out = promoted;
-    return rc;
+    /* Jobs still blocked after the wait of their duration wait for a slot that is really
+     * taken: they are checked again one duration later. */
+    return visit_keys(s, sql_overdue_keys, 1, now, 1, promoted_out);
 }
-
-static const char sql_blocked_keys[] = "SELECT DISTINCT concurrency_key FROM baton_blocked_executions";
 
 int bt_repair_slots(bt_store *s, int64_t now, int *promoted_out)
 {
-    key_list keys = {.freed = 1};
-    int promoted = 0;
-    int rc = bt_exec(s, sql_orphan_holders, NULL, 0, collect_key, &keys, NULL);
-    keys.freed = 0;
-    if (rc == BATON_OK)
-        rc = bt_exec(s, sql_blocked_keys, NULL, 0, collect_key, &keys, NULL);
-    int vrc = visit_keys(s, &keys, now, 0, &promoted);
-    rc = rc == BATON_OK ? vrc : rc;
-    if (promoted_out)
-        *promoted_out = promoted;
-    return rc;
+    return visit_keys(s, sql_blocked_keys, 0, now, 0, promoted_out);
 }
 
 /* ---- operator actions ---- */

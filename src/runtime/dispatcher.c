@@ -84,21 +84,9 @@ int baton_dispatch_due(baton_client *client, int batch_size, int *moved_out)
     return rc;
 }
 
-static int maintain_once(bt_store *s, int *promoted)
-{
-    int rc = bt_begin(s, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = bt_maintain_concurrency(s, bt_now_ms(), promoted);
-    return bt_end(s, rc);
-}
-
 int baton_maintain(baton_client *client, int *promoted_out)
 {
-    int promoted = 0;
-    int rc = maintain_once(client->store, &promoted);
-    if (promoted_out)
-        *promoted_out = promoted;
-    return rc;
+    return bt_maintain_concurrency(client->store, bt_now_ms(), promoted_out);
 }
 
 /* tick heartbeats and prunes; a dispatcher holds no claims, so being pruned only means
@@ -131,7 +119,7 @@ int baton_dispatcher_run(baton_dispatcher *d)
     while (!atomic_load(&d->stopping)) {
         if (bt_mono_ns() >= next_maintenance) {
             int promoted = 0;
-            if (maintain_once(d->store, &promoted) != BATON_OK)
+            if (bt_maintain_concurrency(d->store, bt_now_ms(), &promoted) != BATON_OK)
                 bt_log(d->client, BATON_LOG_ERROR, "event=maintenance.failed error=%s",
                        BT_LOG_VALUE(baton_error_last()));
             else if (promoted)

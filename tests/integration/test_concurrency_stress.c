@@ -1590,6 +1590,16 @@ static void test_lost_commit_answer_on_the_wire(void **state)
  * that lock. The server must end the silent session before the waiter's lock timeout, so
  * the waiter's job is stored; thawed, the silent client fails with one line and stores
  * nothing. */
+/* wait_for_count polls db until sql counts a row, or fails after 30 s saying what. */
+static void wait_for_count(bt_store *db, const char *sql, const char *what)
+{
+    for (int waited = 0; !test_db_int(db, sql); waited += 20) {
+        if (waited > 30000)
+            fail_msg("%s never happened", what);
+        sleep_ms(20);
+    }
+}
+
 static void test_silent_client_inside_a_transaction_frees_its_keys(void **state)
 {
     fixture *f = *state;
@@ -1606,13 +1616,9 @@ static void test_silent_client_inside_a_transaction_frees_its_keys(void **state)
     snprintf(log, sizeof log, "%s/silent-enqueue.log", f->dir);
     pid_t silent = baton_spawn(log, args);
     bt_store *db = test_db_open(f->url);
-    int waited = 0; /* until the silent enqueue holds the key's lock */
-    while (!test_db_int(db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
-                            " AND datname = current_database() AND query LIKE '%baton_semaphore%'"))
-        if ((waited += 20) > 30000)
-            fail_msg("the enqueue through the proxy never locked its key (log %s)", log);
-        else
-            sleep_ms(20);
+    wait_for_count(db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+                       " AND datname = current_database() AND query LIKE '%baton_semaphore%'",
+                   "the enqueue through the proxy locking its key");
     if (try_enqueue_probes(f, "Probe", 1, 1) != BATON_OK)
         fail_msg("an enqueue waiting on the silent session's lock failed: %s", baton_error_last());
     tcp_proxy_freeze(proxy, 0);
@@ -1624,6 +1630,50 @@ static void test_silent_client_inside_a_transaction_frees_its_keys(void **state)
     assert_int_equal(test_db_int(db, "SELECT count(*) FROM baton_jobs"), 2);
     bt_store_close(db);
     tcp_proxy_stop(proxy);
+    f->passed = 1;
+}
+
+/* An operator's `doctor --repair` (or the dispatcher's maintenance) meets a key whose lock
+ * another session holds, as a worker stopped in the middle of a round does. It must wait
+ * for that key alone: the keys it repaired before are free for everyone meanwhile. Here
+ * Probe/k0's slot needs repair and Probe/k1 is locked by the test; while the repair waits
+ * for k1, an enqueue of k0 must be stored, not time out. */
+static void test_repair_waiting_on_one_key_holds_up_no_other(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "SQLite has one lock for the whole database");
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
+    open_queue(f, CALM_LIVENESS, classes);
+    enqueue_probes(f, "Probe", 2, 2); /* each key: one job ready in its slot, one blocked */
+    bt_store *db = test_db_open(f->url);
+    test_db_exec(db, "DELETE FROM baton_semaphore_holders WHERE key = 'Probe/k0'"); /* k0: a free slot */
+    bt_store *holder = test_db_open(f->url);
+    test_db_exec(holder, "SET idle_in_transaction_session_timeout = 0; BEGIN;"
+                         " SELECT limit_value FROM baton_semaphores WHERE key = 'Probe/k1' FOR UPDATE");
+    const char *args[] = {"--db", f->url, "--config", f->config, "doctor", "--repair", NULL};
+    char log[4200];
+    snprintf(log, sizeof log, "%s/doctor.log", f->dir);
+    pid_t doctor = baton_spawn(log, args);
+    const char *waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                          " AND datname = current_database() AND query LIKE '%baton_semaphores%'";
+    wait_for_count(db, waiting, "the repair waiting for Probe/k1's lock");
+    if (try_enqueue_probes(f, "Probe", 1, 1) != BATON_OK)
+        fail_msg("an enqueue of Probe/k0 while the repair waits for Probe/k1 failed: %s", baton_error_last());
+    /* Stored while the repair still waits, not once it gave up (a lock timeout ends both). */
+    if (test_db_int(db, waiting) != 1)
+        fail_msg("the enqueue of Probe/k0 was stored only after the repair stopped waiting for Probe/k1");
+    test_db_exec(holder, "ROLLBACK");
+    int status = wait_exit(doctor, 30000);
+    if (status != 0) {
+        char *out = read_file(log);
+        fail_msg("doctor --repair ended with status %d: %s", status, out ? out : "(nothing)");
+    }
+    /* k0's blocked job took the free slot; the new one waits behind it. */
+    assert_int_equal(test_db_int(db, "SELECT count(*) FROM baton_semaphore_holders WHERE key = 'Probe/k0'"), 1);
+    assert_int_equal(test_db_int(db, "SELECT count(*) FROM baton_blocked_executions WHERE concurrency_key = 'Probe/k0'"), 1);
+    bt_store_close(holder);
+    bt_store_close(db);
     f->passed = 1;
 }
 
@@ -1808,6 +1858,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_silent_network_path_fences_the_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_commit_answer_on_the_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_client_inside_a_transaction_frees_its_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_waiting_on_one_key_holds_up_no_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_2, setup, teardown),
     };
