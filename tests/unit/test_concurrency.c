@@ -330,6 +330,50 @@ static void test_coalesce_keeps_one_waiter_and_runs_at_most_two(void **state)
     assert_int_equal(jr.nruns, 2);
 }
 
+/* A retry of a discard or coalesce job meets its mode again, like a newcomer: when it falls
+ * due while another job of its key holds the slot, that job does the same work, so the
+ * retry is discarded ("concurrency limit"), or coalesced into the job already waiting. */
+static void retry_meets_its_mode(lib_fixture *f, baton_on_conflict mode)
+{
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail_first_attempt = 1};
+    baton_class_options o = BATON_CLASS_OPTIONS_INIT;
+    o.perform = journaled;
+    o.payload = &jr;
+    o.concurrency_key = "k";
+    o.on_conflict = mode;
+    o.max_attempts = 2;
+    o.backoff = BATON_BACKOFF_FIXED;
+    o.backoff_base = 0.2;
+    assert_int_equal(baton_class_register(f->client, "Sync", &o), BATON_OK);
+    baton_enqueued a = enqueue(f->client, "Sync", "[]");
+    running_worker w = worker_start(f->client, "*", 1);
+    wait_runs(&jr, 1);
+    worker_stop(&w);
+    assert_string_equal(job_status(f->client, a.id), "scheduled"); /* its retry, after the backoff */
+    baton_enqueued holder = enqueue(f->client, "Sync", "[]");
+    assert_int_equal(holder.state, BATON_JOB_READY);
+    baton_enqueued waiter = {0};
+    if (mode == BATON_ON_CONFLICT_COALESCE) {
+        waiter = enqueue(f->client, "Sync", "[]");
+        assert_int_equal(waiter.state, BATON_JOB_BLOCKED);
+    }
+    int moved = 0;
+    while (moved == 0) {
+        assert_int_equal(baton_dispatch_due(f->client, 10, &moved), BATON_OK);
+        if (!moved)
+            bt_sleep(0.01); /* waiting for the clock to reach the retry's time */
+    }
+    assert_string_equal(job_status(f->client, a.id), "discarded");
+    char want[64] = "concurrency limit";
+    if (mode == BATON_ON_CONFLICT_COALESCE)
+        snprintf(want, sizeof want, "coalesced into job %lld", (long long)waiter.id);
+    assert_string_equal(error_of(f->client, a.id), want);
+    assert_string_equal(job_status(f->client, holder.id), "ready");
+}
+
+static void test_discard_retry_meets_its_mode(void **state) { retry_meets_its_mode(*state, BATON_ON_CONFLICT_DISCARD); }
+static void test_coalesce_retry_meets_its_mode(void **state) { retry_meets_its_mode(*state, BATON_ON_CONFLICT_COALESCE); }
+
 static void test_scheduled_job_meets_its_limit_when_due(void **state)
 {
     lib_fixture *f = *state;
@@ -1383,6 +1427,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_groups_share_slots_across_classes, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_limits_admit_exactly_n, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_discard_records_the_job, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_discard_retry_meets_its_mode, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_coalesce_retry_meets_its_mode, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_coalesce_keeps_one_waiter_and_runs_at_most_two, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_scheduled_job_meets_its_limit_when_due, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_failure_releases_and_retry_queues_again, lib_setup, lib_teardown),
