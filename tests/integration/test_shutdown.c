@@ -616,6 +616,41 @@ static void test_quit_is_immediate(void **state)
     signal_long_job(*state, "60", SIGQUIT, "QUIT");
 }
 
+/* A job that ended just before an immediate stop, its outcome waiting for a round that
+ * cannot commit yet (the database is locked), is recorded as it ended: handed back, it
+ * would run a second time. Two QUITs, as an impatient operator sends them. */
+static void test_quit_records_what_already_finished(void **state)
+{
+    fx *f = *state;
+    write_long_job_config(f);
+    int64_t id = ENQUEUE(f, "Short");
+    pid_t w = START_WORKER(f, NULL, "--threads", "1", "--polling-interval", "0.05");
+    WAIT_JOB(f, id, "claimed");
+    /* The round that records the job's end waits for this lock. */
+    bt_store *db = test_db_open(f->db);
+    char lock[128];
+    snprintf(lock, sizeof lock, test_on_postgres() ? "BEGIN; SELECT id FROM baton_jobs WHERE id = %lld FOR UPDATE"
+                                                   : "BEGIN IMMEDIATE", (long long)id);
+    test_db_exec(db, lock);
+    write_file(in_dir(f, "go"), "");
+    log_wait ended = {in_dir(f, "short.log"), 1};
+    if (!poll_until(log_has_lines, &ended, 10000))
+        fail_worker(f, 0, "the job never ended");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(kill(w, SIGQUIT), 0);
+        sig_wait sw = {w, SIGQUIT};
+        assert_true(poll_until(signal_taken, &sw, 5000));
+    }
+    test_db_exec(db, "ROLLBACK");
+    bt_store_close(db);
+    double took;
+    int st = reap_worker(f, w, 20000, bt_mono_ns(), &took);
+    if (st != 0)
+        fail_worker(f, 0, "worker exited %d after QUIT", st);
+    EXPECT_JOB(f, id, "finished", 1);
+    assert_int_equal(count_lines(in_dir(f, "short.log")), 1);
+}
+
 static void test_second_term_is_immediate(void **state)
 {
     fx *f = *state;
@@ -793,6 +828,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_term_past_shutdown_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quit_is_immediate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_term_is_immediate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quit_records_what_already_finished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hand_back_waits_for_the_run_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_stops_when_its_database_file_is_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_during_job_start_leaves_no_job_behind, setup, teardown),
