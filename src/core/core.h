@@ -207,6 +207,11 @@ int bt_enqueue_rows(bt_store *s, const bt_new_job *jobs, size_t n, int64_t now, 
 int bt_prepare_job(baton_client *c, const baton_job_spec *spec, int64_t now, bt_new_job *job);
 void bt_new_job_clear(bt_new_job *job);
 
+/* bt_lock_job_key locks the row of job id's concurrency key (nothing for a job without
+ * one, or on a driver without row locks). Everything that changes a key's waiting or
+ * running jobs takes it first: a key's row is the key's lock. */
+int bt_lock_job_key(bt_store *s, int64_t id);
+
 /* bt_read_claim loads the job id claimed by process_id (an inline perform) into *job. */
 int bt_read_claim(bt_store *s, int64_t process_id, int64_t id, bt_claimed_job *job, int *found);
 

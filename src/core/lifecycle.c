@@ -194,6 +194,29 @@ static int lock_semaphore(bt_store *s, const char *key)
     return s->ops->row_locks ? bt_exec(s, sql_lock_semaphore, k, 1, NULL, NULL, NULL) : BATON_OK;
 }
 
+static int cmp_text(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* lock_keys_of locks the key rows that sql (its one parameter: arg) names, in the order
+ * every transaction locks keys in: strcmp's, whatever the database's collation. */
+static int lock_keys_of(bt_store *s, const char *sql, int64_t arg)
+{
+    if (!s->ops->row_locks)
+        return BATON_OK;
+    bt_text_list keys = {0};
+    bt_val a[] = {BV_INT(arg)};
+    int rc = bt_exec(s, sql, a, 1, bt_row_collect_text, &keys, NULL);
+    if (rc == BATON_OK && keys.len)
+        qsort(keys.items, keys.len, sizeof *keys.items, cmp_text);
+    for (size_t i = 0; i < keys.len && rc == BATON_OK; i++)
+        rc = lock_semaphore(s, keys.items[i]);
+    bt_text_list_free(&keys);
+    return rc;
+}
+
+static const char sql_job_key[] = "SELECT concurrency_key FROM baton_jobs WHERE id = ? AND concurrency_key IS NOT NULL";
+
+int bt_lock_job_key(bt_store *s, int64_t id) { return lock_keys_of(s, sql_job_key, id); }
+
 static int count_holders(bt_store *s, const char *key, int64_t *holders)
 {
     bt_val k[] = {BV_TEXT(key)};
@@ -283,14 +306,16 @@ typedef struct blocked_row {
     " (SELECT COUNT(*) FROM baton_semaphore_holders h WHERE h.key = b.concurrency_key)"     \
     " FROM baton_blocked_executions b JOIN baton_jobs j ON j.id = b.job_id"                 \
     " WHERE b.concurrency_key = ? ORDER BY b.priority, b.job_id LIMIT 2" lock
-/* Only the blocked rows are locked: the job's row is not what promotions compete for. */
-static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""),
-                                               SQL_NEXT_BLOCKED(" FOR UPDATE OF b SKIP LOCKED")};
+/* Only the blocked rows are locked: the job's row is not what promotions compete for.
+ * Whatever changes a key's waiting jobs takes the key's row first, so this lock hardly ever
+ * waits; it must not skip what it finds locked (SKIP LOCKED), though: a transaction that
+ * locked a waiting job and then rolls back would leave that job blocked beside a free slot. */
+static const char *const sql_next_blocked[] = {SQL_NEXT_BLOCKED(""), SQL_NEXT_BLOCKED(" FOR UPDATE OF b")};
 /* The same for several keys in one statement, one arm per key. */
 #define SQL_NEXT_BLOCKED_ARM(lock) "SELECT * FROM (" SQL_NEXT_BLOCKED(lock) ") AS next_blocked"
 static bt_sql_list sql_next_blocked_of_keys[] = {
     {.head = "", .item = SQL_NEXT_BLOCKED_ARM(""), .tail = "", .sep = " UNION ALL "},
-    {.head = "", .item = SQL_NEXT_BLOCKED_ARM(" FOR UPDATE OF b SKIP LOCKED"), .tail = "", .sep = " UNION ALL "}};
+    {.head = "", .item = SQL_NEXT_BLOCKED_ARM(" FOR UPDATE OF b"), .tail = "", .sep = " UNION ALL "}};
 static bt_sql_list sql_unblock = {
     .head = "DELETE FROM baton_blocked_executions WHERE job_id IN (", .item = "?", .tail = ")"};
 /* ?1: now; then each job's id, what admitted it and when it began to wait. */
@@ -1257,25 +1282,10 @@ static const char sql_claimed_keys[] =
     "SELECT DISTINCT j.concurrency_key FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id"
     " WHERE c.process_id = ? AND j.concurrency_key IS NOT NULL";
 
-static int cmp_text(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* lock_claimed_keys locks the keys of process_id's claims, sorted, before a hand-back
- * touches their claim and holder rows: a prune of the same process (bt_complete) takes the
- * same keys in the same order first, so the two wait for each other instead of deadlocking. */
-static int lock_claimed_keys(bt_store *s, int64_t process_id)
-{
-    if (!s->ops->row_locks)
-        return BATON_OK;
-    bt_text_list keys = {0};
-    bt_val a[] = {BV_INT(process_id)};
-    int rc = bt_exec(s, sql_claimed_keys, a, 1, bt_row_collect_text, &keys, NULL);
-    if (rc == BATON_OK && keys.len)
-        qsort(keys.items, keys.len, sizeof *keys.items, cmp_text);
-    for (size_t i = 0; i < keys.len && rc == BATON_OK; i++)
-        rc = lock_semaphore(s, keys.items[i]);
-    bt_text_list_free(&keys);
-    return rc;
-}
+/* lock_claimed_keys locks the keys of process_id's claims before a hand-back touches
+ * their claim and holder rows: a prune of the same process (bt_complete) takes the same
+ * keys in the same order first, so the two wait for each other instead of deadlocking. */
+static int lock_claimed_keys(bt_store *s, int64_t process_id) { return lock_keys_of(s, sql_claimed_keys, process_id); }
 
 int bt_release_claims(bt_store *s, int64_t process_id, const bt_claim_ref *claims, size_t n,
                       int64_t now, int64_t *released_out)
@@ -1379,11 +1389,16 @@ static int collect_claim(bt_row *row, void *payload)
 static const char sql_take_inline_waiters[] =
     "DELETE FROM baton_blocked_executions WHERE claim_for = ? RETURNING job_id";
 
+static const char sql_inline_waiter_keys[] =
+    "SELECT DISTINCT concurrency_key FROM baton_blocked_executions WHERE claim_for = ?";
+
 int bt_discard_inline_waiters(bt_store *s, int64_t process_id, int64_t now)
 {
     bt_id_list l = {0};
     bt_val a[] = {BV_INT(process_id)};
-    int rc = bt_exec(s, sql_take_inline_waiters, a, 1, bt_row_collect_id, &l, NULL);
+    int rc = lock_keys_of(s, sql_inline_waiter_keys, process_id);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_take_inline_waiters, a, 1, bt_row_collect_id, &l, NULL);
     for (size_t i = 0; i < l.len && rc == BATON_OK; i++)
         rc = discard_with_reason(s, l.ids[i], "its inline perform ended before a slot was free", now);
     free(l.ids);
@@ -1649,7 +1664,7 @@ int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
 {
     bt_val a[] = {BV_INT(id)};
     int64_t taken = 0;
-    int rc = BATON_OK;
+    int rc = bt_lock_job_key(s, id);
     for (size_t i = 0; rc == BATON_OK && i < sizeof sql_delete_waiting / sizeof *sql_delete_waiting; i++) {
         int64_t changes = 0;
         rc = bt_exec(s, sql_delete_waiting[i], a, 1, NULL, NULL, &changes);

@@ -20,11 +20,15 @@ static int store_job(baton_client *c, int64_t process_id, const bt_new_job *nj, 
 }
 
 /* claim_or_give_up reads the claim once the job was promoted, or, past the deadline,
- * discards the still-blocked job so no worker runs it later. */
+ * discards the still-blocked job so no worker runs it later. Giving up, it takes the key's
+ * lock before it looks: a promotion into this claim in progress then commits first and is
+ * found, instead of meeting a discard of a job that is claimed by then. */
 static int claim_or_give_up(baton_client *c, int64_t process_id, int64_t id, int give_up,
                             bt_claimed_job *claimed, int *found)
 {
     int rc = bt_begin(c->store, BT_TXN_WRITE);
+    if (rc == BATON_OK && give_up)
+        rc = bt_lock_job_key(c->store, id);
     if (rc == BATON_OK)
         rc = bt_read_claim(c->store, process_id, id, claimed, found);
     if (rc == BATON_OK && !*found && give_up)

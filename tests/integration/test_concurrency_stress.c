@@ -1677,6 +1677,56 @@ static void test_repair_waiting_on_one_key_holds_up_no_other(void **state)
     f->passed = 1;
 }
 
+/* A promotion meets a waiting job whose row another transaction has locked (one that is
+ * discarding it and will roll back). It must wait for that transaction, not skip the job:
+ * skipped, the job would stay blocked beside a free slot until maintenance. Here `baton
+ * discard` of the key's running job frees its slot while the test holds the waiting job's
+ * row, then rolls back. */
+static void test_promotion_never_skips_a_locked_waiter(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "SQLite has one lock for the whole database");
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
+    open_queue(f, CALM_LIVENESS, classes);
+    enqueue_probes(f, "Probe", 1, 2); /* the first ready in its slot, the second blocked */
+    int64_t holder = f->ids[0], waiter = f->ids[1];
+    bt_store *db = test_db_open(f->url);
+    bt_store *other = test_db_open(f->url);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = 0; BEGIN;"
+             " SELECT job_id FROM baton_blocked_executions WHERE job_id = %lld FOR UPDATE", (long long)waiter);
+    test_db_exec(other, sql);
+    char id[32];
+    snprintf(id, sizeof id, "%lld", (long long)holder);
+    const char *args[] = {"--db", f->url, "--config", f->config, "discard", id, NULL};
+    char log[4200];
+    snprintf(log, sizeof log, "%s/discard.log", f->dir);
+    pid_t discard = baton_spawn(log, args);
+    /* The discard either waits for the locked row or, skipping it, is done. */
+    int ended = 0, st = 0;
+    for (int waited = 0; !(ended = waitpid(discard, &st, WNOHANG) == discard); waited += 20) {
+        if (test_db_int(db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND datname = current_database()"))
+            break;
+        if (waited > 30000)
+            fail_msg("baton discard neither waited nor ended");
+        sleep_ms(20);
+    }
+    test_db_exec(other, "ROLLBACK");
+    int status = ended ? (WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)) : wait_exit(discard, 30000);
+    if (status != 0) {
+        char *out = read_file(log);
+        fail_msg("baton discard ended with status %d: %s", status, out ? out : "(nothing)");
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM baton_jobs WHERE id = %lld AND status = 'ready'", (long long)waiter);
+    if (test_db_int(db, sql) != 1)
+        fail_msg("the waiting job stayed blocked beside its key's free slot");
+    bt_store_close(other);
+    bt_store_close(db);
+    f->passed = 1;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The fault suite: every kind of fault at random, judged from what the jobs saw               */
 /* ------------------------------------------------------------------------------------------ */
@@ -1859,6 +1909,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_commit_answer_on_the_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_client_inside_a_transaction_frees_its_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_waiting_on_one_key_holds_up_no_other, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_promotion_never_skips_a_locked_waiter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_2, setup, teardown),
     };
