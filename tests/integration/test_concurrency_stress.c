@@ -23,8 +23,10 @@
  * is pruned, then SIGCONT: its job must stop and it must release nothing twice) and a
  * stopped worker whose job's retry is ready when it resumes (it must not claim it under
  * its pruned process id), faults of the server (restart, an outage past the alive
- * threshold, a silent network path, a lost COMMIT answer, through a TCP proxy of the
- * test's own), a worker whose wall clock is off, and the fault suite (run_faults): every
+ * threshold, a silent network path, a lost COMMIT answer, a client silent inside a
+ * transaction, through a TCP proxy of the test's own), locks another session holds (a
+ * repair or a promotion meeting them), a worker whose wall clock is off, and the fault
+ * suite (run_faults): every
  * kind of fault at random for $BATON_FAULT_SECONDS (30; `./run soak` sets more).
  * $BATON_STRESS_FILTER selects tests by cmocka pattern. A failed test keeps its directory
  * (database, baton.yml, probe.log, worker-NNN.log) for a post-mortem; $BATON_KEEP_TMP=1
@@ -64,6 +66,11 @@ typedef struct kill_rec {
     int64_t at; /* CLOCK_MONOTONIC ns, taken after the worker was reaped */
 } kill_rec;
 
+typedef struct discard_rec {
+    int64_t job;
+    int64_t at; /* CLOCK_MONOTONIC ns, taken before the discard was asked for */
+} discard_rec;
+
 typedef struct fixture {
     char *dir;
     char db[4200], url[4300], config[4300], log[4300];
@@ -74,6 +81,8 @@ typedef struct fixture {
     int nspawned;
     kill_rec *kills;
     size_t nkills;
+    discard_rec *discards; /* jobs an operator discarded */
+    size_t ndiscards;
     int64_t *ids;
     size_t nids;
     int passed; /* set by a test that got to its end; a failed one keeps its directory */
@@ -140,6 +149,7 @@ static int teardown(void **state)
         tmpdir_remove(f->dir);
     }
     free(f->kills);
+    free(f->discards);
     free(f->ids);
     free(f);
     return 0;
@@ -538,6 +548,8 @@ typedef struct check_opts {
     int nkeys;                /* keys the semaphores report must list */
     const kill_rec *kills;    /* chaos: workers the test SIGKILLed */
     size_t nkills;
+    const discard_rec *discards; /* jobs an operator discarded: ended, never run after */
+    size_t ndiscards;
 } check_opts;
 
 typedef struct check_stats {
@@ -708,6 +720,19 @@ static check_stats check_log_and_queue(fixture *f, const check_opts *o)
         int attempts = (int)jint(job, "attempts");
         if ((size_t)attempts > st.max_attempts)
             st.max_attempts = (size_t)attempts;
+        const discard_rec *dr = NULL;
+        for (size_t k = 0; k < o->ndiscards && !dr; k++)
+            dr = o->discards[k].job == id ? &o->discards[k] : NULL;
+        if (dr) {
+            if (strcmp(status, "discarded") != 0 || strcmp(jstr(job, "error"), "discarded by operator") != 0)
+                CHECK(&st, "P4: job %lld, discarded by the operator, is %s (%s)\n", (long long)id, status,
+                      jstr(job, "error"));
+            for (int k = l.head[id]; k >= 0; k = l.runs[k].next)
+                if (l.runs[k].start > dr->at)
+                    CHECK(&st, "P4: job %lld ran (attempt %d) after the operator discarded it\n", (long long)id,
+                          l.runs[k].attempt);
+            continue;
+        }
         if (strcmp(status, "finished") != 0) {
             CHECK(&st, "P2/P4: job %lld is %s (attempts %d, error %s), not finished\n", (long long)id,
                   status, attempts, jstr(job, "error"));
@@ -1733,11 +1758,11 @@ static void test_promotion_never_skips_a_locked_waiter(void **state)
 
 #define FAULT_SECONDS 30 /* the short run of ./run test; ./run soak sets $BATON_FAULT_SECONDS */
 
-enum { NEMESIS_KILL, NEMESIS_STOP, NEMESIS_RESTART, NEMESIS_SKEW, NEMESIS_OPERATOR, NEMESIS_BACKENDS,
-       NEMESIS_FREEZE, NEMESES };
-static const char *const nemesis_names[NEMESES] = {"kill -9",         "stop/cont",          "graceful restart",
-                                                   "clock off by 40 s", "operator repair",  "backends terminated",
-                                                   "network path frozen"};
+enum { NEMESIS_KILL, NEMESIS_STOP, NEMESIS_RESTART, NEMESIS_SKEW, NEMESIS_OPERATOR, NEMESIS_OPERATOR_JOBS,
+       NEMESIS_BACKENDS, NEMESIS_FREEZE, NEMESES };
+static const char *const nemesis_names[NEMESES] = {
+    "kill -9",         "stop/cont",         "graceful restart",    "clock off by 40 s",
+    "operator repair", "operator discard/unblock", "backends terminated", "network path frozen"};
 
 /* stop_worker_for SIGSTOPs a worker for ms (past its alive threshold or not), then SIGCONTs
  * it; the checker may then excuse a run it could not record, as for a kill. */
@@ -1789,6 +1814,26 @@ static void operator_repair(fixture *f, int nkeys)
     baton_semaphore_clear(f->client, key, 0, &cleared, &promoted);
 }
 
+/* operator_jobs discards a waiting job and admits a blocked one into a free slot, as an
+ * operator clearing a backlog might. The checker holds the discarded job to never running
+ * after; a refusal (the job moved on, its key is full or locked) is the operator's lot. */
+static void operator_jobs(fixture *f)
+{
+    bt_store *s = test_db_open(f->url);
+    int64_t waiting = test_db_int(s, "SELECT id FROM baton_jobs WHERE status IN ('ready', 'blocked')"
+                                     " ORDER BY random() LIMIT 1");
+    int64_t blocked = test_db_int(s, "SELECT id FROM baton_jobs WHERE status = 'blocked' ORDER BY random() LIMIT 1");
+    bt_store_close(s);
+    int64_t at = mono_ns();
+    if (waiting && baton_job_discard(f->client, waiting) == BATON_OK) {
+        f->discards = realloc(f->discards, (f->ndiscards + 1) * sizeof *f->discards);
+        f->discards[f->ndiscards++] = (discard_rec){waiting, at};
+    }
+    int over = 0;
+    if (blocked && blocked != waiting)
+        baton_unblock(f->client, blocked, 0, &over);
+}
+
 /* terminate_backends ends every server session of the database but the test's own. */
 static void terminate_backends(fixture *f)
 {
@@ -1803,7 +1848,8 @@ static void terminate_backends(fixture *f)
  * through a TCP proxy of the test's own on PostgreSQL, while a nemesis picked at random
  * every 0.3..1.5 s strikes for $BATON_FAULT_SECONDS (default 30): kill -9, stop and
  * continue (past the alive threshold or not), graceful restarts, a worker whose clock is
- * 40 s off, an operator's doctor --repair and semaphore clear, and on PostgreSQL the
+ * 40 s off, an operator's doctor --repair and semaphore clear, an operator's discard of a
+ * waiting job and unblock of a blocked one, and on PostgreSQL the
  * server's sessions terminated and the proxied worker's path frozen. Then the faults stop
  * and every key must drain; the checker judges from the jobs' own log (P1-P4). */
 static void run_faults(void **state, int limit)
@@ -1830,7 +1876,7 @@ static void run_faults(void **state, int limit)
          * next turn tries again. */
         if (in_flight >= 0 && in_flight < KEYS && try_enqueue_probes(f, "Probe", KEYS, 3) != BATON_OK)
             print_message("enqueue during the faults: %s\n", baton_error_last());
-        int slot = rng_between(0, WORKERS - 1), kind = rng_between(0, on_pg ? NEMESES - 1 : NEMESIS_OPERATOR);
+        int slot = rng_between(0, WORKERS - 1), kind = rng_between(0, on_pg ? NEMESES - 1 : NEMESIS_OPERATOR_JOBS);
         const char *url = slot == 0 ? via : f->url;
         switch (kind) {
         case NEMESIS_KILL:
@@ -1848,6 +1894,9 @@ static void run_faults(void **state, int limit)
             break;
         case NEMESIS_OPERATOR:
             operator_repair(f, KEYS);
+            break;
+        case NEMESIS_OPERATOR_JOBS:
+            operator_jobs(f);
             break;
         case NEMESIS_BACKENDS:
             terminate_backends(f);
@@ -1867,7 +1916,8 @@ static void run_faults(void **state, int limit)
     double drain_s = secs(mono_ns() - calm);
     stop_workers(f);
     tcp_proxy_stop(proxy);
-    check_opts o = {.limit = limit, .nkeys = KEYS, .kills = f->kills, .nkills = f->nkills};
+    check_opts o = {.limit = limit, .nkeys = KEYS, .kills = f->kills, .nkills = f->nkills,
+                    .discards = f->discards, .ndiscards = f->ndiscards};
     check_stats st = check_log_and_queue(f, &o);
     char faults[512] = "";
     for (int k = 0; k < NEMESES; k++)
@@ -1875,11 +1925,11 @@ static void run_faults(void **state, int limit)
             snprintf(faults + strlen(faults), sizeof faults - strlen(faults), "%s%s %d", faults[0] ? ", " : "",
                      nemesis_names[k], struck[k]);
     print_message("faults limit %d (seed %llu, %s, %d s): faults injected: %s; %zu jobs, %zu runs (%zu interrupted, "
-                  "%zu redone after their end as the at-least-once rules allow); graceful stops that could not "
-                  "deregister %d; violations %d; jobs left %lld; drained in %.1f s\n",
+                  "%zu redone after their end as the at-least-once rules allow); %zu discarded by the operator; "
+                  "graceful stops that could not deregister %d; violations %d; jobs left %lld; drained in %.1f s\n",
                   limit, (unsigned long long)seed, on_pg ? "postgres" : "sqlite", seconds, faults, f->nids,
-                  st.runs, st.interrupted, st.redone_after_end, unclean, st.errors, (long long)(drained ? 0 : left),
-                  drain_s);
+                  st.runs, st.interrupted, st.redone_after_end, f->ndiscards, unclean, st.errors,
+                  (long long)(drained ? 0 : left), drain_s);
     if (!drained || st.errors)
         fail_msg("faults limit %d (seed %llu): %d check failures (see above; logs in %s)", limit,
                  (unsigned long long)seed, st.errors + !drained, f->dir);
