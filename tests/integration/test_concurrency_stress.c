@@ -27,17 +27,20 @@
  * transaction, through a TCP proxy of the test's own), locks another session holds (a
  * repair or a promotion meeting them), a worker whose wall clock is off, and the fault
  * suite (run_faults): every
- * kind of fault at random for $BATON_FAULT_SECONDS (30; `./run soak` sets more).
+ * kind of fault at random for $BATON_FAULT_SECONDS (30; `./run soak` sets more), or only
+ * those $BATON_FAULTS names.
  * $BATON_STRESS_FILTER selects tests by cmocka pattern. A failed test keeps its directory
  * (database, baton.yml, probe.log, worker-NNN.log) for a post-mortem; $BATON_KEEP_TMP=1
  * keeps them all. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -86,6 +89,7 @@ typedef struct fixture {
     int64_t *ids;
     size_t nids;
     int passed; /* set by a test that got to its end; a failed one keeps its directory */
+    char disk[4100];   /* a small tmpfs holding the SQLite database, for the disk-full fault, or "" */
     char pg_ctl[9200]; /* "[runuser -u USER --] BIN/pg_ctl -D DIR": a private server, or "" */
     char pg_start[20000]; /* the command that starts it */
 } fixture;
@@ -141,9 +145,11 @@ static int teardown(void **state)
     }
     const char *keep = getenv("BATON_KEEP_TMP");
     if (!f->passed || (keep && *keep && strcmp(keep, "0") != 0)) {
-        print_message("kept %s (%s)\n", f->dir, f->url);
+        print_message("kept %s (%s%s)\n", f->dir, f->url, f->disk[0] ? ", still mounted" : "");
         free(f->dir);
     } else {
+        if (f->disk[0] && umount2(f->disk, MNT_DETACH) != 0)
+            print_error("could not unmount %s: %s\n", f->disk, strerror(errno));
         if (f->url[0])
             test_db_drop(f->url);
         tmpdir_remove(f->dir);
@@ -1759,10 +1765,43 @@ static void test_promotion_never_skips_a_locked_waiter(void **state)
 #define FAULT_SECONDS 30 /* the short run of ./run test; ./run soak sets $BATON_FAULT_SECONDS */
 
 enum { NEMESIS_KILL, NEMESIS_STOP, NEMESIS_RESTART, NEMESIS_SKEW, NEMESIS_OPERATOR, NEMESIS_OPERATOR_JOBS,
-       NEMESIS_BACKENDS, NEMESIS_FREEZE, NEMESES };
+       NEMESIS_BACKENDS, NEMESIS_FREEZE, NEMESIS_DISK_FULL, NEMESES };
 static const char *const nemesis_names[NEMESES] = {
     "kill -9",         "stop/cont",         "graceful restart",    "clock off by 40 s",
-    "operator repair", "operator discard/unblock", "backends terminated", "network path frozen"};
+    "operator repair", "operator discard/unblock", "backends terminated", "network path frozen",
+    "disk full"};
+
+/* mount_small_disk moves the (not yet created) SQLite database onto a tmpfs of its own, so
+ * that a fault can fill it. Mounting needs root: elsewhere it says it skipped and returns 0. */
+static int mount_small_disk(fixture *f)
+{
+    snprintf(f->disk, sizeof f->disk, "%s/disk", f->dir);
+    if (geteuid() != 0 || mkdir(f->disk, 0700) != 0 || mount("tmpfs", f->disk, "tmpfs", 0, "size=64m,mode=0700") != 0) {
+        print_message("[  SKIPPED ] the disk-full fault: mounting a tmpfs needs root (%s)\n", strerror(errno));
+        f->disk[0] = '\0';
+        return 0;
+    }
+    snprintf(f->db, sizeof f->db, "%s/baton.db", f->disk);
+    snprintf(f->url, sizeof f->url, "sqlite:%s", f->db);
+    return 1;
+}
+
+/* fill_disk fills the database's disk for ms, then frees it: meanwhile every write fails
+ * (SQLITE_FULL), the heartbeats' among them, as when a log file fills the volume. */
+static void fill_disk(fixture *f, int ms)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/filler", f->disk);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    static const char chunk[1 << 16];
+    for (size_t n = sizeof chunk; n > 0; n /= 2) /* to the last byte */
+        while (write(fd, chunk, n) > 0)
+            ;
+    sleep_ms(ms); /* the fault itself */
+    close(fd);
+    unlink(path);
+}
 
 /* stop_worker_for SIGSTOPs a worker for ms (past its alive threshold or not), then SIGCONTs
  * it; the checker may then excuse a run it could not record, as for a kill. */
@@ -1849,15 +1888,26 @@ static void terminate_backends(fixture *f)
  * every 0.3..1.5 s strikes for $BATON_FAULT_SECONDS (default 30): kill -9, stop and
  * continue (past the alive threshold or not), graceful restarts, a worker whose clock is
  * 40 s off, an operator's doctor --repair and semaphore clear, an operator's discard of a
- * waiting job and unblock of a blocked one, and on PostgreSQL the
+ * waiting job and unblock of a blocked one, on SQLite (as root) its disk full, and on
+ * PostgreSQL the
  * server's sessions terminated and the proxied worker's path frozen. Then the faults stop
  * and every key must drain; the checker judges from the jobs' own log (P1-P4). */
 static void run_faults(void **state, int limit)
 {
     fixture *f = *state;
     enum { KEYS = 60, PER_KEY = 10, WORKERS = 4, THREADS = 4 };
+    int on_pg = test_on_postgres(), small_disk = !on_pg && mount_small_disk(f);
     uint64_t seed = chaos_setup(f, limit, KEYS, PER_KEY);
-    int on_pg = test_on_postgres();
+    /* The faults this driver and machine allow ($BATON_FAULTS: only those whose names it
+     * holds, e.g. "disk full,kill -9"). */
+    const char *only = getenv("BATON_FAULTS");
+    int kinds[NEMESES], nkinds = 0;
+    for (int k = 0; k < NEMESES; k++)
+        if (((k != NEMESIS_BACKENDS && k != NEMESIS_FREEZE) || on_pg) && (k != NEMESIS_DISK_FULL || small_disk) &&
+            (!only || !*only || strstr(only, nemesis_names[k])))
+            kinds[nkinds++] = k;
+    if (!nkinds)
+        fail_msg("$BATON_FAULTS names no fault this run can inject: %s", only);
     char via[4400];
     snprintf(via, sizeof via, "%s", f->url);
     tcp_proxy *proxy = on_pg ? start_proxy(f, via, sizeof via) : NULL;
@@ -1876,7 +1926,7 @@ static void run_faults(void **state, int limit)
          * next turn tries again. */
         if (in_flight >= 0 && in_flight < KEYS && try_enqueue_probes(f, "Probe", KEYS, 3) != BATON_OK)
             print_message("enqueue during the faults: %s\n", baton_error_last());
-        int slot = rng_between(0, WORKERS - 1), kind = rng_between(0, on_pg ? NEMESES - 1 : NEMESIS_OPERATOR_JOBS);
+        int slot = rng_between(0, WORKERS - 1), kind = kinds[rng_between(0, nkinds - 1)];
         const char *url = slot == 0 ? via : f->url;
         switch (kind) {
         case NEMESIS_KILL:
@@ -1900,6 +1950,9 @@ static void run_faults(void **state, int limit)
             break;
         case NEMESIS_BACKENDS:
             terminate_backends(f);
+            break;
+        case NEMESIS_DISK_FULL:
+            fill_disk(f, rng_between(200, 3000));
             break;
         case NEMESIS_FREEZE:
             tcp_proxy_freeze(proxy, 1);
