@@ -170,6 +170,9 @@ typedef struct executor_arg {
     int index;
 } executor_arg;
 
+static int stalled(const baton_worker *w);
+static void keep_unstarted(baton_worker *w, bt_claim_ref claim);
+
 static void *executor_main(void *p)
 {
     executor_arg *arg = p;
@@ -184,6 +187,17 @@ static void *executor_main(void *p)
             break;
         struct baton_job *job = w->pending;
         w->pending = job->next;
+        if (stalled(w)) {
+            /* Claimed before a stall, and past it this process may be pruned at any moment
+             * and the job's slot handed on: it does not start here (the fence's sweep may
+             * have run before it was handed over). */
+            keep_unstarted(w, (bt_claim_ref){job->claimed.id, job->claimed.attempt});
+            atomic_fetch_sub(&w->in_flight, 1);
+            pthread_mutex_unlock(&w->lock);
+            bt_job_free(job);
+            pthread_mutex_lock(&w->lock);
+            continue;
+        }
         w->running[index] = job;
         pthread_mutex_unlock(&w->lock);
 
@@ -366,14 +380,20 @@ static int hand_back(bt_store *store, int64_t process_id, const bt_claim_ref *cl
  * processes: its failure, not the job's), and takes them out of the round. */
 static int hand_back_not_started(baton_worker *w, bt_store *store, round *r)
 {
-    bt_claim_ref refs[64];
     size_t n = 0;
-    for (struct baton_job *j = r->done; j && n < sizeof refs / sizeof *refs; j = j->next)
-        if (j->not_started)
-            refs[n++] = (bt_claim_ref){j->claimed.id, j->claimed.attempt};
+    for (struct baton_job *j = r->done; j; j = j->next)
+        n += j->not_started;
     if (!n)
         return BATON_OK;
+    bt_claim_ref *refs = malloc(n * sizeof *refs);
+    if (!refs)
+        return bt_err_set(BATON_ERROR, "out of memory"); /* the round fails and is tried again */
+    n = 0;
+    for (struct baton_job *j = r->done; j; j = j->next)
+        if (j->not_started)
+            refs[n++] = (bt_claim_ref){j->claimed.id, j->claimed.attempt};
     int rc = hand_back(store, r->process_id, refs, n, NULL);
+    free(refs);
     if (rc != BATON_OK)
         return rc;
     for (struct baton_job **at = &r->done; *at;) {
