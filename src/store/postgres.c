@@ -29,6 +29,7 @@
  * also reads what has arrived, so a busy worker never lets notifications pile up on the
  * server; an eventfd in the same epoll set keeps the wake-up they carry. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -170,13 +171,19 @@ static void close_listener(pg_store *s)
     s->listener = NULL;
 }
 
-/* set_sock publishes conn's socket (or -1 around a reconnect and at close), so
- * pg_interrupt never shuts down a descriptor libpq closed and the process reused. */
+/* set_sock publishes a duplicate of conn's socket (or none: -1, around a reconnect and at
+ * close) for pg_interrupt. A duplicate of its own: libpq closes its descriptor by itself
+ * when it finds the connection broken, and the number may then name another file of the
+ * process; the duplicate still names the same socket until it is replaced here. */
 static void set_sock(pg_store *s, int sock)
 {
+    int dup = sock >= 0 ? fcntl(sock, F_DUPFD_CLOEXEC, 3) : -1;
     pthread_mutex_lock(&s->sock_lock);
-    s->sock = sock;
+    int old = s->sock;
+    s->sock = dup;
     pthread_mutex_unlock(&s->sock_lock);
+    if (old >= 0)
+        close(old);
 }
 
 /* Shutting the socket down wakes a libpq call waiting on it (a server that went silent:
