@@ -754,28 +754,32 @@ static void liveness_tick(baton_worker *w)
         return;
     }
     bt_log_pruned(w->client, &w->heartbeat_errors, pruned);
-    if (alive && hand_back_unstarted(w) != BATON_OK)
+    if (alive) {
+        /* Alive since the beat went in, whatever becomes of the hand-back: a failed one
+         * must not fence healthy jobs. What it could not hand back waits for the next tick. */
+        atomic_store(w->last_alive_ns, started);
+        hand_back_unstarted(w);
         return;
-    if (!alive) {
-        pthread_mutex_lock(&w->lock);
-        w->nunstarted = 0; /* the pruner settled those claims */
-        pthread_mutex_unlock(&w->lock);
-        int64_t old = w->process_id;
-        stop_running(w, 1);
-        char *meta = metadata_json(w);
-        int64_t id = old;
-        if (bt_process_register(w->store, "worker", meta, w->alive_threshold, &id) != BATON_OK)
-            id = old; /* try again at the next tick */
-        free(meta);
-        pthread_mutex_lock(&w->lock);
-        w->process_id = id;
-        pthread_mutex_unlock(&w->lock);
-        atomic_store(&w->checker.process_id, w->process_id);
-        bt_log(w->client, BATON_LOG_ERROR, "event=worker.was_pruned old_process_id=%lld process_id=%lld",
-               (long long)old, (long long)w->process_id);
-        if (w->process_id == old)
-            return;
     }
+    /* Pruned: every claim is gone. */
+    pthread_mutex_lock(&w->lock);
+    w->nunstarted = 0; /* the pruner settled those claims */
+    pthread_mutex_unlock(&w->lock);
+    int64_t old = w->process_id;
+    stop_running(w, 1);
+    char *meta = metadata_json(w);
+    int64_t id = old;
+    if (bt_process_register(w->store, "worker", meta, w->alive_threshold, &id) != BATON_OK)
+        id = old; /* try again at the next tick */
+    free(meta);
+    pthread_mutex_lock(&w->lock);
+    w->process_id = id;
+    pthread_mutex_unlock(&w->lock);
+    atomic_store(&w->checker.process_id, w->process_id);
+    bt_log(w->client, BATON_LOG_ERROR, "event=worker.was_pruned old_process_id=%lld process_id=%lld",
+           (long long)old, (long long)w->process_id);
+    if (w->process_id == old)
+        return;
     atomic_store(w->last_alive_ns, started);
 }
 
