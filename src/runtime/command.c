@@ -120,6 +120,8 @@ static void sweep_descendants(void)
     }
 }
 
+/* On SIGHUP: the worker died (PR_SET_PDEATHSIG), or it asks for the job to end at once
+ * (bt_command_kill). Either way nothing of the job may stay. */
 static void on_parent_death(int sig)
 {
     (void)sig;
@@ -456,7 +458,7 @@ static void check_stop(run_state *rs, int64_t now)
         rs->kill_at = now + rs->grace;
     }
     if (rs->stop == 2 && now >= rs->kill_at) {
-        kill(-rs->pgid, SIGKILL);
+        bt_command_kill(rs->pgid);
         rs->stop = 3;
     }
 }
@@ -496,7 +498,7 @@ static void supervise(run_state *rs)
             if (errno == EINTR)
                 continue;
             /* Cannot wait any more: make sure the shepherd ends, so waitpid cannot hang. */
-            kill(-rs->pgid, SIGKILL);
+            bt_command_kill(rs->pgid);
             return;
         }
         if (fds[1].revents)
@@ -506,6 +508,15 @@ static void supervise(run_state *rs)
         if (fds[0].revents && read_alive(rs))
             return;
     }
+}
+
+void bt_command_kill(int pgid)
+{
+    /* Not SIGKILL to the group: the shepherd would die with it, and descendants that left
+     * the group (setsid) would outlive the job. The shepherd's SIGHUP handler sweeps them,
+     * then kills the group. Until it is reaped, its pid names no other process. */
+    if (pgid > 0)
+        kill((pid_t)pgid, SIGHUP);
 }
 
 static void fill_status(bt_command_result *res, int st)

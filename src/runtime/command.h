@@ -48,6 +48,11 @@ typedef struct bt_command_result {
  * rather than the spec's). Thread-safe: any number of threads may run commands. */
 int bt_command_run(const bt_command_spec *spec, bt_command_result *res);
 
+/* bt_command_kill ends at once the running command whose group is pgid (as published in
+ * *spec->pgid_out; 0 does nothing): everything it started goes, what left its group or
+ * session (setsid) too. Async-signal-safe; bt_command_run returns once it is all gone. */
+void bt_command_kill(int pgid);
+
 /* bt_command_describe writes a one-line summary of a failed result ("exit status 3",
  * "killed by signal 9 (Killed)", "timed out after 2s") into buf. */
 void bt_command_describe(const bt_command_result *res, double timeout, char *buf, size_t len);

@@ -23,7 +23,6 @@
  * silent leaves a call waiting for minutes), whatever the coordinator is doing. */
 #include <jansson.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/command.h"
 #include "runtime/runtime.h"
 #include "runtime/title.h"
 #include "util/clock.h"
@@ -473,8 +473,8 @@ static void stop_running(baton_worker *w, int kill_now)
             continue;
         atomic_store(&j->cancelled, 1);
         int pgid = atomic_load(&j->pgid);
-        if (kill_now && pgid > 0)
-            kill(-pgid, SIGKILL);
+        if (kill_now)
+            bt_command_kill(pgid);
     }
     struct baton_job *pending = w->pending;
     w->pending = NULL;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -445,6 +446,43 @@ static void test_cancel(void **state)
     free(t);
 }
 
+static int file_written(void *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_size > 0;
+}
+
+/* A command that ignores TERM is killed after its grace, and what it started with setsid
+ * goes with it: the kill reaches the job through its shepherd, which sweeps every
+ * descendant, not only the group. */
+static void test_kill_after_grace_sweeps_setsid_descendants(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_make();
+    const char *pidfile = path_join(dir, "pid");
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "trap '' TERM; setsid sleep 60 > /dev/null 2>&1 & echo $! > '%s'; while :; do sleep 0.05; done",
+             pidfile);
+    threaded_run *t = calloc(1, sizeof *t);
+    t->spec = spec_for(cmd);
+    t->spec.cancel = &t->cancel;
+    t->spec.kill_grace = 0.2;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_in_thread, t), 0);
+    assert_true(poll_until(file_written, (void *)pidfile, 10000));
+    atomic_store(&t->cancel, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(t->res.cancelled);
+    assert_true(t->res.signaled);
+    pid_t pid = read_pid(pidfile);
+    if (!poll_until(pid_gone, &pid, 5000)) {
+        kill(pid, SIGKILL);
+        fail_msg("the setsid'ed sleep %d outlived its job, killed after its grace", (int)pid);
+    }
+    free(t);
+    tmpdir_remove(dir);
+}
+
 static void test_concurrent_runs(void **state)
 {
     (void)state;
@@ -564,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_group_killed_after_exit),
         cmocka_unit_test(test_setsid_descendant_killed_after_exit),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_kill_after_grace_sweeps_setsid_descendants),
         cmocka_unit_test(test_concurrent_runs),
         cmocka_unit_test(test_parent_death_kills_group),
         cmocka_unit_test(test_describe),
