@@ -203,6 +203,15 @@ static void open_queue(fixture *f, const char *liveness_yaml, const char *classe
     assert_int_equal(baton_migrate(f->client), BATON_OK);
 }
 
+/* open_probe_queue opens the queue with one class, Probe, of jobprobe jobs of ms each
+ * (a number or a shell expression), limit runs of a key at once, under liveness_yaml. */
+static void open_probe_queue(fixture *f, const char *liveness_yaml, int limit, const char *ms)
+{
+    char classes[4096] = "";
+    probe_class(classes, sizeof classes, f, "Probe", limit, ms, NULL);
+    open_queue(f, liveness_yaml, classes);
+}
+
 /* try_enqueue_probes stores per_key jobs for each of nkeys keys ({"key": K}), keys
  * interleaved, and returns the code of the enqueue (the jobs are counted only when it
  * succeeded). */
@@ -838,9 +847,7 @@ static void run_load(void **state, int limit)
     enum { WORKERS = 4, THREADS = 4 };
     int keys = LOAD_KEYS, per_key = env_int("BATON_STRESS_JOBS_PER_KEY", LOAD_JOBS_PER_KEY);
     int njobs = keys * per_key;
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", limit, "3", NULL);
-    open_queue(f, CALM_LIVENESS, classes);
+    open_probe_queue(f, CALM_LIVENESS, limit, "3");
     enqueue_probes(f, "Probe", keys, per_key);
 
     int64_t t0 = mono_ns();
@@ -920,9 +927,7 @@ static uint64_t chaos_setup(fixture *f, int limit, int nkeys, int per_key)
     uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)mono_ns() ^ (uint64_t)getpid();
     rng_state = seed ? seed : 1;
     const char *ms = "$(( (BATON_JOB_ID * 7919 + BATON_ATTEMPT * 104729) % 1481 + 20 ))";
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", limit, ms, NULL);
-    open_queue(f, FAST_LIVENESS, classes);
+    open_probe_queue(f, FAST_LIVENESS, limit, ms);
     enqueue_probes(f, "Probe", nkeys, per_key);
     return seed;
 }
@@ -1274,9 +1279,7 @@ static void test_stopped_worker_is_fenced_and_releases_nothing_twice(void **stat
 static void test_worker_resumed_after_prune_leaves_no_orphan_claim(void **state)
 {
     fixture *f = *state;
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "1000", NULL);
-    open_queue(f, FAST_LIVENESS, classes);
+    open_probe_queue(f, FAST_LIVENESS, 1, "1000");
     int64_t a = 0;
     assert_int_equal(baton_enqueue(f->client, &a, "Probe", "{\"key\": 1}", NULL), BATON_OK);
     f->ids = calloc(1, sizeof *f->ids);
@@ -1406,9 +1409,7 @@ static int finished_at_least(void *p)
 static void load_private_server(fixture *f, const char *liveness_yaml, int nkeys, int per_key, const char *ms)
 {
     start_private_server(f);
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, ms, NULL);
-    open_queue(f, liveness_yaml, classes);
+    open_probe_queue(f, liveness_yaml, 1, ms);
     enqueue_probes(f, "Probe", nkeys, per_key);
     for (int i = 0; i < 2; i++)
         spawn_worker(f, i, 4, NULL);
@@ -1504,9 +1505,7 @@ static void test_clock_ahead_prunes_nobody(void **state)
     fixture *f = *state;
     const char *shim = getenv("BATON_CLOCKSKEW");
     SKIP_UNLESS(shim && *shim, "a skewed clock needs the shim $BATON_CLOCKSKEW names");
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "1500", NULL);
-    open_queue(f, FAST_LIVENESS, classes);
+    open_probe_queue(f, FAST_LIVENESS, 1, "1500");
     enqueue_probes(f, "Probe", 1, 3);
     spawn_worker(f, 0, 1, NULL);
     job_cond first = {f, f->ids[0], 0};
@@ -1552,9 +1551,7 @@ static void test_silent_network_path_fences_the_worker(void **state)
     SKIP_UNLESS(test_on_postgres(), "a network path needs a server");
     char via[4400];
     tcp_proxy *proxy = start_proxy(f, via, sizeof via);
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "4000", NULL);
-    open_queue(f, FAST_LIVENESS, classes);
+    open_probe_queue(f, FAST_LIVENESS, 1, "4000");
     enqueue_probes(f, "Probe", 1, 2);
     pid_t cut_off = spawn_worker_on(f, via, 0, 1, NULL);
     job_cond first = {f, f->ids[0], 0};
@@ -1592,9 +1589,7 @@ static void test_lost_commit_answer_on_the_wire(void **state)
     SKIP_UNLESS(test_on_postgres(), "a lost answer needs a server on the other end of a connection");
     char via[4400];
     tcp_proxy *proxy = start_proxy(f, via, sizeof via);
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
-    open_queue(f, CALM_LIVENESS, classes);
+    open_probe_queue(f, CALM_LIVENESS, 1, "100");
     enqueue_probes(f, "Probe", 1, 1);
     tcp_proxy_cut_after(proxy, "INSERT INTO baton_claimed_executions", "COMMIT");
     spawn_worker_on(f, via, 0, 1, NULL);
@@ -1637,9 +1632,7 @@ static void test_silent_client_inside_a_transaction_frees_its_keys(void **state)
     SKIP_UNLESS(test_on_postgres(), "a silent session needs a server");
     char via[4400];
     tcp_proxy *proxy = start_proxy(f, via, sizeof via);
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
-    open_queue(f, CALM_LIVENESS, classes);
+    open_probe_queue(f, CALM_LIVENESS, 1, "100");
     enqueue_probes(f, "Probe", 1, 1); /* the key's semaphore row exists from here on */
     tcp_proxy_freeze_after(proxy, "limit_value FROM baton_semaphores", "Probe/k0");
     const char *args[] = {"--db", via, "--config", f->config, "enqueue", "Probe", "--args", "{\"key\": 0}", NULL};
@@ -1673,9 +1666,7 @@ static void test_repair_waiting_on_one_key_holds_up_no_other(void **state)
 {
     fixture *f = *state;
     SKIP_UNLESS(test_on_postgres(), "SQLite has one lock for the whole database");
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
-    open_queue(f, CALM_LIVENESS, classes);
+    open_probe_queue(f, CALM_LIVENESS, 1, "100");
     enqueue_probes(f, "Probe", 2, 2); /* each key: one job ready in its slot, one blocked */
     bt_store *db = test_db_open(f->url);
     test_db_exec(db, "DELETE FROM baton_semaphore_holders WHERE key = 'Probe/k0'"); /* k0: a free slot */
@@ -1717,9 +1708,7 @@ static void test_promotion_never_skips_a_locked_waiter(void **state)
 {
     fixture *f = *state;
     SKIP_UNLESS(test_on_postgres(), "SQLite has one lock for the whole database");
-    char classes[4096] = "";
-    probe_class(classes, sizeof classes, f, "Probe", 1, "100", NULL);
-    open_queue(f, CALM_LIVENESS, classes);
+    open_probe_queue(f, CALM_LIVENESS, 1, "100");
     enqueue_probes(f, "Probe", 1, 2); /* the first ready in its slot, the second blocked */
     int64_t holder = f->ids[0], waiter = f->ids[1];
     bt_store *db = test_db_open(f->url);
