@@ -35,6 +35,7 @@ struct baton_job {
     int64_t alive_limit_ns;
     int64_t started_ns;
     int owned;                 /* set when the outcome is recorded: the claim was still ours */
+    int refused;               /* the database refused to record its outcome: tried apart */
     int64_t retry_at;          /* set when recorded as retried */
     struct baton_job *next;
 };

@@ -285,6 +285,9 @@ typedef struct round {
     struct baton_job *done; /* outcomes to record */
     int ndone;              /* as taken: what the worker's counts hold for it */
     int nhanded;            /* of those, handed back unstarted and freed */
+    int nsettled;           /* recorded apart (settle_apart) and freed */
+    struct baton_job *kept; /* refused apart: they wait for a later round, whatever this one does */
+    int nkept;
     int want;               /* jobs to claim */
     int64_t process_id;
     int claims_unknown;     /* it failed, but its claims may have been committed */
@@ -305,7 +308,8 @@ static void take_round(baton_worker *w, int may_claim, round *r)
     may_claim = may_claim && !w->reconcile && bt_mono_ns() >= atomic_load(&w->claim_after_ns);
     r->want = may_claim && idle > 0 ? idle : 0;
     r->claims_unknown = 0;
-    r->nhanded = 0;
+    r->nhanded = r->nsettled = r->nkept = 0;
+    r->kept = NULL;
     w->reserved += r->want;
     r->process_id = w->process_id;
 }
@@ -329,13 +333,14 @@ static void settle_round(baton_worker *w, round *r, bt_claimed_job *claimed, int
 {
     w->reserved -= r->want;
     w->recording -= r->ndone;
+    put_back_outcomes(w, r->kept);
     if (got < 0) {
         put_back_outcomes(w, r->done);
         w->reconcile |= r->claims_unknown;
-        atomic_fetch_sub(&w->in_flight, r->nhanded); /* gone back to the queue */
+        atomic_fetch_sub(&w->in_flight, r->nhanded + r->nsettled); /* gone back to the queue, or recorded */
         return;
     }
-    atomic_fetch_sub(&w->in_flight, r->ndone);
+    atomic_fetch_sub(&w->in_flight, r->ndone - r->nkept);
     int queued = 0;
     for (int i = got - 1; i >= 0; i--) {
         struct baton_job *job = calloc(1, sizeof *job);
@@ -413,9 +418,59 @@ static int hand_back_not_started(baton_worker *w, bt_store *store, round *r)
     return BATON_OK;
 }
 
+static bt_outcome outcome_of(const struct baton_job *j)
+{
+    const bt_claimed_job *c = &j->claimed;
+    return (bt_outcome){c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff, c->backoff_base,
+                        c->concurrency_key};
+}
+
+/* settle_apart records outcomes of the round one per transaction (only those refused
+ * before, when refused_only): a row the database refuses (BATON_ERROR: a constraint or a
+ * trigger, not a lost connection or a lock wait) must not hold up the others, nor the
+ * claims they are recorded with. Each refused one moves to r->kept, to be tried apart
+ * again later. Returns the first failure that was not such a refusal. */
+static int settle_apart(baton_worker *w, bt_store *store, round *r, int refused_only)
+{
+    for (struct baton_job **at = &r->done; *at;) {
+        struct baton_job *j = *at;
+        if (refused_only && !j->refused) {
+            at = &j->next;
+            continue;
+        }
+        bt_outcome o = outcome_of(j);
+        int64_t retry_at = 0;
+        int owned = 0, rc = bt_begin(store, BT_TXN_WRITE);
+        if (rc == BATON_OK)
+            rc = bt_complete(store, r->process_id, &o, 1, bt_now_ms(), &owned, &retry_at);
+        rc = bt_end(store, rc);
+        if (rc != BATON_OK && rc != BATON_ERROR)
+            return rc;
+        *at = j->next;
+        if (rc == BATON_ERROR) {
+            bt_log_limited(w->client, store == w->store ? &w->store_errors : &w->helper_store_errors, BATON_LOG_ERROR,
+                           "event=job.outcome_refused job_id=%lld error=%s", (long long)j->claimed.id,
+                           BT_LOG_VALUE(baton_error_last()));
+            j->refused = 1;
+            j->next = r->kept;
+            r->kept = j;
+            r->nkept++;
+            continue;
+        }
+        j->owned = owned;
+        j->retry_at = retry_at;
+        log_outcome(w, j);
+        bt_job_free(j);
+        r->nsettled++;
+    }
+    return BATON_OK;
+}
+
 static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job *claimed)
 {
     int rc = hand_back_not_started(w, store, r);
+    if (rc == BATON_OK)
+        rc = settle_apart(w, store, r, 1);
     if (rc != BATON_OK)
         return rc;
     int64_t now = bt_now_ms();
@@ -426,11 +481,8 @@ static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job
     int64_t *retry_at = malloc((n ? n : 1) * sizeof *retry_at);
     rc = outcomes && owned && retry_at ? BATON_OK : bt_err_set(BATON_ERROR, "out of memory");
     n = 0;
-    for (struct baton_job *j = r->done; j && rc == BATON_OK; j = j->next) {
-        const bt_claimed_job *c = &j->claimed;
-        outcomes[n++] = (bt_outcome){c->id, j->succeeded, j->error, c->attempt, c->max_attempts, c->backoff,
-                                     c->backoff_base, c->concurrency_key};
-    }
+    for (struct baton_job *j = r->done; j && rc == BATON_OK; j = j->next)
+        outcomes[n++] = outcome_of(j);
     if (rc == BATON_OK && (rc = bt_begin(store, BT_TXN_WRITE)) == BATON_OK) {
         if (n)
             rc = bt_complete(store, r->process_id, outcomes, n, now, owned, retry_at);
@@ -445,6 +497,10 @@ static int round_trip(baton_worker *w, bt_store *store, round *r, bt_claimed_job
             bt_claimed_job_free(&claimed[k]);
         free(owned);
         free(retry_at);
+        /* Refused, not failed: some row would not take its outcome. The outcomes go apart,
+         * and the next round claims without the one that is refused. */
+        if (rc == BATON_ERROR && n > 0 && !r->claims_unknown && (rc = settle_apart(w, store, r, 0)) == BATON_OK)
+            return 0;
         return rc;
     }
     for (size_t k = 0; r->done; k++) {

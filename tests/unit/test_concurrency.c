@@ -469,6 +469,40 @@ static void exec_sql(bt_store *s, const char *sql)
     assert_int_equal(s->ops->exec_script(s, sql), BATON_OK);
 }
 
+/* A row the database refuses to update (a broken trigger, a constraint added by hand): the
+ * outcome of its job cannot be recorded. That must not stop the worker's other outcomes
+ * or its claims: the refused one waits apart while the next job still runs. */
+static void test_one_refused_outcome_holds_up_nothing_else(void **state)
+{
+    lib_fixture *f = *state;
+    journal jr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    register_limited(f->client, "Sync", "k{0}", 1, NULL, BATON_ON_CONFLICT_BLOCK, &jr);
+    baton_enqueued broken = enqueue(f->client, "Sync", "[1]");
+    bt_store *s = raw_store(f);
+    char sql[512];
+    if (test_on_postgres())
+        snprintf(sql, sizeof sql,
+                 "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'broken row'; END $$"
+                 " LANGUAGE plpgsql; CREATE TRIGGER refuse BEFORE UPDATE ON baton_jobs FOR EACH ROW"
+                 " WHEN (NEW.id = %lld AND NEW.status = 'finished') EXECUTE FUNCTION refuse()", (long long)broken.id);
+    else
+        snprintf(sql, sizeof sql,
+                 "CREATE TRIGGER refuse BEFORE UPDATE OF status ON baton_jobs WHEN NEW.id = %lld"
+                 " AND NEW.status = 'finished' BEGIN SELECT RAISE(ABORT, 'broken row'); END", (long long)broken.id);
+    exec_sql(s, sql);
+    running_worker w = worker_start(f->client, "*", 1);
+    wait_runs(&jr, 1);
+    baton_enqueued next = enqueue(f->client, "Sync", "[2]");
+    wait_runs(&jr, 2);
+    wait_status(f->client, next.id, "finished");
+    assert_string_equal(job_status(f->client, broken.id), "claimed");
+    exec_sql(s, test_on_postgres() ? "DROP TRIGGER refuse ON baton_jobs" : "DROP TRIGGER refuse");
+    wait_status(f->client, broken.id, "finished"); /* recorded once the row takes it */
+    worker_stop(&w);
+    assert_int_equal(jr.nruns, 2);
+    bt_store_close(s);
+}
+
 /* claim_as registers a worker process on s and claims up to max jobs for it in one
  * transaction, as a worker's round does; returns how many it claimed. */
 static int claim_as(bt_store *s, int64_t *process_id, int max, bt_claimed_job *claimed)
@@ -1427,6 +1461,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_groups_share_slots_across_classes, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_limits_admit_exactly_n, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_discard_records_the_job, lib_setup, lib_teardown),
+        cmocka_unit_test_setup_teardown(test_one_refused_outcome_holds_up_nothing_else, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_discard_retry_meets_its_mode, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_coalesce_retry_meets_its_mode, lib_setup, lib_teardown),
         cmocka_unit_test_setup_teardown(test_coalesce_keeps_one_waiter_and_runs_at_most_two, lib_setup, lib_teardown),
