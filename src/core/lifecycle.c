@@ -1653,23 +1653,39 @@ int bt_retry_failed(bt_store *s, const int64_t *ids, size_t n, int64_t now)
     return rc == BATON_OK ? readmit_all(s, ids, n, now) : rc;
 }
 
-static const char *const sql_delete_waiting[] = {
-    "DELETE FROM baton_ready_executions WHERE job_id = ?",
+/* A job's rows in the lists of jobs that hold no slot, then in those of its key's waiting
+ * and running jobs. The dispatcher and retries take a job from the first kind before they
+ * lock its key, so a discard must too, or each would wait for the other. */
+static const char *const sql_take_slotless[] = {
     "DELETE FROM baton_scheduled_executions WHERE job_id = ?",
-    "DELETE FROM baton_blocked_executions WHERE job_id = ?",
     "DELETE FROM baton_failed_executions WHERE job_id = ?",
 };
+static const char *const sql_take_keyed[] = {
+    "DELETE FROM baton_ready_executions WHERE job_id = ?",
+    "DELETE FROM baton_blocked_executions WHERE job_id = ?",
+};
+
+/* take_rows runs the two deletes of sql for job id, adding the rows they took to *taken. */
+static int take_rows(bt_store *s, const char *const sql[2], int64_t id, int64_t *taken)
+{
+    bt_val a[] = {BV_INT(id)};
+    int rc = BATON_OK;
+    for (int i = 0; rc == BATON_OK && i < 2; i++) {
+        int64_t changes = 0;
+        rc = bt_exec(s, sql[i], a, 1, NULL, NULL, &changes);
+        *taken += changes;
+    }
+    return rc;
+}
 
 int bt_discard(bt_store *s, int64_t id, const char *reason, int64_t now)
 {
-    bt_val a[] = {BV_INT(id)};
     int64_t taken = 0;
-    int rc = bt_lock_job_key(s, id);
-    for (size_t i = 0; rc == BATON_OK && i < sizeof sql_delete_waiting / sizeof *sql_delete_waiting; i++) {
-        int64_t changes = 0;
-        rc = bt_exec(s, sql_delete_waiting[i], a, 1, NULL, NULL, &changes);
-        taken += changes;
-    }
+    int rc = take_rows(s, sql_take_slotless, id, &taken);
+    if (rc == BATON_OK)
+        rc = bt_lock_job_key(s, id);
+    if (rc == BATON_OK)
+        rc = take_rows(s, sql_take_keyed, id, &taken);
     char *status = NULL;
     if (rc == BATON_OK)
         rc = job_status(s, id, &status);
