@@ -39,6 +39,8 @@ enum { FD_IN = 3, FD_ERR = 4, FD_ALIVE = 5 };
 
 /* The cancel flag is checked at least this often while the command runs. */
 enum { CANCEL_POLL_NS = 20 * 1000 * 1000 };
+/* How long a killed job's shepherd has to sweep it before its group is killed anyway. */
+enum { SWEEP_NS = 1000 * 1000 * 1000 };
 
 /* Everything the children need, prepared before fork: after fork only async-signal-safe
  * calls are allowed, so no allocation, no stdio, no locks. */
@@ -69,12 +71,12 @@ static void close_from(int lowfd, int max_fd)
 /* The shepherd's PR_SET_PDEATHSIG handler: the worker thread is gone, so the job must go
  * too, including anything it started in the background. SIGKILL cannot be trapped. */
 /* kill_listed_children sends KILL to every child of the shepherd /proc lists (path is
- * its "children" file); returns how many it found. */
+ * its "children" file); returns how many it found, or -1 when /proc cannot tell. */
 static int kill_listed_children(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return 0;
+        return -1;
     char buf[4096];
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
@@ -110,6 +112,8 @@ static void sweep_descendants(void)
     memcpy(path + at, "/children", sizeof "/children");
     for (int round = 0; round < 10000; round++) {
         int listed = kill_listed_children(path);
+        if (listed < 0)
+            return; /* no list to sweep by (no /proc): the group's kill is all there is */
         pid_t reaped = waitpid(-1, NULL, listed ? 0 : WNOHANG);
         if (reaped < 0 && errno == ECHILD)
             return;
@@ -460,6 +464,12 @@ static void check_stop(run_state *rs, int64_t now)
     if (rs->stop == 2 && now >= rs->kill_at) {
         bt_command_kill(rs->pgid);
         rs->stop = 3;
+        rs->kill_at = now + SWEEP_NS;
+    }
+    /* The shepherd could not sweep in time (something keeps stopping it): kill the group. */
+    if (rs->stop == 3 && now >= rs->kill_at) {
+        kill(-rs->pgid, SIGKILL);
+        rs->stop = 4;
     }
 }
 
@@ -471,7 +481,7 @@ static int poll_timeout(const run_state *rs, int64_t now)
         wake = rs->deadline;
         if (rs->spec->cancel && now + CANCEL_POLL_NS < wake)
             wake = now + CANCEL_POLL_NS;
-    } else if (rs->stop == 2) {
+    } else if (rs->stop == 2 || rs->stop == 3) {
         wake = rs->kill_at;
     }
     if (wake >= INT64_MAX / 2)
@@ -514,9 +524,12 @@ void bt_command_kill(int pgid)
 {
     /* Not SIGKILL to the group: the shepherd would die with it, and descendants that left
      * the group (setsid) would outlive the job. The shepherd's SIGHUP handler sweeps them,
-     * then kills the group. Until it is reaped, its pid names no other process. */
-    if (pgid > 0)
+     * then kills the group; CONT, in case the job stopped the shepherd. Until it is reaped,
+     * its pid names no other process. */
+    if (pgid > 0) {
         kill((pid_t)pgid, SIGHUP);
+        kill((pid_t)pgid, SIGCONT);
+    }
 }
 
 static void fill_status(bt_command_result *res, int st)

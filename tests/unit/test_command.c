@@ -403,14 +403,18 @@ typedef struct threaded_run {
     int rc;
     atomic_int cancel;
     atomic_int pgid;
+    atomic_int finished;
 } threaded_run;
 
 static void *run_in_thread(void *arg)
 {
     threaded_run *t = arg;
     t->rc = bt_command_run(&t->spec, &t->res);
+    atomic_store(&t->finished, 1);
     return NULL;
 }
+
+static int run_finished(void *arg) { return atomic_load(&((threaded_run *)arg)->finished); }
 
 static int pgid_published(void *arg) { return atomic_load(&((threaded_run *)arg)->pgid) != 0; }
 
@@ -481,6 +485,33 @@ static void test_kill_after_grace_sweeps_setsid_descendants(void **state)
     }
     free(t);
     tmpdir_remove(dir);
+}
+
+/* A command that stops its own shepherd (kill -STOP $PPID) and ignores TERM is still
+ * killed once its grace is over: the kill wakes the shepherd, and if it cannot sweep in
+ * time, the group goes anyway. */
+static void test_kill_reaches_a_stopped_shepherd(void **state)
+{
+    (void)state;
+    threaded_run *t = calloc(1, sizeof *t);
+    t->spec = spec_for("trap '' TERM; kill -STOP $PPID; while :; do sleep 0.05; done");
+    t->spec.cancel = &t->cancel;
+    t->spec.pgid_out = &t->pgid;
+    t->spec.kill_grace = 0.2;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_in_thread, t), 0);
+    assert_true(poll_until(pgid_published, t, 10000));
+    bt_sleep(0.3); /* long enough for the command to stop its shepherd: the fault itself */
+    atomic_store(&t->cancel, 1);
+    if (!poll_until(run_finished, t, 20000)) {
+        kill(-atomic_load(&t->pgid), SIGKILL);
+        pthread_join(th, NULL);
+        fail_msg("the command that stopped its shepherd was never killed");
+    }
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(t->res.cancelled);
+    assert_true(t->res.signaled);
+    free(t);
 }
 
 static void test_concurrent_runs(void **state)
@@ -603,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_setsid_descendant_killed_after_exit),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_kill_after_grace_sweeps_setsid_descendants),
+        cmocka_unit_test(test_kill_reaches_a_stopped_shepherd),
         cmocka_unit_test(test_concurrent_runs),
         cmocka_unit_test(test_parent_death_kills_group),
         cmocka_unit_test(test_describe),
