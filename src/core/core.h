@@ -397,12 +397,17 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
                         int64_t *id_out);
 /* bt_process_heartbeat records a heartbeat; *alive is 0 when the row is gone (pruned). */
 int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *alive);
-/* bt_liveness_tick is a process's periodic duty: heartbeat (*alive is 0 when the row is
- * gone: this process was pruned) and renew its jobs' slot leases in one transaction, then,
- * alive, prune dead processes (BT_SQL_DEAD; alive_threshold seconds for rows without one)
- * in another. Returns the first one's code; *pruned is -1 when pruning failed (the error
- * is baton_error_last()). */
+/* bt_liveness_tick is a process's periodic duty: bt_liveness_beat, then, alive,
+ * bt_liveness_prune. Returns the beat's code. */
 int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned);
+/* bt_liveness_beat heartbeats (*alive is 0 when the row is gone: this process was pruned)
+ * and renews its jobs' slot leases, in one transaction. */
+int bt_liveness_beat(bt_store *s, int64_t process_id, double alive_threshold, int *alive);
+/* bt_liveness_prune prunes dead processes (BT_SQL_DEAD; alive_threshold seconds for rows
+ * without one) in a transaction of its own, which may wait on locks: a process that must
+ * know it is alive (the worker's fence) learns it from the beat before. *pruned counts
+ * them, or is -1 when pruning failed (the error is baton_error_last()). */
+void bt_liveness_prune(bt_store *s, int64_t process_id, double alive_threshold, int *pruned);
 /* bt_log_pruned logs what a tick's pruning did (pruned as bt_liveness_tick set it); a
  * failure through errors, so one repeating is not logged at every tick. */
 void bt_log_pruned(baton_client *c, bt_log_limit *errors, int pruned);

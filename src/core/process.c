@@ -109,25 +109,35 @@ int bt_process_deregister(bt_store *s, int64_t id)
     return bt_end(s, rc);
 }
 
-int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned)
+int bt_liveness_beat(bt_store *s, int64_t process_id, double alive_threshold, int *alive)
 {
-    int64_t now = bt_now_ms();
-    *pruned = 0;
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
         rc = bt_process_heartbeat(s, process_id, alive_threshold, alive);
     if (rc == BATON_OK && *alive)
-        rc = bt_renew_leases(s, process_id, now);
-    if ((rc = bt_end(s, rc)) != BATON_OK || !*alive)
-        return rc;
-    /* Pruning others is a transaction of its own: whatever fails in it (a row it cannot
-     * settle, a lock it waits too long for) must not undo this process's heartbeat. */
-    int prc = bt_begin(s, BT_TXN_WRITE);
-    if (prc == BATON_OK)
-        prc = bt_prune_dead(s, process_id, threshold_ms(alive_threshold), now, pruned);
-    if (bt_end(s, prc) != BATON_OK)
+        rc = bt_renew_leases(s, process_id, bt_now_ms());
+    return bt_end(s, rc);
+}
+
+/* Pruning others is a transaction of its own: whatever fails in it (a row it cannot
+ * settle, a lock it waits too long for) must not undo this process's heartbeat. */
+void bt_liveness_prune(bt_store *s, int64_t process_id, double alive_threshold, int *pruned)
+{
+    *pruned = 0;
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_prune_dead(s, process_id, threshold_ms(alive_threshold), bt_now_ms(), pruned);
+    if (bt_end(s, rc) != BATON_OK)
         *pruned = -1;
-    return BATON_OK;
+}
+
+int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, int *alive, int *pruned)
+{
+    *pruned = 0;
+    int rc = bt_liveness_beat(s, process_id, alive_threshold, alive);
+    if (rc == BATON_OK && *alive)
+        bt_liveness_prune(s, process_id, alive_threshold, pruned);
+    return rc;
 }
 
 void bt_log_pruned(baton_client *c, bt_log_limit *errors, int pruned)

@@ -804,16 +804,18 @@ static void liveness_tick(baton_worker *w)
     int alive = 1, pruned = 0;
     /* Others judge this heartbeat by when it reached the database, at the earliest now. */
     int64_t started = bt_mono_ns();
-    if (bt_liveness_tick(w->store, w->process_id, w->alive_threshold, &alive, &pruned) != BATON_OK) {
+    if (bt_liveness_beat(w->store, w->process_id, w->alive_threshold, &alive) != BATON_OK) {
         bt_log_limited(w->client, &w->heartbeat_errors, BATON_LOG_ERROR, "event=worker.heartbeat_failed error=%s",
                        BT_LOG_VALUE(baton_error_last()));
         return;
     }
-    bt_log_pruned(w->client, &w->heartbeat_errors, pruned);
     if (alive) {
-        /* Alive since the beat went in, whatever becomes of the hand-back: a failed one
-         * must not fence healthy jobs. What it could not hand back waits for the next tick. */
+        /* Alive since the beat went in, whatever becomes of the pruning and the hand-back
+         * after it (either may wait on locks, or fail): neither may fence healthy jobs.
+         * What could not be handed back waits for the next tick. */
         atomic_store(w->last_alive_ns, started);
+        bt_liveness_prune(w->store, w->process_id, w->alive_threshold, &pruned);
+        bt_log_pruned(w->client, &w->heartbeat_errors, pruned);
         hand_back_unstarted(w);
         return;
     }
