@@ -455,13 +455,17 @@ static void check_stop(run_state *rs, int64_t now)
             rs->res->timed_out = 1;
             rs->stop = 1;
         }
+        if (rs->stop == 1)
+            rs->kill_at = now + rs->grace;
     }
     if (rs->stop == 1 && rs->ready) {
         kill(-rs->pgid, SIGTERM);
         rs->stop = 2;
         rs->kill_at = now + rs->grace;
     }
-    if (rs->stop == 2 && now >= rs->kill_at) {
+    /* Past the grace, or never told "ready" within it (the command stopped its shepherd
+     * before the shepherd could say so): the job goes at once. */
+    if ((rs->stop == 1 || rs->stop == 2) && now >= rs->kill_at) {
         bt_command_kill(rs->pgid);
         rs->stop = 3;
         rs->kill_at = now + SWEEP_NS;
@@ -481,7 +485,7 @@ static int poll_timeout(const run_state *rs, int64_t now)
         wake = rs->deadline;
         if (rs->spec->cancel && now + CANCEL_POLL_NS < wake)
             wake = now + CANCEL_POLL_NS;
-    } else if (rs->stop == 2 || rs->stop == 3) {
+    } else if (rs->stop <= 3) {
         wake = rs->kill_at;
     }
     if (wake >= INT64_MAX / 2)
