@@ -458,7 +458,11 @@ static void check_stop(run_state *rs, int64_t now)
         if (rs->stop == 1)
             rs->kill_at = now + rs->grace;
     }
-    if (rs->stop == 1 && rs->ready) {
+    /* Asked to stop at once (2): no TERM, no grace. */
+    if ((rs->stop == 1 || rs->stop == 2) && rs->spec->cancel && atomic_load(rs->spec->cancel) >= 2 &&
+        rs->kill_at > now)
+        rs->kill_at = now;
+    if (rs->stop == 1 && rs->ready && now < rs->kill_at) {
         kill(-rs->pgid, SIGTERM);
         rs->stop = 2;
         rs->kill_at = now + rs->grace;
@@ -487,6 +491,8 @@ static int poll_timeout(const run_state *rs, int64_t now)
             wake = now + CANCEL_POLL_NS;
     } else if (rs->stop <= 3) {
         wake = rs->kill_at;
+        if (rs->stop <= 2 && rs->spec->cancel && now + CANCEL_POLL_NS < wake)
+            wake = now + CANCEL_POLL_NS; /* a stop at once may come during the grace */
     }
     if (wake >= INT64_MAX / 2)
         return -1;

@@ -20,7 +20,8 @@ typedef struct bt_command_spec {
     char *const *env_extra;  /* "NAME=value" entries added to (or replacing in) environ; NULL-terminated, may be NULL */
     double timeout;          /* seconds; 0 = none. On expiry: TERM to the group, KILL after kill_grace */
     double kill_grace;       /* seconds between TERM and KILL; 0 means 5 */
-    atomic_int *cancel;      /* may be NULL; once nonzero the group is stopped as on timeout */
+    atomic_int *cancel;      /* may be NULL; once nonzero the group is stopped as on timeout
+                                (TERM, then KILL after kill_grace), at once when it is 2 */
     atomic_int *pgid_out;    /* may be NULL; receives the process group id while it runs, then 0 */
     /* The dead man's switch (may be NULL): the shepherd kills the group once CLOCK_MONOTONIC
      * passes *alive_ns + alive_limit_ns, whether or not the worker runs (a stopped worker

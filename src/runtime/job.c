@@ -20,7 +20,7 @@ const char *baton_job_arguments(const baton_job *job) { return job->claimed.argu
 const char *baton_job_concurrency_key(const baton_job *job) { return job->claimed.concurrency_key; }
 int baton_job_attempt(const baton_job *job) { return job->claimed.attempt; }
 int64_t baton_job_fencing_token(const baton_job *job) { return job->claimed.fencing_token; }
-int baton_job_cancelled(const baton_job *job) { return atomic_load(&job->cancelled); }
+int baton_job_cancelled(const baton_job *job) { return atomic_load(&job->cancelled) != 0; }
 
 void bt_slot_checker_init(bt_slot_checker *ch, baton_client *client, int64_t process_id)
 {

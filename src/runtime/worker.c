@@ -527,7 +527,7 @@ static void stop_running(baton_worker *w, int kill_now)
         struct baton_job *j = w->running[i];
         if (!j)
             continue;
-        atomic_store(&j->cancelled, 1);
+        atomic_store(&j->cancelled, kill_now ? 2 : 1); /* 2: its run kills it at once too */
         int pgid = atomic_load(&j->pgid);
         if (kill_now)
             bt_command_kill(pgid);
