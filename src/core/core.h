@@ -284,11 +284,20 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now);
 /* bt_prune_dead fails the claimed jobs of dead processes (BT_SQL_DEAD; threshold_ms for
  * rows without a threshold), and of those of this host whose pid is gone, as "process
  * pruned" (retry policy applies), releasing their slots once, and deregisters them. Never
- * prunes self_id. *pruned_out counts processes. */
+ * prunes self_id. Each process is a transaction of its own (call it with none open), and
+ * one that fails stops the pruning of no other: the first error is returned. *pruned_out
+ * counts processes. */
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out);
+/* bt_prune_if_dead does the same for process id alone, if it is still dead once its keys
+ * are locked. *pruned (may be NULL) tells whether it was. */
+int bt_prune_if_dead(bt_store *s, int64_t id, int64_t threshold_ms, int64_t now, int *pruned);
 /* bt_prune_process does the same for one process known to be dead (a supervisor reaped
- * it), without waiting for its heartbeat to age. */
-int bt_prune_process(bt_store *s, int64_t id, int64_t now);
+ * it), without waiting for its heartbeat to age; *pruned is 0 when its row was gone. */
+int bt_prune_process(bt_store *s, int64_t id, int64_t now, int *pruned);
+/* bt_lock_process_keys locks the keys process id's claims hold and its inline performs
+ * wait for, in the one order every transaction locks keys in, before anything touches the
+ * process's rows (a prune, a deregistration). */
+int bt_lock_process_keys(bt_store *s, int64_t id);
 /* bt_discard_inline_waiters discards the blocked jobs an inline perform of process_id
  * still waits for: the process is gone (pruned, deregistered), an inline job never runs
  * later, and a promotion into the claim of a process that no longer exists would fail the

@@ -102,11 +102,17 @@ static void check_dead_claims(doctor *d)
             d->rc = bt_exec(d->store, sql_silent_claimers, a, 1, on_silent_claimer, d, NULL);
         return;
     }
+    /* Read first, then each process pruned in a transaction of its own (bt_prune_if_dead),
+     * judged again once its keys are locked: it may have beaten meanwhile. */
     bt_id_list dead = {0};
-    d->rc = bt_exec(d->store, sql_dead_claimer_ids, a, 1, bt_row_collect_id, &dead, NULL);
+    d->rc = bt_begin(d->store, BT_TXN_READ);
+    if (d->rc == BATON_OK)
+        d->rc = bt_exec(d->store, sql_dead_claimer_ids, a, 1, bt_row_collect_id, &dead, NULL);
+    d->rc = bt_end(d->store, d->rc);
     for (size_t i = 0; i < dead.len && d->rc == BATON_OK; i++) {
-        d->rc = bt_prune_process(d->store, dead.ids[i], d->now);
-        if (d->rc == BATON_OK)
+        int pruned = 0;
+        d->rc = bt_prune_if_dead(d->store, dead.ids[i], d->threshold_ms, d->now, &pruned);
+        if (d->rc == BATON_OK && pruned)
             repaired(d, "dead_process_claims",
                      "pruned process %lld: its jobs failed as \"process pruned\" (retry policy applies)"
                      " and their slots went to the next jobs", (long long)dead.ids[i]);
@@ -116,14 +122,16 @@ static void check_dead_claims(doctor *d)
 
 /* ---- jobs whose status has no execution row ---- */
 
-static const char sql_stateless[] =
-    "SELECT j.id, j.status FROM baton_jobs j WHERE"
-    " (j.status = 'ready' AND NOT EXISTS (SELECT 1 FROM baton_ready_executions e WHERE e.job_id = j.id))"
-    " OR (j.status = 'claimed' AND NOT EXISTS (SELECT 1 FROM baton_claimed_executions e WHERE e.job_id = j.id))"
-    " OR (j.status = 'blocked' AND NOT EXISTS (SELECT 1 FROM baton_blocked_executions e WHERE e.job_id = j.id))"
-    " OR (j.status = 'scheduled' AND NOT EXISTS (SELECT 1 FROM baton_scheduled_executions e WHERE e.job_id = j.id))"
-    " OR (j.status = 'failed' AND NOT EXISTS (SELECT 1 FROM baton_failed_executions e WHERE e.job_id = j.id))"
-    " ORDER BY j.id";
+#define SQL_STATELESS(where)                                                                                      \
+    "SELECT j.id, j.status FROM baton_jobs j WHERE " where "("                                                     \
+    "(j.status = 'ready' AND NOT EXISTS (SELECT 1 FROM baton_ready_executions e WHERE e.job_id = j.id))"           \
+    " OR (j.status = 'claimed' AND NOT EXISTS (SELECT 1 FROM baton_claimed_executions e WHERE e.job_id = j.id))"   \
+    " OR (j.status = 'blocked' AND NOT EXISTS (SELECT 1 FROM baton_blocked_executions e WHERE e.job_id = j.id))"   \
+    " OR (j.status = 'scheduled' AND NOT EXISTS (SELECT 1 FROM baton_scheduled_executions e WHERE e.job_id = j.id))" \
+    " OR (j.status = 'failed' AND NOT EXISTS (SELECT 1 FROM baton_failed_executions e WHERE e.job_id = j.id))"     \
+    ") ORDER BY j.id"
+static const char sql_stateless[] = SQL_STATELESS("");
+static const char sql_stateless_one[] = SQL_STATELESS("j.id = ? AND ");
 
 typedef struct stateless_job {
     int64_t id;
@@ -146,23 +154,44 @@ static int collect_stateless(bt_row *row, void *payload)
     return 0;
 }
 
+/* requeue_lost repairs one job found in no list, in a transaction of its own that locks
+ * its key first and finds it still in no list. */
+static void requeue_lost(doctor *d, int64_t id)
+{
+    stateless_list l = {0};
+    bt_val a[] = {BV_INT(id)};
+    d->rc = bt_begin(d->store, BT_TXN_WRITE);
+    if (d->rc == BATON_OK)
+        d->rc = bt_lock_job_key(d->store, id);
+    if (d->rc == BATON_OK)
+        d->rc = bt_exec(d->store, sql_stateless_one, a, 1, collect_stateless, &l, NULL);
+    /* A failed job stays failed; anything else goes through admission again, like a
+     * retry: it waits for a slot if its key is full. */
+    if (d->rc == BATON_OK && l.len)
+        d->rc = bt_requeue_lost(d->store, id, l.items[0].status, d->now);
+    d->rc = bt_end(d->store, d->rc);
+    if (d->rc == BATON_OK && l.len)
+        repaired(d, "job_in_no_state", "job %lld (%s in no list) %s", (long long)id, l.items[0].status,
+                 strcmp(l.items[0].status, "failed") == 0 ? "listed as failed again" : "queued again through admission");
+    free(l.items);
+}
+
 static void check_stateless_jobs(doctor *d)
 {
     stateless_list l = {0};
-    d->rc = bt_exec(d->store, sql_stateless, NULL, 0, collect_stateless, &l, NULL);
+    if (d->repair)
+        d->rc = bt_begin(d->store, BT_TXN_READ);
+    if (d->rc == BATON_OK)
+        d->rc = bt_exec(d->store, sql_stateless, NULL, 0, collect_stateless, &l, NULL);
+    if (d->repair)
+        d->rc = bt_end(d->store, d->rc);
     for (size_t i = 0; i < l.len && d->rc == BATON_OK; i++) {
-        if (!d->repair) {
+        if (d->repair)
+            requeue_lost(d, l.items[i].id);
+        else
             problem(d, "job_in_no_state", json_pack("{s:I}", "job_id", (json_int_t)l.items[i].id),
                     "job %lld says %s but is in no %s list: no process will ever run or settle it",
                     (long long)l.items[i].id, l.items[i].status, l.items[i].status);
-            continue;
-        }
-        /* A failed job stays failed; anything else goes through admission again, like a
-         * retry: it waits for a slot if its key is full. */
-        d->rc = bt_requeue_lost(d->store, l.items[i].id, l.items[i].status, d->now);
-        if (d->rc == BATON_OK)
-            repaired(d, "job_in_no_state", "job %lld (%s in no list) %s", (long long)l.items[i].id, l.items[i].status,
-                     strcmp(l.items[i].status, "failed") == 0 ? "listed as failed again" : "queued again through admission");
     }
     free(l.items);
 }
@@ -253,18 +282,16 @@ static void diagnose(doctor *d)
         d->rc = bt_exec(d->store, sql_over_limit, NULL, 0, on_over_limit, d, NULL);
 }
 
-/* repair fixes what diagnose would report, processes and lost jobs in one transaction,
- * then the slots key by key (bt_repair_slots): waiting for one key's lock holds up no
- * other. Keys over their limit heal as their jobs end. */
+/* repair fixes what diagnose would report: dead processes one by one, lost jobs one by
+ * one, then the slots key by key (bt_repair_slots), each in a transaction of its own that
+ * locks its keys first, so waiting for one key's lock holds up no other. Keys over their
+ * limit heal as their jobs end. */
 static void repair_all(doctor *d)
 {
     d->repair = 1;
-    d->rc = bt_begin(d->store, BT_TXN_WRITE);
-    if (d->rc == BATON_OK)
-        check_dead_claims(d);
+    check_dead_claims(d);
     if (d->rc == BATON_OK)
         check_stateless_jobs(d);
-    d->rc = bt_end(d->store, d->rc);
     if (d->rc == BATON_OK)
         check_slots(d);
     d->repair = 0;

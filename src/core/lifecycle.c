@@ -1354,9 +1354,8 @@ int bt_renew_leases(bt_store *s, int64_t process_id, int64_t now)
     return bt_exec(s, sql_renew, a, 2, NULL, NULL, NULL);
 }
 
-/* Two live processes never prune the same dead one: the second skips its locked row. */
-#define SQL_DEAD_PROCESSES(lock) "SELECT p.id FROM baton_processes p WHERE p.id <> ?2 AND " BT_SQL_DEAD("p", "?1") lock
-static const char *const sql_dead_processes[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESSES);
+static const char sql_dead_processes[] =
+    "SELECT p.id FROM baton_processes p WHERE p.id <> ?2 AND " BT_SQL_DEAD("p", "?1");
 static const char sql_claims_of[] =
     "SELECT c.job_id, c.attempt, j.max_attempts, j.backoff, j.backoff_base, j.concurrency_key"
     " FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id WHERE c.process_id = ?";
@@ -1437,7 +1436,28 @@ int bt_release_unknown_claims(bt_store *s, int64_t process_id, const bt_claim_re
     return rc;
 }
 
-int bt_prune_process(bt_store *s, int64_t id, int64_t now)
+/* ---- pruning dead processes ----
+ *
+ * A process is pruned in a transaction of its own, its keys locked before its row: every
+ * transaction that locks several keys locks them in strcmp order before it touches a
+ * process row (a promotion into an inline waiter's claim needs that process's row), so a
+ * prune waits for rounds in flight instead of deadlocking with them, and a prune waiting
+ * for one process's key holds up no key of another. The row lock then keeps the process,
+ * should it be alive after all, from claiming anything more until its row is gone; a claim
+ * it made between the two reads is settled too, its key locked late (at worst a deadlock
+ * the server detects, and the prune is tried again at the next tick). */
+
+/* The keys a process holds or waits for: its claims' and its inline performs' waiting jobs'. */
+static const char sql_process_keys[] =
+    "SELECT j.concurrency_key FROM baton_claimed_executions c JOIN baton_jobs j ON j.id = c.job_id"
+    " WHERE c.process_id = ?1 AND j.concurrency_key IS NOT NULL"
+    " UNION SELECT concurrency_key FROM baton_blocked_executions WHERE claim_for = ?1";
+
+int bt_lock_process_keys(bt_store *s, int64_t id) { return lock_keys_of(s, sql_process_keys, id); }
+
+/* settle_process fails the claims of process id, whose keys and row are locked, discards
+ * the jobs its inline performs wait for, and forgets it. */
+static int settle_process(bt_store *s, int64_t id, int64_t now)
 {
     claim_list claims = {0};
     bt_val p[] = {BV_INT(id)};
@@ -1471,11 +1491,47 @@ int bt_prune_process(bt_store *s, int64_t id, int64_t now)
     return rc;
 }
 
-/* Processes of this host (its boot, its pid namespace) other than self, with their pids;
- * a gone one is locked (or skipped, when another process prunes it) on its own. */
+/* prune_one prunes process id in a transaction of its own if row_sql (with args; it
+ * selects and locks the row) still finds it once the process's keys are locked. */
+static int prune_one(bt_store *s, int64_t id, const char *row_sql, const bt_val *args, int nargs, int64_t now,
+                     int *pruned)
+{
+    bt_id_list found = {0};
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_lock_process_keys(s, id);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, row_sql, args, nargs, bt_row_collect_id, &found, NULL);
+    if (rc == BATON_OK && found.len)
+        rc = settle_process(s, id, now);
+    rc = bt_end(s, rc);
+    if (pruned)
+        *pruned = rc == BATON_OK && found.len;
+    free(found.ids);
+    return rc;
+}
+
+#define SQL_LOCK_PROCESS(lock) "SELECT id FROM baton_processes WHERE id = ?1" lock
+static const char *const sql_lock_process[] = {SQL_LOCK_PROCESS(""), SQL_LOCK_PROCESS(" FOR UPDATE")};
+/* Two live processes never prune the same dead one: the second skips its locked row. */
+static const char *const sql_lock_gone_process[] = BT_SKIP_LOCKED(SQL_LOCK_PROCESS);
+#define SQL_DEAD_PROCESS(lock) "SELECT p.id FROM baton_processes p WHERE p.id = ?2 AND " BT_SQL_DEAD("p", "?1") lock
+static const char *const sql_lock_dead_process[] = BT_SKIP_LOCKED(SQL_DEAD_PROCESS);
+
+int bt_prune_process(bt_store *s, int64_t id, int64_t now, int *pruned)
+{
+    bt_val a[] = {BV_INT(id)};
+    return prune_one(s, id, sql_lock_process[s->ops->row_locks], a, 1, now, pruned);
+}
+
+int bt_prune_if_dead(bt_store *s, int64_t id, int64_t threshold_ms, int64_t now, int *pruned)
+{
+    bt_val a[] = {BV_INT(threshold_ms), BV_INT(id)};
+    return prune_one(s, id, sql_lock_dead_process[s->ops->row_locks], a, 2, now, pruned);
+}
+
+/* Processes of this host (its boot, its pid namespace) other than self, with their pids. */
 static const char sql_processes_here[] = "SELECT id, pid FROM baton_processes WHERE host_id = ?1 AND id <> ?2";
-#define SQL_LOCK_PROCESS(lock) "SELECT id FROM baton_processes WHERE id = ?" lock
-static const char *const sql_lock_process[] = BT_SKIP_LOCKED(SQL_LOCK_PROCESS);
 
 /* add_if_gone adds a process of this host to the dead when its pid no longer exists: no
  * heartbeat needs to age for that proof (a crash-looping worker's predecessors, say). A
@@ -1488,32 +1544,48 @@ static int add_if_gone(bt_row *row, void *payload)
     return bt_row_collect_id(row, payload);
 }
 
+static int is_listed(const bt_id_list *l, int64_t id)
+{
+    for (size_t i = 0; i < l->len; i++)
+        if (l->ids[i] == id)
+            return 1;
+    return 0;
+}
+
 int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t now, int *pruned_out)
 {
-    bt_id_list dead = {0};
+    bt_id_list dead = {0}, gone = {0};
     bt_val a[] = {BV_INT(threshold_ms), BV_INT(self_id)};
-    int rc = bt_exec(s, sql_dead_processes[s->ops->row_locks], a, 2, bt_row_collect_id, &dead, NULL);
+    int rc = bt_begin(s, BT_TXN_READ);
+    if (rc == BATON_OK)
+        rc = bt_exec(s, sql_dead_processes, a, 2, bt_row_collect_id, &dead, NULL);
     const char *here = bt_host_id();
-    bt_id_list gone = {0};
     if (rc == BATON_OK && here) {
         bt_val h[] = {BV_TEXT(here), BV_INT(self_id)};
         rc = bt_exec(s, sql_processes_here, h, 2, add_if_gone, &gone, NULL);
     }
-    for (size_t i = 0; i < gone.len && rc == BATON_OK; i++) {
-        int known = 0;
-        for (size_t k = 0; k < dead.len; k++)
-            known |= dead.ids[k] == gone.ids[i];
-        bt_val id[] = {BV_INT(gone.ids[i])};
-        if (!known)
-            rc = bt_exec(s, sql_lock_process[s->ops->row_locks], id, 1, bt_row_collect_id, &dead, NULL);
+    rc = bt_end(s, rc);
+    int count = 0, first_rc = rc;
+    /* One process's failure (a lock it waited too long for) stops the pruning of no other. */
+    for (size_t i = 0; i < dead.len + gone.len; i++) {
+        int from_gone = i >= dead.len, pruned = 0;
+        int64_t id = from_gone ? gone.ids[i - dead.len] : dead.ids[i];
+        if (from_gone && is_listed(&dead, id))
+            continue;
+        bt_val one[] = {BV_INT(id)};
+        if (from_gone)
+            rc = prune_one(s, id, sql_lock_gone_process[s->ops->row_locks], one, 1, now, &pruned);
+        else
+            rc = bt_prune_if_dead(s, id, threshold_ms, now, &pruned);
+        count += pruned;
+        if (rc != BATON_OK && first_rc == BATON_OK)
+            first_rc = rc;
     }
-    free(gone.ids);
-    for (size_t i = 0; i < dead.len && rc == BATON_OK; i++)
-        rc = bt_prune_process(s, dead.ids[i], now);
-    if (pruned_out)
-        *pruned_out = rc == BATON_OK ? (int)dead.len : 0;
     free(dead.ids);
-    return rc;
+    free(gone.ids);
+    if (pruned_out)
+        *pruned_out = first_rc == BATON_OK ? count : 0;
+    return first_rc;
 }
 
 static const char sql_orphan_keys[] =
@@ -1837,6 +1909,8 @@ int bt_requeue_lost(bt_store *s, int64_t id, const char *status, int64_t now)
     if (strcmp(status, "scheduled") == 0)
         return bt_exec(s, sql_relist_scheduled, a, 2, NULL, NULL, NULL);
     /* Not running anywhere: whatever slot it held is given up, and it queues for one. */
-    int rc = release_slot(s, id, now);
+    int rc = bt_lock_job_key(s, id);
+    if (rc == BATON_OK)
+        rc = release_slot(s, id, now);
     return rc == BATON_OK ? readmit(s, id, now) : rc;
 }

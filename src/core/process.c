@@ -99,6 +99,8 @@ int bt_process_deregister(bt_store *s, int64_t id)
 {
     int rc = bt_begin(s, BT_TXN_WRITE);
     if (rc == BATON_OK)
+        rc = bt_lock_process_keys(s, id);
+    if (rc == BATON_OK)
         rc = bt_release_claims(s, id, NULL, 0, bt_now_ms(), NULL);
     if (rc == BATON_OK)
         rc = bt_discard_inline_waiters(s, id, bt_now_ms());
@@ -119,15 +121,11 @@ int bt_liveness_beat(bt_store *s, int64_t process_id, double alive_threshold, in
     return bt_end(s, rc);
 }
 
-/* Pruning others is a transaction of its own: whatever fails in it (a row it cannot
- * settle, a lock it waits too long for) must not undo this process's heartbeat. */
+/* Pruning others never shares a transaction with the heartbeat: whatever fails in it (a
+ * row it cannot settle, a lock it waits too long for) must not undo this process's beat. */
 void bt_liveness_prune(bt_store *s, int64_t process_id, double alive_threshold, int *pruned)
 {
-    *pruned = 0;
-    int rc = bt_begin(s, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = bt_prune_dead(s, process_id, threshold_ms(alive_threshold), bt_now_ms(), pruned);
-    if (bt_end(s, rc) != BATON_OK)
+    if (bt_prune_dead(s, process_id, threshold_ms(alive_threshold), bt_now_ms(), pruned) != BATON_OK)
         *pruned = -1;
 }
 

@@ -96,15 +96,12 @@ static void settle_rows(bt_supervisor *sv, pid_t pid, int back_to_ready)
     bt_val a[] = {BV_INT(sv->process_id), BV_INT(pid)};
     int rc = bt_exec(s, sql_rows_of_pid, a, 2, bt_row_collect_id, &rows, NULL);
     for (size_t i = 0; i < rows.len && rc == BATON_OK; i++) {
-        if (back_to_ready) {
+        int pruned = 1;
+        if (back_to_ready)
             rc = bt_process_deregister(s, rows.ids[i]);
-        } else {
-            rc = bt_begin(s, BT_TXN_WRITE);
-            if (rc == BATON_OK)
-                rc = bt_prune_process(s, rows.ids[i], bt_now_ms());
-            rc = bt_end(s, rc);
-        }
-        if (rc == BATON_OK)
+        else
+            rc = bt_prune_process(s, rows.ids[i], bt_now_ms(), &pruned);
+        if (rc == BATON_OK && pruned)
             bt_log(sv->client, BATON_LOG_WARN, "event=process.pruned process_id=%lld child_pid=%d by=supervisor",
                    (long long)rows.ids[i], (int)pid);
     }

@@ -1699,6 +1699,68 @@ static void test_repair_waiting_on_one_key_holds_up_no_other(void **state)
     f->passed = 1;
 }
 
+/* Two workers died (SIGKILL), each claiming a job of a key of its own; a third worker
+ * prunes them while the test holds both keys' locks, as rounds in flight do. Once the
+ * prune waits for one key, the test lets that key go: the prune settles that process and
+ * then waits for the other key. Meanwhile the first key must be free (an enqueue of it is
+ * stored): each dead process is pruned in a transaction of its own, so a wait for one
+ * process's keys holds up nothing of another's, and keys are never locked out of order
+ * across processes (which deadlocks against a round that locks them in order). */
+static void test_prune_waiting_on_one_process_holds_up_no_other(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "SQLite has one lock for the whole database");
+    open_probe_queue(f, CALM_LIVENESS, 1, "30000");
+    bt_store *db = test_db_open(f->url);
+    for (int k = 0; k < 2; k++) {
+        spawn_worker(f, k, 1, NULL);
+        char args[32], sql[160];
+        snprintf(args, sizeof args, "{\"key\": %d}", k);
+        assert_int_equal(baton_enqueue(f->client, NULL, "Probe", args, NULL), BATON_OK);
+        snprintf(sql, sizeof sql, "SELECT (count(DISTINCT process_id) = %d)::int FROM baton_claimed_executions", k + 1);
+        wait_for_count(db, sql, "each worker claiming a job of its own key");
+    }
+    kill_worker(f, 0);
+    kill_worker(f, 1);
+    bt_store *holder[2];
+    int64_t backend[2];
+    for (int k = 0; k < 2; k++) {
+        char sql[200];
+        holder[k] = test_db_open(f->url);
+        snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = 0; BEGIN;"
+                 " SELECT limit_value FROM baton_semaphores WHERE key = 'Probe/k%d' FOR UPDATE", k);
+        test_db_exec(holder[k], sql);
+        backend[k] = test_db_int(holder[k], "SELECT pg_backend_pid()");
+    }
+    spawn_worker(f, 2, 1, NULL);
+    const char *waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                          " AND datname = current_database() AND query LIKE '%baton_semaphores%'";
+    wait_for_count(db, waiting, "the prune waiting for a key's lock");
+    int64_t blocker = test_db_int(db, "SELECT (pg_blocking_pids(pid))[1] FROM pg_stat_activity"
+                                      " WHERE wait_event_type = 'Lock' AND datname = current_database()");
+    int first = blocker == backend[0] ? 0 : 1;
+    assert_int_equal(blocker, backend[first]);
+    test_db_exec(holder[first], "ROLLBACK");
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+             " AND datname = current_database() AND %lld = ANY(pg_blocking_pids(pid))", (long long)backend[!first]);
+    wait_for_count(db, sql, "the prune waiting for the other key's lock");
+    char args[32];
+    snprintf(args, sizeof args, "{\"key\": %d}", first);
+    if (baton_enqueue(f->client, NULL, "Probe", args, NULL) != BATON_OK)
+        fail_msg("an enqueue of a pruned process's key while the prune waits for another's failed: %s",
+                 baton_error_last());
+    if (test_db_int(db, sql) != 1)
+        fail_msg("the enqueue of Probe/k%d was stored only after the prune stopped waiting for Probe/k%d", first,
+                 !first);
+    test_db_exec(holder[!first], "ROLLBACK");
+    wait_for_count(db, "SELECT (count(*) = 1)::int FROM baton_processes", "both dead workers pruned");
+    for (int k = 0; k < 2; k++)
+        bt_store_close(holder[k]);
+    bt_store_close(db);
+    f->passed = 1;
+}
+
 /* A promotion meets a waiting job whose row another transaction has locked (one that is
  * discarding it and will roll back). It must wait for that transaction, not skip the job:
  * skipped, the job would stay blocked beside a free slot until maintenance. Here `baton
@@ -2002,6 +2064,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_silent_client_inside_a_transaction_frees_its_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_waiting_on_one_key_holds_up_no_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_promotion_never_skips_a_locked_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_waiting_on_one_process_holds_up_no_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults_limit_2, setup, teardown),
     };

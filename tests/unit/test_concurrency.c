@@ -456,10 +456,11 @@ static int prune_workers(bt_store *s)
     assert_int_equal(bt_exec(s, "SELECT id FROM baton_processes WHERE kind = 'worker'", NULL, 0, bt_row_collect_id,
                              &ids, NULL),
                      BATON_OK);
-    assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-    for (size_t i = 0; i < ids.len; i++)
-        assert_int_equal(bt_prune_process(s, ids.ids[i], bt_now_ms()), BATON_OK);
-    assert_int_equal(bt_commit(s), BATON_OK);
+    for (size_t i = 0; i < ids.len; i++) {
+        int pruned = 0;
+        assert_int_equal(bt_prune_process(s, ids.ids[i], bt_now_ms(), &pruned), BATON_OK);
+        assert_int_equal(pruned, 1);
+    }
     free(ids.ids);
     return (int)ids.len;
 }
@@ -821,9 +822,7 @@ static void inline_waiter_outlives_its_process(lib_fixture *f, int pruned)
     bt_new_job_clear(&nj);
     assert_string_equal(job_status(f->client, waiter), "blocked");
     if (pruned) {
-        assert_int_equal(bt_begin(s, BT_TXN_WRITE), BATON_OK);
-        assert_int_equal(bt_prune_process(s, inline_process, bt_now_ms()), BATON_OK);
-        assert_int_equal(bt_commit(s), BATON_OK);
+        assert_int_equal(bt_prune_process(s, inline_process, bt_now_ms(), NULL), BATON_OK);
     } else {
         assert_int_equal(bt_process_deregister(s, inline_process), BATON_OK);
     }
