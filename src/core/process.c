@@ -66,8 +66,9 @@ const char *bt_host_id(void)
 
 static int64_t threshold_ms(double alive_threshold) { return (int64_t)(alive_threshold * 1000.0); }
 
-int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
-                        int64_t *id_out)
+/* insert_row registers this process in the open transaction and records its identity. */
+static int insert_row(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
+                      int64_t *id_out)
 {
     char host[256] = "unknown", name[400];
     gethostname(host, sizeof host - 1);
@@ -76,14 +77,41 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     bt_val a[] = {BV_TEXT(kind), BV_TEXT(name), BV_INT(getpid()), BV_TEXT(host),
                   supervisor_id ? BV_INT(supervisor_id) : BV_NULL, BV_TEXT(metadata_json), BV_INT(now),
                   BV_INT(threshold_ms(alive_threshold)), BV_TEXT(bt_host_id())};
-    int rc = bt_begin(s, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = bt_query_int(s, sql_register, a, 9, id_out, 0);
+    int rc = bt_query_int(s, sql_register, a, 9, id_out, 0);
     if (rc == BATON_OK) {
         bt_val identity[] = {BV_INT(*id_out), a[0], a[1], a[2], a[3]};
         rc = bt_exec(s, sql_record_identity, identity, 5, NULL, NULL, NULL);
     }
+    return rc;
+}
+
+int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
+                        int64_t *id_out)
+{
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = insert_row(s, kind, metadata_json, alive_threshold, id_out);
     return bt_end(s, rc);
+}
+
+/* The children that named a process's old row as their supervisor belong to its new one. */
+static const char sql_adopt[] = "UPDATE baton_processes SET supervisor_id = ?2 WHERE supervisor_id = ?1";
+
+int bt_process_reregister(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
+                          int64_t *id)
+{
+    int64_t fresh = 0;
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = insert_row(s, kind, metadata_json, alive_threshold, &fresh);
+    if (rc == BATON_OK) {
+        bt_val a[] = {BV_INT(*id), BV_INT(fresh)};
+        rc = bt_exec(s, sql_adopt, a, 2, NULL, NULL, NULL);
+    }
+    rc = bt_end(s, rc);
+    if (rc == BATON_OK)
+        *id = fresh;
+    return rc;
 }
 
 int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *alive)
@@ -136,6 +164,27 @@ int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, in
     if (rc == BATON_OK && *alive)
         bt_liveness_prune(s, process_id, alive_threshold, pruned);
     return rc;
+}
+
+void bt_liveness_keep(baton_client *c, bt_store *s, const char *kind, const char *metadata_json,
+                      double alive_threshold, int64_t *id, bt_log_limit *errors)
+{
+    int alive = 1, pruned = 0;
+    if (bt_liveness_tick(s, *id, alive_threshold, &alive, &pruned) != BATON_OK) {
+        bt_log_limited(c, errors, BATON_LOG_ERROR, "event=%s.heartbeat_failed error=%s", kind,
+                       BT_LOG_VALUE(baton_error_last()));
+        return;
+    }
+    bt_log_pruned(c, errors, pruned);
+    if (alive)
+        return;
+    int64_t old = *id;
+    if (bt_process_reregister(s, kind, metadata_json, alive_threshold, id) != BATON_OK) /* again at the next tick */
+        bt_log_limited(c, errors, BATON_LOG_ERROR, "event=%s.register_failed error=%s", kind,
+                       BT_LOG_VALUE(baton_error_last()));
+    else
+        bt_log(c, BATON_LOG_ERROR, "event=%s.was_pruned old_process_id=%lld process_id=%lld", kind, (long long)old,
+               (long long)*id);
 }
 
 void bt_log_pruned(baton_client *c, bt_log_limit *errors, int pruned)

@@ -89,21 +89,6 @@ int baton_maintain(baton_client *client, int *promoted_out)
     return bt_maintain_concurrency(client->store, bt_now_ms(), promoted_out);
 }
 
-/* tick heartbeats and prunes; a dispatcher holds no claims, so being pruned only means
- * registering again. */
-static void tick(baton_dispatcher *d, int64_t *process_id)
-{
-    int alive = 1, pruned = 0;
-    if (bt_liveness_tick(d->store, *process_id, d->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log_limited(d->client, &d->heartbeat_errors, BATON_LOG_ERROR, "event=dispatcher.heartbeat_failed error=%s",
-                       BT_LOG_VALUE(baton_error_last()));
-        return;
-    }
-    bt_log_pruned(d->client, &d->heartbeat_errors, pruned);
-    if (!alive)
-        bt_process_register(d->store, "dispatcher", NULL, d->alive_threshold, process_id);
-}
-
 int baton_dispatcher_run(baton_dispatcher *d)
 {
     int64_t process_id = 0;
@@ -134,7 +119,8 @@ int baton_dispatcher_run(baton_dispatcher *d)
         else if (moved > 0)
             bt_log(d->client, BATON_LOG_DEBUG, "event=jobs.dispatched count=%d", moved);
         if (bt_mono_ns() >= next_heartbeat) {
-            tick(d, &process_id);
+            bt_liveness_keep(d->client, d->store, "dispatcher", NULL, d->alive_threshold, &process_id,
+                             &d->heartbeat_errors);
             next_heartbeat = bt_mono_ns() + (int64_t)(d->heartbeat_interval * 1e9);
         }
         if (rc == BATON_OK && moved == d->batch_size)

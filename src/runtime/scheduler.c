@@ -230,21 +230,6 @@ static char *metadata(const baton_scheduler *s)
     return text;
 }
 
-/* tick heartbeats and prunes; a scheduler holds no claims, so being pruned only means
- * registering again. */
-static void tick(baton_scheduler *s, const char *meta, int64_t *process_id)
-{
-    int alive = 1, pruned = 0;
-    if (bt_liveness_tick(s->store, *process_id, s->alive_threshold, &alive, &pruned) != BATON_OK) {
-        bt_log_limited(s->client, &s->heartbeat_errors, BATON_LOG_ERROR, "event=scheduler.heartbeat_failed error=%s",
-                       BT_LOG_VALUE(baton_error_last()));
-        return;
-    }
-    bt_log_pruned(s->client, &s->heartbeat_errors, pruned);
-    if (!alive)
-        bt_process_register(s->store, "scheduler", meta, s->alive_threshold, process_id);
-}
-
 /* sync_static writes the configuration's tasks, when there is a configuration. */
 static int sync_static(baton_scheduler *s)
 {
@@ -284,7 +269,8 @@ int baton_scheduler_run(baton_scheduler *s)
             bt_log_limited(s->client, &s->store_errors, BATON_LOG_ERROR, "event=scheduler.store_error error=%s",
                            BT_LOG_VALUE(baton_error_last()));
         if (bt_mono_ns() >= next_heartbeat) {
-            tick(s, meta, &process_id);
+            bt_liveness_keep(s->client, s->store, "scheduler", meta, s->alive_threshold, &process_id,
+                             &s->heartbeat_errors);
             next_heartbeat = bt_mono_ns() + (int64_t)(s->heartbeat_interval * 1e9);
         }
         /* Never sleep past a heartbeat: a silent scheduler looks dead to the supervisor. */

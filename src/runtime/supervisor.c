@@ -59,7 +59,9 @@ struct bt_supervisor {
     double shutdown_timeout;
     double period;         /* seconds between the supervisor's own heartbeats and watchdog rounds */
     int64_t read_ok_ns;    /* when the watchdog last read the children's rows, or 0 */
-    int64_t process_id;
+    int64_t process_id;    /* replaced when the supervisor registers again after a prune */
+    char *metadata;        /* of its row */
+    bt_log_limit heartbeat_errors;
     atomic_int stop;       /* 0 running, 1 graceful, 2 immediate */
     bt_waker waker;
     char *pidfile;
@@ -402,12 +404,8 @@ static void heartbeat(bt_supervisor *sv)
     /* A child stopped while it held the write lock must not stall the watchdog: better a
      * heartbeat skipped than a round missed. */
     bt_set_lock_timeout(s, (int)(sv->period * 1000.0));
-    int alive = 1, pruned = 0;
-    if (bt_liveness_tick(s, sv->process_id, sv->client->alive_threshold, &alive, &pruned) != BATON_OK)
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.heartbeat_failed error=%s",
-               BT_LOG_VALUE(baton_error_last()));
-    else if (!alive)
-        bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.was_pruned process_id=%lld", (long long)sv->process_id);
+    bt_liveness_keep(sv->client, s, "supervisor", sv->metadata, sv->client->alive_threshold, &sv->process_id,
+                     &sv->heartbeat_errors);
     bt_store_close(s);
 }
 
@@ -666,10 +664,10 @@ static int register_self(bt_supervisor *sv)
     if (rc != BATON_OK)
         return rc;
     json_t *m = json_pack("{s:i, s:f}", "children", (int)sv->nchildren, "shutdown_timeout", sv->shutdown_timeout);
-    char *meta = json_dumps(m, JSON_COMPACT);
+    sv->metadata = m ? json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);
-    rc = bt_process_register(s, "supervisor", meta, sv->client->alive_threshold, &sv->process_id);
-    free(meta);
+    rc = sv->metadata ? bt_process_register(s, "supervisor", sv->metadata, sv->client->alive_threshold, &sv->process_id)
+                      : bt_err_set(BATON_ERROR, "out of memory");
     bt_store_close(s);
     return rc;
 }
@@ -767,6 +765,7 @@ int baton_supervise(baton_client *c, const baton_supervisor_options *opts)
     unlock_pidfile(sv);
     bt_waker_close(&sv->waker);
     free(sv->children);
+    free(sv->metadata);
     free(sv);
     return rc;
 }

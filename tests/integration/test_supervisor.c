@@ -422,6 +422,48 @@ static void test_watchdog_kills_stopped_worker_and_its_jobs(void **state)
     assert_no_overlap(f);
 }
 
+/* A supervisor stopped past the alive threshold is pruned by its own children, which beat
+ * on. Continued, it must register again (once) and keep its children: their rows name its
+ * new row, which is what its watchdog and `baton processes` read. */
+static void test_stopped_supervisor_registers_again_and_keeps_its_children(void **state)
+{
+    fixture *f = *state;
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, FAST_LIVENESS,
+                  "workers:\n  - queues: [\"*\"]\n    threads: 1\ndispatchers:\n  - polling_interval: 0.2\n", 100);
+    open_queue(f, yaml);
+    start_supervisor(f, "5");
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id IS NOT NULL", 2, 20000);
+    int64_t first = supervisor_row(f), children = sql_int(f, "SELECT COUNT(*) FROM baton_processes"
+                                                             " WHERE supervisor_id = %lld", (long long)first);
+    assert_true(first > 0);
+    assert_int_equal(kill(f->supervisor, SIGSTOP), 0);
+    wait_count(f, "SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END FROM baton_processes WHERE kind = 'supervisor'", 1,
+               20000);
+    assert_int_equal(kill(f->supervisor, SIGCONT), 0);
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'supervisor'", 1, 10000);
+    int64_t again = supervisor_row(f);
+    assert_true(again > first);
+    char adopted[128];
+    snprintf(adopted, sizeof adopted, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id = %lld", (long long)again);
+    wait_count(f, adopted, children, 10000);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id = %lld", (long long)first), 0);
+    /* Jobs still run, and the stop is clean: every row goes. */
+    int64_t id = enqueue_probe(f, 1);
+    char finished[128];
+    snprintf(finished, sizeof finished, "SELECT COUNT(*) FROM baton_jobs WHERE id = %lld AND status = 'finished'",
+             (long long)id);
+    wait_count(f, finished, 1, 20000);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
+    char *out = read_file(f->out);
+    assert_non_null(out);
+    const char *once = strstr(out, "event=supervisor.was_pruned");
+    if (!once || strstr(once + 1, "event=supervisor.was_pruned"))
+        fail_msg("the supervisor said it was pruned %s (log: %s)", once ? "more than once" : "never", f->out);
+    free(out);
+}
+
 /* Ctrl-C in a terminal, or systemd's KillMode=control-group, signals every process of the
  * group at once: each child gets the signal besides the one the supervisor forwards. A
  * graceful stop must stay graceful: the running job ends on its own and is recorded. */
@@ -591,6 +633,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_graceful_stop_returns_long_job_to_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_term_stops_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_shutdown_and_restart_keep_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stopped_supervisor_registers_again_and_keeps_its_children, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
