@@ -32,6 +32,7 @@
  * $BATON_STRESS_FILTER selects tests by cmocka pattern. A failed test keeps its directory
  * (database, baton.yml, probe.log, worker-NNN.log) for a post-mortem; $BATON_KEEP_TMP=1
  * keeps them all. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -1816,11 +1817,111 @@ static void test_promotion_never_skips_a_locked_waiter(void **state)
 #define FAULT_SECONDS 30 /* the short run of ./run test; ./run soak sets $BATON_FAULT_SECONDS */
 
 enum { NEMESIS_KILL, NEMESIS_STOP, NEMESIS_RESTART, NEMESIS_SKEW, NEMESIS_OPERATOR, NEMESIS_OPERATOR_JOBS,
-       NEMESIS_BACKENDS, NEMESIS_FREEZE, NEMESIS_DISK_FULL, NEMESES };
+       NEMESIS_BACKENDS, NEMESIS_FREEZE, NEMESIS_DISK_FULL, NEMESIS_SUPERVISOR_KILL, NEMESIS_SUPERVISOR_STOP,
+       NEMESIS_DISPATCHER_KILL, NEMESIS_SERVER_RESTART, NEMESES };
 static const char *const nemesis_names[NEMESES] = {
     "kill -9",         "stop/cont",         "graceful restart",    "clock off by 40 s",
     "operator repair", "operator discard/unblock", "backends terminated", "network path frozen",
-    "disk full"};
+    "disk full",       "supervisor kill -9", "supervisor stop/cont", "dispatcher kill -9",
+    "server restart"};
+
+/* What `baton start` runs in the fault suite, beside the bare workers: a worker process
+ * and a dispatcher (its concurrency maintenance and due jobs), under its supervisor. */
+#define SUPERVISED_YAML                                                                    \
+    "workers:\n  - queues: [\"*\"]\n    threads: 4\n    polling_interval: 0.05\n"           \
+    "dispatchers:\n  - polling_interval: 0.2\n    concurrency_maintenance_interval: 1\n"
+
+/* spawn_supervisor starts `baton start` in slot, logging to worker-NNN.log like a worker. */
+static void spawn_supervisor(fixture *f, int slot)
+{
+    char name[64];
+    snprintf(name, sizeof name, "worker-%03d.log", f->nspawned++);
+    f->logs[slot] = f->nspawned - 1;
+    const char *args[] = {"--db", f->url, "--config", f->config, "start", NULL};
+    f->workers[slot] = baton_spawn(path_join(f->dir, name), args);
+}
+
+/* children_of lists up to max processes whose parent is pid (from /proc). */
+static int children_of(pid_t pid, pid_t *out, int max)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d)) && n < max;) {
+        char path[300], buf[512];
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t len = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (len <= 0)
+            continue;
+        buf[len] = '\0';
+        const char *tail = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+        char state;
+        int ppid;
+        if (tail && sscanf(tail + 1, " %c %d", &state, &ppid) == 2 && ppid == pid)
+            out[n++] = (pid_t)atoi(e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+/* excuse_children lets the checker excuse what pid's child processes could not record: the
+ * fault struck their supervisor, and through it them (they stop when it dies; its watchdog
+ * may stop them when it wakes). */
+static void excuse_children(fixture *f, const pid_t *children, int n)
+{
+    for (int i = 0; i < n; i++) {
+        f->kills = realloc(f->kills, (f->nkills + 1) * sizeof *f->kills);
+        f->kills[f->nkills++] = (kill_rec){children[i], mono_ns()};
+    }
+}
+
+/* strike_supervisor kills the supervisor in slot (-9: its children stop, as they do when
+ * it dies, and another supervisor takes its place) or stops it for ms and continues it. */
+static void strike_supervisor(fixture *f, int slot, int stop_ms)
+{
+    pid_t pid = f->workers[slot], children[16];
+    int n = children_of(pid, children, 16);
+    if (stop_ms) {
+        assert_int_equal(kill(pid, SIGSTOP), 0);
+        sleep_ms(stop_ms); /* the fault itself */
+        assert_int_equal(kill(pid, SIGCONT), 0);
+    } else {
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        assert_int_equal(wait_exit(pid, 10000), 128 + SIGKILL);
+        spawn_supervisor(f, slot);
+    }
+    excuse_children(f, children, n);
+    if (!stop_ms) /* the children that it meanwhile replaced, too */
+        excuse_children(f, children, children_of(pid, children, 16));
+}
+
+/* kill_dispatcher kills the dispatcher the supervisor in slot runs (it starts another). */
+static void kill_dispatcher(fixture *f, int slot)
+{
+    pid_t children[16];
+    int n = children_of(f->workers[slot], children, 16);
+    for (int i = 0; i < n; i++) {
+        char path[64], *cmdline;
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)children[i]);
+        if ((cmdline = read_file(path)) && strncmp(cmdline, "baton-dispatcher", 16) == 0)
+            kill(children[i], SIGKILL);
+        free(cmdline);
+    }
+}
+
+/* restart_server restarts the test's own PostgreSQL server, fast (sessions ended, their
+ * transactions rolled back) or immediate (no shutdown checkpoint: recovery at start). */
+static void restart_server(fixture *f)
+{
+    char cmd[9300];
+    snprintf(cmd, sizeof cmd, "%s -w -m %s restart >/dev/null", f->pg_ctl, rng_between(0, 1) ? "fast" : "immediate");
+    shell(cmd);
+}
 
 /* mount_small_disk moves the (not yet created) SQLite database onto a tmpfs of its own, so
  * that a fault can fill it. Mounting needs root: elsewhere it says it skipped and returns 0. */
@@ -1934,27 +2035,37 @@ static void terminate_backends(fixture *f)
 }
 
 /* run_faults runs jobs of limit `limit` (20..1500 ms each, more enqueued as they run out) on
- * four workers, one of them
- * through a TCP proxy of the test's own on PostgreSQL, while a nemesis picked at random
- * every 0.3..1.5 s strikes for $BATON_FAULT_SECONDS (default 30): kill -9, stop and
- * continue (past the alive threshold or not), graceful restarts, a worker whose clock is
- * 40 s off, an operator's doctor --repair and semaphore clear, an operator's discard of a
+ * four bare workers, one of them through a TCP proxy of the test's own on PostgreSQL, and
+ * a `baton start` (a worker and a dispatcher under their supervisor), while a nemesis
+ * picked at random every 0.3..1.5 s strikes for $BATON_FAULT_SECONDS (default 30): kill
+ * -9, stop and continue (past the alive threshold or not), graceful restarts, a worker
+ * whose clock is 40 s off, the supervisor killed or stopped and continued, its dispatcher
+ * killed, an operator's doctor --repair and semaphore clear, an operator's discard of a
  * waiting job and unblock of a blocked one, on SQLite (as root) its disk full, and on
- * PostgreSQL the
- * server's sessions terminated and the proxied worker's path frozen. Then the faults stop
- * and every key must drain; the checker judges from the jobs' own log (P1-P4). */
+ * PostgreSQL the server's sessions terminated, the proxied worker's path frozen and (on a
+ * server of the test's own, given $BATON_TEST_PG_BIN) the server restarted. Then the
+ * faults stop and every key must drain; the checker judges from the jobs' own log (P1-P4). */
 static void run_faults(void **state, int limit)
 {
     fixture *f = *state;
-    enum { KEYS = 60, PER_KEY = 10, WORKERS = 4, THREADS = 4 };
+    enum { KEYS = 60, PER_KEY = 10, WORKERS = 4, THREADS = 4, SUPERVISED = WORKERS /* the slot of `baton start` */ };
     int on_pg = test_on_postgres(), small_disk = !on_pg && mount_small_disk(f);
+    const char *pg_bin = getenv("BATON_TEST_PG_BIN");
+    int own_server = on_pg && pg_bin && *pg_bin; /* one the test may restart */
+    if (own_server)
+        start_private_server(f);
     uint64_t seed = chaos_setup(f, limit, KEYS, PER_KEY);
+    FILE *yml = fopen(f->config, "a");
+    assert_non_null(yml);
+    fputs(SUPERVISED_YAML, yml);
+    fclose(yml);
     /* The faults this driver and machine allow ($BATON_FAULTS: only those whose names it
      * holds, e.g. "disk full,kill -9"). */
     const char *only = getenv("BATON_FAULTS");
     int kinds[NEMESES], nkinds = 0;
     for (int k = 0; k < NEMESES; k++)
         if (((k != NEMESIS_BACKENDS && k != NEMESIS_FREEZE) || on_pg) && (k != NEMESIS_DISK_FULL || small_disk) &&
+            (k != NEMESIS_SERVER_RESTART || own_server) &&
             (!only || !*only || strstr(only, nemesis_names[k])))
             kinds[nkinds++] = k;
     if (!nkinds)
@@ -1965,6 +2076,7 @@ static void run_faults(void **state, int limit)
     int64_t t0 = mono_ns();
     for (int i = 0; i < WORKERS; i++)
         spawn_worker_on(f, i == 0 ? via : f->url, i, THREADS, NULL);
+    spawn_supervisor(f, SUPERVISED);
     const char *span = getenv("BATON_FAULT_SECONDS");
     int seconds = span && atoi(span) > 0 ? atoi(span) : FAULT_SECONDS, struck[NEMESES] = {0}, unclean = 0;
     int64_t end = t0 + (int64_t)seconds * 1000000000LL;
@@ -2004,6 +2116,18 @@ static void run_faults(void **state, int limit)
             break;
         case NEMESIS_DISK_FULL:
             fill_disk(f, rng_between(200, 3000));
+            break;
+        case NEMESIS_SUPERVISOR_KILL:
+            strike_supervisor(f, SUPERVISED, 0);
+            break;
+        case NEMESIS_SUPERVISOR_STOP:
+            strike_supervisor(f, SUPERVISED, rng_between(200, 3000));
+            break;
+        case NEMESIS_DISPATCHER_KILL:
+            kill_dispatcher(f, SUPERVISED);
+            break;
+        case NEMESIS_SERVER_RESTART:
+            restart_server(f);
             break;
         case NEMESIS_FREEZE:
             tcp_proxy_freeze(proxy, 1);
