@@ -404,11 +404,6 @@ const char *bt_host_id(void);
  * every other process judges it by. */
 int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
                         int64_t *id_out);
-/* bt_process_reregister registers a process that found itself pruned again, under a new
- * id that replaces *id (unchanged on failure), and hands it the children that named the
- * old one as their supervisor, in one transaction. */
-int bt_process_reregister(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
-                          int64_t *id);
 /* bt_process_heartbeat records a heartbeat; *alive is 0 when the row is gone (pruned). */
 int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *alive);
 /* bt_liveness_tick is a process's periodic duty: bt_liveness_beat, then, alive,
@@ -418,14 +413,15 @@ int bt_liveness_tick(bt_store *s, int64_t process_id, double alive_threshold, in
  * and renews its jobs' slot leases, in one transaction. */
 int bt_liveness_beat(bt_store *s, int64_t process_id, double alive_threshold, int *alive);
 /* bt_liveness_prune prunes dead processes (BT_SQL_DEAD; alive_threshold seconds for rows
- * without one) in a transaction of its own, which may wait on locks: a process that must
+ * without one), each in a transaction of its own, which may wait on locks: a process that must
  * know it is alive (the worker's fence) learns it from the beat before. *pruned counts
  * them, or is -1 when pruning failed (the error is baton_error_last()). */
 void bt_liveness_prune(bt_store *s, int64_t process_id, double alive_threshold, int *pruned);
 /* bt_liveness_keep is the whole liveness tick of a process that holds no claims (a
  * dispatcher, a scheduler, a supervisor): bt_liveness_tick, and when the process finds
- * itself pruned, bt_process_reregister (*id replaced). Logs KIND.heartbeat_failed and
- * KIND.register_failed through errors, KIND.was_pruned, and what pruning did. */
+ * itself pruned, a registration under a new id that replaces *id (kept when it fails: the
+ * next tick tries again). Logs KIND.heartbeat_failed and KIND.register_failed through
+ * errors, KIND.was_pruned, and what pruning did. */
 void bt_liveness_keep(baton_client *c, bt_store *s, const char *kind, const char *metadata_json,
                       double alive_threshold, int64_t *id, bt_log_limit *errors);
 /* bt_log_pruned logs what a tick's pruning did (pruned as bt_liveness_tick set it); a

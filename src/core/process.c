@@ -94,26 +94,6 @@ int bt_process_register(bt_store *s, const char *kind, const char *metadata_json
     return bt_end(s, rc);
 }
 
-/* The children that named a process's old row as their supervisor belong to its new one. */
-static const char sql_adopt[] = "UPDATE baton_processes SET supervisor_id = ?2 WHERE supervisor_id = ?1";
-
-int bt_process_reregister(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
-                          int64_t *id)
-{
-    int64_t fresh = 0;
-    int rc = bt_begin(s, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = insert_row(s, kind, metadata_json, alive_threshold, &fresh);
-    if (rc == BATON_OK) {
-        bt_val a[] = {BV_INT(*id), BV_INT(fresh)};
-        rc = bt_exec(s, sql_adopt, a, 2, NULL, NULL, NULL);
-    }
-    rc = bt_end(s, rc);
-    if (rc == BATON_OK)
-        *id = fresh;
-    return rc;
-}
-
 int bt_process_heartbeat(bt_store *s, int64_t id, double alive_threshold, int *alive)
 {
     int64_t changes = 0;
@@ -178,13 +158,15 @@ void bt_liveness_keep(baton_client *c, bt_store *s, const char *kind, const char
     bt_log_pruned(c, errors, pruned);
     if (alive)
         return;
-    int64_t old = *id;
-    if (bt_process_reregister(s, kind, metadata_json, alive_threshold, id) != BATON_OK) /* again at the next tick */
+    int64_t fresh = 0;
+    if (bt_process_register(s, kind, metadata_json, alive_threshold, &fresh) != BATON_OK) { /* again next tick */
         bt_log_limited(c, errors, BATON_LOG_ERROR, "event=%s.register_failed error=%s", kind,
                        BT_LOG_VALUE(baton_error_last()));
-    else
-        bt_log(c, BATON_LOG_ERROR, "event=%s.was_pruned old_process_id=%lld process_id=%lld", kind, (long long)old,
-               (long long)*id);
+        return;
+    }
+    bt_log(c, BATON_LOG_ERROR, "event=%s.was_pruned old_process_id=%lld process_id=%lld", kind, (long long)*id,
+           (long long)fresh);
+    *id = fresh;
 }
 
 void bt_log_pruned(baton_client *c, bt_log_limit *errors, int pruned)

@@ -74,8 +74,12 @@ struct bt_supervisor {
 
 /* ---- the database, one short connection per visit ---- */
 
+/* The rows of this host's processes (and this supervisor's, when the host is unknown): a
+ * child is known by its pid, which no other live process of the host has. Its row may name
+ * an id this supervisor held before it was pruned and registered again. */
 static const char sql_children[] =
-    "SELECT id, pid, beat FROM baton_processes WHERE supervisor_id = ?";
+    "SELECT id, pid, beat, COALESCE(supervisor_id, 0) FROM baton_processes WHERE supervisor_id = ?1 OR host_id = ?2";
+static const char sql_adopt[] = "UPDATE baton_processes SET supervisor_id = ?1 WHERE id = ?2";
 static const char sql_rows_of_pid[] = "SELECT id FROM baton_processes WHERE supervisor_id = ? AND pid = ?";
 
 static int open_store(bt_supervisor *sv, bt_store **s)
@@ -377,7 +381,7 @@ static void kill_child(bt_supervisor *sv, child *ch, const char *why)
 /* ---- watchdog ---- */
 
 typedef struct heartbeat_row {
-    int64_t id, pid, at;
+    int64_t id, pid, at, supervisor_id;
 } heartbeat_row;
 
 typedef struct heartbeat_rows {
@@ -390,13 +394,14 @@ static int collect_heartbeat(bt_row *row, void *payload)
     heartbeat_rows *l = payload;
     if (bt_grow(&l->items, &l->cap, l->len, sizeof *l->items) != 0)
         return -1;
-    l->items[l->len++] = (heartbeat_row){bt_col_int(row, 0), bt_col_int(row, 1), bt_col_int(row, 2)};
+    l->items[l->len++] = (heartbeat_row){bt_col_int(row, 0), bt_col_int(row, 1), bt_col_int(row, 2), bt_col_int(row, 3)};
     return 0;
 }
 
 /* heartbeat writes the supervisor's own heartbeat (and prunes the dead, like every
- * process). */
-static void heartbeat(bt_supervisor *sv)
+ * process), then makes the rows of its children that name another id (one it held before
+ * it was pruned and registered again) name its own. */
+static void heartbeat(bt_supervisor *sv, const bt_id_list *strays)
 {
     bt_store *s;
     if (open_store(sv, &s) != BATON_OK)
@@ -406,6 +411,12 @@ static void heartbeat(bt_supervisor *sv)
     bt_set_lock_timeout(s, (int)(sv->period * 1000.0));
     bt_liveness_keep(sv->client, s, "supervisor", sv->metadata, sv->client->alive_threshold, &sv->process_id,
                      &sv->heartbeat_errors);
+    for (size_t i = 0; i < strays->len; i++) {
+        bt_val a[] = {BV_INT(sv->process_id), BV_INT(strays->ids[i])};
+        if (bt_exec(s, sql_adopt, a, 2, NULL, NULL, NULL) != BATON_OK) /* again at the next round */
+            bt_log_limited(sv->client, &sv->heartbeat_errors, BATON_LOG_ERROR, "event=supervisor.store_error error=%s",
+                           BT_LOG_VALUE(baton_error_last()));
+    }
     bt_store_close(s);
 }
 
@@ -416,8 +427,9 @@ static int read_heartbeats(bt_supervisor *sv, heartbeat_rows *rows)
     bt_store *s;
     if (open_store(sv, &s) != BATON_OK)
         return -1;
-    bt_val a[] = {BV_INT(sv->process_id)};
-    int rc = bt_exec(s, sql_children, a, 1, collect_heartbeat, rows, NULL);
+    const char *here = bt_host_id();
+    bt_val a[] = {BV_INT(sv->process_id), here ? BV_TEXT(here) : BV_NULL};
+    int rc = bt_exec(s, sql_children, a, 2, collect_heartbeat, rows, NULL);
     bt_store_close(s);
     if (rc != BATON_OK)
         bt_log(sv->client, BATON_LOG_ERROR, "event=supervisor.store_error error=%s", BT_LOG_VALUE(baton_error_last()));
@@ -432,6 +444,7 @@ static int read_heartbeats(bt_supervisor *sv, heartbeat_rows *rows)
 static void watchdog(bt_supervisor *sv)
 {
     heartbeat_rows rows = {0};
+    bt_id_list strays = {0};
     if (read_heartbeats(sv, &rows) == 0) {
         int64_t late_ns = (int64_t)(sv->client->alive_threshold * 5e8), now_ns = bt_mono_ns();
         /* Time the database could not be read counts for no child: after an outage they
@@ -455,9 +468,15 @@ static void watchdog(bt_supervisor *sv)
              * makes a healthy child look late. A row another process pruned is gone from
              * the table, yet the child was registered: its age still counts. */
             int64_t newest = 0;
-            for (size_t k = 0; k < rows.len; k++)
-                if (rows.items[k].pid == ch->pid && rows.items[k].at > newest)
-                    newest = rows.items[k].at;
+            for (size_t k = 0; k < rows.len; k++) {
+                const heartbeat_row *r = &rows.items[k];
+                if (r->pid != ch->pid)
+                    continue;
+                newest = r->at > newest ? r->at : newest;
+                if (r->supervisor_id != sv->process_id && bt_grow(&strays.ids, &strays.cap, strays.len,
+                                                                   sizeof *strays.ids) == 0)
+                    strays.ids[strays.len++] = r->id;
+            }
             if (newest && newest != ch->beat) {
                 ch->beat = newest;
                 ch->beat_seen_ns = now_ns;
@@ -476,7 +495,8 @@ static void watchdog(bt_supervisor *sv)
         }
     }
     free(rows.items);
-    heartbeat(sv);
+    heartbeat(sv, &strays);
+    free(strays.ids);
 }
 
 /* ---- the supervisor's own lifecycle ---- */
@@ -637,7 +657,8 @@ static void shut_down(bt_supervisor *sv)
     int64_t next_tick = bt_mono_ns() + (int64_t)(sv->period * 1e9);
     while (running_children(sv) && bt_mono_ns() < deadline) {
         if (bt_mono_ns() >= next_tick) { /* still alive: nobody may prune us meanwhile */
-            heartbeat(sv);
+            bt_id_list none = {0};
+            heartbeat(sv, &none);
             next_tick = bt_mono_ns() + (int64_t)(sv->period * 1e9);
         }
         if (!immediate && atomic_load(&sv->stop) == 2) {

@@ -826,8 +826,9 @@ static void liveness_tick(baton_worker *w)
     int64_t old = w->process_id;
     stop_running(w, 1);
     char *meta = metadata_json(w);
-    int64_t id = old; /* kept on failure: tried again at the next tick */
-    bt_process_reregister(w->store, "worker", meta, w->alive_threshold, &id);
+    int64_t id = old;
+    if (bt_process_register(w->store, "worker", meta, w->alive_threshold, &id) != BATON_OK)
+        id = old; /* try again at the next tick */
     free(meta);
     pthread_mutex_lock(&w->lock);
     w->process_id = id;

@@ -422,9 +422,11 @@ static void test_watchdog_kills_stopped_worker_and_its_jobs(void **state)
     assert_no_overlap(f);
 }
 
-/* A supervisor stopped past the alive threshold is pruned by its own children, which beat
- * on. Continued, it must register again (once) and keep its children: their rows name its
- * new row, which is what its watchdog and `baton processes` read. */
+/* A supervisor and its worker child, both stopped past the alive threshold, are pruned by
+ * the dispatcher child, which beats on. The supervisor continues first and registers again
+ * under a new id; then the worker continues and registers again too, naming the id its
+ * supervisor had when it forked it. The supervisor must still know the worker as its child
+ * (its row is made to name the new id), not kill it for a heartbeat it cannot see. */
 static void test_stopped_supervisor_registers_again_and_keeps_its_children(void **state)
 {
     fixture *f = *state;
@@ -433,27 +435,39 @@ static void test_stopped_supervisor_registers_again_and_keeps_its_children(void 
                   "workers:\n  - queues: [\"*\"]\n    threads: 1\ndispatchers:\n  - polling_interval: 0.2\n", 100);
     open_queue(f, yaml);
     start_supervisor(f, "5");
-    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id IS NOT NULL", 2, 20000);
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id IS NOT NULL", 3, 20000);
+    /* Two more rounds of the supervisor (each ends with its heartbeat): its watchdog has
+     * seen every child's beat, as it has in any supervisor that ran for a while. */
+    for (int round = 0; round < 2; round++) {
+        char beat[160];
+        snprintf(beat, sizeof beat, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'supervisor' AND beat <> %lld",
+                 (long long)sql_int(f, "SELECT beat FROM baton_processes WHERE kind = 'supervisor'"));
+        wait_count(f, beat, 1, 10000);
+    }
     int64_t first = supervisor_row(f), children = sql_int(f, "SELECT COUNT(*) FROM baton_processes"
                                                              " WHERE supervisor_id = %lld", (long long)first);
-    assert_true(first > 0);
+    pid_t worker = (pid_t)sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'worker'");
+    assert_true(first > 0 && worker > 0);
     assert_int_equal(kill(f->supervisor, SIGSTOP), 0);
-    wait_count(f, "SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END FROM baton_processes WHERE kind = 'supervisor'", 1,
-               20000);
+    assert_int_equal(kill(worker, SIGSTOP), 0);
+    wait_count(f, "SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END FROM baton_processes"
+                  " WHERE kind IN ('supervisor', 'worker')", 1, 20000);
     assert_int_equal(kill(f->supervisor, SIGCONT), 0);
     wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'supervisor'", 1, 10000);
     int64_t again = supervisor_row(f);
     assert_true(again > first);
+    assert_int_equal(kill(worker, SIGCONT), 0);
     char adopted[128];
     snprintf(adopted, sizeof adopted, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id = %lld", (long long)again);
     wait_count(f, adopted, children, 10000);
-    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE supervisor_id = %lld", (long long)first), 0);
-    /* Jobs still run, and the stop is clean: every row goes. */
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes WHERE pid = %d", (int)worker), 1);
+    /* Jobs still run, on the same worker, and the stop is clean: every row goes. */
     int64_t id = enqueue_probe(f, 1);
     char finished[128];
     snprintf(finished, sizeof finished, "SELECT COUNT(*) FROM baton_jobs WHERE id = %lld AND status = 'finished'",
              (long long)id);
     wait_count(f, finished, 1, 20000);
+    assert_int_equal(kill(worker, 0), 0);
     assert_int_equal(stop_supervisor(f, SIGTERM), 0);
     assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM baton_processes"), 0);
     char *out = read_file(f->out);
