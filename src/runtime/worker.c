@@ -187,6 +187,7 @@ static void *executor_main(void *p)
             break;
         struct baton_job *job = w->pending;
         w->pending = job->next;
+        job->next = NULL; /* running[] holds it alone: reconcile_claims walks each as a list */
         if (stalled(w)) {
             /* Claimed before a stall, and past it this process may be pruned at any moment
              * and the job's slot handed on: it does not start here (the fence's sweep may

@@ -1658,6 +1658,50 @@ static void test_silent_client_inside_a_transaction_frees_its_keys(void **state)
     f->passed = 1;
 }
 
+/* A round's COMMIT answer is lost while one job runs long and another has been recorded
+ * since it started (two threads; jobs 1 and 3 long, 2 and 4 short, each of its own key).
+ * The worker reconciles what it knows with the database, walking the jobs in progress:
+ * none of them may lead it to a job it has already recorded and let go (under
+ * AddressSanitizer, the worker aborted on a freed job). The statements of a connection are
+ * prepared once, so the worker's sessions are ended first, to make it send the text of the
+ * claim again on a new one. */
+static void test_lost_commit_answer_while_a_job_runs(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "a lost answer needs a server on the other end of a connection");
+    char via[4400];
+    tcp_proxy *proxy = start_proxy(f, via, sizeof via);
+    open_probe_queue(f, CALM_LIVENESS, 1, "$(( BATON_JOB_ID == 1 ? 6000 : BATON_JOB_ID == 3 ? 2500 : 50 ))");
+    enqueue_probes(f, "Probe", 4, 1);
+    assert_int_equal(f->ids[0], 1);
+    spawn_worker_on(f, via, 0, 2, NULL);
+    bt_store *db = test_db_open(f->url);
+    wait_for_count(db, "SELECT count(*) FROM baton_jobs WHERE id = 2 AND status = 'finished'",
+                   "the second job recorded while the first runs");
+    wait_for_count(db, "SELECT count(*) FROM baton_claimed_executions WHERE job_id = 3", "the third job claimed");
+    test_db_exec(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    tcp_proxy_cut_after(proxy, "INSERT INTO baton_claimed_executions", "COMMIT");
+    int64_t left;
+    if (!wait_drained(f, 60, &left))
+        fail_msg("%lld jobs left 60 s after the lost answer (logs in %s)", (long long)left, f->dir);
+    if (kill(f->workers[0], 0) != 0)
+        fail_msg("the worker died (logs in %s)", f->dir);
+    stop_workers(f);
+    bt_store_close(db);
+    assert_int_equal(tcp_proxy_cuts(proxy), 1);
+    tcp_proxy_stop(proxy);
+    check_opts o = {.limit = 1, .nkeys = 4};
+    check_stats st = check_log_and_queue(f, &o);
+    if (!any_log_contains(f, "event=worker.claims_reconciled"))
+        CHECK(&st, "the worker never reconciled its claims\n");
+    if (st.runs != 4)
+        CHECK(&st, "4 jobs ran %zu times, expected once each\n", st.runs);
+    if (st.errors)
+        fail_msg("lost answer: %d check failures (see above; logs in %s)", st.errors, f->dir);
+    f->passed = 1;
+}
+
 /* An operator's `doctor --repair` (or the dispatcher's maintenance) meets a key whose lock
  * another session holds, as a worker stopped in the middle of a round does. It must wait
  * for that key alone: the keys it repaired before are free for everyone meanwhile. Here
@@ -2185,6 +2229,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clock_ahead_prunes_nobody, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_network_path_fences_the_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_commit_answer_on_the_wire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_commit_answer_while_a_job_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_client_inside_a_transaction_frees_its_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_waiting_on_one_key_holds_up_no_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_promotion_never_skips_a_locked_waiter, setup, teardown),
