@@ -1566,8 +1566,9 @@ int bt_prune_dead(bt_store *s, int64_t self_id, int64_t threshold_ms, int64_t no
     }
     rc = bt_end(s, rc);
     int count = 0, first_rc = rc;
-    /* One process's failure (a lock it waited too long for) stops the pruning of no other. */
-    for (size_t i = 0; i < dead.len + gone.len; i++) {
+    /* One process's failure (a lock it waited too long for, a row refused) stops the
+     * pruning of no other; a database out of reach stops it all. */
+    for (size_t i = 0; i < dead.len + gone.len && rc != BATON_ESTORE; i++) {
         int from_gone = i >= dead.len, pruned = 0;
         int64_t id = from_gone ? gone.ids[i - dead.len] : dead.ids[i];
         if (from_gone && is_listed(&dead, id))

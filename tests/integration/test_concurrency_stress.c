@@ -1782,7 +1782,8 @@ static void test_prune_waiting_on_one_process_holds_up_no_other(void **state)
                           " AND datname = current_database() AND query LIKE '%baton_semaphores%'";
     wait_for_count(db, waiting, "the prune waiting for a key's lock");
     int64_t blocker = test_db_int(db, "SELECT (pg_blocking_pids(pid))[1] FROM pg_stat_activity"
-                                      " WHERE wait_event_type = 'Lock' AND datname = current_database()");
+                                      " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                                      " AND query LIKE '%baton_semaphores%'");
     int first = blocker == backend[0] ? 0 : 1;
     assert_int_equal(blocker, backend[first]);
     test_db_exec(holder[first], "ROLLBACK");
@@ -1925,7 +1926,8 @@ static void excuse_children(fixture *f, const pid_t *children, int n)
 }
 
 /* strike_supervisor kills the supervisor in slot (-9: its children stop, as they do when
- * it dies, and another supervisor takes its place) or stops it for ms and continues it. */
+ * it dies, and another supervisor takes its place) or stops it for ms and continues it
+ * (its watchdog may then stop children). Its children are excused either way. */
 static void strike_supervisor(fixture *f, int slot, int stop_ms)
 {
     pid_t pid = f->workers[slot], children[16];
@@ -1940,22 +1942,22 @@ static void strike_supervisor(fixture *f, int slot, int stop_ms)
         spawn_supervisor(f, slot);
     }
     excuse_children(f, children, n);
-    if (!stop_ms) /* the children that it meanwhile replaced, too */
-        excuse_children(f, children, children_of(pid, children, 16));
 }
 
-/* kill_dispatcher kills the dispatcher the supervisor in slot runs (it starts another). */
-static void kill_dispatcher(fixture *f, int slot)
+/* kill_dispatcher kills the dispatcher the supervisor in slot runs (it starts another, a
+ * second after one that died young); 0 when there was none to kill. */
+static int kill_dispatcher(fixture *f, int slot)
 {
     pid_t children[16];
-    int n = children_of(f->workers[slot], children, 16);
+    int n = children_of(f->workers[slot], children, 16), killed = 0;
     for (int i = 0; i < n; i++) {
         char path[64], *cmdline;
         snprintf(path, sizeof path, "/proc/%d/cmdline", (int)children[i]);
         if ((cmdline = read_file(path)) && strncmp(cmdline, "baton-dispatcher", 16) == 0)
-            kill(children[i], SIGKILL);
+            killed += kill(children[i], SIGKILL) == 0;
         free(cmdline);
     }
+    return killed;
 }
 
 /* restart_server restarts the test's own PostgreSQL server, fast (sessions ended, their
@@ -2168,7 +2170,8 @@ static void run_faults(void **state, int limit)
             strike_supervisor(f, SUPERVISED, rng_between(200, 3000));
             break;
         case NEMESIS_DISPATCHER_KILL:
-            kill_dispatcher(f, SUPERVISED);
+            if (!kill_dispatcher(f, SUPERVISED))
+                continue; /* it is being replaced: not a fault struck */
             break;
         case NEMESIS_SERVER_RESTART:
             restart_server(f);
