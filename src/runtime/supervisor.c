@@ -175,9 +175,16 @@ static _Atomic(baton_scheduler *) child_scheduler;
  * stop signal every process of the group besides what the supervisor forwards, and that
  * second copy is not the operator asking twice (a second request reaches the supervisor,
  * which then sends QUIT). */
+/* The stop a signal asked of this child (1 graceful, 2 at once), kept for a role that did
+ * not exist yet when it came: the supervisor may die, and its death signal arrive, at any
+ * moment after the fork. */
+static atomic_int child_stop;
+
 static void on_child_signal(int sig)
 {
     int immediate = sig == SIGQUIT;
+    if (atomic_load(&child_stop) < 1 + immediate)
+        atomic_store(&child_stop, 1 + immediate);
     baton_worker *w = atomic_load(&child_worker);
     baton_dispatcher *d = atomic_load(&child_dispatcher);
     baton_scheduler *s = atomic_load(&child_scheduler);
@@ -187,6 +194,16 @@ static void on_child_signal(int sig)
         baton_dispatcher_stop(d);
     if (s)
         baton_scheduler_stop(s);
+}
+
+/* stop_if_asked, called once a role's object is where on_child_signal finds it, applies a
+ * stop that came before (the handler interrupts this thread: it ran either before the
+ * object was published, and left child_stop, or after, and stopped it itself). */
+static void stop_if_asked(void)
+{
+    int stop = atomic_load(&child_stop);
+    if (stop)
+        on_child_signal(stop == 2 ? SIGQUIT : SIGTERM);
 }
 
 static int run_worker_child(bt_supervisor *sv, const child *ch)
@@ -206,6 +223,7 @@ static int run_worker_child(bt_supervisor *sv, const child *ch)
     int rc = baton_worker_new(&w, sv->client, &o);
     free(queues);
     child_worker = w;
+    stop_if_asked();
     if (rc == BATON_OK)
         rc = baton_worker_run(w);
     child_worker = NULL; /* before the free: a late signal must find nothing to stop */
@@ -227,6 +245,7 @@ static int run_dispatcher_child(bt_supervisor *sv, const child *ch)
     baton_dispatcher *x = NULL;
     int rc = baton_dispatcher_new(&x, sv->client, &o);
     child_dispatcher = x;
+    stop_if_asked();
     if (rc == BATON_OK)
         rc = baton_dispatcher_run(x);
     child_dispatcher = NULL; /* before the free: a late signal must find nothing to stop */
@@ -241,6 +260,7 @@ static int run_scheduler_child(bt_supervisor *sv)
     baton_scheduler *x = NULL;
     int rc = baton_scheduler_new(&x, sv->client, &o);
     child_scheduler = x;
+    stop_if_asked();
     if (rc == BATON_OK)
         rc = baton_scheduler_run(x);
     child_scheduler = NULL; /* before the free: a late signal must find nothing to stop */

@@ -2194,6 +2194,11 @@ static void run_faults(void **state, int limit)
     check_opts o = {.limit = limit, .nkeys = KEYS, .kills = f->kills, .nkills = f->nkills,
                     .discards = f->discards, .ndiscards = f->ndiscards};
     check_stats st = check_log_and_queue(f, &o);
+    /* Every process of Baton's writes to a log of the test's: none may outlive it (the
+     * children of a killed supervisor stop with it). */
+    int outlived = wait_none_holding(path_join(f->dir, "worker-"), 30000);
+    if (outlived)
+        CHECK(&st, "%d processes outlived the test's workers and supervisors\n", outlived);
     char faults[512] = "";
     for (int k = 0; k < NEMESES; k++)
         if (struck[k])

@@ -45,6 +45,11 @@ static int teardown(void **state)
         kill(f->supervisor, SIGQUIT);
         wait_exit(f->supervisor, 10000);
     }
+    /* Every child stops with its supervisor, however it died: none is left holding the
+     * test's files (an orphan would go on claiming jobs with nobody to stop it). */
+    int orphans = wait_none_holding(f->dir, 15000);
+    if (orphans)
+        fprintf(stderr, "%d processes outlived their supervisor, holding files of %s\n", orphans, f->dir);
     bt_store_close(f->sql);
     baton_close(f->client);
     test_db_drop(f->url);
@@ -54,7 +59,7 @@ static int teardown(void **state)
     else
         tmpdir_remove(f->dir);
     free(f);
-    return 0;
+    return orphans ? -1 : 0;
 }
 
 /* Liveness for tests that stop or kill children: heartbeat every 0.2 s, dead after 3 s,

@@ -1,6 +1,7 @@
 /* support.c: see support.h. */
 #include "support.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -112,6 +113,45 @@ int poll_until(int (*cond)(void *), void *arg, int timeout_ms)
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* holding counts the processes other than this one with a file open whose path begins
+ * with prefix. */
+static int holding(const char *prefix)
+{
+    int n = 0;
+    DIR *procs = opendir("/proc");
+    for (struct dirent *e; procs && (e = readdir(procs));) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9' || atoi(e->d_name) == getpid())
+            continue;
+        char fds[300];
+        snprintf(fds, sizeof fds, "/proc/%s/fd", e->d_name);
+        DIR *d = opendir(fds);
+        int holds = 0;
+        for (struct dirent *fd; d && !holds && (fd = readdir(d));) {
+            char link[600], target[4200];
+            snprintf(link, sizeof link, "%s/%s", fds, fd->d_name);
+            ssize_t len = readlink(link, target, sizeof target - 1);
+            holds = len > 0 && (target[len] = '\0', strncmp(target, prefix, strlen(prefix)) == 0);
+        }
+        if (d)
+            closedir(d);
+        n += holds;
+    }
+    if (procs)
+        closedir(procs);
+    return n;
+}
+
+int wait_none_holding(const char *prefix, int timeout_ms)
+{
+    int64_t deadline = bt_mono_ns() + (int64_t)timeout_ms * 1000000;
+    int n;
+    while ((n = holding(prefix)) && bt_mono_ns() < deadline) { /* a scan of /proc is not free */
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    return n;
 }
 
 static const char *baton_bin(void)

@@ -20,6 +20,10 @@ const char *path_join(const char *dir, const char *name);
 /* Polls cond(arg) every millisecond or so until it returns nonzero or timeout_ms passes.
  * Returns 1 when the condition held. Use with assert_true and a descriptive condition. */
 int poll_until(int (*cond)(void *), void *arg, int timeout_ms);
+/* wait_none_holding waits up to timeout_ms until no process but this one has a file open
+ * whose path begins with prefix (a test's directory, or its logs: nothing a test started
+ * may outlive it) and returns 0, or how many still do. */
+int wait_none_holding(const char *prefix, int timeout_ms);
 
 /* Output of a finished CLI run. */
 typedef struct run_result {
