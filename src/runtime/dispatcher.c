@@ -13,12 +13,10 @@ struct baton_dispatcher {
     bt_store *store;
     double polling_interval;
     int batch_size;
-    double heartbeat_interval;
-    double alive_threshold;
     double maintenance_interval;
     atomic_int stopping;
     bt_waker waker;
-    bt_log_limit store_errors, heartbeat_errors; /* repeated lines held back */
+    bt_log_limit store_errors; /* repeated lines held back */
 };
 
 int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
@@ -39,8 +37,6 @@ int baton_dispatcher_new(baton_dispatcher **out, baton_client *client,
     d->client = client;
     d->polling_interval = o->polling_interval;
     d->batch_size = o->batch_size;
-    d->heartbeat_interval = client->heartbeat_interval;
-    d->alive_threshold = client->alive_threshold;
     d->maintenance_interval = o->concurrency_maintenance_interval;
     /* Lives as long as the dispatcher: a stop from any thread always finds it open. */
     int rc = bt_waker_init(&d->waker);
@@ -94,13 +90,19 @@ int baton_dispatcher_run(baton_dispatcher *d)
     int64_t process_id = 0;
     int rc = bt_client_open_store(d->client, &d->store);
     if (rc == BATON_OK)
-        rc = bt_process_register(d->store, "dispatcher", NULL, d->alive_threshold, &process_id);
+        rc = bt_process_register(d->store, "dispatcher", NULL, d->client->alive_threshold, &process_id);
     if (rc != BATON_OK)
         goto out;
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.started process_id=%lld pid=%d",
            (long long)process_id, (int)getpid());
+    bt_keepalive beats;
+    rc = bt_keepalive_start(&beats, d->client, "dispatcher", NULL, 1, process_id);
+    if (rc != BATON_OK) {
+        bt_process_deregister(d->store, process_id);
+        goto out;
+    }
     bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_START, process_id);
-    int64_t next_heartbeat = 0, next_maintenance = 0;
+    int64_t next_maintenance = 0;
     while (!atomic_load(&d->stopping)) {
         if (bt_mono_ns() >= next_maintenance) {
             int promoted = 0;
@@ -118,16 +120,10 @@ int baton_dispatcher_run(baton_dispatcher *d)
                            BT_LOG_VALUE(baton_error_last()));
         else if (moved > 0)
             bt_log(d->client, BATON_LOG_DEBUG, "event=jobs.dispatched count=%d", moved);
-        if (bt_mono_ns() >= next_heartbeat) {
-            bt_liveness_keep(d->client, d->store, "dispatcher", NULL, d->alive_threshold, &process_id,
-                             &d->heartbeat_errors);
-            next_heartbeat = bt_mono_ns() + (int64_t)(d->heartbeat_interval * 1e9);
-        }
         if (rc == BATON_OK && moved == d->batch_size)
             continue;
-        /* Never sleep past a heartbeat: a silent dispatcher looks dead to the supervisor. */
-        double wait = d->polling_interval, beat = (double)(next_heartbeat - bt_mono_ns()) / 1e9;
-        wait = beat < wait ? (beat > 0.001 ? beat : 0.001) : wait;
+        double wait = d->polling_interval, maintain = (double)(next_maintenance - bt_mono_ns()) / 1e9;
+        wait = maintain < wait ? (maintain > 0.001 ? maintain : 0.001) : wait;
         int64_t next_at = 0;
         if (rc == BATON_OK && bt_next_scheduled_at(d->store, &next_at) == BATON_OK && next_at > 0) {
             double until = (double)(next_at - bt_now_ms()) / 1000.0;
@@ -136,6 +132,7 @@ int baton_dispatcher_run(baton_dispatcher *d)
         }
         bt_wait_ready(&d->waker, -1, wait);
     }
+    process_id = bt_keepalive_stop(&beats); /* no beat may register it again after this */
     bt_process_hook(d->client, BATON_PROCESS_DISPATCHER, BATON_PROCESS_STOP, process_id);
     rc = bt_process_deregister(d->store, process_id);
     bt_log(d->client, BATON_LOG_INFO, "event=dispatcher.stopped process_id=%lld", (long long)process_id);

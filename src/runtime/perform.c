@@ -2,7 +2,6 @@
  * short-lived "inline" process, so it shows in the history like any other job, and it
  * takes a slot of its concurrency key like any other job: when the key is full it waits
  * as a blocked job that is promoted straight into this process's claim. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,47 +77,6 @@ static int wait_for_claim(baton_client *c, int64_t process_id, int64_t id, doubl
     }
 }
 
-/* While an inline job runs, a thread of its own keeps the inline process's heartbeat
- * and the job's lease fresh, so a long inline run is not pruned as dead and its slot is
- * not handed on while it still runs. */
-typedef struct keepalive {
-    baton_client *client;
-    int64_t process_id;
-    bt_waker stop;
-    pthread_t thread;
-    int started;
-} keepalive;
-
-static void *keepalive_main(void *p)
-{
-    keepalive *k = p;
-    bt_store *s = NULL;
-    if (bt_client_open_store(k->client, &s) != BATON_OK)
-        return NULL;
-    while (!bt_wait_ready(&k->stop, -1, k->client->heartbeat_interval)) {
-        int alive, pruned;
-        bt_liveness_tick(s, k->process_id, k->client->alive_threshold, &alive, &pruned);
-    }
-    bt_store_close(s);
-    return NULL;
-}
-
-static void keepalive_start(keepalive *k, baton_client *c, int64_t process_id)
-{
-    *k = (keepalive){.client = c, .process_id = process_id};
-    k->started = bt_waker_init(&k->stop) == BATON_OK &&
-                 pthread_create(&k->thread, NULL, keepalive_main, k) == 0;
-}
-
-static void keepalive_stop(keepalive *k)
-{
-    if (k->started) {
-        bt_waker_signal(&k->stop);
-        pthread_join(k->thread, NULL);
-    }
-    bt_waker_close(&k->stop);
-}
-
 int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
                        const char *args_json, double wait_timeout)
 {
@@ -148,8 +106,10 @@ int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
     if (rc == BATON_OK) {
         bt_slot_checker checker;
         bt_slot_checker_init(&checker, c, process_id);
-        keepalive k;
-        keepalive_start(&k, c, process_id);
+        /* A long inline run must not look dead, nor its slot be handed on while it runs:
+         * the beats renew its lease too. No beats (no thread) leaves the job to its lease. */
+        bt_keepalive k;
+        bt_keepalive_start(&k, c, "inline", NULL, 0, process_id);
         job->klass = bt_class_find(c, class_name);
         job->checker = &checker;
         atomic_store(&c->performing, job);
@@ -158,7 +118,7 @@ int baton_perform_wait(baton_client *c, int64_t *id_out, const char *class_name,
         bt_job_perform(c, job);
         atomic_store(&c->performing, NULL);
         bt_client_wait_stops(c);
-        keepalive_stop(&k);
+        bt_keepalive_stop(&k);
         bt_slot_checker_close(&checker);
         rc = record(c, process_id, job);
         if (rc == BATON_OK && !job->succeeded)

@@ -61,6 +61,29 @@ void bt_waker_drain(bt_waker *w);
  * passes. Returns 1 when the waker fired. */
 int bt_wait_ready(bt_waker *w, int change_fd, double timeout_s);
 
+/* A heartbeat on its own thread (keepalive.c). */
+typedef struct bt_keepalive {
+    baton_client *client;
+    const char *kind;     /* of the process's rows */
+    const char *metadata; /* of its row when it registers again; the caller's, outlives it */
+    int reregister;       /* register again when pruned (a process without claims) */
+    _Atomic int64_t process_id;
+    bt_log_limit errors;
+    bt_waker stop;
+    pthread_t thread;
+    int started;
+} bt_keepalive;
+
+/* bt_keepalive_start starts beating for process_id every heartbeat interval of c: beat,
+ * renew leases, prune the dead (bt_liveness_tick), and with reregister, register again
+ * under a new id when pruned (bt_liveness_keep). Errors are logged as KIND.heartbeat_failed.
+ * Returns BATON_ERROR when no thread could be started (then nothing was started). */
+int bt_keepalive_start(bt_keepalive *k, baton_client *c, const char *kind, const char *metadata, int reregister,
+                       int64_t process_id);
+/* bt_keepalive_stop stops the beats (no-op when none started) and returns the process's id
+ * now: the one it started with, or the one it registered under since. */
+int64_t bt_keepalive_stop(bt_keepalive *k);
+
 /* bt_join_queues joins queue names with commas (malloc'ed; NULL when out of memory). */
 char *bt_join_queues(char *const *queues, size_t n);
 

@@ -33,13 +33,11 @@ struct baton_scheduler {
     baton_client *client;
     bt_store *store;
     double polling_interval;
-    double heartbeat_interval;
-    double alive_threshold;
     atomic_int stopping;
     bt_waker waker;
     plan *plans;
     size_t nplans;
-    bt_log_limit store_errors, heartbeat_errors; /* repeated lines held back */
+    bt_log_limit store_errors; /* repeated lines held back */
 };
 
 int baton_scheduler_new(baton_scheduler **out, baton_client *client,
@@ -59,8 +57,6 @@ int baton_scheduler_new(baton_scheduler **out, baton_client *client,
     s->polling_interval = o->polling_interval > 0 ? o->polling_interval
                           : client->config       ? client->config->scheduler_polling_interval
                                                  : 5.0;
-    s->heartbeat_interval = client->heartbeat_interval;
-    s->alive_threshold = client->alive_threshold;
     /* Lives as long as the scheduler: a stop from any thread always finds it open. */
     int rc = bt_waker_init(&s->waker);
     if (rc != BATON_OK) {
@@ -253,29 +249,24 @@ int baton_scheduler_run(baton_scheduler *s)
     char *meta = metadata(s);
     int rc = meta ? bt_client_open_store(s->client, &s->store) : bt_err_set(BATON_ERROR, "out of memory");
     if (rc == BATON_OK)
-        rc = bt_process_register(s->store, "scheduler", meta, s->alive_threshold, &process_id);
+        rc = bt_process_register(s->store, "scheduler", meta, s->client->alive_threshold, &process_id);
     if (rc == BATON_OK)
         rc = sync_static(s);
+    bt_keepalive beats;
+    if (rc == BATON_OK)
+        rc = bt_keepalive_start(&beats, s->client, "scheduler", meta, 1, process_id);
     if (rc != BATON_OK)
         goto out;
     bt_log(s->client, BATON_LOG_INFO, "event=scheduler.started process_id=%lld pid=%d",
            (long long)process_id, (int)getpid());
     bt_process_hook(s->client, BATON_PROCESS_SCHEDULER, BATON_PROCESS_START, process_id);
-    int64_t next_heartbeat = 0;
     while (!atomic_load(&s->stopping)) {
         int64_t earliest = 0;
         int round_rc = round_once(s, &earliest);
         if (round_rc != BATON_OK)
             bt_log_limited(s->client, &s->store_errors, BATON_LOG_ERROR, "event=scheduler.store_error error=%s",
                            BT_LOG_VALUE(baton_error_last()));
-        if (bt_mono_ns() >= next_heartbeat) {
-            bt_liveness_keep(s->client, s->store, "scheduler", meta, s->alive_threshold, &process_id,
-                             &s->heartbeat_errors);
-            next_heartbeat = bt_mono_ns() + (int64_t)(s->heartbeat_interval * 1e9);
-        }
-        /* Never sleep past a heartbeat: a silent scheduler looks dead to the supervisor. */
-        double wait = s->polling_interval, beat = (double)(next_heartbeat - bt_mono_ns()) / 1e9;
-        wait = beat < wait ? (beat > 0.001 ? beat : 0.001) : wait;
+        double wait = s->polling_interval;
         if (round_rc == BATON_OK && earliest) {
             double until = (double)(earliest - bt_now_ms()) / 1000.0;
             if (until < wait)
@@ -283,6 +274,7 @@ int baton_scheduler_run(baton_scheduler *s)
         }
         bt_wait_ready(&s->waker, -1, wait);
     }
+    process_id = bt_keepalive_stop(&beats); /* no beat may register it again after this */
     bt_process_hook(s->client, BATON_PROCESS_SCHEDULER, BATON_PROCESS_STOP, process_id);
     rc = bt_process_deregister(s->store, process_id);
     bt_log(s->client, BATON_LOG_INFO, "event=scheduler.stopped process_id=%lld", (long long)process_id);

@@ -483,6 +483,48 @@ static void test_stopped_supervisor_registers_again_and_keeps_its_children(void 
     free(out);
 }
 
+/* A dispatcher's concurrency maintenance waits for a key whose lock another session holds
+ * (a worker stopped in the middle of a round, say) for longer than half the alive
+ * threshold. Its heartbeat must keep its schedule meanwhile: its supervisor's watchdog
+ * must not take the wait for a hang and kill it. */
+static void test_dispatcher_waiting_on_a_lock_keeps_its_heartbeat(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "SQLite has one lock for the whole database, heartbeats included");
+    char yaml[4096];
+    probe_classes(f, yaml, sizeof yaml, FAST_LIVENESS,
+                  "dispatchers:\n  - polling_interval: 0.2\n    concurrency_maintenance_interval: 0.5\n", 100);
+    open_queue(f, yaml);
+    enqueue_probe(f, 1); /* holds the key's slot, ready: no worker runs */
+    enqueue_probe(f, 1); /* blocked for its duration (1 s), then overdue: maintenance visits the key */
+    bt_store *holder = test_db_open(f->url);
+    test_db_exec(holder, "SET idle_in_transaction_session_timeout = 0; BEGIN;"
+                         " SELECT limit_value FROM baton_semaphores WHERE key = 'Probe/k1' FOR UPDATE");
+    const char *args[] = {"--db", f->url, "--config", f->config, "start", "--only", "dispatchers", NULL};
+    f->supervisor = baton_spawn(f->out, args);
+    wait_count(f, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'dispatcher'", 1, 20000);
+    pid_t dispatcher = (pid_t)sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'dispatcher'");
+    wait_count(f, "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                  " AND datname = current_database() AND query LIKE '%baton_semaphores%'", 1, 20000);
+    /* Three times the watchdog's patience (half the threshold) into the wait: it waits on. */
+    char beat[200];
+    for (int k = 0; k < 3; k++) {
+        snprintf(beat, sizeof beat, "SELECT COUNT(*) FROM baton_processes WHERE kind = 'dispatcher' AND beat > %lld",
+                 (long long)sql_int(f, "SELECT beat FROM baton_processes WHERE kind = 'dispatcher'") + 1500);
+        wait_count(f, beat, 1, 10000);
+    }
+    assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                " AND datname = current_database() AND query LIKE '%%baton_semaphores%%'"), 1);
+    assert_int_equal(sql_int(f, "SELECT pid FROM baton_processes WHERE kind = 'dispatcher'"), dispatcher);
+    test_db_exec(holder, "ROLLBACK");
+    bt_store_close(holder);
+    assert_int_equal(stop_supervisor(f, SIGTERM), 0);
+    char *out = read_file(f->out);
+    if (out && strstr(out, "kind=dispatcher") && strstr(out, "signal=9"))
+        fail_msg("the watchdog killed the dispatcher while it waited for a lock (log: %s)", f->out);
+    free(out);
+}
+
 /* Ctrl-C in a terminal, or systemd's KillMode=control-group, signals every process of the
  * group at once: each child gets the signal besides the one the supervisor forwards. A
  * graceful stop must stay graceful: the running job ends on its own and is recorded. */
@@ -653,6 +695,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_term_stops_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_shutdown_and_restart_keep_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_supervisor_registers_again_and_keeps_its_children, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dispatcher_waiting_on_a_lock_keeps_its_heartbeat, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
