@@ -1580,6 +1580,25 @@ static void test_silent_network_path_fences_the_worker(void **state)
     f->passed = 1;
 }
 
+/* check_after_lost_answer stops the workers once the jobs drained after one lost COMMIT
+ * answer (njobs jobs of a key each, limit 1) and checks that the worker reconciled its
+ * claims and that every job ran once. */
+static void check_after_lost_answer(fixture *f, tcp_proxy *proxy, int njobs)
+{
+    stop_workers(f);
+    assert_int_equal(tcp_proxy_cuts(proxy), 1);
+    tcp_proxy_stop(proxy);
+    check_opts o = {.limit = 1, .nkeys = njobs};
+    check_stats st = check_log_and_queue(f, &o);
+    if (!any_log_contains(f, "event=worker.claims_reconciled"))
+        CHECK(&st, "the worker never reconciled its claims\n");
+    if (st.runs != (size_t)njobs)
+        CHECK(&st, "%d jobs ran %zu times, expected once each\n", njobs, st.runs);
+    if (st.errors)
+        fail_msg("lost answer: %d check failures (see above; logs in %s)", st.errors, f->dir);
+    f->passed = 1;
+}
+
 /* The network breaks just after the server received the COMMIT of the round that claimed
  * a job (a proxy of the test's own forwards it, then ends the connection before the
  * answer): the server committed the claim, the worker never heard. It must find the claim
@@ -1597,18 +1616,7 @@ static void test_lost_commit_answer_on_the_wire(void **state)
     int64_t left;
     if (!wait_drained(f, 60, &left))
         fail_msg("the job was not done 60 s after its claim's answer was lost (logs in %s)", f->dir);
-    stop_workers(f);
-    assert_int_equal(tcp_proxy_cuts(proxy), 1);
-    tcp_proxy_stop(proxy);
-    check_opts o = {.limit = 1, .nkeys = 1};
-    check_stats st = check_log_and_queue(f, &o);
-    if (!any_log_contains(f, "event=worker.claims_reconciled"))
-        CHECK(&st, "the worker never reconciled its claims\n");
-    if (st.runs != 1)
-        CHECK(&st, "the job ran %zu times, expected once\n", st.runs);
-    if (st.errors)
-        fail_msg("lost answer: %d check failures (see above; logs in %s)", st.errors, f->dir);
-    f->passed = 1;
+    check_after_lost_answer(f, proxy, 1);
 }
 
 /* A client goes silent inside a transaction that holds a key's lock (its host froze, its
@@ -1687,19 +1695,8 @@ static void test_lost_commit_answer_while_a_job_runs(void **state)
         fail_msg("%lld jobs left 60 s after the lost answer (logs in %s)", (long long)left, f->dir);
     if (kill(f->workers[0], 0) != 0)
         fail_msg("the worker died (logs in %s)", f->dir);
-    stop_workers(f);
     bt_store_close(db);
-    assert_int_equal(tcp_proxy_cuts(proxy), 1);
-    tcp_proxy_stop(proxy);
-    check_opts o = {.limit = 1, .nkeys = 4};
-    check_stats st = check_log_and_queue(f, &o);
-    if (!any_log_contains(f, "event=worker.claims_reconciled"))
-        CHECK(&st, "the worker never reconciled its claims\n");
-    if (st.runs != 4)
-        CHECK(&st, "4 jobs ran %zu times, expected once each\n", st.runs);
-    if (st.errors)
-        fail_msg("lost answer: %d check failures (see above; logs in %s)", st.errors, f->dir);
-    f->passed = 1;
+    check_after_lost_answer(f, proxy, 4);
 }
 
 /* An operator's `doctor --repair` (or the dispatcher's maintenance) meets a key whose lock
