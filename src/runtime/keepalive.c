@@ -9,9 +9,19 @@ static void *keepalive_main(void *p)
 {
     bt_keepalive *k = p;
     bt_store *s = NULL;
-    if (bt_client_open_store(k->client, &s) != BATON_OK)
-        return NULL; /* no beats: the process looks dead, and is treated so */
     while (!bt_wait_ready(&k->stop, -1, k->client->heartbeat_interval)) {
+        if (!s) {
+            if (bt_client_open_store(k->client, &s) != BATON_OK) { /* the database may come back */
+                bt_log_limited(k->client, &k->errors, BATON_LOG_ERROR, "event=%s.heartbeat_failed error=%s",
+                               k->kind, BT_LOG_VALUE(baton_error_last()));
+                s = NULL;
+                continue;
+            }
+            /* Pruning after the beat may wait for a dead process's keys: never past half an
+             * interval, so the next beat keeps its time (the prune is tried again then). */
+            if (s->ops->row_locks)
+                bt_set_lock_timeout(s, (int)(k->client->heartbeat_interval * 500.0) + 1);
+        }
         int64_t id = atomic_load(&k->process_id);
         if (k->reregister) {
             bt_liveness_keep(k->client, s, k->kind, k->metadata, k->client->alive_threshold, &id, &k->errors);

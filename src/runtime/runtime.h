@@ -61,7 +61,9 @@ void bt_waker_drain(bt_waker *w);
  * passes. Returns 1 when the waker fired. */
 int bt_wait_ready(bt_waker *w, int change_fd, double timeout_s);
 
-/* A heartbeat on its own thread (keepalive.c). */
+/* A heartbeat on its own thread (keepalive.c): the dispatcher's, the scheduler's and an
+ * inline perform's. (A worker beats from its coordinator, beside its fence; a supervisor
+ * from its poll loop.) */
 typedef struct bt_keepalive {
     baton_client *client;
     const char *kind;     /* of the process's rows */
@@ -74,10 +76,11 @@ typedef struct bt_keepalive {
     int started;
 } bt_keepalive;
 
-/* bt_keepalive_start starts beating for process_id every heartbeat interval of c: beat,
- * renew leases, prune the dead (bt_liveness_tick), and with reregister, register again
- * under a new id when pruned (bt_liveness_keep). Errors are logged as KIND.heartbeat_failed.
- * Returns BATON_ERROR when no thread could be started (then nothing was started). */
+/* bt_keepalive_start starts beating for process_id every heartbeat interval of c, from
+ * one interval on: beat, renew leases, prune the dead (bt_liveness_tick), and with
+ * reregister, register again under a new id when pruned (bt_liveness_keep), logging as
+ * those do (KIND.heartbeat_failed when the database cannot be reached, tried again at the
+ * next interval). Returns BATON_ERROR when no thread could be started (then nothing was). */
 int bt_keepalive_start(bt_keepalive *k, baton_client *c, const char *kind, const char *metadata, int reregister,
                        int64_t process_id);
 /* bt_keepalive_stop stops the beats (no-op when none started) and returns the process's id

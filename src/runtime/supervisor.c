@@ -182,9 +182,9 @@ static atomic_int child_stop;
 
 static void on_child_signal(int sig)
 {
-    int immediate = sig == SIGQUIT;
-    if (atomic_load(&child_stop) < 1 + immediate)
-        atomic_store(&child_stop, 1 + immediate);
+    int immediate = sig == SIGQUIT, cur = atomic_load(&child_stop);
+    while (cur < 1 + immediate && !atomic_compare_exchange_weak(&child_stop, &cur, 1 + immediate))
+        ;
     baton_worker *w = atomic_load(&child_worker);
     baton_dispatcher *d = atomic_load(&child_dispatcher);
     baton_scheduler *s = atomic_load(&child_scheduler);
@@ -197,8 +197,8 @@ static void on_child_signal(int sig)
 }
 
 /* stop_if_asked, called once a role's object is where on_child_signal finds it, applies a
- * stop that came before (the handler interrupts this thread: it ran either before the
- * object was published, and left child_stop, or after, and stopped it itself). */
+ * stop that came before: the handler (on whatever thread) either saw the object and stopped
+ * it, or left child_stop for this to see; both atomics are sequentially consistent. */
 static void stop_if_asked(void)
 {
     int stop = atomic_load(&child_stop);
