@@ -83,6 +83,7 @@ typedef struct pg_store {
     int borrowed;           /* conn is the application's: never reset or closed here, no prepared statements */
     int in_savepoint;       /* the open "transaction" is a savepoint in the application's */
     int lock_timeout_ms;    /* set by set_lock_timeout, kept across reconnects; 0: the default */
+    int broken;             /* the session ended though libpq still calls it open: reconnect */
     int64_t reconnect_at_ns, reconnect_backoff_ns;
     pthread_mutex_t sock_lock; /* guards sock, which pg_interrupt reads from other threads */
     int sock;                  /* conn's socket while connected, else -1 */
@@ -442,7 +443,7 @@ static int run_statement(pg_store *s, const char *sql, int cached, const params 
  * after any store error. */
 static int ensure_connected(pg_store *s)
 {
-    if (PQstatus(s->conn) == CONNECTION_OK || s->in_txn)
+    if ((PQstatus(s->conn) == CONNECTION_OK && !s->broken) || s->in_txn)
         return BATON_OK;
     if (s->borrowed)
         return set_error(s, BATON_ESTORE, PQerrorMessage(s->conn), "application connection");
@@ -454,6 +455,7 @@ static int ensure_connected(pg_store *s)
     set_sock(s, -1);
     PQreset(s->conn);
     if (PQstatus(s->conn) == CONNECTION_OK) {
+        s->broken = 0;
         set_sock(s, PQsocket(s->conn));
         configure(s->conn);
         apply_lock_timeout(s);
@@ -544,8 +546,11 @@ static int leave_pipeline(pg_store *s, int deliver)
         return BATON_OK;
     int code = flush(s, NULL, deliver);
     s->pipelined = 0;
-    if (PQstatus(s->conn) == CONNECTION_OK && !PQexitPipelineMode(s->conn) && code == BATON_OK)
-        code = result_error(s, NULL, "pipeline end");
+    /* Every result in, the session may still end before pipeline mode does (the server
+     * terminated it just after a COMMIT it answered): what was asked was done, and said
+     * so. Reporting a failure here would make a committed transaction look rolled back. */
+    if (PQstatus(s->conn) == CONNECTION_OK && !PQexitPipelineMode(s->conn))
+        s->broken = 1;
     return code;
 }
 

@@ -1666,6 +1666,39 @@ static void test_silent_client_inside_a_transaction_frees_its_keys(void **state)
     f->passed = 1;
 }
 
+/* The server answers the COMMIT of the round that claimed a job, then its session ends
+ * before it said it was idle (the server terminated it: pg_terminate_backend, a restart
+ * under way). The claim was committed and the worker was told so: it must run the job as
+ * claimed. Taking the session's end for a failed commit, it either reconciled (handing
+ * the claim back) or, when libpq did not yet call the connection bad, took it for a
+ * rollback and forgot a claim the database holds for it: the job never ran. */
+static void test_session_ended_after_the_commit_was_answered(void **state)
+{
+    fixture *f = *state;
+    SKIP_UNLESS(test_on_postgres(), "a session's end needs a server on the other end of a connection");
+    char via[4400];
+    tcp_proxy *proxy = start_proxy(f, via, sizeof via);
+    open_probe_queue(f, CALM_LIVENESS, 1, "100");
+    enqueue_probes(f, "Probe", 1, 1);
+    tcp_proxy_end_after_answer(proxy, "INSERT INTO baton_claimed_executions", "COMMIT");
+    spawn_worker_on(f, via, 0, 1, NULL);
+    int64_t left;
+    if (!wait_drained(f, 30, &left))
+        fail_msg("the job was not done 30 s after its claim's session ended (logs in %s)", f->dir);
+    stop_workers(f);
+    assert_int_equal(tcp_proxy_cuts(proxy), 1);
+    tcp_proxy_stop(proxy);
+    check_opts o = {.limit = 1, .nkeys = 1};
+    check_stats st = check_log_and_queue(f, &o);
+    if (st.runs != 1)
+        CHECK(&st, "the job ran %zu times, expected once\n", st.runs);
+    if (any_log_contains(f, "event=worker.claims_reconciled") || any_log_contains(f, "(pipeline end)"))
+        CHECK(&st, "the worker took an answered COMMIT for a failed one\n");
+    if (st.errors)
+        fail_msg("session ended: %d check failures (see above; logs in %s)", st.errors, f->dir);
+    f->passed = 1;
+}
+
 /* A round's COMMIT answer is lost while one job runs long and another has been recorded
  * since it started (two threads; jobs 1 and 3 long, 2 and 4 short, each of its own key).
  * The worker reconciles what it knows with the database, walking the jobs in progress:
@@ -2235,6 +2268,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_silent_network_path_fences_the_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_commit_answer_on_the_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_commit_answer_while_a_job_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_ended_after_the_commit_was_answered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_client_inside_a_transaction_frees_its_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_waiting_on_one_key_holds_up_no_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_promotion_never_skips_a_locked_waiter, setup, teardown),

@@ -22,6 +22,7 @@ struct tcp_proxy {
     atomic_int frozen, quit, cuts;
     _Atomic(const char *) cut_first, cut_then;       /* cut_first NULL once it was seen */
     _Atomic(const char *) freeze_first, freeze_then; /* the same */
+    _Atomic(const char *) end_first, end_then;       /* the same */
     pthread_t thread;
 };
 
@@ -80,6 +81,45 @@ static int seen_then(const char *buf, ssize_t n, _Atomic(const char *) *first, _
     return t && !f && holds(buf, n, t) && atomic_exchange(then, NULL);
 }
 
+/* end_after_answer passes on the server's answer to what the client just sent but for its
+ * last message (ReadyForQuery), then what a server says when it terminates a session (an
+ * ErrorResponse, FATAL 57P01), and ends the connection a moment later: the session was
+ * terminated after it executed the last statement, before it said it was idle. */
+static void end_after_answer(tcp_proxy *p, int i)
+{
+    static const char fatal[] = "SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0";
+    char buf[65536];
+    size_t n = 0;
+    struct pollfd pf = {.fd = p->pairs[i][1], .events = POLLIN};
+    /* The answer ends with ReadyForQuery: 'Z', length 5, a status byte. */
+    while (!(n >= 6 && buf[n - 6] == 'Z' && memcmp(buf + n - 5, "\0\0\0\5", 4) == 0) && n < sizeof buf - 200 &&
+           poll(&pf, 1, 2000) > 0) {
+        ssize_t got = read(p->pairs[i][1], buf + n, sizeof buf - 200 - n);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
+    if (n >= 6 && buf[n - 6] == 'Z')
+        n -= 6;
+    uint32_t len = htonl((uint32_t)(4 + sizeof fatal)); /* the fields, each NUL-ended, and a last NUL */
+    buf[n++] = 'E';
+    memcpy(buf + n, &len, 4);
+    n += 4;
+    memcpy(buf + n, fatal, sizeof fatal); /* sizeof counts the terminating NUL */
+    n += sizeof fatal;
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(p->pairs[i][0], buf + off, n - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    /* The end of the connection comes a moment later, as from a server busy exiting: the
+     * client has read the error by then, and still holds a connection it thinks open. */
+    struct pollfd none = {.fd = -1};
+    poll(&none, 1, 1000);
+    atomic_fetch_add(&p->cuts, 1);
+}
+
 /* forward moves what from has to the other side of pair i; 0 when the pair ended. */
 static int forward(tcp_proxy *p, int i, int from)
 {
@@ -95,6 +135,10 @@ static int forward(tcp_proxy *p, int i, int from)
     }
     if (from == 0 && seen_then(buf, n, &p->freeze_first, &p->freeze_then, 1))
         atomic_store(&p->frozen, 1);
+    if (from == 0 && seen_then(buf, n, &p->end_first, &p->end_then, 0)) {
+        end_after_answer(p, i);
+        return 0;
+    }
     if (from == 0 && seen_then(buf, n, &p->cut_first, &p->cut_then, 0)) {
         /* The server reads what it was sent, then the end; its answer goes nowhere. */
         shutdown(p->pairs[i][1], SHUT_WR);
@@ -165,6 +209,12 @@ void tcp_proxy_cut_after(tcp_proxy *p, const char *first, const char *then)
 {
     atomic_store(&p->cut_first, first);
     atomic_store(&p->cut_then, then);
+}
+
+void tcp_proxy_end_after_answer(tcp_proxy *p, const char *first, const char *then)
+{
+    atomic_store(&p->end_first, first);
+    atomic_store(&p->end_then, then);
 }
 
 void tcp_proxy_freeze_after(tcp_proxy *p, const char *first, const char *then)

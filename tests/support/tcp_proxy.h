@@ -23,6 +23,13 @@ void tcp_proxy_cut_after(tcp_proxy *p, const char *first, const char *then);
  * outlive the fault. (A prepared statement's text goes in its Parse message, its
  * parameters in a later Bind: first can be the text, then a parameter.) */
 void tcp_proxy_freeze_after(tcp_proxy *p, const char *first, const char *then);
+/* tcp_proxy_end_after_answer arms a third: once a client has sent bytes holding first,
+ * the next chunk it sends that holds then reaches the server, whose answer reaches the
+ * client but for its last message (ReadyForQuery), followed by the FATAL error a server
+ * sends when it terminates a session; the connection ends a second later. A COMMIT the
+ * server executed and answered, in a session that ended before it said it was idle.
+ * Counted as a cut. */
+void tcp_proxy_end_after_answer(tcp_proxy *p, const char *first, const char *then);
 /* How many connections were cut so. */
 int tcp_proxy_cuts(const tcp_proxy *p);
 /* Stops the thread and closes every connection. */
