@@ -66,9 +66,8 @@ const char *bt_host_id(void)
 
 static int64_t threshold_ms(double alive_threshold) { return (int64_t)(alive_threshold * 1000.0); }
 
-/* insert_row registers this process in the open transaction and records its identity. */
-static int insert_row(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
-                      int64_t *id_out)
+int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
+                        int64_t *id_out)
 {
     char host[256] = "unknown", name[400];
     gethostname(host, sizeof host - 1);
@@ -77,20 +76,13 @@ static int insert_row(bt_store *s, const char *kind, const char *metadata_json, 
     bt_val a[] = {BV_TEXT(kind), BV_TEXT(name), BV_INT(getpid()), BV_TEXT(host),
                   supervisor_id ? BV_INT(supervisor_id) : BV_NULL, BV_TEXT(metadata_json), BV_INT(now),
                   BV_INT(threshold_ms(alive_threshold)), BV_TEXT(bt_host_id())};
-    int rc = bt_query_int(s, sql_register, a, 9, id_out, 0);
+    int rc = bt_begin(s, BT_TXN_WRITE);
+    if (rc == BATON_OK)
+        rc = bt_query_int(s, sql_register, a, 9, id_out, 0);
     if (rc == BATON_OK) {
         bt_val identity[] = {BV_INT(*id_out), a[0], a[1], a[2], a[3]};
         rc = bt_exec(s, sql_record_identity, identity, 5, NULL, NULL, NULL);
     }
-    return rc;
-}
-
-int bt_process_register(bt_store *s, const char *kind, const char *metadata_json, double alive_threshold,
-                        int64_t *id_out)
-{
-    int rc = bt_begin(s, BT_TXN_WRITE);
-    if (rc == BATON_OK)
-        rc = insert_row(s, kind, metadata_json, alive_threshold, id_out);
     return bt_end(s, rc);
 }
 
